@@ -1,0 +1,413 @@
+'use strict';
+// Shared core of the Lambda@Home Node.js runtime, used by both transports
+// (bootstrap.js = AWS Runtime API 2018-06-01 over HTTP, bootstrap-websocket.js =
+// WebSocket Runtime API of WEBSOCKET_RUNTIME.md). It owns: configuration from the
+// environment, handler loading (CJS and ESM), the AWS-style console patch, the
+// context object, handler invocation semantics (promise / callback /
+// callbackWaitsForEmptyEventLoop) and error formatting. No third-party modules.
+// Invariant: at most one invocation is in flight (`current`), as in AWS.
+
+const fs = require('fs');
+const path = require('path');
+const util = require('util');
+const { pathToFileURL } = require('url');
+
+const DEFAULT_RUNTIME_API = 'host.docker.internal:9001';
+// Exit codes AWS's Node runtime uses after reporting a fatal error for an invocation.
+const EXIT_UNCAUGHT_EXCEPTION = 129;
+const EXIT_UNHANDLED_REJECTION = 128;
+
+function readConfig(env = process.env) {
+  return {
+    runtimeApi: env.AWS_LAMBDA_RUNTIME_API || DEFAULT_RUNTIME_API,
+    handler: env._HANDLER || '',
+    taskRoot: env.LAMBDA_TASK_ROOT || process.cwd(),
+    functionName: env.AWS_LAMBDA_FUNCTION_NAME || '',
+    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION || '$LATEST',
+    memorySize: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE || '128',
+    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME || '',
+    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME || '',
+    useWebSocket: env.LAMBDA_USE_WEBSOCKET !== 'false',
+    instanceId: env.LAMBDA_INSTANCE_ID || '',
+    runtimeName: env.LAMBDA_RUNTIME_NAME || `nodejs${process.versions.node.split('.')[0]}.x`,
+    debug: Boolean(env.LAMBDA_RUNTIME_DEBUG),
+  };
+}
+
+// Runtime diagnostics are plain lines on stdout (not request-prefixed), written
+// with the original stream so the console patch does not reformat them.
+function runtimeLog(message) {
+  process.stdout.write(`${message}\n`);
+}
+
+function makeDebugLog(config) {
+  return config.debug ? runtimeLog : () => {};
+}
+
+// ---------------------------------------------------------------- console patch
+
+let currentRequestId; // printed as "undefined" outside invocations, like AWS
+
+const LOG_LEVELS = [
+  ['log', 'INFO'],
+  ['info', 'INFO'],
+  ['warn', 'WARN'],
+  ['error', 'ERROR'],
+  ['debug', 'DEBUG'],
+  ['trace', 'TRACE'],
+];
+
+// Same line shape as AWS's LogPatch: `<ISO time>\t<request id>\t<LEVEL>\t<message>`;
+// newlines inside a message become \r so one call stays one log record.
+function formatLogLine(level, args) {
+  const message = util.format(...args).replace(/\n/g, '\r');
+  return `${new Date().toISOString()}\t${currentRequestId}\t${level}\t${message}\n`;
+}
+
+function patchConsole() {
+  for (const [method, level] of LOG_LEVELS) {
+    console[method] = (...args) => {
+      process.stdout.write(formatLogLine(level, args));
+    };
+  }
+}
+
+// ---------------------------------------------------------------- errors
+
+class RuntimeError extends Error {
+  constructor(type, message) {
+    super(message);
+    Object.defineProperty(this, 'name', { value: type, enumerable: false });
+  }
+}
+
+function isErrorLike(value) {
+  return (
+    util.types.isNativeError(value) ||
+    (value !== null &&
+      typeof value === 'object' &&
+      typeof value.message === 'string' &&
+      typeof value.name === 'string')
+  );
+}
+
+function describeNonError(value) {
+  if (value !== null && typeof value === 'object') {
+    try {
+      return JSON.stringify(value);
+    } catch (_err) {
+      return String(value);
+    }
+  }
+  return String(value);
+}
+
+// errorType is the class: an explicit `name` wins (TypeError, Runtime.*), otherwise
+// the constructor name, so `class MyError extends Error {}` reports "MyError".
+function errorTypeOf(err) {
+  if (typeof err.name === 'string' && err.name && err.name !== 'Error') return err.name;
+  const ctor = err.constructor && err.constructor.name;
+  return ctor || 'Error';
+}
+
+function formatError(err) {
+  if (isErrorLike(err)) {
+    return {
+      errorMessage: String(err.message),
+      errorType: errorTypeOf(err),
+      stackTrace: typeof err.stack === 'string' ? err.stack.split('\n') : [],
+    };
+  }
+  return { errorMessage: describeNonError(err), errorType: typeof err, stackTrace: [] };
+}
+
+// ---------------------------------------------------------------- handler loading
+
+const HANDLER_EXPR = /^([^.]*)\.(.*)$/;
+
+function parseHandlerString(handlerString) {
+  const slash = handlerString.lastIndexOf('/');
+  const moduleRoot = handlerString.slice(0, slash + 1);
+  const match = HANDLER_EXPR.exec(handlerString.slice(slash + 1));
+  if (!match || !match[1] || !match[2]) {
+    throw new RuntimeError('Runtime.MalformedHandlerName', `Bad handler ${handlerString}`);
+  }
+  return { moduleRoot, moduleName: match[1], handlerPath: match[2] };
+}
+
+function nearestPackageType(dir) {
+  for (let current = dir; ; current = path.dirname(current)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(current, 'package.json'), 'utf8'));
+      return pkg.type === 'module' ? 'module' : 'commonjs';
+    } catch (_err) {
+      // no (readable) package.json here: keep walking up
+    }
+    if (path.dirname(current) === current) return 'commonjs';
+  }
+}
+
+function importFile(file) {
+  return import(pathToFileURL(file).href);
+}
+
+async function loadJsFile(file) {
+  if (nearestPackageType(path.dirname(file)) === 'module') return importFile(file);
+  try {
+    return require(file);
+  } catch (err) {
+    if (err && (err.code === 'ERR_REQUIRE_ESM' || err.code === 'ERR_REQUIRE_ASYNC_MODULE')) {
+      return importFile(file);
+    }
+    throw err;
+  }
+}
+
+function resolveBareModule(moduleName, moduleDir) {
+  try {
+    return require.resolve(path.join(moduleDir, moduleName));
+  } catch (_err) {
+    // not a file/directory module: maybe a package in node_modules (AWS allows it)
+  }
+  try {
+    return require.resolve(moduleName, { paths: [moduleDir] });
+  } catch (_err) {
+    return null;
+  }
+}
+
+async function loadModule(moduleDir, moduleName) {
+  const base = path.join(moduleDir, moduleName);
+  if (fs.existsSync(`${base}.js`)) return loadJsFile(`${base}.js`);
+  if (fs.existsSync(`${base}.mjs`)) return importFile(`${base}.mjs`);
+  if (fs.existsSync(`${base}.cjs`)) return require(`${base}.cjs`);
+  const resolved = resolveBareModule(moduleName, moduleDir);
+  if (!resolved) {
+    const err = new Error(`Cannot find module '${moduleName}'`);
+    err.code = 'MODULE_NOT_FOUND';
+    throw err;
+  }
+  return resolved.endsWith('.mjs') ? importFile(resolved) : require(resolved);
+}
+
+// Classify module-evaluation failures the way AWS does.
+function classifyLoadError(err) {
+  if (err && (err.code === 'MODULE_NOT_FOUND' || err.code === 'ERR_MODULE_NOT_FOUND')) {
+    const wrapped = new RuntimeError('Runtime.ImportModuleError', `Error: ${err.message}`);
+    wrapped.stack = `${wrapped.name}: ${wrapped.message}`;
+    return wrapped;
+  }
+  if (err instanceof SyntaxError) {
+    const wrapped = new RuntimeError('Runtime.UserCodeSyntaxError', `SyntaxError: ${err.message}`);
+    wrapped.stack = `${wrapped.name}: ${wrapped.message}\n${err.stack || ''}`.trimEnd();
+    return wrapped;
+  }
+  return err;
+}
+
+function resolveHandlerPath(mod, handlerPath) {
+  return handlerPath.split('.').reduce((obj, key) => (obj == null ? undefined : obj[key]), mod);
+}
+
+// `src/app.handler` -> LAMBDA_TASK_ROOT/src/app.{js,mjs,cjs}, export `handler`
+// (nested paths such as `index.handlers.main` are followed as AWS does).
+async function loadHandler(handlerString, taskRoot) {
+  const { moduleRoot, moduleName, handlerPath } = parseHandlerString(handlerString);
+  let mod;
+  try {
+    mod = await loadModule(path.resolve(taskRoot, moduleRoot), moduleName);
+  } catch (err) {
+    throw classifyLoadError(err);
+  }
+  const fn = resolveHandlerPath(mod, handlerPath);
+  const label = `${moduleName}.${handlerPath}`;
+  if (fn === undefined) {
+    throw new RuntimeError('Runtime.HandlerNotFound', `${label} is undefined or not exported`);
+  }
+  if (typeof fn !== 'function') {
+    throw new RuntimeError('Runtime.HandlerNotFound', `${label} is not a function`);
+  }
+  return fn;
+}
+
+// ---------------------------------------------------------------- invocation
+
+function parseJsonField(value) {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') return value;
+  try {
+    return JSON.parse(value);
+  } catch (_err) {
+    return value; // keep the raw string rather than crash the runtime
+  }
+}
+
+// inv: { requestId, deadlineMs, invokedFunctionArn, clientContext, cognitoIdentity }
+function buildContext(config, inv, members) {
+  const deadlineMs = Number(inv.deadlineMs);
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    awsRequestId: inv.requestId,
+    invokedFunctionArn: inv.invokedFunctionArn,
+    functionName: config.functionName,
+    functionVersion: config.functionVersion,
+    memoryLimitInMB: String(config.memorySize),
+    logGroupName: config.logGroupName,
+    logStreamName: config.logStreamName,
+    clientContext: parseJsonField(inv.clientContext),
+    identity: parseJsonField(inv.cognitoIdentity),
+    getRemainingTimeInMillis: () =>
+      Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now()) : 0,
+    ...members,
+  };
+}
+
+let current = null; // { finish(outcome), onEmptyLoop: fn|null } of the running invocation
+
+function isPromise(value) {
+  return value !== null && typeof value === 'object' && typeof value.then === 'function';
+}
+
+function success(result) {
+  return { ok: true, result };
+}
+
+function failure(err) {
+  return { ok: false, error: formatError(err) };
+}
+
+function setInvocationEnvironment(inv) {
+  currentRequestId = inv.requestId;
+  if (inv.traceId) process.env._X_AMZN_TRACE_ID = inv.traceId;
+  else delete process.env._X_AMZN_TRACE_ID;
+}
+
+// Runs one invocation with AWS's Node semantics and resolves with
+// { ok: true, result } | { ok: false, error: {errorMessage, errorType, stackTrace}, exitCode? }.
+// A returned promise settles it at once; a callback settles it when the event loop
+// empties unless context.callbackWaitsForEmptyEventLoop is false; a handler that does
+// neither succeeds with null once the event loop is empty (AWS's default exit listener).
+function invoke(handler, config, inv) {
+  return new Promise((resolve) => {
+    let settled = false;
+    let called = false; // only the first of callback/done/succeed/fail counts
+    const state = {};
+    state.finish = (outcome) => {
+      if (settled) return;
+      settled = true;
+      if (current === state) current = null;
+      resolve(outcome);
+    };
+    state.onEmptyLoop = () => state.finish(success(null));
+    current = state;
+    setInvocationEnvironment(inv);
+
+    const once = (fn) => (...args) => {
+      if (called) return;
+      called = true;
+      fn(...args);
+    };
+    const done = (err, result) => {
+      state.onEmptyLoop = null;
+      state.finish(err !== undefined && err !== null ? failure(err) : success(result));
+    };
+    const fail = (err) => done(err === undefined || err === null ? 'handled' : err);
+    const context = buildContext(config, inv, {
+      done: once(done),
+      succeed: once((result) => done(null, result)),
+      fail: once(fail),
+    });
+    const callback = once((err, result) => {
+      if (err !== undefined && err !== null) done(err);
+      else if (!context.callbackWaitsForEmptyEventLoop) done(null, result);
+      else state.onEmptyLoop = () => state.finish(success(result));
+    });
+
+    try {
+      const returned = handler(inv.event, context, callback);
+      if (isPromise(returned)) {
+        returned.then(once((result) => done(null, result)), once(fail));
+      }
+    } catch (err) {
+      callback(err);
+    }
+  });
+}
+
+// JSON body of a successful invocation; undefined becomes "null" like AWS.
+function serializeResult(result) {
+  try {
+    const body = JSON.stringify(result === undefined ? null : result);
+    return body === undefined ? 'null' : body;
+  } catch (err) {
+    throw new RuntimeError(
+      'Runtime.SerializationError',
+      `Unable to stringify response body: ${err && err.message}`,
+    );
+  }
+}
+
+function logInvokeError(error) {
+  console.error('Invoke Error', `\t${JSON.stringify(error)}`);
+}
+
+// ---------------------------------------------------------------- process hooks
+
+function failCurrentOrExit(err, exitCode, label) {
+  if (current) {
+    current.finish({ ...failure(err), exitCode });
+    return;
+  }
+  console.error(label, `\t${JSON.stringify(formatError(err))}`);
+  process.exit(exitCode);
+}
+
+function unhandledRejectionError(reason) {
+  const text = isErrorLike(reason)
+    ? `${errorTypeOf(reason)}: ${reason.message}`
+    : describeNonError(reason);
+  const err = new RuntimeError('Runtime.UnhandledPromiseRejection', text);
+  err.stack = `${err.name}: ${text}${isErrorLike(reason) && reason.stack ? `\n${reason.stack}` : ''}`;
+  return err;
+}
+
+function installProcessHooks() {
+  process.on('SIGTERM', () => process.exit(0));
+  process.on('uncaughtException', (err) =>
+    failCurrentOrExit(err, EXIT_UNCAUGHT_EXCEPTION, 'Uncaught Exception'),
+  );
+  process.on('unhandledRejection', (reason) =>
+    failCurrentOrExit(
+      unhandledRejectionError(reason),
+      EXIT_UNHANDLED_REJECTION,
+      'Unhandled Promise Rejection',
+    ),
+  );
+  // The transports keep no referenced handle while a handler runs, so an empty
+  // event loop means the handler's own work is finished.
+  process.on('beforeExit', () => {
+    if (current && current.onEmptyLoop) {
+      const onEmptyLoop = current.onEmptyLoop;
+      current.onEmptyLoop = null;
+      setImmediate(onEmptyLoop);
+    }
+  });
+}
+
+module.exports = {
+  DEFAULT_RUNTIME_API,
+  RuntimeError,
+  buildContext,
+  formatError,
+  formatLogLine,
+  installProcessHooks,
+  invoke,
+  loadHandler,
+  logInvokeError,
+  makeDebugLog,
+  parseHandlerString,
+  patchConsole,
+  readConfig,
+  runtimeLog,
+  serializeResult,
+};

@@ -1,0 +1,544 @@
+#!/usr/bin/env python3
+"""Lambda@Home Python runtime: entry point, shared invocation core and HTTP loop.
+
+Owns handler loading (with AWS's init error types), LambdaContext, error formatting,
+result marshalling and the AWS Runtime API 2018-06-01 client over one keep-alive
+http.client connection (standard library only). Unless LAMBDA_USE_WEBSOCKET=false it
+first tries the WebSocket Runtime API (bootstrap-websocket.py, loaded by path, which
+reuses the pieces defined here) and falls back to HTTP when that is unavailable.
+Invariant: one invocation at a time; nothing is logged on the warm success path.
+Specs: AWS Lambda Runtime API, /work/shared/seed/WEBSOCKET_RUNTIME.md.
+"""
+
+import http.client
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+
+API_ADDRESS = os.environ.get("AWS_LAMBDA_RUNTIME_API") or "host.docker.internal:9001"
+API_PREFIX = "/2018-06-01/runtime"
+DEBUG = bool(os.environ.get("LAMBDA_RUNTIME_DEBUG"))
+FUNCTION_VERSION = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION") or "$LATEST"
+
+# A dropped keep-alive connection is retried at once; a Runtime API that stays away is
+# retried with backoff for a few seconds, then the runtime exits so the server replaces it.
+request_attempts_max = 8
+request_backoff_first_s = 0.01
+request_backoff_max_s = 1.0
+
+MARSHAL_ERROR = "Runtime.MarshalError"
+UNMARSHAL_ERROR = "Runtime.UnmarshalError"
+CONTEXT_UNMARSHAL_ERROR = "Runtime.LambdaContextUnmarshalError"
+
+# Request id of the invocation in progress, read by the logging handler.
+_current_request_id = ""
+_current_trace_id = None
+
+
+def debug(message):
+    if DEBUG:
+        print(message, flush=True)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class Fault(Exception):
+    """A runtime-detected failure with an AWS error type (bad handler, bad context JSON)."""
+
+    def __init__(self, error_type, message, stack_trace=None):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.stack_trace = stack_trace or []
+
+
+def make_error(message, error_type, stack_trace, request_id=""):
+    return {
+        "errorMessage": message or "",
+        "errorType": error_type or "",
+        "requestId": request_id or "",
+        "stackTrace": stack_trace or [],
+    }
+
+
+def error_from_exception(exc, request_id=""):
+    """AWS's error shape for an exception, with the runtime's own frames left out."""
+    tb = exc.__traceback__
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename in _RUNTIME_FILES
+        or tb.tb_frame.f_code.co_filename.startswith("<frozen importlib")
+    ):
+        tb = tb.tb_next
+    stack = traceback.format_list(traceback.extract_tb(tb)) if tb is not None else []
+    return make_error(str(exc), type(exc).__name__, stack, request_id)
+
+
+def log_error(error):
+    """Print an error the way AWS's runtime does: `[ERROR] Type: message` plus traceback."""
+    description = "[ERROR]"
+    if error["errorType"]:
+        description += " " + error["errorType"] + (":" if error["errorMessage"] else "")
+    if error["errorMessage"]:
+        description += " " + error["errorMessage"]
+    lines = [description, "Traceback (most recent call last):"]
+    for element in error["stackTrace"]:
+        lines.extend(element.splitlines())
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------- handler
+
+
+def load_handler(spec):
+    """Import `module.function` (module dotted or a path with slashes) from the task root."""
+    try:
+        module_name, function_name = spec.rsplit(".", 1)
+    except ValueError as e:
+        raise Fault("Runtime.MalformedHandlerName", "Bad handler '%s': %s" % (spec, e))
+    if not module_name or not function_name:
+        raise Fault("Runtime.MalformedHandlerName", "Bad handler '%s'" % spec)
+    if module_name.split(".")[0] in sys.builtin_module_names:
+        raise Fault(
+            "Runtime.BuiltInModuleConflict",
+            "Cannot use built-in module %s as a handler module" % module_name,
+        )
+    try:
+        module = importlib.import_module(module_name.replace("/", "."))
+    except ImportError as e:
+        raise Fault(
+            "Runtime.ImportModuleError",
+            "Unable to import module '%s': %s" % (module_name, e),
+        )
+    except SyntaxError as e:
+        trace = ['  File "%s" Line %s\n    %s' % (e.filename, e.lineno, e.text)]
+        raise Fault(
+            "Runtime.UserCodeSyntaxError",
+            "Syntax error in module '%s': %s" % (module_name, e),
+            trace,
+        )
+    try:
+        return getattr(module, function_name)
+    except AttributeError:
+        raise Fault(
+            "Runtime.HandlerNotFound",
+            "Handler '%s' missing on module '%s'" % (function_name, module_name),
+        )
+
+
+def report_init_error(error):
+    """POST /runtime/init/error once on a fresh connection; the caller exits next."""
+    body = json.dumps(error).encode()
+    conn = http.client.HTTPConnection(API_ADDRESS, timeout=5)
+    try:
+        conn.request(
+            "POST",
+            API_PREFIX + "/init/error",
+            body,
+            {
+                "Content-Type": "application/json",
+                "Lambda-Runtime-Function-Error-Type": error["errorType"],
+            },
+        )
+        conn.getresponse().read()
+    except (OSError, http.client.HTTPException) as e:
+        sys.stderr.write("Failed to report init error to %s: %s\n" % (API_ADDRESS, e))
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------- context
+
+
+class CognitoIdentity:
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self, data=None):
+        data = data or {}
+        self.cognito_identity_id = data.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = data.get("cognitoIdentityPoolId")
+
+
+class Client:
+    __slots__ = (
+        "installation_id",
+        "app_title",
+        "app_version_name",
+        "app_version_code",
+        "app_package_name",
+    )
+
+    def __init__(self, data):
+        for field in self.__slots__:
+            setattr(self, field, data.get(field))
+
+
+class ClientContext:
+    __slots__ = ("custom", "env", "client")
+
+    def __init__(self, data):
+        self.custom = data.get("custom")
+        self.env = data.get("env")
+        client = data.get("client")
+        self.client = Client(client) if isinstance(client, dict) else None
+
+
+class LambdaContext:
+    """The `context` argument, as AWS's Python runtime builds it."""
+
+    # Fixed for the life of the instance, so read once rather than per invocation.
+    function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+    memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+    log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+    tenant_id = None
+
+    def __init__(self, request_id, deadline_ms, invoked_function_arn, client_context, identity):
+        self.aws_request_id = request_id
+        self.invoked_function_arn = invoked_function_arn
+        self.client_context = client_context
+        self.identity = identity
+        self._epoch_deadline_time_in_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        remaining = self._epoch_deadline_time_in_ms - int(time.time() * 1000)
+        return remaining if remaining > 0 else 0
+
+    def log(self, message):
+        sys.stdout.write(str(message))
+
+
+def _parse_json_field(value, name):
+    """Client context and Cognito identity arrive as JSON text (HTTP) or objects (WS)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise Fault(CONTEXT_UNMARSHAL_ERROR, "Unable to parse %s JSON: %s" % (name, e))
+
+
+# ----------------------------------------------------------------------------- invoke
+
+
+def _encode_default(obj):
+    # AWS's marshaller serialises Decimal (DynamoDB numbers); everything else is an error.
+    import decimal
+
+    if isinstance(obj, decimal.Decimal):
+        return int(obj) if obj == obj.to_integral_value() else float(obj)
+    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+# ASCII output is valid UTF-8 whatever the strings hold (lone surrogates included).
+_encode = json.JSONEncoder(default=_encode_default).encode
+
+
+def invoke(handler, request_id, event, deadline_ms, arn, trace_id, client_context, cognito):
+    """Run one invocation. Returns (payload, None) or (None, error dict).
+
+    payload is ASCII JSON text (str), or bytes when the handler returned bytes (sent as-is).
+    """
+    global _current_request_id, _current_trace_id
+    _current_request_id = request_id
+    if trace_id != _current_trace_id:
+        _current_trace_id = trace_id
+        if trace_id:
+            os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+    try:
+        if client_context:
+            client_context = ClientContext(_parse_json_field(client_context, "Client Context"))
+        else:
+            client_context = None
+        identity = CognitoIdentity(cognito and _parse_json_field(cognito, "Cognito Identity"))
+        context = LambdaContext(request_id, deadline_ms or 0, arn, client_context, identity)
+        result = handler(event, context)
+    except Fault as e:
+        error = make_error(e.message, e.error_type, e.stack_trace, request_id)
+        log_error(error)
+        return None, error
+    except Exception as e:
+        error = error_from_exception(e, request_id)
+        log_error(error)
+        return None, error
+    if result.__class__ is bytes:
+        return result, None
+    try:
+        return _encode(result), None
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        error = make_error("Unable to marshal response: %s" % e, MARSHAL_ERROR, [], request_id)
+        log_error(error)
+        return None, error
+
+
+def unmarshal_error(exc, request_id):
+    error = make_error("Unable to unmarshal input: %s" % exc, UNMARSHAL_ERROR, [], request_id)
+    log_error(error)
+    return error
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+headers_count_max = 100
+header_line_bytes_max = 65536
+_HEADERS_END = (b"\r\n", b"\n", b"")
+
+
+class RuntimeResponse(http.client.HTTPResponse):
+    """http.client's response with a lean header parser.
+
+    The stock begin() runs the email package's feed parser and a dozen lookups per
+    response (most of the runtime's CPU per invocation); the Runtime API sends a few
+    plain headers, so they are read into a dict keyed by lower-case name (`msg`).
+    Sets the same state the stock begin() sets, so read() and keep-alive work unchanged.
+    """
+
+    def begin(self):
+        if self.headers is not None:
+            return
+        readline = self.fp.readline
+        while True:
+            line = readline(header_line_bytes_max + 1)
+            if not line:
+                raise http.client.RemoteDisconnected("Runtime API closed the connection")
+            if len(line) > header_line_bytes_max:
+                raise http.client.LineTooLong("status line")
+            parts = line.split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                raise http.client.BadStatusLine(line.decode("latin-1"))
+            status = int(parts[1])
+            headers = {}
+            while True:
+                line = readline(header_line_bytes_max + 1)
+                if line in _HEADERS_END:
+                    break
+                if len(line) > header_line_bytes_max:
+                    raise http.client.LineTooLong("header line")
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+                if len(headers) > headers_count_max:
+                    raise http.client.HTTPException("got more than %d headers" % headers_count_max)
+            if status != 100:
+                break
+        self.code = self.status = status
+        self.reason = parts[2].strip().decode("latin-1") if len(parts) > 2 else ""
+        self.version = 11 if parts[0] != b"HTTP/1.0" else 10
+        self.headers = self.msg = headers
+        self.chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+        self.chunk_left = None
+        length = headers.get("content-length")
+        self.length = int(length) if length and not self.chunked else None
+        if status == 204 or status == 304 or status < 200 or self._method == "HEAD":
+            self.length = 0
+        connection = headers.get("connection", "").lower()
+        self.will_close = (
+            "close" in connection
+            or (self.version == 10 and "keep-alive" not in connection)
+            or (not self.chunked and self.length is None)
+        )
+
+
+class RuntimeConnection(http.client.HTTPConnection):
+    """The one keep-alive connection to the Runtime API, with Nagle disabled."""
+
+    response_class = RuntimeResponse
+
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _send_output(self, message_body=None, encode_chunked=False):
+        # The stock version sends headers and body in two writes, hence two segments
+        # with TCP_NODELAY; one write lets the server read a whole request at once.
+        if message_body.__class__ is not bytes:
+            return super()._send_output(message_body, encode_chunked)
+        self._buffer.extend((b"", message_body))
+        request = b"\r\n".join(self._buffer)
+        del self._buffer[:]
+        self.send(request)
+
+
+def _round_trip(conn, method, path, body, content_type, error_type):
+    """One request/response; reconnects when the keep-alive connection was dropped."""
+    delay = request_backoff_first_s
+    for attempt in range(request_attempts_max):
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            if body is not None:
+                conn.putheader("Content-Type", content_type)
+                conn.putheader("Content-Length", str(len(body)))
+                if error_type is not None:
+                    conn.putheader("Lambda-Runtime-Function-Error-Type", error_type)
+            conn.endheaders(body)
+            response = conn.getresponse()
+            return response, response.read()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            if attempt == request_attempts_max - 1:
+                raise
+            # The first retry is immediate: a stale keep-alive connection is the usual cause.
+            if attempt > 0:
+                debug("Runtime API request failed (%s), retrying" % e)
+                time.sleep(delay)
+                delay = min(delay * 2, request_backoff_max_s)
+    raise AssertionError("unreachable")
+
+
+def run_http(handler):
+    """Serve invocations over the AWS Runtime API until the process is killed."""
+    conn = RuntimeConnection(API_ADDRESS)
+    next_path = API_PREFIX + "/invocation/next"
+    invocation_prefix = API_PREFIX + "/invocation/"
+    loads = json.loads
+    refusals = 0
+    while True:
+        response, body = _round_trip(conn, "GET", next_path, None, None, None)
+        headers = response.msg
+        request_id = headers.get("lambda-runtime-aws-request-id")
+        if response.status != 200 or not request_id:
+            # A Runtime API that keeps refusing this instance will not change its mind.
+            refusals += 1
+            sys.stderr.write("Runtime API /next returned %d: %r\n" % (response.status, body[:200]))
+            if refusals >= request_attempts_max:
+                raise http.client.HTTPException("/next refused %d times" % refusals)
+            time.sleep(request_backoff_first_s * refusals)
+            continue
+        refusals = 0
+        deadline = headers.get("lambda-runtime-deadline-ms")
+        try:
+            event = loads(body) if body else {}
+        except ValueError as e:
+            payload, error = None, unmarshal_error(e, request_id)
+        else:
+            payload, error = invoke(
+                handler,
+                request_id,
+                event,
+                int(deadline) if deadline and deadline.isdigit() else 0,
+                headers.get("lambda-runtime-invoked-function-arn"),
+                headers.get("lambda-runtime-trace-id"),
+                headers.get("lambda-runtime-client-context"),
+                headers.get("lambda-runtime-cognito-identity"),
+            )
+        if error is None:
+            if payload.__class__ is str:
+                body, content_type = payload.encode(), "application/json"
+            else:
+                body, content_type = payload, "application/unknown"
+            path = invocation_prefix + request_id + "/response"
+            response, reply = _round_trip(conn, "POST", path, body, content_type, None)
+        else:
+            path = invocation_prefix + request_id + "/error"
+            body = json.dumps(error).encode()
+            error_type = error["errorType"]
+            response, reply = _round_trip(conn, "POST", path, body, "application/json", error_type)
+        if response.status != 202:
+            status = response.status
+            sys.stderr.write("Runtime API %s returned %d: %r\n" % (path, status, reply[:200]))
+
+
+# ----------------------------------------------------------------------------- startup
+
+
+class LambdaLogHandler(logging.Handler):
+    """Root handler printing `[LEVEL]\\t<time>\\t<request id>\\t<message>` like AWS's."""
+
+    def emit(self, record):
+        try:
+            record.aws_request_id = _current_request_id
+            sys.stdout.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging():
+    logging.Formatter.converter = time.gmtime
+    handler = LambdaLogHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+            "%Y-%m-%dT%H:%M:%S",
+        )
+    )
+    logging.getLogger().addHandler(handler)
+
+
+def setup_sys_path():
+    # The task root goes first; the runtime's own directory is dropped so that a user
+    # module named like one of ours (e.g. `bootstrap`) is the one that gets imported.
+    runtime_dir = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != runtime_dir]
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    sys.path.insert(0, task_root)
+
+
+def _on_sigterm(signum, frame):
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+def _websocket_loop():
+    """Returns the WebSocket module's `run`, or None when websockets>=11 is missing."""
+    try:
+        import websockets.sync.client  # noqa: F401  (only probing availability)
+    except ImportError:
+        print("WebSocket unavailable (websockets package not found), falling back to HTTP")
+        return None
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap-websocket.py")
+    spec = importlib.util.spec_from_file_location("_lambda_bootstrap_websocket", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _RUNTIME_FILES.add(module.run.__code__.co_filename)
+    return module.run
+
+
+def main():
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if not os.environ.get("PYTHONUNBUFFERED"):
+        sys.stdout.reconfigure(line_buffering=True)
+    setup_sys_path()
+    setup_logging()
+    try:
+        handler = load_handler(os.environ.get("_HANDLER", ""))
+    except Fault as e:
+        error = make_error(e.message, e.error_type, e.stack_trace)
+    except Exception as e:
+        error = error_from_exception(e)
+    else:
+        error = None
+    if error is not None:
+        log_error(error)
+        report_init_error(error)
+        sys.exit(1)
+
+    if os.environ.get("LAMBDA_USE_WEBSOCKET", "true").lower() != "false":
+        run_websocket = _websocket_loop()
+        if run_websocket is not None:
+            reason = run_websocket(sys.modules[__name__], handler)
+            print("WebSocket connection failed (%s), falling back to HTTP" % reason)
+    try:
+        run_http(handler)
+    except (OSError, http.client.HTTPException) as e:
+        sys.stderr.write("Runtime API at %s unusable (%s), exiting\n" % (API_ADDRESS, e))
+        sys.exit(1)
+
+
+_RUNTIME_FILES = {main.__code__.co_filename}
+
+if __name__ == "__main__":
+    main()

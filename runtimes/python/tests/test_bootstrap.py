@@ -1,0 +1,616 @@
+"""End-to-end tests of the Python runtime against mock Runtime API servers on 127.0.0.1.
+
+Each test starts `bootstrap.py` as a child process with the environment the server gives
+an instance, drives it through a mock HTTP Runtime API (http.server) or a mock WebSocket
+Runtime API (websockets, when importable), and kills it afterwards.
+WebSocket tests need `websockets>=11` importable by this process (e.g. PYTHONPATH).
+"""
+
+import http.server
+import json
+import os
+import queue
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import unittest
+
+RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOOTSTRAP = os.path.join(RUNTIME_DIR, "bootstrap.py")
+WAIT_S = 5.0
+
+try:
+    import websockets
+    import websockets.sync.server
+
+    WEBSOCKETS_PATH = os.path.dirname(os.path.dirname(os.path.abspath(websockets.__file__)))
+except ImportError:
+    websockets = None
+    WEBSOCKETS_PATH = None
+
+NEEDS_WEBSOCKETS = unittest.skipIf(
+    websockets is None,
+    "websockets>=11 is not importable; run with PYTHONPATH=/work/scratch/py-deps "
+    "(pip install --target /work/scratch/py-deps 'websockets>=11')",
+)
+
+USER_CODE = {
+    "app.py": """
+        import logging
+        import time
+
+        def echo(event, context):
+            return {"echo": event}
+
+        def context_fields(event, context):
+            print("plain print line")
+            logging.getLogger().warning("logged %s", "warning")
+            return {
+                "aws_request_id": context.aws_request_id,
+                "function_name": context.function_name,
+                "function_version": context.function_version,
+                "memory_limit_in_mb": context.memory_limit_in_mb,
+                "invoked_function_arn": context.invoked_function_arn,
+                "log_group_name": context.log_group_name,
+                "log_stream_name": context.log_stream_name,
+                "client_context_custom": context.client_context and context.client_context.custom,
+                "client_app_title": (
+                    context.client_context and context.client_context.client.app_title
+                ),
+                "cognito_identity_id": context.identity.cognito_identity_id,
+                "remaining_ms": context.get_remaining_time_in_millis(),
+            }
+
+        def fail(event, context):
+            raise ValueError("bad input: %s" % event.get("n"))
+
+        def unserializable(event, context):
+            return {"values": {1, 2}}
+        """,
+    "pkg/__init__.py": "",
+    "pkg/mod.py": """
+        def handler(event, context):
+            return "dotted"
+        """,
+    "src/app.py": """
+        def handler(event, context):
+            return "slashed"
+        """,
+    "broken.py": """
+        def handler(event, context)
+            return 1
+        """,
+    # Shadows any installed websockets so that its absence is tested whatever the host has.
+    "no-websockets/websockets/__init__.py": """
+        raise ImportError("No module named 'websockets'")
+        """,
+}
+
+
+def setUpModule():
+    global CODE_DIR
+    CODE_DIR = tempfile.mkdtemp(prefix="lambda-py-runtime-test-")
+    for relative, text in USER_CODE.items():
+        path = os.path.join(CODE_DIR, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+
+
+def tearDownModule():
+    shutil.rmtree(CODE_DIR, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- mocks
+
+
+class MockRuntimeApi:
+    """AWS Runtime API 2018-06-01 on an ephemeral port, recording what the runtime sends."""
+
+    def __init__(self):
+        self.invocations = queue.Queue()
+        self.posted = queue.Queue()
+        self.client_ports = []
+        self.websocket_attempts = 0
+        self.drop_after_post = False
+        self.stopping = False
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                api.client_ports.append(self.client_address[1])
+                if self.path.startswith("/2018-06-01/runtime/websocket"):
+                    api.websocket_attempts += 1
+                    self._reply(404, b'{"message":"not found"}')
+                elif self.path == "/2018-06-01/runtime/invocation/next":
+                    self._next()
+                else:
+                    self._reply(404, b"{}")
+
+            def do_POST(self):
+                api.client_ports.append(self.client_address[1])
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                parts = self.path.split("/")
+                if self.path == "/2018-06-01/runtime/init/error":
+                    api.posted.put(("init_error", None, dict(self.headers), body))
+                elif len(parts) == 6 and parts[3] == "invocation":
+                    api.posted.put((parts[5], parts[4], dict(self.headers), body))
+                else:
+                    self._reply(404, b"{}")
+                    return
+                self._reply(202, b'{"status":"OK"}')
+                if api.drop_after_post:
+                    # Drop the keep-alive connection without announcing it.
+                    self.close_connection = True
+
+            def _next(self):
+                while not api.stopping:
+                    try:
+                        request_id, event, headers = api.invocations.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(event)))
+                    self.end_headers()
+                    self.wfile.write(event)
+                    return
+
+            def _reply(self, status, body):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A killed child resets its connection; that is expected, not worth a traceback.
+        self.server.handle_error = lambda request, client_address: None
+        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+
+    def invoke(self, request_id, event, **headers):
+        deadline = str(int(time.time() * 1000) + 30000)
+        base = {"Lambda-Runtime-Deadline-Ms": deadline}
+        base.update(headers)
+        body = event if isinstance(event, bytes) else json.dumps(event).encode()
+        self.invocations.put((request_id, body, base))
+
+    def wait_posted(self):
+        return self.posted.get(timeout=WAIT_S)
+
+    def close(self):
+        self.stopping = True
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MockWebSocketApi:
+    """WebSocket Runtime API: hands each connection and its register message to the test."""
+
+    def __init__(self):
+        self.accepted = queue.Queue()
+        self.release = threading.Event()
+        self.server = websockets.sync.server.serve(
+            self._handle, "127.0.0.1", 0, compression=None
+        )
+        self.address = "127.0.0.1:%d" % self.server.socket.getsockname()[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _handle(self, connection):
+        register = json.loads(connection.recv(timeout=WAIT_S))
+        self.accepted.put((connection, connection.request.path, register))
+        self.release.wait(30)
+
+    def accept(self):
+        return self.accepted.get(timeout=WAIT_S)
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+
+
+# ----------------------------------------------------------------------------- harness
+
+
+class RuntimeTestCase(unittest.TestCase):
+    def setUp(self):
+        self.children = []
+
+    def tearDown(self):
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+            child.communicate(timeout=WAIT_S)
+
+    def spawn(self, api_address, handler, use_websocket="true", pythonpath=None, **extra):
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "AWS_LAMBDA_RUNTIME_API": api_address,
+            "_HANDLER": handler,
+            "LAMBDA_TASK_ROOT": CODE_DIR,
+            "LAMBDA_RUNTIME_DIR": RUNTIME_DIR,
+            "AWS_LAMBDA_FUNCTION_NAME": "my fn",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/my-fn",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[$LATEST]abc",
+            "AWS_REGION": "local",
+            "LAMBDA_USE_WEBSOCKET": use_websocket,
+            "LAMBDA_INSTANCE_ID": "instance-7",
+            "LAMBDA_RUNTIME_NAME": "python3.11",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        env.update(extra)
+        child = subprocess.Popen(
+            [sys.executable, BOOTSTRAP],
+            cwd=CODE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.children.append(child)
+        return child
+
+    def wait_for_line(self, child, text):
+        """Read the child's stdout until a line containing `text` appears."""
+        deadline = time.time() + WAIT_S
+        while time.time() < deadline:
+            ready, _, _ = select.select([child.stdout], [], [], deadline - time.time())
+            if not ready:
+                break
+            line = child.stdout.readline()
+            if text in line:
+                return line
+            if not line:
+                break
+        self.fail("%r never printed" % text)
+
+    def http_api(self):
+        api = MockRuntimeApi()
+        self.addCleanup(api.close)
+        return api
+
+    def stop(self, child):
+        """Kill the child and return its (stdout, stderr)."""
+        child.kill()
+        return child.communicate(timeout=WAIT_S)
+
+    def assert_http_invocation(self, api, request_id, event, expected):
+        api.invoke(request_id, event)
+        kind, posted_id, headers, body = api.wait_posted()
+        self.assertEqual((kind, posted_id), ("response", request_id), body)
+        self.assertEqual(headers.get("Content-Type"), "application/json")
+        self.assertEqual(json.loads(body), expected)
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+class InitErrorTests(RuntimeTestCase):
+    def assert_init_error(self, handler, error_type, message):
+        api = self.http_api()
+        child = self.spawn(api.address, handler, use_websocket="false")
+        kind, _, headers, body = api.wait_posted()
+        self.assertEqual(kind, "init_error")
+        self.assertEqual(headers.get("Lambda-Runtime-Function-Error-Type"), error_type)
+        error = json.loads(body)
+        self.assertEqual(error["errorType"], error_type)
+        self.assertEqual(error["errorMessage"], message)
+        self.assertIsInstance(error["stackTrace"], list)
+        self.assertEqual(child.wait(WAIT_S), 1)
+        return error
+
+    def test_missing_module(self):
+        self.assert_init_error(
+            "nope.handler",
+            "Runtime.ImportModuleError",
+            "Unable to import module 'nope': No module named 'nope'",
+        )
+
+    def test_missing_function(self):
+        self.assert_init_error(
+            "app.missing", "Runtime.HandlerNotFound", "Handler 'missing' missing on module 'app'"
+        )
+
+    def test_syntax_error(self):
+        error = self.assert_init_error(
+            "broken.handler",
+            "Runtime.UserCodeSyntaxError",
+            "Syntax error in module 'broken': expected ':' (broken.py, line 2)",
+        )
+        self.assertIn("broken.py", error["stackTrace"][0])
+
+    def test_malformed_handler_name(self):
+        self.assert_init_error(
+            "nodot",
+            "Runtime.MalformedHandlerName",
+            "Bad handler 'nodot': not enough values to unpack (expected 2, got 1)",
+        )
+
+
+class HttpTests(RuntimeTestCase):
+    def test_full_loop_on_one_keep_alive_connection(self):
+        api = self.http_api()
+        child = self.spawn(api.address, "app.echo", use_websocket="false")
+        self.assert_http_invocation(api, "req-1", {"a": 1}, {"echo": {"a": 1}})
+        self.assert_http_invocation(api, "req-2", b"", {"echo": {}})
+        # Wait for the third /next so every request of both invocations is recorded.
+        deadline = time.time() + WAIT_S
+        while len(api.client_ports) < 5 and time.time() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(len(api.client_ports), 5)
+        self.assertEqual(len(set(api.client_ports)), 1, "runtime opened more than one connection")
+        self.assertIsNone(child.poll())
+
+    def test_reconnects_when_keep_alive_connection_drops(self):
+        api = self.http_api()
+        api.drop_after_post = True
+        child = self.spawn(api.address, "app.echo", use_websocket="false")
+        self.assert_http_invocation(api, "req-1", {"a": 1}, {"echo": {"a": 1}})
+        self.assert_http_invocation(api, "req-2", {"a": 2}, {"echo": {"a": 2}})
+        self.assertGreater(len(set(api.client_ports)), 1)
+        self.assertIsNone(child.poll())
+
+    def test_dotted_and_slash_handler_paths(self):
+        for handler, expected in (("pkg.mod.handler", "dotted"), ("src/app.handler", "slashed")):
+            with self.subTest(handler=handler):
+                api = self.http_api()
+                child = self.spawn(api.address, handler, use_websocket="false")
+                self.assert_http_invocation(api, "req-" + expected, {}, expected)
+                self.stop(child)
+
+    def test_exception_error_shape(self):
+        api = self.http_api()
+        child = self.spawn(api.address, "app.fail", use_websocket="false")
+        api.invoke("req-err", {"n": 7})
+        kind, posted_id, headers, body = api.wait_posted()
+        self.assertEqual((kind, posted_id), ("error", "req-err"))
+        self.assertEqual(headers.get("Lambda-Runtime-Function-Error-Type"), "ValueError")
+        error = json.loads(body)
+        self.assertEqual(error["errorMessage"], "bad input: 7")
+        self.assertEqual(error["errorType"], "ValueError")
+        self.assertEqual(error["requestId"], "req-err")
+        self.assertEqual(len(error["stackTrace"]), 1, error["stackTrace"])
+        self.assertRegex(error["stackTrace"][0], r'^  File ".*app\.py", line \d+, in fail\n')
+        self.assertNotIn("bootstrap", error["stackTrace"][0])
+        # The runtime keeps serving after a failed invocation.
+        api.invoke("req-next", {"n": 1})
+        self.assertEqual(api.wait_posted()[1], "req-next")
+        out, _ = self.stop(child)
+        self.assertIn("[ERROR] ValueError: bad input: 7", out)
+
+    def test_marshal_error(self):
+        api = self.http_api()
+        self.spawn(api.address, "app.unserializable", use_websocket="false")
+        api.invoke("req-m", {})
+        kind, _, headers, body = api.wait_posted()
+        self.assertEqual(kind, "error")
+        self.assertEqual(headers.get("Lambda-Runtime-Function-Error-Type"), "Runtime.MarshalError")
+        error = json.loads(body)
+        self.assertEqual(error["errorType"], "Runtime.MarshalError")
+        self.assertTrue(error["errorMessage"].startswith("Unable to marshal response:"), error)
+
+    def test_context_fields_remaining_time_and_logging(self):
+        api = self.http_api()
+        child = self.spawn(api.address, "app.context_fields", use_websocket="false")
+        client_context = {"custom": {"k": "v"}, "client": {"app_title": "t"}, "env": {}}
+        api.invoke(
+            "req-ctx",
+            {},
+            **{
+                "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 5000),
+                "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:local:0:function:my-fn",
+                "Lambda-Runtime-Trace-Id": "Root=1-abc",
+                "Lambda-Runtime-Client-Context": json.dumps(client_context),
+                "Lambda-Runtime-Cognito-Identity": '{"cognitoIdentityId":"id-1"}',
+            },
+        )
+        kind, _, _, body = api.wait_posted()
+        self.assertEqual(kind, "response", body)
+        fields = json.loads(body)
+        remaining = fields.pop("remaining_ms")
+        self.assertTrue(3000 < remaining <= 5000, remaining)
+        self.assertEqual(
+            fields,
+            {
+                "aws_request_id": "req-ctx",
+                "function_name": "my fn",
+                "function_version": "$LATEST",
+                "memory_limit_in_mb": "256",
+                "invoked_function_arn": "arn:aws:lambda:local:0:function:my-fn",
+                "log_group_name": "/aws/lambda/my-fn",
+                "log_stream_name": "2024/01/01/[$LATEST]abc",
+                "client_context_custom": {"k": "v"},
+                "client_app_title": "t",
+                "cognito_identity_id": "id-1",
+            },
+        )
+        out, _ = self.stop(child)
+        self.assertIn("plain print line\n", out)
+        self.assertRegex(
+            out, r"\[WARNING\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\treq-ctx\tlogged warning\n"
+        )
+
+    def test_websocket_disabled_forces_http(self):
+        api = self.http_api()
+        child = self.spawn(
+            api.address, "app.echo", use_websocket="false", pythonpath=WEBSOCKETS_PATH or ""
+        )
+        self.assert_http_invocation(api, "req-1", {"x": 1}, {"echo": {"x": 1}})
+        out, _ = self.stop(child)
+        self.assertEqual(api.websocket_attempts, 0)
+        self.assertNotIn("WebSocket", out)
+
+    def test_fallback_when_websockets_missing(self):
+        api = self.http_api()
+        child = self.spawn(
+            api.address, "app.echo", pythonpath=os.path.join(CODE_DIR, "no-websockets")
+        )
+        self.assert_http_invocation(api, "req-1", {"x": 2}, {"echo": {"x": 2}})
+        out, _ = self.stop(child)
+        self.assertEqual(api.websocket_attempts, 0)
+        self.assertIn(
+            "WebSocket unavailable (websockets package not found), falling back to HTTP", out
+        )
+
+    @NEEDS_WEBSOCKETS
+    def test_fallback_when_websocket_endpoint_answers_404(self):
+        api = self.http_api()
+        child = self.spawn(api.address, "app.echo", pythonpath=WEBSOCKETS_PATH)
+        self.assert_http_invocation(api, "req-1", {"x": 3}, {"echo": {"x": 3}})
+        out, _ = self.stop(child)
+        self.assertEqual(api.websocket_attempts, 1)
+        self.assertIn("WebSocket connection failed (", out)
+        self.assertIn("falling back to HTTP", out)
+
+    def test_sigterm_exits_cleanly(self):
+        api = self.http_api()
+        child = self.spawn(api.address, "app.echo", use_websocket="false")
+        self.assert_http_invocation(api, "req-1", {}, {"echo": {}})
+        child.send_signal(signal.SIGTERM)
+        self.assertEqual(child.wait(WAIT_S), 0)
+
+
+@NEEDS_WEBSOCKETS
+class WebSocketTests(RuntimeTestCase):
+    def ws_api(self):
+        api = MockWebSocketApi()
+        self.addCleanup(api.close)
+        return api
+
+    def invoke(self, connection, request_id, payload):
+        connection.send(
+            json.dumps(
+                {
+                    "type": "invocation",
+                    "request_id": request_id,
+                    "payload": payload,
+                    "deadline_ms": int(time.time() * 1000) + 5000,
+                    "invoked_function_arn": "arn:aws:lambda:local:0:function:my-fn",
+                    "trace_id": "Root=1-ws",
+                    "client_context": None,
+                    "cognito_identity": None,
+                }
+            )
+        )
+        return json.loads(connection.recv(timeout=WAIT_S))
+
+    def test_full_loop(self):
+        api = self.ws_api()
+        child = self.spawn(api.address, "app.echo", pythonpath=WEBSOCKETS_PATH)
+        connection, path, register = api.accept()
+        self.assertEqual(path, "/2018-06-01/runtime/websocket?fn=my%20fn")
+        self.assertEqual(
+            register,
+            {
+                "type": "register",
+                "function_name": "my fn",
+                "runtime": "python3.11",
+                "version": "$LATEST",
+                "instance_id": "instance-7",
+            },
+        )
+        connection.send('{"type":"ping"}')
+        self.assertEqual(json.loads(connection.recv(timeout=WAIT_S)), {"type": "pong"})
+        for n in range(2):
+            reply = self.invoke(connection, "ws-%d" % n, {"n": n})
+            self.assertEqual(
+                reply,
+                {
+                    "type": "response",
+                    "request_id": "ws-%d" % n,
+                    "payload": {"echo": {"n": n}},
+                    "headers": {"X-Amz-Executed-Version": "$LATEST"},
+                },
+            )
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=WAIT_S)
+        self.assertEqual(child.returncode, 0)
+        self.assertNotIn("Got invocation", out)
+
+    def test_error_and_context(self):
+        api = self.ws_api()
+        self.spawn(api.address, "app.fail", pythonpath=WEBSOCKETS_PATH)
+        connection, _, _ = api.accept()
+        reply = self.invoke(connection, "ws-err", {"n": 9})
+        stack = reply.pop("stack_trace")
+        self.assertEqual(
+            reply,
+            {
+                "type": "error",
+                "request_id": "ws-err",
+                "error_message": "bad input: 9",
+                "error_type": "ValueError",
+                "headers": {"X-Amz-Function-Error": "Unhandled"},
+            },
+        )
+        self.assertEqual(len(stack), 1, stack)
+        self.assertIn("in fail", stack[0])
+
+    def test_context_over_websocket(self):
+        api = self.ws_api()
+        child = self.spawn(
+            api.address, "app.context_fields", pythonpath=WEBSOCKETS_PATH, LAMBDA_RUNTIME_DEBUG="1"
+        )
+        connection, _, _ = api.accept()
+        reply = self.invoke(connection, "ws-ctx", {})
+        fields = reply["payload"]
+        self.assertEqual(fields["aws_request_id"], "ws-ctx")
+        self.assertEqual(fields["invoked_function_arn"], "arn:aws:lambda:local:0:function:my-fn")
+        self.assertTrue(3000 < fields["remaining_ms"] <= 5000, fields)
+        # The debug line follows the send; a ping round trip orders it before the kill.
+        connection.send('{"type":"ping"}')
+        connection.recv(timeout=WAIT_S)
+        out, _ = self.stop(child)
+        self.assertIn("WebSocket connected\n", out)
+        self.assertIn("Got invocation: ws-ctx\n", out)
+        self.assertIn("Posted response for: ws-ctx\n", out)
+
+    def test_error_response_before_first_invocation_falls_back(self):
+        api = self.ws_api()
+        child = self.spawn(api.address, "app.echo", pythonpath=WEBSOCKETS_PATH)
+        connection, _, _ = api.accept()
+        connection.send('{"type":"error_response","message":"unknown instance","code":"E1"}')
+        line = self.wait_for_line(child, "falling back to HTTP")
+        self.assertEqual(
+            line,
+            "WebSocket connection failed (WebSocket error_response: unknown instance (E1)), "
+            "falling back to HTTP\n",
+        )
+
+    def test_reconnects_after_drop(self):
+        api = self.ws_api()
+        self.spawn(api.address, "app.echo", pythonpath=WEBSOCKETS_PATH)
+        first, _, _ = api.accept()
+        self.assertEqual(self.invoke(first, "a", 1)["payload"], {"echo": 1})
+        first.close()
+        second, _, register = api.accept()
+        self.assertEqual(register["type"], "register")
+        self.assertEqual(self.invoke(second, "b", 2)["payload"], {"echo": 2})
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,173 @@
+//! Server configuration: command-line flags (each also settable from the environment) and the
+//! named limits that bound everything the server holds.
+//!
+//! Read once at start-up on the main thread, then shared read-only (`Arc<Config>`) by every core
+//! and the control plane.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// AWS's synchronous invoke payload limit (request and response): 6 MB.
+pub const INVOKE_PAYLOAD_BYTES_MAX: usize = 6 * 1024 * 1024;
+/// The User API carries base64 zips (50 MB zipped → ~67 MB encoded) in CreateFunction bodies.
+pub const USER_API_BODY_BYTES_MAX: usize = 70 * 1024 * 1024;
+/// What `X-Amz-Log-Type: Tail` returns: the last 4 KB of the invocation's log.
+pub const LOG_TAIL_BYTES: usize = 4 * 1024;
+/// Per-instance log memory kept for tails.
+pub const LOG_RING_BYTES: usize = 64 * 1024;
+/// Async (Event) invocations waiting on one core before new ones are refused with 429.
+pub const EVENT_QUEUE_MAX: usize = 10_000;
+/// Cores are numbered in a 64-bit mask (`FunctionCounters::idle_cores`).
+pub const CORES_MAX: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorChoice {
+    /// Each instance is a child process group on the host.
+    Process,
+    /// Each instance is a hardened Docker container.
+    Docker,
+    /// Docker when a daemon answers, the process executor otherwise.
+    Auto,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "lambda-at-home-server",
+    version,
+    about = "Self-hosted AWS-Lambda-compatible function runner (thread-per-core, io_uring)"
+)]
+pub struct Config {
+    /// Address both APIs listen on.
+    #[arg(long, env = "LAH_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// User API port (AWS Lambda REST API: CreateFunction, Invoke, ...).
+    #[arg(long, env = "LAH_USER_API_PORT", default_value_t = 9000)]
+    pub user_api_port: u16,
+
+    /// Runtime API port (AWS Runtime API 2018-06-01 and the WebSocket runtime API).
+    #[arg(long, env = "LAH_RUNTIME_API_PORT", default_value_t = 9001)]
+    pub runtime_api_port: u16,
+
+    /// Where functions (configuration and code) are persisted.
+    #[arg(long, env = "LAH_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Data-plane cores (threads, each with its own io_uring); default: the available CPUs.
+    #[arg(long, env = "LAH_CORES")]
+    pub cores: Option<usize>,
+
+    /// Instance backend.
+    #[arg(long, value_enum, env = "LAH_EXECUTOR", default_value = "auto")]
+    pub executor: ExecutorChoice,
+
+    /// Folder holding the runtime bootstraps (`node/`, `python/`); default: `runtimes/` next to
+    /// the working directory or the executable.
+    #[arg(long, env = "LAH_RUNTIMES_DIR")]
+    pub runtimes_dir: Option<PathBuf>,
+
+    /// Where the WebSocket client packages are installed (`runtimes/install-deps.sh DIR`);
+    /// default: `<data-dir>/runtime-deps`.
+    #[arg(long, env = "LAH_RUNTIME_DEPS_DIR")]
+    pub runtime_deps_dir: Option<PathBuf>,
+
+    /// Invocations running at once across all functions (AWS's account concurrency).
+    #[arg(long, env = "LAH_CONCURRENCY", default_value_t = 256)]
+    pub concurrency: u32,
+
+    /// Seconds an instance may stay idle before it is paused (frozen).
+    #[arg(long, env = "LAH_IDLE_PAUSE_S", default_value_t = 300)]
+    pub idle_pause_s: u64,
+
+    /// Seconds an instance may stay idle before it is removed.
+    #[arg(long, env = "LAH_IDLE_REMOVE_S", default_value_t = 900)]
+    pub idle_remove_s: u64,
+
+    /// Seconds a new instance has to reach its first `/next` (Lambda's init limit is 10 s).
+    #[arg(long, env = "LAH_INIT_TIMEOUT_S", default_value_t = 10)]
+    pub init_timeout_s: u64,
+
+    /// Timeout for functions created without one (AWS: 3 s).
+    #[arg(long, env = "LAH_DEFAULT_TIMEOUT_S", default_value_t = 3)]
+    pub default_timeout_s: u32,
+
+    /// Memory for functions created without MemorySize (AWS: 128 MB).
+    #[arg(long, env = "LAH_DEFAULT_MEMORY_MB", default_value_t = 128)]
+    pub default_memory_mb: u32,
+
+    /// Seconds SIGTERM/SIGINT waits for in-flight invocations before stopping instances.
+    #[arg(long, env = "LAH_SHUTDOWN_GRACE_S", default_value_t = 10)]
+    pub shutdown_grace_s: u64,
+
+    /// Server-wide default for `LAMBDA_USE_WEBSOCKET` (a function's own variable wins).
+    #[arg(long, env = "LAH_USE_WEBSOCKET", default_value_t = true, action = clap::ArgAction::Set)]
+    pub use_websocket: bool,
+
+    /// First address of the per-instance Runtime API addresses (a /16 inside 127.0.0.0/8).
+    #[arg(long, env = "LAH_INSTANCE_NET", default_value = "127.10.0.0")]
+    pub instance_net: std::net::Ipv4Addr,
+
+    /// Image per runtime family for the Docker executor, e.g. `python=lambda-at-home/python:bookworm`.
+    #[arg(long = "image", env = "LAH_IMAGES", value_delimiter = ',')]
+    pub images: Vec<String>,
+}
+
+impl Config {
+    pub fn core_count(&self) -> usize {
+        let n = self.cores.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        n.clamp(1, CORES_MAX)
+    }
+
+    /// Where the bootstraps are: the flag, else `./runtimes`, else next to the executable.
+    pub fn resolve_runtimes_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.runtimes_dir {
+            return absolute(dir);
+        }
+        let cwd = PathBuf::from("runtimes");
+        if cwd.join("node").is_dir() {
+            return absolute(&cwd);
+        }
+        let mut candidates = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtimes")];
+        if let Ok(exe) = std::env::current_exe() {
+            for up in exe.ancestors().skip(1).take(4) {
+                candidates.push(up.join("runtimes"));
+            }
+        }
+        candidates
+            .into_iter()
+            .find(|c| c.join("node").is_dir())
+            .unwrap_or_else(|| absolute(&cwd))
+    }
+
+    pub fn resolve_runtime_deps_dir(&self) -> PathBuf {
+        absolute(
+            &self
+                .runtime_deps_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("runtime-deps")),
+        )
+    }
+
+    /// A config for tests: ephemeral ports are chosen by the caller.
+    pub fn for_tests(data_dir: PathBuf, user_api_port: u16, runtime_api_port: u16) -> Config {
+        let mut c = Config::parse_from(["lambda-at-home-server"]);
+        c.data_dir = data_dir;
+        c.user_api_port = user_api_port;
+        c.runtime_api_port = runtime_api_port;
+        c.executor = ExecutorChoice::Process;
+        // The test suite installs the runtimes' WebSocket packages here (scripts/test.sh).
+        let deps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtimes/.deps");
+        c.runtime_deps_dir = Some(deps);
+        c
+    }
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

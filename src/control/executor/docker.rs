@@ -1,0 +1,803 @@
+//! The `docker` executor: one hardened container per instance, through bollard.
+//!
+//! Owns the container's whole life: create (image by runtime family, host networking, read-only
+//! root, no capabilities, memory and CPU shares from MemorySize), start, pause/unpause, wait,
+//! kill and remove, plus the removal of containers an earlier run left behind (by label). The
+//! runtime's stdout+stderr go into a host FIFO bind-mounted into the container; its read end is
+//! the instance's log (`take_log`). Every Docker call is bounded by `op_timeout_ms`, except the
+//! wait for an instance's end. Containers are named `lah-<server_id>-<instance id>` and labelled
+//! `lambda-at-home.*`. Images come from `runtimes/images/build.sh` (see its README).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerState, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum,
+    ResourcesUlimits,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::{BoxFuture, ExecError, Executor, Instance};
+use crate::types::{ExitInfo, InstanceSpec, LATEST};
+
+/// Default bound of every Docker call.
+pub const OP_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Images built by `runtimes/images/build.sh`.
+pub const IMAGE_PYTHON: &str = "lambda-at-home/python:bookworm";
+pub const IMAGE_NODEJS: &str = "lambda-at-home/nodejs:bookworm";
+pub const IMAGE_PROVIDED: &str = "lambda-at-home/provided:bookworm";
+
+pub const LABEL_SERVER: &str = "lambda-at-home.server";
+pub const LABEL_FUNCTION: &str = "lambda-at-home.function";
+pub const LABEL_VERSION: &str = "lambda-at-home.version";
+pub const LABEL_INSTANCE: &str = "lambda-at-home.instance";
+
+const TASK_ROOT: &str = "/var/task";
+const RUNTIME_ROOT: &str = "/var/runtime";
+/// Where the log FIFO appears inside the container.
+const LOG_FIFO_TARGET: &str = "/var/log/lambda/out";
+/// Sends the runtime's stdout and stderr into the FIFO, then becomes the runtime (PID 1).
+const LOG_WRAPPER: &str = "exec \"$@\" >/var/log/lambda/out 2>&1";
+/// Lambda's PATH, so registry images (which keep their runtime in /var/lang) work too.
+const CONTAINER_PATH: &str = "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin";
+/// Where Debian's node packages (node-ws) live, then the function's own modules.
+const CONTAINER_NODE_PATH: &str =
+    "/usr/share/nodejs:/usr/lib/x86_64-linux-gnu/nodejs:/var/task/node_modules";
+const CONTAINER_PYTHON_PATH: &str = "/var/task:/opt/lambda/python";
+
+/// Instances run as this unprivileged uid:gid (the images name it `sbx_user`).
+const CONTAINER_UID: u32 = 1000;
+const CONTAINER_GID: u32 = 1000;
+/// /tmp is a tmpfs of AWS's default ephemeral storage size; programs may run from it.
+const TMP_MOUNT_OPTIONS: &str = "rw,exec,nosuid,nodev,size=512m,mode=1777";
+const PIDS_MAX: i64 = 1024;
+/// Lambda's quota of file descriptors per execution environment.
+const NOFILE_MAX: i64 = 1024;
+/// Lambda gives one full vCPU at 1769 MB; CPU shares scale with memory like it.
+const CPU_SHARES_PER_VCPU: i64 = 1024;
+const MEMORY_MB_PER_VCPU: i64 = 1769;
+/// Docker's smallest accepted cpu_shares value.
+const CPU_SHARES_MIN: i64 = 2;
+const MIB_BYTES: i64 = 1024 * 1024;
+
+/// Pause between attempts when waiting on a container fails for a reason other than its end.
+const WAIT_RETRY_MS: u64 = 1_000;
+/// Consecutive failed wait attempts after which the instance is reported as ended.
+const WAIT_FAILURES_MAX: u32 = 60;
+/// Docker reports a process killed by signal N as exit code 128 + N.
+const SIGNAL_EXIT_BASE: i64 = 128;
+const SIGNAL_MAX: i64 = 31;
+
+/// How the docker executor runs containers.
+#[derive(Clone, Debug)]
+pub struct DockerConfig {
+    /// Image tag per runtime family: `python`, `nodejs`, `provided`.
+    pub images: HashMap<String, String>,
+    /// Bound of every Docker call (default `OP_TIMEOUT_MS_DEFAULT`).
+    pub op_timeout_ms: u64,
+    /// Value of the `lambda-at-home.server` label and part of container names.
+    pub server_id: String,
+    /// Where per-instance log FIFOs are created (created if missing).
+    pub fifo_dir: PathBuf,
+}
+
+impl DockerConfig {
+    /// The images `runtimes/images/build.sh` builds, by runtime family.
+    pub fn default_images() -> HashMap<String, String> {
+        [
+            ("python", IMAGE_PYTHON),
+            ("nodejs", IMAGE_NODEJS),
+            ("provided", IMAGE_PROVIDED),
+        ]
+        .into_iter()
+        .map(|(family, image)| (family.to_string(), image.to_string()))
+        .collect()
+    }
+}
+
+/// Why one Docker call failed: kept apart from `ExecError` so callers can treat "no such
+/// container" or "not running" as the expected outcomes they often are.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("docker call timed out after {0} ms")]
+    Timeout(u64),
+    #[error(transparent)]
+    Docker(#[from] BollardError),
+}
+
+impl CallError {
+    /// The HTTP status of Docker's answer, when it answered with an error.
+    fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Docker(BollardError::DockerResponseServerError { status_code, .. }) => {
+                Some(*status_code)
+            }
+            _ => None,
+        }
+    }
+
+    fn into_exec(self, what: &str) -> ExecError {
+        match self {
+            CallError::Timeout(ms) => ExecError::Timeout(ms),
+            CallError::Docker(BollardError::DockerResponseServerError { message, .. }) => {
+                ExecError::Spawn(format!("{what}: {message}"))
+            }
+            CallError::Docker(other) => ExecError::Unavailable(format!("{what}: {other}")),
+        }
+    }
+}
+
+/// Runs one Docker call with the executor's bound.
+async fn bounded<T>(
+    op_timeout_ms: u64,
+    call: impl Future<Output = Result<T, BollardError>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(Duration::from_millis(op_timeout_ms), call).await {
+        Ok(result) => result.map_err(CallError::from),
+        Err(_) => Err(CallError::Timeout(op_timeout_ms)),
+    }
+}
+
+/// The runtime family of a Lambda runtime name (`python3.12` → `python`), if we run it.
+pub fn runtime_family(runtime: &str) -> Option<&'static str> {
+    if runtime.starts_with("python3") {
+        Some("python")
+    } else if runtime.starts_with("nodejs") {
+        Some("nodejs")
+    } else if runtime.starts_with("provided") {
+        Some("provided")
+    } else {
+        None
+    }
+}
+
+/// The runtime's command inside the container, by family.
+fn runtime_command(family: &str) -> Vec<String> {
+    let cmd: &[&str] = match family {
+        "python" => &["python3", "/var/runtime/python/bootstrap.py"],
+        "nodejs" => &["node", "/var/runtime/node/bootstrap.js"],
+        _ => &["/var/task/bootstrap"],
+    };
+    cmd.iter().map(|s| s.to_string()).collect()
+}
+
+/// `lah-<server_id>-<instance id>`, with whatever Docker refuses in a name replaced by `-`.
+fn container_name(server_id: &str, instance: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    format!("lah-{}-{}", clean(server_id), clean(instance))
+}
+
+/// CPU shares proportional to memory, one vCPU (1024 shares) at 1769 MB.
+fn cpu_shares(memory_mb: u32) -> i64 {
+    (CPU_SHARES_PER_VCPU * i64::from(memory_mb) / MEMORY_MB_PER_VCPU).max(CPU_SHARES_MIN)
+}
+
+/// `spec.env` plus the variables that depend on the container's layout; ours win.
+fn container_env(spec_env: &[(String, String)]) -> Vec<String> {
+    let ours = [
+        ("LAMBDA_TASK_ROOT", TASK_ROOT),
+        ("LAMBDA_RUNTIME_DIR", RUNTIME_ROOT),
+        ("PYTHONPATH", CONTAINER_PYTHON_PATH),
+        ("NODE_PATH", CONTAINER_NODE_PATH),
+        ("PATH", CONTAINER_PATH),
+        ("HOME", "/tmp"),
+        ("PYTHONUNBUFFERED", "1"),
+    ];
+    spec_env
+        .iter()
+        // A key with `=` (or none) cannot be expressed as Docker's `KEY=value`.
+        .filter(|(k, _)| !k.is_empty() && !k.contains('='))
+        .filter(|(k, _)| !ours.iter().any(|(o, _)| o == k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(ours.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect()
+}
+
+fn bind_mount(source: &Path, target: &str, read_only: bool) -> Mount {
+    Mount {
+        target: Some(target.to_string()),
+        source: Some(source.to_string_lossy().into_owned()),
+        typ: Some(MountTypeEnum::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+/// The hardened container of one instance.
+fn container_body(
+    spec: &InstanceSpec,
+    image: &str,
+    family: &str,
+    fifo: &Path,
+    server_id: &str,
+) -> ContainerCreateBody {
+    let config = &spec.function.config;
+    let memory_bytes = i64::from(config.memory_mb) * MIB_BYTES;
+    let labels = HashMap::from([
+        (LABEL_SERVER.to_string(), server_id.to_string()),
+        (LABEL_FUNCTION.to_string(), config.name.clone()),
+        (LABEL_VERSION.to_string(), LATEST.to_string()),
+        (LABEL_INSTANCE.to_string(), spec.id.to_string()),
+    ]);
+    let host_config = HostConfig {
+        network_mode: Some("host".to_string()),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        security_opt: Some(vec!["no-new-privileges".to_string()]),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            TMP_MOUNT_OPTIONS.to_string(),
+        )])),
+        memory: Some(memory_bytes),
+        // Equal to memory: no swap, as on Lambda.
+        memory_swap: Some(memory_bytes),
+        cpu_shares: Some(cpu_shares(config.memory_mb)),
+        pids_limit: Some(PIDS_MAX),
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".to_string()),
+            soft: Some(NOFILE_MAX),
+            hard: Some(NOFILE_MAX),
+        }]),
+        mounts: Some(vec![
+            bind_mount(&spec.function.code_dir, TASK_ROOT, true),
+            bind_mount(&spec.runtimes_dir, RUNTIME_ROOT, true),
+            bind_mount(fifo, LOG_FIFO_TARGET, false),
+        ]),
+        // The runtime writes into the FIFO: Docker's own log would stay empty.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".to_string()),
+            config: None,
+        }),
+        auto_remove: Some(false),
+        ..Default::default()
+    };
+    let entrypoint = ["/bin/sh", "-c", LOG_WRAPPER, "sh"];
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(entrypoint.iter().map(|s| s.to_string()).collect()),
+        cmd: Some(runtime_command(family)),
+        env: Some(container_env(&spec.env)),
+        working_dir: Some(TASK_ROOT.to_string()),
+        user: Some(format!("{CONTAINER_UID}:{CONTAINER_GID}")),
+        labels: Some(labels),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// What Docker's final state of a container says about how its process ended.
+fn exit_info(state: &ContainerState) -> ExitInfo {
+    let oom_killed = state.oom_killed.unwrap_or(false);
+    match state.exit_code {
+        Some(code) if (SIGNAL_EXIT_BASE + 1..=SIGNAL_EXIT_BASE + SIGNAL_MAX).contains(&code) => {
+            ExitInfo {
+                code: None,
+                signal: i32::try_from(code - SIGNAL_EXIT_BASE).ok(),
+                oom_killed,
+            }
+        }
+        Some(code) => ExitInfo {
+            code: i32::try_from(code).ok(),
+            signal: None,
+            oom_killed,
+        },
+        None => ExitInfo {
+            code: None,
+            signal: None,
+            oom_killed,
+        },
+    }
+}
+
+fn killed_exit() -> ExitInfo {
+    ExitInfo {
+        code: None,
+        signal: Some(libc::SIGKILL),
+        oom_killed: false,
+    }
+}
+
+/// Bind mounts keep the host's permissions: the runtime (uid 1000) must be able to list and read
+/// the code and runtime folders, or it dies at start with a bare "Permission denied".
+fn check_readable_by_container(dir: &Path) -> Result<(), ExecError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(dir).map_err(|e| ExecError::Spawn(format!("{}: {e}", dir.display())))?;
+    let mode = meta.mode();
+    let readable = if meta.uid() == CONTAINER_UID {
+        mode & 0o500 == 0o500
+    } else if meta.gid() == CONTAINER_GID {
+        mode & 0o050 == 0o050
+    } else {
+        mode & 0o005 == 0o005
+    };
+    if !meta.is_dir() || !readable {
+        return Err(ExecError::Spawn(format!(
+            "{} must be a directory readable by uid {CONTAINER_UID} (mode {:o})",
+            dir.display(),
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// The host side of an instance's log FIFO.
+struct LogFifo {
+    path: PathBuf,
+    /// Handed to the data plane by `take_log`.
+    read: OwnedFd,
+    /// Held until the instance ends, so a reader never sees EOF before the container has opened
+    /// the FIFO for writing (a FIFO without writers reads as EOF).
+    hold: OwnedFd,
+}
+
+impl LogFifo {
+    fn create(dir: &Path, name: &str) -> io::Result<LogFifo> {
+        let path = dir.join(format!("{name}.fifo"));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let c_path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fifo = Self::open(path.clone());
+        if fifo.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        fifo
+    }
+
+    fn open(path: PathBuf) -> io::Result<LogFifo> {
+        // The container's user must be able to open it for writing; without the right to chown
+        // (a non-root server) other users may write it, but nobody else may read it.
+        match std::os::unix::fs::chown(&path, Some(CONTAINER_UID), Some(CONTAINER_GID)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o622))?;
+            }
+            Err(e) => return Err(e),
+        }
+        // Non-blocking: opening the read end must not wait for a writer, and the data plane
+        // reads it non-blocking.
+        let read = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)?;
+        let hold = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)?;
+        Ok(LogFifo {
+            path,
+            read: read.into(),
+            hold: hold.into(),
+        })
+    }
+
+    /// The container keeps its own reference through the bind mount; the name is not needed
+    /// once the container runs.
+    fn unlink(&self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), "cannot remove log fifo: {e}");
+            }
+        }
+    }
+}
+
+/// Creates instances as Docker containers.
+pub struct DockerExecutor {
+    docker: Docker,
+    config: DockerConfig,
+}
+
+impl DockerExecutor {
+    /// Connects (unix socket /var/run/docker.sock or DOCKER_HOST) and pings within a bounded time;
+    /// Err(ExecError::Unavailable) if no daemon answers.
+    pub async fn connect(config: DockerConfig) -> Result<Self, ExecError> {
+        Self::connect_client(Docker::connect_with_defaults(), config).await
+    }
+
+    /// Negotiates the API version (the daemon may be older than bollard) and pings.
+    async fn connect_client(
+        docker: Result<Docker, BollardError>,
+        config: DockerConfig,
+    ) -> Result<Self, ExecError> {
+        let docker = docker.map_err(|e| ExecError::Unavailable(format!("docker client: {e}")))?;
+        let ms = config.op_timeout_ms;
+        let unavailable = |e: CallError| match e {
+            CallError::Timeout(ms) => {
+                ExecError::Unavailable(format!("docker daemon did not answer within {ms} ms"))
+            }
+            other => ExecError::Unavailable(format!("docker daemon: {other}")),
+        };
+        let docker = bounded(ms, docker.negotiate_version())
+            .await
+            .map_err(unavailable)?;
+        bounded(ms, docker.ping()).await.map_err(unavailable)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.fifo_dir)
+            .map_err(|e| {
+                ExecError::Unavailable(format!("fifo dir {}: {e}", config.fifo_dir.display()))
+            })?;
+        Ok(DockerExecutor { docker, config })
+    }
+
+    /// Whether the image for each runtime family exists locally: (family, image, present),
+    /// sorted by family.
+    pub async fn check_images(&self) -> Vec<(String, String, bool)> {
+        let mut images: Vec<_> = self.config.images.iter().collect();
+        images.sort();
+        let mut out = Vec::with_capacity(images.len());
+        for (family, image) in images {
+            let present = bounded(self.config.op_timeout_ms, self.docker.inspect_image(image))
+                .await
+                .is_ok();
+            out.push((family.clone(), image.clone(), present));
+        }
+        out
+    }
+
+    async fn start_instance(&self, spec: InstanceSpec) -> Result<DockerInstance, ExecError> {
+        let runtime = &spec.function.config.runtime;
+        let family = runtime_family(runtime)
+            .ok_or_else(|| ExecError::UnsupportedRuntime(runtime.clone()))?;
+        let image = self.config.images.get(family).ok_or_else(|| {
+            ExecError::UnsupportedRuntime(format!("{runtime} (no image for {family})"))
+        })?;
+        for dir in [&spec.function.code_dir, &spec.runtimes_dir] {
+            check_readable_by_container(dir)?;
+        }
+        let name = container_name(&self.config.server_id, &spec.id.to_string());
+        let fifo = LogFifo::create(&self.config.fifo_dir, &name).map_err(|e| {
+            ExecError::Spawn(format!(
+                "log fifo in {}: {e}",
+                self.config.fifo_dir.display()
+            ))
+        })?;
+        let body = container_body(&spec, image, family, &fifo.path, &self.config.server_id);
+        let started = self.create_and_start(&name, image, body).await;
+        fifo.unlink();
+        started?;
+        Ok(DockerInstance {
+            docker: self.docker.clone(),
+            name,
+            op_timeout_ms: self.config.op_timeout_ms,
+            log: Some(fifo.read),
+            hold: Some(fifo.hold),
+            exit: None,
+            removed: false,
+        })
+    }
+
+    async fn create_and_start(
+        &self,
+        name: &str,
+        image: &str,
+        body: ContainerCreateBody,
+    ) -> Result<(), ExecError> {
+        let ms = self.config.op_timeout_ms;
+        let options = || CreateContainerOptions {
+            name: Some(name.to_string()),
+            platform: String::new(),
+        };
+        let created = match bounded(
+            ms,
+            self.docker.create_container(Some(options()), body.clone()),
+        )
+        .await
+        {
+            // A container of an earlier run with the same server id and instance id.
+            Err(e) if e.status() == Some(409) => {
+                remove_container(&self.docker, name, ms).await?;
+                bounded(ms, self.docker.create_container(Some(options()), body)).await
+            }
+            other => other,
+        };
+        match created {
+            Err(e) if e.status() == Some(404) => {
+                return Err(ExecError::Spawn(format!(
+                    "image {image} not found locally: build it with runtimes/images/build.sh ({})",
+                    e.into_exec("create")
+                )));
+            }
+            other => other.map_err(|e| e.into_exec("create container"))?,
+        };
+        if let Err(e) = bounded(
+            ms,
+            self.docker.start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            ),
+        )
+        .await
+        {
+            // Nothing runs; leave nothing behind.
+            let _ = remove_container(&self.docker, name, ms).await;
+            return Err(e.into_exec("start container"));
+        }
+        Ok(())
+    }
+
+    async fn remove_orphans(&self) -> Result<usize, ExecError> {
+        let ms = self.config.op_timeout_ms;
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![LABEL_SERVER.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let containers = bounded(ms, self.docker.list_containers(Some(options)))
+            .await
+            .map_err(|e| e.into_exec("list containers"))?;
+        let removals = containers
+            .iter()
+            .filter_map(|c| c.id.as_deref())
+            .map(|id| remove_container(&self.docker, id, ms));
+        let removed = futures_util::future::join_all(removals)
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
+        self.remove_stale_fifos();
+        Ok(removed)
+    }
+
+    /// FIFOs of instances whose start was interrupted (the server died between mkfifo and start).
+    fn remove_stale_fifos(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.fifo_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("lah-") && name.ends_with(".fifo") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Force-removes a container: Ok(true) if removed now, Ok(false) if it was already gone.
+async fn remove_container(docker: &Docker, name: &str, ms: u64) -> Result<bool, ExecError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match bounded(ms, docker.remove_container(name, Some(options))).await {
+        Ok(()) => Ok(true),
+        // 404: gone; 409: "removal already in progress" (another kill or the orphan sweep).
+        Err(e) if matches!(e.status(), Some(404) | Some(409)) => Ok(false),
+        Err(e) => Err(e.into_exec("remove container")),
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, ExecError>> {
+        Box::pin(async move {
+            let instance = self.start_instance(spec).await?;
+            Ok(Box::new(instance) as Box<dyn Instance>)
+        })
+    }
+
+    fn cleanup_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
+        Box::pin(self.remove_orphans())
+    }
+}
+
+/// One running container.
+pub struct DockerInstance {
+    docker: Docker,
+    name: String,
+    op_timeout_ms: u64,
+    log: Option<OwnedFd>,
+    /// Our write end of the log FIFO (see `LogFifo::hold`); dropped once the instance ended.
+    hold: Option<OwnedFd>,
+    /// Known once the container ended or was killed.
+    exit: Option<ExitInfo>,
+    /// The container no longer exists.
+    removed: bool,
+}
+
+impl DockerInstance {
+    async fn wait_exit(&mut self) -> ExitInfo {
+        if let Some(exit) = &self.exit {
+            return exit.clone();
+        }
+        self.wait_not_running().await;
+        let exit = match self.inspect_state().await {
+            Ok(Some(state)) => exit_info(&state),
+            Ok(None) => killed_exit(),
+            Err(e) => {
+                tracing::warn!(container = %self.name, "inspect after exit: {e}");
+                ExitInfo {
+                    code: None,
+                    signal: None,
+                    oom_killed: false,
+                }
+            }
+        };
+        self.exit = Some(exit.clone());
+        self.release().await;
+        exit
+    }
+
+    /// Returns once the container is not running (or gone, or Docker kept failing).
+    async fn wait_not_running(&self) {
+        let mut failures = 0;
+        loop {
+            let mut stream = std::pin::pin!(self
+                .docker
+                .wait_container(&self.name, None::<WaitContainerOptions>));
+            match stream.next().await {
+                Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. })) => return,
+                Some(Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                })) => return,
+                Some(Err(e)) => tracing::warn!(container = %self.name, "docker wait: {e}"),
+                None => {
+                    tracing::warn!(container = %self.name, "docker wait ended without a status")
+                }
+            }
+            // The wait broke off (daemon restart, connection reset): is the container still up?
+            if let Ok(Some(ContainerState {
+                running: Some(false),
+                ..
+            })) = self.inspect_state().await
+            {
+                return;
+            }
+            failures += 1;
+            if failures >= WAIT_FAILURES_MAX {
+                tracing::error!(container = %self.name, "giving up waiting on the container");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(WAIT_RETRY_MS)).await;
+        }
+    }
+
+    /// The container's state; Ok(None) when it no longer exists.
+    async fn inspect_state(&self) -> Result<Option<ContainerState>, ExecError> {
+        let options = None::<bollard::query_parameters::InspectContainerOptions>;
+        match bounded(
+            self.op_timeout_ms,
+            self.docker.inspect_container(&self.name, options),
+        )
+        .await
+        {
+            Ok(inspect) => Ok(Some(inspect.state.unwrap_or_default())),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e.into_exec("inspect container")),
+        }
+    }
+
+    async fn kill_now(&mut self) {
+        if self.removed {
+            return;
+        }
+        let kill = self
+            .docker
+            .kill_container(&self.name, None::<KillContainerOptions>);
+        let killed = bounded(self.op_timeout_ms, kill).await;
+        match killed {
+            _ if self.exit.is_some() => {}
+            Ok(()) => self.exit = Some(killed_exit()),
+            // 409: not running; it ended by itself, so its own exit status is the truth.
+            Err(e) if e.status() == Some(409) => {
+                self.exit = match self.inspect_state().await {
+                    Ok(Some(state)) => Some(exit_info(&state)),
+                    _ => Some(killed_exit()),
+                };
+            }
+            Err(e) => {
+                if e.status() != Some(404) {
+                    tracing::warn!(container = %self.name, "docker kill: {e}");
+                }
+                self.exit = Some(killed_exit());
+            }
+        }
+        self.release().await;
+    }
+
+    /// Removes the container and closes our end of the log FIFO, so its reader sees EOF.
+    async fn release(&mut self) {
+        self.hold = None;
+        if self.removed {
+            return;
+        }
+        match remove_container(&self.docker, &self.name, self.op_timeout_ms).await {
+            Ok(_) => self.removed = true,
+            // Left for the next attempt, `Drop`, or the orphan sweep of the next start.
+            Err(e) => tracing::warn!(container = %self.name, "{e}"),
+        }
+    }
+}
+
+impl Instance for DockerInstance {
+    fn take_log(&mut self) -> Option<OwnedFd> {
+        self.log.take()
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, ExitInfo> {
+        Box::pin(self.wait_exit())
+    }
+
+    fn kill(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.kill_now())
+    }
+
+    fn pause(&mut self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move {
+            bounded(self.op_timeout_ms, self.docker.pause_container(&self.name))
+                .await
+                .map_err(|e| e.into_exec("pause container"))
+        })
+    }
+
+    fn resume(&mut self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move {
+            bounded(
+                self.op_timeout_ms,
+                self.docker.unpause_container(&self.name),
+            )
+            .await
+            .map_err(|e| e.into_exec("unpause container"))
+        })
+    }
+}
+
+impl Drop for DockerInstance {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        // Dropped without kill() or a finished wait(): remove the container in the background
+        // when a runtime is there to do it; otherwise the next start's orphan sweep does.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let docker = self.docker.clone();
+            let name = std::mem::take(&mut self.name);
+            let ms = self.op_timeout_ms;
+            handle.spawn(async move {
+                if let Err(e) = remove_container(&docker, &name, ms).await {
+                    tracing::warn!(container = %name, "{e}");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Executors: how an instance (execution environment) is started, paused, resumed and killed.
+//!
+//! Runs on the control-plane thread only. The data plane never calls an executor: it asks the
+//! control plane over a channel and learns the outcome from a message.
+//!
+//! Two backends: `process` (a child process group on the host, the embedded default) and `docker`
+//! (a hardened container through bollard). Both hand back the read end of a pipe (or FIFO) that
+//! carries the instance's stdout and stderr; the instance's home core reads it, so the log tail of
+//! an invocation is exact (see `dataplane::logs`).
+
+pub mod docker;
+pub mod process;
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+
+use crate::types::{ExitInfo, InstanceSpec};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("unsupported runtime {0:?}")]
+    UnsupportedRuntime(String),
+    #[error("cannot start instance: {0}")]
+    Spawn(String),
+    #[error("executor backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("executor operation timed out after {0} ms")]
+    Timeout(u64),
+}
+
+/// A backend that creates instances.
+pub trait Executor: Send + Sync + 'static {
+    /// `process` or `docker`: reported in logs and `/metrics`.
+    fn name(&self) -> &'static str;
+
+    /// Starts one instance and returns once its process or container runs (not once its runtime
+    /// is ready: readiness is the runtime's first `/next`, which the data plane sees).
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, ExecError>>;
+
+    /// Removes whatever an earlier run of this server left behind (containers by label).
+    fn cleanup_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+/// One running instance, owned by the control plane's task for it.
+pub trait Instance: Send {
+    /// The read end of the instance's stdout+stderr, handed once to the home core.
+    fn take_log(&mut self) -> Option<OwnedFd>;
+
+    /// Resolves when the instance has ended, however it ended.
+    fn wait(&mut self) -> BoxFuture<'_, ExitInfo>;
+
+    /// Ends the instance at once and releases everything it holds. Idempotent.
+    fn kill(&mut self) -> BoxFuture<'_, ()>;
+
+    /// Freezes an idle instance (SIGSTOP / docker pause); it keeps its connections.
+    fn pause(&mut self) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// Undoes `pause`.
+    fn resume(&mut self) -> BoxFuture<'_, Result<(), ExecError>>;
+}
+
+/// Connects to the Docker daemon and checks the runtime images; an error says why Docker
+/// cannot be used (the `auto` choice then falls back to the process executor).
+pub async fn connect_docker(
+    config: &crate::config::Config,
+) -> Result<std::sync::Arc<dyn Executor>, ExecError> {
+    let mut images: std::collections::HashMap<String, String> = [
+        ("python", "lambda-at-home/python:bookworm"),
+        ("nodejs", "lambda-at-home/nodejs:bookworm"),
+        ("provided", "lambda-at-home/python:bookworm"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for spec in &config.images {
+        let (family, image) = spec.split_once('=').ok_or_else(|| {
+            ExecError::Unavailable(format!("--image wants FAMILY=IMAGE, got {spec:?}"))
+        })?;
+        images.insert(family.trim().to_string(), image.trim().to_string());
+    }
+    let server_id = format!("{:08x}", rand::random::<u32>());
+    let docker = docker::DockerExecutor::connect(docker::DockerConfig {
+        images,
+        op_timeout_ms: 10_000,
+        server_id,
+        fifo_dir: std::path::absolute(config.data_dir.join("fifos"))
+            .unwrap_or_else(|_| config.data_dir.join("fifos")),
+    })
+    .await?;
+    let missing: Vec<String> = docker
+        .check_images()
+        .await
+        .into_iter()
+        .filter(|(_, _, present)| !present)
+        .map(|(family, image, _)| format!("{family}={image}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ExecError::Unavailable(format!(
+            "runtime images missing: {} (build them with runtimes/images/build.sh)",
+            missing.join(", ")
+        )));
+    }
+    Ok(std::sync::Arc::new(docker))
+}

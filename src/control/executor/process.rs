@@ -1,0 +1,199 @@
+//! The `process` executor: each instance is a child process in its own process group on the host.
+//!
+//! The embedded default, for machines without Docker. Isolation is that of a process (same user,
+//! same filesystem): fast, but not a security boundary. The runtime's stdout and stderr share one
+//! pipe whose read end goes to the home core. Every instance dies with the server
+//! (PR_SET_PDEATHSIG) and is killed as a whole group, so no grandchild outlives it.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::{BoxFuture, ExecError, Executor, Instance};
+use crate::types::{ExitInfo, InstanceSpec};
+
+pub struct ProcessExecutor {
+    /// `<data-dir>/runtime-deps`: where `ws` (npm) and `websockets` (PyPI) may be installed for
+    /// the WebSocket bootstraps, without touching the machine's global packages.
+    deps_dir: PathBuf,
+}
+
+impl ProcessExecutor {
+    pub fn new(deps_dir: PathBuf) -> ProcessExecutor {
+        ProcessExecutor { deps_dir }
+    }
+}
+
+/// Which program runs a runtime family, and with which arguments.
+pub fn command_for(spec: &InstanceSpec) -> Result<(PathBuf, Vec<PathBuf>), ExecError> {
+    let runtime = spec.function.config.runtime.as_str();
+    let rt = &spec.runtimes_dir;
+    if runtime.starts_with("nodejs") {
+        Ok(("node".into(), vec![rt.join("node/bootstrap.js")]))
+    } else if runtime.starts_with("python") {
+        Ok(("python3".into(), vec![rt.join("python/bootstrap.py")]))
+    } else if runtime.starts_with("provided") {
+        Ok((spec.function.code_dir.join("bootstrap"), vec![]))
+    } else {
+        Err(ExecError::UnsupportedRuntime(runtime.to_string()))
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: setting O_NONBLOCK on our own open fd.
+    unsafe {
+        let flags = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(r.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    Ok((r, w))
+}
+
+impl Executor for ProcessExecutor {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, ExecError>> {
+        Box::pin(async move {
+            let (program, args) = command_for(&spec)?;
+            let code_dir = &spec.function.code_dir;
+            let (read, write) = pipe().map_err(|e| ExecError::Spawn(e.to_string()))?;
+            let write2 = write
+                .try_clone()
+                .map_err(|e| ExecError::Spawn(e.to_string()))?;
+            let mut cmd = tokio::process::Command::new(&program);
+            cmd.args(&args)
+                .current_dir(code_dir)
+                .env_clear()
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .envs(path_env(&spec, &self.deps_dir))
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(write))
+                .stderr(Stdio::from(write2))
+                .process_group(0)
+                .kill_on_drop(true);
+            // SAFETY: prctl is async-signal-safe; the closure touches no allocator or lock.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = cmd
+                .spawn()
+                .map_err(|e| ExecError::Spawn(format!("{}: {e}", program.display())))?;
+            let pgid = child.id().map(|p| p as i32);
+            Ok(Box::new(ProcessInstance {
+                child,
+                pgid,
+                log: Some(read),
+            }) as Box<dyn Instance>)
+        })
+    }
+}
+
+/// The variables that depend on where things are on this host.
+fn path_env(spec: &InstanceSpec, deps: &Path) -> Vec<(String, String)> {
+    let task_root = spec.function.code_dir.display().to_string();
+    let host_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    let mut env = vec![
+        ("LAMBDA_TASK_ROOT".into(), task_root.clone()),
+        (
+            "LAMBDA_RUNTIME_DIR".into(),
+            spec.runtimes_dir.display().to_string(),
+        ),
+        ("PATH".into(), host_path),
+        ("HOME".into(), home),
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+        (
+            "PYTHONPATH".into(),
+            format!("{task_root}:{}", deps.join("python").display()),
+        ),
+        (
+            "NODE_PATH".into(),
+            format!(
+                "{task_root}/node_modules:{}",
+                deps.join("node/node_modules").display()
+            ),
+        ),
+    ];
+    // The pyenv shim on some hosts needs its root to find the interpreter.
+    if let Ok(root) = std::env::var("PYENV_ROOT") {
+        env.push(("PYENV_ROOT".into(), root));
+    }
+    env
+}
+
+struct ProcessInstance {
+    child: tokio::process::Child,
+    /// The child's process group (its pid): killed as a whole.
+    pgid: Option<i32>,
+    log: Option<OwnedFd>,
+}
+
+impl ProcessInstance {
+    fn signal_group(&self, sig: i32) -> Result<(), ExecError> {
+        let Some(pgid) = self.pgid else {
+            return Ok(());
+        };
+        // SAFETY: killpg with a process group we created; a stale group yields ESRCH, ignored.
+        let rc = unsafe { libc::killpg(pgid, sig) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return Err(ExecError::Spawn(format!("killpg: {err}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Instance for ProcessInstance {
+    fn take_log(&mut self) -> Option<OwnedFd> {
+        self.log.take()
+    }
+
+    fn wait(&mut self) -> BoxFuture<'_, ExitInfo> {
+        Box::pin(async move {
+            match self.child.wait().await {
+                Ok(status) => ExitInfo {
+                    code: status.code(),
+                    signal: status.signal(),
+                    oom_killed: false,
+                },
+                Err(_) => ExitInfo {
+                    code: None,
+                    signal: None,
+                    oom_killed: false,
+                },
+            }
+        })
+    }
+
+    fn kill(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // SIGCONT first: a paused (SIGSTOPped) group must be able to die and be reaped.
+            let _ = self.signal_group(libc::SIGKILL);
+            let _ = self.signal_group(libc::SIGCONT);
+            let _ = self.child.start_kill();
+        })
+    }
+
+    fn pause(&mut self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.signal_group(libc::SIGSTOP) })
+    }
+
+    fn resume(&mut self) -> BoxFuture<'_, Result<(), ExecError>> {
+        Box::pin(async move { self.signal_group(libc::SIGCONT) })
+    }
+}

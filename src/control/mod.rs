@@ -1,0 +1,466 @@
+//! The control plane: one ordinary tokio thread that owns the function registry, the executor
+//! and every instance's lifecycle.
+//!
+//! The data plane talks to it only through `ControlMsg` and never waits on it on the warm invoke
+//! path: User API management calls await a reply here, cold starts are fire-and-forget requests
+//! answered with a `CoreMsg`. Slow work (unzipping code, starting containers) happens here so a
+//! core never blocks. Each instance gets a task that waits for its exit and obeys kill, pause
+//! and resume; its exit is reported to its home core.
+
+pub mod code;
+pub mod executor;
+pub mod registry;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api_model;
+use crate::dataplane::{CoreMsg, Shared};
+use crate::error::ApiError;
+use crate::types::{Function, InstanceId, InstanceSpec, LATEST, REGION};
+use executor::{Executor, Instance};
+use registry::Registry;
+
+/// Requests to the control plane.
+pub enum ControlMsg {
+    /// A User API management call; the core awaits the reply.
+    Api {
+        request: ApiRequest,
+        reply: oneshot::Sender<Result<ApiReply, ApiError>>,
+    },
+    /// Start an instance of `function` homed on `core`.
+    StartInstance {
+        id: InstanceId,
+        /// The instance's LAMBDA_INSTANCE_ID (its id and a secret).
+        token: String,
+        function: Arc<Function>,
+        core: usize,
+    },
+    KillInstance {
+        id: InstanceId,
+    },
+    PauseInstance {
+        id: InstanceId,
+    },
+    ResumeInstance {
+        id: InstanceId,
+    },
+    /// Kill every instance and wait for them to end.
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Management calls. Bodies are parsed here, not on the cores (base64 zips can be large).
+pub enum ApiRequest {
+    Create(Bytes),
+    Get(String),
+    List {
+        marker: Option<String>,
+        max_items: Option<u32>,
+    },
+    UpdateCode(String, Bytes),
+    UpdateConfig(String, Bytes),
+    Delete(String),
+    PutConcurrency(String, Bytes),
+    GetConcurrency(String),
+    DeleteConcurrency(String),
+    /// The stored zip, for GetFunction's Code.Location.
+    CodeZip(String),
+}
+
+pub enum ApiReply {
+    Function(Arc<Function>),
+    Functions(Vec<Arc<Function>>, Option<String>),
+    Deleted,
+    Concurrency(Option<u32>),
+    Zip(Bytes),
+}
+
+enum InstanceCmd {
+    Kill,
+    Pause,
+    Resume,
+}
+
+/// Per-instance addresses: `instance_net` + offset, one /16 inside 127.0.0.0/8.
+struct AddressPool {
+    base: u32,
+    in_use: HashSet<u32>,
+    cursor: u32,
+}
+
+impl AddressPool {
+    const SIZE: u32 = 65_534;
+
+    fn take(&mut self) -> Option<Ipv4Addr> {
+        for _ in 0..Self::SIZE {
+            self.cursor = self.cursor % Self::SIZE + 1;
+            if self.in_use.insert(self.cursor) {
+                return Some(Ipv4Addr::from(self.base + self.cursor));
+            }
+        }
+        None
+    }
+
+    fn give_back(&mut self, addr: Ipv4Addr) {
+        self.in_use.remove(&(u32::from(addr) - self.base));
+    }
+}
+
+pub struct ControlPlane {
+    shared: Arc<Shared>,
+    registry: Registry,
+    executor: Arc<dyn Executor>,
+    runtimes_dir: PathBuf,
+    instances: HashMap<InstanceId, mpsc::UnboundedSender<InstanceCmd>>,
+    addresses: AddressPool,
+    /// Instance tasks report their end here (id, address to give back).
+    ended_tx: mpsc::UnboundedSender<(InstanceId, Ipv4Addr)>,
+    ended_rx: mpsc::UnboundedReceiver<(InstanceId, Ipv4Addr)>,
+}
+
+impl ControlPlane {
+    pub fn new(shared: Arc<Shared>, registry: Registry, executor: Arc<dyn Executor>) -> Self {
+        let runtimes_dir = shared.config.resolve_runtimes_dir();
+        let base = u32::from(shared.config.instance_net) & 0xffff_0000;
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        ControlPlane {
+            shared,
+            registry,
+            executor,
+            runtimes_dir,
+            instances: HashMap::new(),
+            addresses: AddressPool {
+                base,
+                in_use: HashSet::new(),
+                cursor: 0,
+            },
+            ended_tx,
+            ended_rx,
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ControlMsg>) {
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(ControlMsg::Shutdown { done }) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(msg) => self.handle(msg),
+                    None => return,
+                },
+                Some((id, addr)) = self.ended_rx.recv() => {
+                    self.instances.remove(&id);
+                    self.addresses.give_back(addr);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Api { request, reply } => {
+                let _ = reply.send(self.api(request));
+            }
+            ControlMsg::StartInstance {
+                id,
+                token,
+                function,
+                core,
+            } => self.start(id, token, function, core),
+            ControlMsg::KillInstance { id } => self.command(id, InstanceCmd::Kill),
+            ControlMsg::PauseInstance { id } => self.command(id, InstanceCmd::Pause),
+            ControlMsg::ResumeInstance { id } => self.command(id, InstanceCmd::Resume),
+            ControlMsg::Shutdown { .. } => unreachable!("handled in run"),
+        }
+    }
+
+    fn command(&mut self, id: InstanceId, cmd: InstanceCmd) {
+        if let Some(tx) = self.instances.get(&id) {
+            let _ = tx.send(cmd);
+        }
+    }
+
+    fn api(&mut self, request: ApiRequest) -> Result<ApiReply, ApiError> {
+        let reply = match request {
+            ApiRequest::Create(body) => {
+                let input = api_model::parse_create(&body)?;
+                ApiReply::Function(self.registry.create(input)?)
+            }
+            ApiRequest::Get(name) => ApiReply::Function(self.registry.get(&name)?),
+            ApiRequest::List { marker, max_items } => {
+                let (fs, next) = self.registry.list(marker.as_deref(), max_items)?;
+                ApiReply::Functions(fs, next)
+            }
+            ApiRequest::UpdateCode(name, body) => {
+                let input = api_model::parse_update_code(&body)?;
+                let f = self.registry.update_code(&name, input)?;
+                self.retire(&name);
+                ApiReply::Function(f)
+            }
+            ApiRequest::UpdateConfig(name, body) => {
+                let input = api_model::parse_update_config(&body)?;
+                let f = self.registry.update_config(&name, input)?;
+                self.retire(&name);
+                ApiReply::Function(f)
+            }
+            ApiRequest::Delete(name) => {
+                self.registry.delete(&name)?;
+                self.retire(&name);
+                ApiReply::Deleted
+            }
+            ApiRequest::PutConcurrency(name, body) => {
+                let n = api_model::parse_put_concurrency(&body)?;
+                ApiReply::Function(self.registry.put_concurrency(&name, n)?)
+            }
+            ApiRequest::GetConcurrency(name) => {
+                ApiReply::Concurrency(self.registry.get(&name)?.config.reserved_concurrency)
+            }
+            ApiRequest::DeleteConcurrency(name) => {
+                ApiReply::Function(self.registry.delete_concurrency(&name)?)
+            }
+            ApiRequest::CodeZip(name) => {
+                let path = self
+                    .registry
+                    .zip_path(&name)
+                    .ok_or_else(|| ApiError::not_found_function(&name))?;
+                let zip = std::fs::read(path).map_err(|e| ApiError::service(e.to_string()))?;
+                ApiReply::Zip(Bytes::from(zip))
+            }
+        };
+        Ok(reply)
+    }
+
+    /// Every core stops giving the function's current instances new work.
+    fn retire(&self, name: &str) {
+        for core in 0..self.shared.cores.len() {
+            self.shared.send_core(
+                core,
+                CoreMsg::Retire {
+                    function: name.to_string(),
+                },
+            );
+        }
+    }
+
+    fn start(&mut self, id: InstanceId, token: String, function: Arc<Function>, core: usize) {
+        let Some(addr) = self.addresses.take() else {
+            let error = ApiError::service("No free per-instance Runtime API address");
+            self.shared
+                .send_core(core, CoreMsg::InstanceStartFailed { id, error });
+            return;
+        };
+        let runtime_api = SocketAddr::new(IpAddr::V4(addr), self.shared.config.runtime_api_port);
+        let listener = match bind_instance_listener(runtime_api) {
+            Ok(l) => l,
+            Err(e) => {
+                self.addresses.give_back(addr);
+                let error = ApiError::service(format!("Cannot listen on {runtime_api}: {e}"));
+                self.shared
+                    .send_core(core, CoreMsg::InstanceStartFailed { id, error });
+                return;
+            }
+        };
+        let spec = InstanceSpec {
+            id,
+            env: instance_env(
+                &function,
+                runtime_api,
+                id,
+                &token,
+                self.shared.config.use_websocket,
+            ),
+            function,
+            runtime_api,
+            runtimes_dir: self.runtimes_dir.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.instances.insert(id, tx);
+        let task = InstanceTask {
+            id,
+            core,
+            addr,
+            shared: self.shared.clone(),
+            executor: self.executor.clone(),
+            ended: self.ended_tx.clone(),
+        };
+        tokio::spawn(task.run(spec, listener, rx));
+    }
+
+    async fn shutdown(&mut self) {
+        for tx in self.instances.values() {
+            let _ = tx.send(InstanceCmd::Kill);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !self.instances.is_empty() {
+            match tokio::time::timeout_at(deadline, self.ended_rx.recv()).await {
+                Ok(Some((id, _))) => {
+                    self.instances.remove(&id);
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// The control plane's task for one instance: start it, hand its listener and output to its
+/// home core, obey commands, report its end.
+struct InstanceTask {
+    id: InstanceId,
+    core: usize,
+    addr: Ipv4Addr,
+    shared: Arc<Shared>,
+    executor: Arc<dyn Executor>,
+    ended: mpsc::UnboundedSender<(InstanceId, Ipv4Addr)>,
+}
+
+impl InstanceTask {
+    async fn run(
+        self,
+        spec: InstanceSpec,
+        listener: std::net::TcpListener,
+        mut rx: mpsc::UnboundedReceiver<InstanceCmd>,
+    ) {
+        let (id, core) = (self.id, self.core);
+        let mut instance = match self.executor.start(spec).await {
+            Ok(i) => i,
+            Err(e) => {
+                let error = ApiError::service(format!("Cannot start instance: {e}"));
+                self.shared
+                    .send_core(core, CoreMsg::InstanceStartFailed { id, error });
+                let _ = self.ended.send((id, self.addr));
+                return;
+            }
+        };
+        let log = instance.take_log();
+        self.shared
+            .send_core(core, CoreMsg::InstanceStarted { id, listener, log });
+        let exit = loop {
+            tokio::select! {
+                exit = instance.wait() => break exit,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => obey(instance.as_mut(), cmd, id).await,
+                    None => instance.kill().await,
+                },
+            }
+        };
+        // The process is gone; make sure nothing it left (its process group, its container)
+        // outlives it.
+        instance.kill().await;
+        tracing::debug!(instance = %id, ?exit, "instance ended");
+        self.shared
+            .send_core(core, CoreMsg::InstanceExited { id, exit });
+        let _ = self.ended.send((id, self.addr));
+    }
+}
+
+async fn obey(instance: &mut dyn Instance, cmd: InstanceCmd, id: InstanceId) {
+    let result = match cmd {
+        InstanceCmd::Kill => {
+            instance.kill().await;
+            Ok(())
+        }
+        InstanceCmd::Pause => instance.pause().await,
+        InstanceCmd::Resume => instance.resume().await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(instance = %id, "instance command failed: {e}");
+    }
+}
+
+/// A listener for one instance's Runtime API address, non-blocking, ready for a core's ring.
+fn bind_instance_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(64)?;
+    Ok(socket.into())
+}
+
+/// AWS's environment for an instance, plus ours (LAMBDA_INSTANCE_ID, LAMBDA_USE_WEBSOCKET,
+/// LAMBDA_RUNTIME_NAME), plus the function's own variables. Path-dependent variables
+/// (LAMBDA_TASK_ROOT, LAMBDA_RUNTIME_DIR, PATH, NODE_PATH, PYTHONPATH) are the executor's.
+pub fn instance_env(
+    f: &Function,
+    runtime_api: SocketAddr,
+    id: InstanceId,
+    token: &str,
+    use_websocket: bool,
+) -> Vec<(String, String)> {
+    let c = &f.config;
+    let date = utc_date_path();
+    let mut env: Vec<(String, String)> = vec![
+        ("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), c.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), LATEST.into()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+            c.memory_mb.to_string(),
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_TIMEOUT".into(),
+            c.timeout_s.to_string(),
+        ),
+        ("_HANDLER".into(), c.handler.clone()),
+        ("AWS_REGION".into(), REGION.into()),
+        ("AWS_DEFAULT_REGION".into(), REGION.into()),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+            format!("/aws/lambda/{}", c.name),
+        ),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME".into(),
+            format!("{date}/[{LATEST}]{:016x}", id.0),
+        ),
+        (
+            "AWS_EXECUTION_ENV".into(),
+            format!("AWS_Lambda_{}", c.runtime),
+        ),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+        ("TZ".into(), ":UTC".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("LAMBDA_INSTANCE_ID".into(), token.to_string()),
+        ("LAMBDA_RUNTIME_NAME".into(), c.runtime.clone()),
+        ("LAMBDA_USE_WEBSOCKET".into(), use_websocket.to_string()),
+    ];
+    for (k, v) in &c.environment {
+        match env.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    env
+}
+
+/// Today's date as `YYYY/MM/DD` (UTC), for log stream names.
+fn utc_date_path() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}/{m:02}/{d:02}")
+}
+
+/// Howard Hinnant's days-to-civil conversion (proleptic Gregorian, days since 1970-01-01).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}

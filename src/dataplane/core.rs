@@ -1,0 +1,210 @@
+//! One data-plane core: a thread running its own tokio-uring runtime.
+//!
+//! Owns its SO_REUSEPORT listeners (User API and Runtime API), the listeners of the instances homed
+//! here, the slab of connections it accepted, and its scheduler. Its inbox carries hand-offs from
+//! other cores and instance events from the control plane. A 10 ms tick enforces deadlines and
+//! idle limits. Everything is `Rc`/`RefCell`: no other thread ever touches it.
+
+use std::cell::{Cell, RefCell};
+use std::net::TcpListener as StdTcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_uring::net::{TcpListener, TcpStream};
+
+use super::conn::HttpConn;
+use super::logs::LogSource;
+use super::scheduler::Scheduler;
+use super::{runtime_api, user_api, CoreMsg, Shared};
+use crate::types::InstanceId;
+
+/// How often deadlines and idle limits are checked: timeouts fire within this of their deadline.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Which API a connection speaks, and for the Runtime API, which instance it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnKind {
+    User,
+    /// Accepted on the shared Runtime API port: only the WebSocket endpoint (with a register
+    /// naming its instance) is served there.
+    RuntimeShared,
+    /// Accepted on an instance's own address: it is that instance.
+    Runtime(InstanceId),
+}
+
+pub struct ConnEntry {
+    /// For shutting the socket down at exit.
+    pub fd: RawFd,
+    pub kind: ConnKind,
+}
+
+pub struct Core {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub sched: RefCell<Scheduler>,
+    pub conns: RefCell<Slab<ConnEntry>>,
+    /// The shared listeners' fds, shut down to stop accepting.
+    listener_fds: RefCell<Vec<RawFd>>,
+    /// Event invocations accepted on this core and not yet finished (bounded by EVENT_QUEUE_MAX).
+    pub events_queued: Cell<usize>,
+}
+
+/// Runs core `index` on the current thread until it is told to exit.
+pub fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    user: StdTcpListener,
+    runtime: StdTcpListener,
+    inbox: UnboundedReceiver<CoreMsg>,
+) {
+    tokio_uring::builder().entries(1024).start(async move {
+        let core = Rc::new(Core {
+            index,
+            sched: RefCell::new(Scheduler::new(index, shared.clone())),
+            shared,
+            conns: RefCell::new(Slab::with_capacity(1024)),
+            listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
+            events_queued: Cell::new(0),
+        });
+        tokio_uring::spawn(accept_loop(
+            core.clone(),
+            TcpListener::from_std(user),
+            ConnKind::User,
+        ));
+        tokio_uring::spawn(accept_loop(
+            core.clone(),
+            TcpListener::from_std(runtime),
+            ConnKind::RuntimeShared,
+        ));
+        tokio_uring::spawn(tick_loop(core.clone()));
+        core.run_inbox(inbox).await;
+    });
+}
+
+impl Core {
+    async fn run_inbox(self: &Rc<Self>, mut inbox: UnboundedReceiver<CoreMsg>) {
+        while let Some(msg) = inbox.recv().await {
+            match msg {
+                CoreMsg::Dispatch(inv) => self.sched.borrow_mut().accept_handoff(inv),
+                CoreMsg::InstanceStarted { id, listener, log } => {
+                    self.instance_started(id, listener, log)
+                }
+                CoreMsg::InstanceStartFailed { id, error } => {
+                    self.sched.borrow_mut().start_failed(id, error)
+                }
+                CoreMsg::InstanceExited { id, exit } => self.sched.borrow_mut().exited(id, exit),
+                CoreMsg::Retire { function } => self.sched.borrow_mut().retire(&function),
+                CoreMsg::AdoptWebSocket {
+                    id,
+                    fd,
+                    buffered,
+                    register,
+                } => super::websocket::adopt(self, id, fd, buffered, register),
+                CoreMsg::StopAccepting => self.stop_accepting(),
+                CoreMsg::Exit => {
+                    self.sched.borrow_mut().abort_all();
+                    self.close_connections();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn instance_started(
+        self: &Rc<Self>,
+        id: InstanceId,
+        listener: StdTcpListener,
+        log: Option<std::os::fd::OwnedFd>,
+    ) {
+        let function = self.sched.borrow().function_name(id).unwrap_or_default();
+        let log = match LogSource::new(log, function) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(instance = %id, "cannot read instance output: {e}");
+                LogSource::new(None, String::new()).expect("no fd cannot fail")
+            }
+        };
+        let fd = listener.as_raw_fd();
+        if !self.sched.borrow_mut().started(id, log.clone(), fd) {
+            return; // Already gone: dropping the listener closes it.
+        }
+        tokio_uring::spawn(log.run());
+        tokio_uring::spawn(accept_loop(
+            self.clone(),
+            TcpListener::from_std(listener),
+            ConnKind::Runtime(id),
+        ));
+    }
+
+    fn stop_accepting(&self) {
+        for fd in self.listener_fds.borrow_mut().drain(..) {
+            // SAFETY: the listener is still open (its accept loop owns it); shutdown makes its
+            // pending accept fail so the loop ends.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+
+    fn close_connections(&self) {
+        self.stop_accepting();
+        for (_, c) in self.conns.borrow().iter() {
+            // SAFETY: the connection's task still owns the open fd; shutdown only wakes its I/O.
+            unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+        }
+    }
+
+    fn register(&self, stream: &TcpStream, kind: ConnKind) -> usize {
+        self.conns.borrow_mut().insert(ConnEntry {
+            fd: stream.as_raw_fd(),
+            kind,
+        })
+    }
+}
+
+async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // A shut-down listener fails its accept: that is how this loop is stopped.
+                if core.shared.shutting_down.load(Ordering::Relaxed)
+                    || matches!(kind, ConnKind::Runtime(_))
+                    || e.raw_os_error() == Some(libc::EINVAL)
+                {
+                    return;
+                }
+                tracing::warn!(core = core.index, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let key = core.register(&stream, kind);
+        let core2 = core.clone();
+        tokio_uring::spawn(async move {
+            let limits = match kind {
+                ConnKind::User => user_api::limits(),
+                _ => runtime_api::limits(),
+            };
+            let conn = HttpConn::new(stream, limits);
+            match kind {
+                ConnKind::User => user_api::serve(core2.clone(), conn).await,
+                _ => runtime_api::serve(core2.clone(), conn, kind).await,
+            }
+            core2.conns.borrow_mut().remove(key);
+        });
+    }
+}
+
+async fn tick_loop(core: Rc<Core>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        core.sched.borrow_mut().tick(Instant::now());
+    }
+}

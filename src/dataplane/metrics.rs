@@ -1,0 +1,194 @@
+//! Counters for `GET /metrics` (Prometheus text format 0.0.4).
+//!
+//! Plain relaxed atomics shared by all cores: an increment is one uncontended `lock xadd`, cheap
+//! enough for the invoke path. Histograms have fixed buckets (seconds, Prometheus convention).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Upper bounds of the duration histogram buckets, in microseconds.
+const BUCKETS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000, 30_000_000,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe_us(&self, us: u64) {
+        if let Some(i) = BUCKETS_US.iter().position(|&b| us <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS_US.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Instances by state; gauges moved by the home core as an instance changes state.
+#[derive(Default)]
+pub struct InstanceGauges {
+    pub starting: AtomicI64,
+    pub idle: AtomicI64,
+    pub busy: AtomicI64,
+    pub paused: AtomicI64,
+}
+
+/// WebSocket Runtime API counters.
+#[derive(Default)]
+pub struct WsMetrics {
+    pub connections_open: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    /// Runtimes that said they fell back to HTTP (an HTTP `/next` from an instance that had
+    /// been told to use WebSocket).
+    pub fallbacks_to_http: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub invocations: AtomicU64,
+    pub invocations_event: AtomicU64,
+    pub function_errors: AtomicU64,
+    pub service_errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub throttles: AtomicU64,
+    pub cold_starts: AtomicU64,
+    pub instance_crashes: AtomicU64,
+    pub duration: Histogram,
+    pub init_duration: Histogram,
+    pub instances: InstanceGauges,
+    pub ws: WsMetrics,
+}
+
+impl Metrics {
+    pub fn render(&self, executor: &str) -> String {
+        let mut out = String::with_capacity(4096);
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            (
+                "lah_invocations_total",
+                "Invocations completed (all types).",
+                &self.invocations,
+            ),
+            (
+                "lah_invocations_event_total",
+                "Event (async) invocations accepted.",
+                &self.invocations_event,
+            ),
+            (
+                "lah_function_errors_total",
+                "Invocations that ended in a function error.",
+                &self.function_errors,
+            ),
+            (
+                "lah_service_errors_total",
+                "Invocations that failed in the platform.",
+                &self.service_errors,
+            ),
+            (
+                "lah_timeouts_total",
+                "Invocations that hit their deadline.",
+                &self.timeouts,
+            ),
+            (
+                "lah_throttles_total",
+                "Invocations refused with TooManyRequestsException.",
+                &self.throttles,
+            ),
+            (
+                "lah_cold_starts_total",
+                "Invocations that started a new instance.",
+                &self.cold_starts,
+            ),
+            (
+                "lah_instance_crashes_total",
+                "Instances that exited on their own.",
+                &self.instance_crashes,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        self.duration.render(
+            &mut out,
+            "lah_invocation_duration_seconds",
+            "Time from request accepted to result, per invocation.",
+        );
+        self.init_duration.render(
+            &mut out,
+            "lah_init_duration_seconds",
+            "Time from instance start to its runtime's first /next.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lah_instances Instances by state.\n# TYPE lah_instances gauge"
+        );
+        let g = &self.instances;
+        for (state, v) in [
+            ("starting", &g.starting),
+            ("idle", &g.idle),
+            ("busy", &g.busy),
+            ("paused", &g.paused),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "lah_instances{{state=\"{state}\",executor=\"{executor}\"}} {v}"
+            );
+        }
+        self.render_ws(&mut out);
+        out
+    }
+
+    fn render_ws(&self, out: &mut String) {
+        let w = &self.ws;
+        let gauge = w.connections_open.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP lah_ws_connections_open WebSocket runtime connections open.\n# TYPE lah_ws_connections_open gauge\nlah_ws_connections_open {gauge}"
+        );
+        let counters: [(&str, &AtomicU64); 7] = [
+            ("lah_ws_connections_total", &w.connections_total),
+            ("lah_ws_messages_in_total", &w.messages_in),
+            ("lah_ws_messages_out_total", &w.messages_out),
+            ("lah_ws_bytes_in_total", &w.bytes_in),
+            ("lah_ws_bytes_out_total", &w.bytes_out),
+            ("lah_ws_protocol_errors_total", &w.protocol_errors),
+            ("lah_ws_fallbacks_to_http_total", &w.fallbacks_to_http),
+        ];
+        for (name, v) in counters {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
+        }
+    }
+}

@@ -1,0 +1,911 @@
+//! The per-core scheduler: Lambda's execution-environment semantics for the instances homed on
+//! this core.
+//!
+//! Owns the instances whose Runtime API connections this core accepts, the idle list and the
+//! queue of pending invocations per function. Invariants:
+//! - an instance runs at most one invocation at a time (`in_flight` is an `Option`);
+//! - an instance answers only the invocation it was given (request id checked on every post);
+//! - every pending invocation has a starting instance behind it (`rebalance`), so a pending
+//!   invocation ends either on a warm instance, on its cold start, or with that cold start's error;
+//! - every in-flight invocation ends: response, error, deadline (`tick`), or instance exit.
+//!   Single-threaded: only the owning core calls it, through `RefCell` borrows that never span an
+//!   `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::logs::LogSource;
+use super::{CoreMsg, Permit, Shared};
+use crate::config::LOG_TAIL_BYTES;
+use crate::control::ControlMsg;
+use crate::error::{ApiError, ErrorKind};
+use crate::types::{
+    ExitInfo, Function, InstanceId, InvokeContext, InvokeOutcome, InvokeResult, RequestId,
+};
+
+/// One admitted invocation on its way to an instance. Owned by exactly one core at a time.
+pub struct Invocation {
+    pub id: RequestId,
+    pub function: Arc<Function>,
+    pub payload: Bytes,
+    pub context: InvokeContext,
+    /// When the caller's request was accepted (duration metrics, pending age).
+    pub accepted_at: Instant,
+    pub want_log_tail: bool,
+    /// Where the result goes: the caller's core waits on the receiving end.
+    pub reply: oneshot::Sender<InvokeResult>,
+    /// Concurrency held until the invocation is dropped.
+    pub permit: Permit,
+}
+
+/// What a runtime receives for one invocation (the `/next` response or WebSocket message).
+pub struct Work {
+    pub id: RequestId,
+    pub payload: Bytes,
+    /// Absolute deadline, Unix epoch milliseconds (Lambda-Runtime-Deadline-Ms).
+    pub deadline_ms: u64,
+    pub function: Arc<Function>,
+    pub context: InvokeContext,
+}
+
+/// What a WebSocket session's writer sends: an invocation, or a ready-made frame.
+pub enum Outgoing {
+    Work(Work),
+    Frame(Bytes),
+}
+
+/// How a parked runtime is handed its next invocation.
+pub enum Waiter {
+    /// An HTTP `/next` waiting on its connection.
+    Http(oneshot::Sender<Work>),
+    /// A registered WebSocket session's writer.
+    Ws(tokio::sync::mpsc::UnboundedSender<Outgoing>),
+}
+
+impl Waiter {
+    fn send(self, work: Work) -> Result<(), ()> {
+        match self {
+            Waiter::Http(tx) => tx.send(work).map_err(|_| ()),
+            Waiter::Ws(tx) => tx.send(Outgoing::Work(work)).map_err(|_| ()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Started; its runtime has not asked for work yet.
+    Starting,
+    /// Parked in `/next` (or ready on its WebSocket): can take an invocation now.
+    Idle,
+    /// Running an invocation.
+    Busy,
+    /// Answered; its runtime has not asked for the next one yet.
+    Returning,
+}
+
+struct InFlight {
+    id: RequestId,
+    reply: oneshot::Sender<InvokeResult>,
+    deadline: Instant,
+    dispatched_at: Instant,
+    accepted_at: Instant,
+    log_start: u64,
+    want_tail: bool,
+    cold: bool,
+    _permit: Permit,
+}
+
+struct Instance {
+    id: InstanceId,
+    function: Arc<Function>,
+    started_at: Instant,
+    state: State,
+    waiter: Option<Waiter>,
+    /// The secret the runtime gets as LAMBDA_INSTANCE_ID and must show in a WebSocket register.
+    token: String,
+    /// The runtime was told to use WebSocket (LAMBDA_USE_WEBSOCKET): an HTTP `/next` is a fallback.
+    expects_ws: bool,
+    /// Counted once: this instance's runtime fell back to HTTP.
+    fell_back: bool,
+    in_flight: Option<InFlight>,
+    served: u64,
+    idle_since: Instant,
+    init_duration: Option<Duration>,
+    paused: bool,
+    /// Takes no new work; killed when its current work ends.
+    retiring: bool,
+    /// The control plane was asked to kill it; waiting for its exit.
+    killed: bool,
+    /// What the runtime posted to `/runtime/init/error`.
+    init_error: Option<Bytes>,
+    log: Option<Rc<LogSource>>,
+    /// The per-instance Runtime API listener, shut down when the instance goes.
+    listener_fd: Option<RawFd>,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<InstanceId>,
+    pending: VecDeque<Invocation>,
+    /// Instances starting for this function, not retiring.
+    starting: usize,
+}
+
+/// Why a runtime's request was refused (mapped to the Runtime API's status codes).
+#[derive(Debug, PartialEq, Eq)]
+pub enum RuntimeRefusal {
+    /// Unknown or gone instance (410 Gone: the runtime should exit).
+    UnknownInstance,
+    /// The request id is not the one this instance was given (403).
+    NotYourRequest,
+}
+
+pub struct Scheduler {
+    core: usize,
+    shared: Arc<Shared>,
+    instances: HashMap<InstanceId, Instance>,
+    pools: HashMap<String, Pool>,
+}
+
+impl Scheduler {
+    pub fn new(core: usize, shared: Arc<Shared>) -> Scheduler {
+        Scheduler {
+            core,
+            shared,
+            instances: HashMap::new(),
+            pools: HashMap::new(),
+        }
+    }
+
+    /// An invocation admitted on this core: local idle instance, else another core's, else queue
+    /// it and start an instance.
+    pub fn submit(&mut self, inv: Invocation) {
+        let name = inv.function.config.name.as_str();
+        if let Some(id) = self.take_idle(name) {
+            return self.dispatch(id, inv);
+        }
+        let mask = inv.function.counters.idle_cores.load(Ordering::Relaxed) & !(1u64 << self.core);
+        if mask != 0 {
+            let target = mask.trailing_zeros() as usize;
+            self.shared.send_core(target, CoreMsg::Dispatch(inv));
+            return;
+        }
+        self.enqueue(inv);
+    }
+
+    /// An invocation handed over by another core: never handed on again.
+    pub fn accept_handoff(&mut self, inv: Invocation) {
+        match self.take_idle(&inv.function.config.name) {
+            Some(id) => self.dispatch(id, inv),
+            None => self.enqueue(inv),
+        }
+    }
+
+    fn enqueue(&mut self, inv: Invocation) {
+        let name = inv.function.config.name.clone();
+        self.pools
+            .entry(name.clone())
+            .or_default()
+            .pending
+            .push_back(inv);
+        self.rebalance(&name);
+    }
+
+    fn take_idle(&mut self, name: &str) -> Option<InstanceId> {
+        let pool = self.pools.get_mut(name)?;
+        let id = pool.idle.pop()?;
+        if pool.idle.is_empty() {
+            self.mark_idle_core(name, false);
+        }
+        Some(id)
+    }
+
+    fn mark_idle_core(&self, name: &str, idle: bool) {
+        let Some(f) = self.shared.function(name) else {
+            return;
+        };
+        let bit = 1u64 << self.core;
+        if idle {
+            f.counters.idle_cores.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            f.counters.idle_cores.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts instances until every pending invocation has one starting behind it.
+    fn rebalance(&mut self, name: &str) {
+        let Some(pool) = self.pools.get(name) else {
+            return;
+        };
+        let missing = pool.pending.len().saturating_sub(pool.starting);
+        if missing == 0 {
+            return;
+        }
+        let Some(function) = self.shared.function(name) else {
+            let error = ApiError::not_found_function(name);
+            self.fail_pending(name, usize::MAX, |_| InvokeOutcome::Service(error.clone()));
+            return;
+        };
+        for _ in 0..missing {
+            self.start_instance(function.clone());
+        }
+    }
+
+    fn start_instance(&mut self, function: Arc<Function>) {
+        let id = self.shared.new_instance_id(self.core);
+        let token = format!("{id}-{:016x}", rand::random::<u64>());
+        let expects_ws = expects_websocket(&function, self.shared.config.use_websocket);
+        let now = Instant::now();
+        let name = function.config.name.clone();
+        self.instances.insert(
+            id,
+            Instance {
+                id,
+                function: function.clone(),
+                started_at: now,
+                state: State::Starting,
+                waiter: None,
+                token: token.clone(),
+                expects_ws,
+                fell_back: false,
+                in_flight: None,
+                served: 0,
+                idle_since: now,
+                init_duration: None,
+                paused: false,
+                retiring: false,
+                killed: false,
+                init_error: None,
+                log: None,
+                listener_fd: None,
+            },
+        );
+        self.pools.entry(name).or_default().starting += 1;
+        self.gauge(State::Starting, 1);
+        self.shared.send_control(ControlMsg::StartInstance {
+            id,
+            token,
+            function,
+            core: self.core,
+        });
+    }
+
+    fn gauge(&self, state: State, delta: i64) {
+        let g = &self.shared.metrics.instances;
+        let gauge = match state {
+            State::Starting => &g.starting,
+            State::Idle => &g.idle,
+            State::Busy | State::Returning => &g.busy,
+        };
+        gauge.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn set_state(&mut self, id: InstanceId, to: State) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        let from = std::mem::replace(&mut inst.state, to);
+        if from == State::Starting && to != State::Starting && !inst.retiring {
+            if let Some(pool) = self.pools.get_mut(&inst.function.config.name) {
+                pool.starting -= 1;
+            }
+        }
+        self.gauge(from, -1);
+        self.gauge(to, 1);
+    }
+
+    fn dispatch(&mut self, id: InstanceId, inv: Invocation) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return self.enqueue(inv);
+        };
+        debug_assert!(inst.state == State::Idle && inst.in_flight.is_none());
+        if inst.paused {
+            inst.paused = false;
+            self.shared
+                .metrics
+                .instances
+                .paused
+                .fetch_add(-1, Ordering::Relaxed);
+            self.shared.send_control(ControlMsg::ResumeInstance { id });
+        }
+        let Some(waiter) = inst.waiter.take() else {
+            return self.enqueue(inv);
+        };
+        let now = Instant::now();
+        let timeout = Duration::from_secs(inst.function.config.timeout_s as u64);
+        let log_start = inst.log.as_ref().map_or(0, |l| {
+            if inv.want_log_tail {
+                l.drain();
+            }
+            l.ring.borrow().total()
+        });
+        let cold = inst.served == 0;
+        inst.served += 1;
+        let work = Work {
+            id: inv.id.clone(),
+            payload: inv.payload,
+            deadline_ms: epoch_ms() + timeout.as_millis() as u64,
+            function: inst.function.clone(),
+            context: inv.context,
+        };
+        inst.in_flight = Some(InFlight {
+            id: inv.id,
+            reply: inv.reply,
+            deadline: now + timeout,
+            dispatched_at: now,
+            accepted_at: inv.accepted_at,
+            log_start,
+            want_tail: inv.want_log_tail,
+            cold,
+            _permit: inv.permit,
+        });
+        self.set_state(id, State::Busy);
+        if cold {
+            self.shared
+                .metrics
+                .cold_starts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if waiter.send(work).is_err() {
+            // The runtime's connection went away while parked: the instance cannot be trusted.
+            self.finish(id, service_outcome("the runtime disconnected"));
+            self.kill(id);
+        }
+    }
+
+    /// An HTTP runtime asks for work (`/next`): the receiver yields it.
+    pub fn next(&mut self, id: InstanceId) -> Result<oneshot::Receiver<Work>, RuntimeRefusal> {
+        if let Some(inst) = self.instances.get_mut(&id) {
+            if inst.expects_ws && !inst.fell_back {
+                inst.fell_back = true;
+                self.shared
+                    .metrics
+                    .ws
+                    .fallbacks_to_http
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        self.park(id, Waiter::Http(tx))?;
+        Ok(rx)
+    }
+
+    /// A registered WebSocket session is ready for its next invocation.
+    pub fn ready_ws(
+        &mut self,
+        id: InstanceId,
+        tx: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    ) -> Result<(), RuntimeRefusal> {
+        if let Some(inst) = self.instances.get_mut(&id) {
+            // A runtime that got as far as WebSocket did not fall back.
+            inst.expects_ws = false;
+        }
+        self.park(id, Waiter::Ws(tx))
+    }
+
+    /// Whether `token` and `function_name` prove a WebSocket register comes from instance `id`.
+    pub fn verify(&self, id: InstanceId, token: &str, function_name: &str) -> bool {
+        self.instances.get(&id).is_some_and(|i| {
+            !i.killed && i.token == token && i.function.config.name == function_name
+        })
+    }
+
+    /// The runtime's WebSocket closed: what it was running fails, and the instance is retired
+    /// (a runtime that lost its connection cannot be trusted with more work).
+    pub fn disconnected(&mut self, id: InstanceId) {
+        let Some(inst) = self.instances.get(&id) else {
+            return;
+        };
+        if let Some(f) = &inst.in_flight {
+            let message = format!(
+                "RequestId: {} Error: the runtime's WebSocket connection closed during the invocation",
+                f.id
+            );
+            self.finish(id, runtime_error_outcome("Runtime.ExitError", &message));
+        }
+        self.kill(id);
+    }
+
+    /// The runtime is ready for work: dispatch a pending invocation or join the idle list.
+    fn park(&mut self, id: InstanceId, waiter: Waiter) -> Result<(), RuntimeRefusal> {
+        let inst = self
+            .instances
+            .get_mut(&id)
+            .filter(|i| !i.killed)
+            .ok_or(RuntimeRefusal::UnknownInstance)?;
+        if inst.state == State::Starting {
+            let init = inst.started_at.elapsed();
+            inst.init_duration = Some(init);
+            self.shared
+                .metrics
+                .init_duration
+                .observe_us(init.as_micros() as u64);
+        }
+        if inst.in_flight.is_some() {
+            // Asking for more work without answering: Lambda treats the invocation as failed.
+            self.finish(
+                id,
+                runtime_error_outcome(
+                    "Runtime.NoResponse",
+                    "The runtime asked for the next invocation without answering this one",
+                ),
+            );
+        }
+        let name = self.instances[&id].function.config.name.clone();
+        if self.instances[&id].retiring {
+            self.kill(id);
+            return Err(RuntimeRefusal::UnknownInstance);
+        }
+        let inst = self.instances.get_mut(&id).expect("checked above");
+        inst.waiter = Some(waiter);
+        inst.idle_since = Instant::now();
+        self.set_state(id, State::Idle);
+        let pool = self.pools.entry(name.clone()).or_default();
+        if let Some(inv) = pool.pending.pop_front() {
+            self.dispatch(id, inv);
+        } else {
+            pool.idle.push(id);
+            if pool.idle.len() == 1 {
+                self.mark_idle_core(&name, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// The runtime's answer for `request_id`.
+    pub fn respond(
+        &mut self,
+        id: InstanceId,
+        request_id: &str,
+        outcome: InvokeOutcome,
+    ) -> Result<(), RuntimeRefusal> {
+        let inst = self
+            .instances
+            .get(&id)
+            .ok_or(RuntimeRefusal::UnknownInstance)?;
+        match &inst.in_flight {
+            Some(f) if f.id.as_str() == request_id => {}
+            _ => return Err(RuntimeRefusal::NotYourRequest),
+        }
+        self.finish(id, outcome);
+        if self.instances.get(&id).is_some_and(|i| i.retiring) {
+            self.kill(id);
+        }
+        Ok(())
+    }
+
+    /// `/runtime/init/error`: remember the error; the instance is killed and its exit fails
+    /// the pending invocation that waited for it.
+    pub fn init_error(&mut self, id: InstanceId, body: Bytes) -> Result<(), RuntimeRefusal> {
+        let inst = self
+            .instances
+            .get_mut(&id)
+            .ok_or(RuntimeRefusal::UnknownInstance)?;
+        inst.init_error = Some(body);
+        self.kill(id);
+        Ok(())
+    }
+
+    /// Ends the in-flight invocation of `id` and hands the result to its caller.
+    fn finish(&mut self, id: InstanceId, outcome: InvokeOutcome) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        let Some(f) = inst.in_flight.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let log_tail = if f.want_tail {
+            inst.log.as_ref().map(|l| {
+                l.drain();
+                report_tail(
+                    inst,
+                    &f,
+                    &l.ring.borrow().since(f.log_start, LOG_TAIL_BYTES),
+                    now,
+                )
+            })
+        } else {
+            None
+        };
+        let m = &self.shared.metrics;
+        m.invocations.fetch_add(1, Ordering::Relaxed);
+        m.duration
+            .observe_us(now.duration_since(f.accepted_at).as_micros() as u64);
+        match &outcome {
+            InvokeOutcome::Success { .. } => {}
+            InvokeOutcome::FunctionError { .. } => {
+                m.function_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            InvokeOutcome::Service(_) => {
+                m.service_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let _ = f.reply.send(InvokeResult {
+            outcome,
+            log_tail,
+            cold_start: f.cold,
+        });
+        self.set_state(id, State::Returning);
+    }
+
+    /// Asks the control plane to end the instance; it stays known until its exit arrives.
+    fn kill(&mut self, id: InstanceId) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        if inst.killed {
+            return;
+        }
+        inst.killed = true;
+        let was_starting = inst.state == State::Starting && !inst.retiring;
+        inst.retiring = true;
+        inst.waiter = None;
+        let name = inst.function.config.name.clone();
+        if inst.paused {
+            inst.paused = false;
+            self.shared
+                .metrics
+                .instances
+                .paused
+                .fetch_add(-1, Ordering::Relaxed);
+        }
+        if let Some(pool) = self.pools.get_mut(&name) {
+            if was_starting {
+                pool.starting -= 1;
+            }
+            if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
+                pool.idle.swap_remove(pos);
+                if pool.idle.is_empty() {
+                    self.mark_idle_core(&name, false);
+                }
+            }
+        }
+        self.shared.send_control(ControlMsg::KillInstance { id });
+        self.rebalance(&name);
+    }
+
+    /// The control plane started the instance: remember how to reach its output and listener.
+    pub fn started(&mut self, id: InstanceId, log: Rc<LogSource>, listener_fd: RawFd) -> bool {
+        match self.instances.get_mut(&id) {
+            Some(inst) => {
+                inst.log = Some(log);
+                inst.listener_fd = Some(listener_fd);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The instance could not be started: the oldest pending invocation gets the error.
+    pub fn start_failed(&mut self, id: InstanceId, error: ApiError) {
+        let Some(inst) = self.instances.get(&id) else {
+            return;
+        };
+        let counted = !inst.retiring;
+        let name = inst.function.config.name.clone();
+        self.remove(id);
+        if counted {
+            self.fail_pending(&name, 1, |_| InvokeOutcome::Service(error.clone()));
+        }
+        self.rebalance(&name);
+    }
+
+    /// The instance's process ended.
+    pub fn exited(&mut self, id: InstanceId, exit: ExitInfo) {
+        let Some(inst) = self.instances.get(&id) else {
+            return;
+        };
+        let name = inst.function.config.name.clone();
+        if !inst.killed {
+            self.shared
+                .metrics
+                .instance_crashes
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(f) = &inst.in_flight {
+            let message = format!("RequestId: {} Error: {}", f.id, exit.describe());
+            self.finish(id, runtime_error_outcome("Runtime.ExitError", &message));
+        }
+        let inst = &self.instances[&id];
+        // An instance that never served ended during init: that is the init failure of the
+        // oldest pending invocation, unless we retired it (update, delete), which fails nothing.
+        let failed_init = inst.served == 0 && (inst.init_error.is_some() || !inst.retiring);
+        let init_error = inst.init_error.clone();
+        self.remove(id);
+        if failed_init {
+            self.fail_pending(&name, 1, |inv| match &init_error {
+                Some(body) => InvokeOutcome::FunctionError {
+                    function_error: "Unhandled",
+                    body: body.clone(),
+                },
+                None => {
+                    let msg = format!("RequestId: {} Error: {}", inv.id, exit.describe());
+                    runtime_error_outcome("Runtime.ExitError", &msg)
+                }
+            });
+        }
+        self.rebalance(&name);
+    }
+
+    fn remove(&mut self, id: InstanceId) {
+        let Some(inst) = self.instances.remove(&id) else {
+            return;
+        };
+        let name = &inst.function.config.name;
+        if let Some(pool) = self.pools.get_mut(name) {
+            if inst.state == State::Starting && !inst.retiring {
+                pool.starting -= 1;
+            }
+            if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
+                pool.idle.swap_remove(pos);
+                if pool.idle.is_empty() {
+                    self.mark_idle_core(name, false);
+                }
+            }
+        }
+        self.gauge(inst.state, -1);
+        if inst.paused {
+            self.shared
+                .metrics
+                .instances
+                .paused
+                .fetch_add(-1, Ordering::Relaxed);
+        }
+        if let Some(fd) = inst.listener_fd {
+            // SAFETY: the fd belongs to this instance's listener, still open (the accept loop owns
+            // it); shutdown wakes its pending accept so the loop ends and closes it.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+
+    /// Fails up to `n` of the oldest pending invocations of `name`.
+    fn fail_pending(
+        &mut self,
+        name: &str,
+        n: usize,
+        outcome: impl Fn(&Invocation) -> InvokeOutcome,
+    ) {
+        let Some(pool) = self.pools.get_mut(name) else {
+            return;
+        };
+        for _ in 0..n {
+            let Some(inv) = pool.pending.pop_front() else {
+                break;
+            };
+            let result = InvokeResult {
+                outcome: outcome(&inv),
+                log_tail: None,
+                cold_start: true,
+            };
+            let m = &self.shared.metrics;
+            m.invocations.fetch_add(1, Ordering::Relaxed);
+            match result.outcome {
+                InvokeOutcome::Service(_) => m.service_errors.fetch_add(1, Ordering::Relaxed),
+                _ => m.function_errors.fetch_add(1, Ordering::Relaxed),
+            };
+            let _ = inv.reply.send(result);
+        }
+    }
+
+    /// The function changed or went away: its instances take no new work.
+    pub fn retire(&mut self, name: &str) {
+        let ids: Vec<InstanceId> = self
+            .instances
+            .values()
+            .filter(|i| i.function.config.name == name && !i.retiring)
+            .map(|i| i.id)
+            .collect();
+        for id in ids {
+            let state = self.instances[&id].state;
+            match state {
+                State::Busy | State::Returning => {
+                    if state == State::Returning {
+                        self.kill(id);
+                    } else if let Some(i) = self.instances.get_mut(&id) {
+                        i.retiring = true;
+                    }
+                }
+                State::Starting | State::Idle => self.kill(id),
+            }
+        }
+        self.rebalance(name);
+    }
+
+    /// Deadlines, init limits, idle pause/removal, stale pending invocations. Called every tick.
+    pub fn tick(&mut self, now: Instant) {
+        let cfg = &self.shared.config;
+        let init_limit = Duration::from_secs(cfg.init_timeout_s);
+        let pause_after = Duration::from_secs(cfg.idle_pause_s);
+        let remove_after = Duration::from_secs(cfg.idle_remove_s);
+        let mut timed_out = Vec::new();
+        let mut to_kill = Vec::new();
+        let mut to_pause = Vec::new();
+        for inst in self.instances.values() {
+            if inst.killed {
+                continue;
+            }
+            match inst.state {
+                State::Busy => {
+                    if inst.in_flight.as_ref().is_some_and(|f| now >= f.deadline) {
+                        timed_out.push(inst.id);
+                    }
+                }
+                State::Starting if now.duration_since(inst.started_at) >= init_limit => {
+                    to_kill.push(inst.id);
+                }
+                State::Idle => {
+                    let idle = now.duration_since(inst.idle_since);
+                    if idle >= remove_after {
+                        to_kill.push(inst.id);
+                    } else if idle >= pause_after && !inst.paused {
+                        to_pause.push(inst.id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for id in timed_out {
+            self.time_out(id);
+        }
+        for id in to_kill {
+            if let Some(inst) = self.instances.get_mut(&id) {
+                if inst.state == State::Starting && inst.init_error.is_none() {
+                    let secs = init_limit.as_secs_f64();
+                    inst.init_error = Some(Bytes::from(format!(
+                        r#"{{"errorType":"Runtime.InitTimeout","errorMessage":"Init timed out after {secs:.2} seconds"}}"#
+                    )));
+                }
+            }
+            self.kill(id);
+        }
+        for id in to_pause {
+            if let Some(inst) = self.instances.get_mut(&id) {
+                inst.paused = true;
+                self.shared
+                    .metrics
+                    .instances
+                    .paused
+                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.send_control(ControlMsg::PauseInstance { id });
+            }
+        }
+        self.expire_pending(now, init_limit + Duration::from_secs(5));
+    }
+
+    fn time_out(&mut self, id: InstanceId) {
+        let inst = &self.instances[&id];
+        let secs = inst.function.config.timeout_s as f64;
+        let request = inst.in_flight.as_ref().map(|f| f.id.clone());
+        let Some(request) = request else { return };
+        self.shared.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+        let message = format!("RequestId: {request} Error: Task timed out after {secs:.2} seconds");
+        self.finish(id, runtime_error_outcome("Sandbox.Timedout", &message));
+        self.kill(id);
+    }
+
+    /// Safety net: a pending invocation never waits longer than an init can take.
+    fn expire_pending(&mut self, now: Instant, limit: Duration) {
+        let names: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|(_, p)| {
+                p.pending
+                    .front()
+                    .is_some_and(|i| now.duration_since(i.accepted_at) > limit)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let stale = self.pools[&name]
+                .pending
+                .iter()
+                .take_while(|i| now.duration_since(i.accepted_at) > limit)
+                .count();
+            self.fail_pending(&name, stale, |_| {
+                InvokeOutcome::Service(ApiError::new(
+                    ErrorKind::ResourceNotReady,
+                    "No instance of the function became ready in time",
+                ))
+            });
+        }
+    }
+
+    pub fn function_name(&self, id: InstanceId) -> Option<String> {
+        self.instances
+            .get(&id)
+            .map(|i| i.function.config.name.clone())
+    }
+
+    /// The function an instance runs, while it is not killed.
+    pub fn function_of(&self, id: InstanceId) -> Option<Arc<Function>> {
+        self.instances
+            .get(&id)
+            .filter(|i| !i.killed)
+            .map(|i| i.function.clone())
+    }
+
+    /// Instances homed here (for shutdown and tests).
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Fails everything still queued or running (shutdown after the grace period).
+    pub fn abort_all(&mut self) {
+        let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
+        for id in ids {
+            self.finish(id, service_outcome("the server is shutting down"));
+        }
+        let names: Vec<String> = self.pools.keys().cloned().collect();
+        for name in names {
+            self.fail_pending(&name, usize::MAX, |_| {
+                service_outcome("the server is shutting down")
+            });
+        }
+    }
+}
+
+/// LAMBDA_USE_WEBSOCKET as the instance will see it, for runtimes that speak WebSocket.
+fn expects_websocket(f: &Function, server_default: bool) -> bool {
+    let speaks_ws =
+        f.config.runtime.starts_with("nodejs") || f.config.runtime.starts_with("python");
+    let setting = f
+        .config
+        .environment
+        .get("LAMBDA_USE_WEBSOCKET")
+        .map(|v| v != "false");
+    speaks_ws && setting.unwrap_or(server_default)
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn service_outcome(why: &str) -> InvokeOutcome {
+    InvokeOutcome::Service(ApiError::service(format!("Invocation failed: {why}")))
+}
+
+/// A platform-made function error, shaped as Lambda's (`{"errorType","errorMessage"}`).
+pub fn runtime_error_outcome(error_type: &str, message: &str) -> InvokeOutcome {
+    let body = serde_json::json!({ "errorType": error_type, "errorMessage": message });
+    InvokeOutcome::FunctionError {
+        function_error: "Unhandled",
+        body: Bytes::from(body.to_string()),
+    }
+}
+
+/// The invocation's log as Lambda tails it: START, the function's output, END and REPORT.
+fn report_tail(inst: &Instance, f: &InFlight, output: &[u8], now: Instant) -> Bytes {
+    let ms = now.duration_since(f.dispatched_at).as_secs_f64() * 1000.0;
+    let mut s = format!("START RequestId: {} Version: $LATEST\n", f.id).into_bytes();
+    s.extend_from_slice(output);
+    if !output.is_empty() && !output.ends_with(b"\n") {
+        s.push(b'\n');
+    }
+    let memory = inst.function.config.memory_mb;
+    let mut report = format!(
+        "END RequestId: {id}\nREPORT RequestId: {id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory} MB",
+        id = f.id,
+        billed = ms.ceil().max(1.0) as u64,
+    );
+    if let (true, Some(init)) = (f.cold, inst.init_duration) {
+        report.push_str(&format!(
+            "\tInit Duration: {:.2} ms",
+            init.as_secs_f64() * 1000.0
+        ));
+    }
+    report.push('\n');
+    s.extend_from_slice(report.as_bytes());
+    let start = s.len().saturating_sub(LOG_TAIL_BYTES);
+    Bytes::copy_from_slice(&s[start..])
+}

@@ -1,0 +1,444 @@
+//! The WebSocket Runtime API (`GET /2018-06-01/runtime/websocket?fn=NAME`), message for message as
+//! `docs/websocket-protocol.md` describes.
+//!
+//! Runs on the instance's home core. A session is one registered instance: after `register` it is
+//! parked in the scheduler like an HTTP `/next`, and each `response`/`error` parks it again. A
+//! reader task owns the socket's reads; a writer task owns its writes (invocations, pongs,
+//! `error_response`s, close), so a read is never dropped mid-flight. An invocation frame is the
+//! envelope prefix, the caller's payload bytes and a suffix, written with one `writev`; a response
+//! payload is sliced out of the runtime's frame. Closing the socket fails the in-flight invocation
+//! and retires the instance. Upgrades on the shared Runtime API port are handed to the home core
+//! of the instance their `register` names.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use super::conn::{write_vectored, HttpConn};
+use super::core::{ConnKind, Core};
+use super::metrics::WsMetrics;
+use super::scheduler::{Outgoing, Work};
+use super::CoreMsg;
+use crate::protocols::http::Request;
+use crate::protocols::runtime_messages::{self as msg, error_code, ClientMessage, Register};
+use crate::protocols::ws::{self, Message, Role};
+use crate::types::{InstanceId, InvokeOutcome};
+
+/// A runtime must register this soon after the upgrade.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Handles the upgrade request on a Runtime API connection. Returns when the session ends (the
+/// connection is then finished) or after writing a refusal.
+pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: ConnKind) {
+    let function = req.query_param("fn").unwrap_or_default();
+    tracing::info!("WebSocket connection request for function: {function}");
+    let accept = ws::validate_upgrade(req.method_str(), req.version_minor, &|n| req.header(n));
+    let accept = match accept {
+        Ok(a) => a,
+        Err(e) => {
+            core.shared
+                .metrics
+                .ws
+                .protocol_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let mut out = Vec::new();
+            ws::write_handshake_rejection(&mut out, &e);
+            let _ = conn.write_raw(&out).await;
+            return;
+        }
+    };
+    let mut out = Vec::with_capacity(160);
+    ws::write_switching_protocols(&mut out, &accept);
+    if conn.write_raw(&out).await.is_err() {
+        return;
+    }
+    tracing::info!("WebSocket connected");
+    let m = &core.shared.metrics.ws;
+    m.connections_total.fetch_add(1, Ordering::Relaxed);
+    let buffered = conn.take_buffered();
+    let stream = conn.stream;
+    let mut reader = Reader::new(stream.clone(), buffered);
+    let ws_metrics = &core.shared.metrics.ws;
+    let register = match tokio::time::timeout(REGISTER_TIMEOUT, reader.register()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(why)) => return refuse(ws_metrics, &stream, &why, error_code::NOT_REGISTERED).await,
+        Err(_) => {
+            let why = "no register message within 10 s";
+            return refuse(ws_metrics, &stream, why, error_code::NOT_REGISTERED).await;
+        }
+    };
+    let Some(id) = claimed_instance(&register, kind) else {
+        let why = "register does not name an instance of this server";
+        return refuse(
+            &core.shared.metrics.ws,
+            &stream,
+            why,
+            error_code::REGISTER_REJECTED,
+        )
+        .await;
+    };
+    if function != register.function_name && !function.is_empty() {
+        let why = "register names another function than the connection's ?fn=";
+        return refuse(
+            &core.shared.metrics.ws,
+            &stream,
+            why,
+            error_code::REGISTER_REJECTED,
+        )
+        .await;
+    }
+    if id.home_core() != core.index {
+        return hand_off(&core, stream, reader.buf, register, id);
+    }
+    run_session(core, stream, reader, register, id).await;
+}
+
+/// Which instance a register claims: the connection's own, or (shared port) the one its token names.
+fn claimed_instance(register: &Register, kind: ConnKind) -> Option<InstanceId> {
+    let claimed = InstanceId::from_token(&register.instance_id)?;
+    match kind {
+        ConnKind::Runtime(own) if own != claimed => None,
+        _ => Some(claimed),
+    }
+}
+
+/// Moves a registered connection to the instance's home core (shared-port upgrades only).
+fn hand_off(
+    core: &Rc<Core>,
+    stream: Rc<TcpStream>,
+    buffered: BytesMut,
+    register: Register,
+    id: InstanceId,
+) {
+    // SAFETY: dup of the open socket fd we own; the copy outlives our TcpStream, which closes
+    // only its own fd when dropped. No read or write is in flight on it at this point.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 || id.home_core() >= core.shared.cores.len() {
+        return;
+    }
+    // SAFETY: dup returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    core.shared.send_core(
+        id.home_core(),
+        CoreMsg::AdoptWebSocket {
+            id,
+            fd,
+            buffered,
+            register,
+        },
+    );
+}
+
+/// The home core's side of `hand_off`.
+pub fn adopt(core: &Rc<Core>, id: InstanceId, fd: OwnedFd, buffered: BytesMut, register: Register) {
+    let stream = Rc::new(TcpStream::from_std(std::net::TcpStream::from(fd)));
+    let reader = Reader::new(stream.clone(), buffered);
+    let core = core.clone();
+    tokio_uring::spawn(async move { run_session(core, stream, reader, register, id).await });
+}
+
+async fn refuse(m: &WsMetrics, stream: &Rc<TcpStream>, why: &str, code: &str) {
+    m.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    tracing::info!("WebSocket register refused: {why}");
+    let mut text = Vec::new();
+    msg::error_response(&mut text, why, code);
+    let mut out = Vec::new();
+    ws::write_frame_head(&mut out, OpCode::Data(Data::Text), text.len(), None);
+    out.extend_from_slice(&text);
+    ws::encode_close(&mut out, 1008, why);
+    let (_, _) = stream.write_all(out).await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+async fn run_session(
+    core: Rc<Core>,
+    stream: Rc<TcpStream>,
+    mut reader: Reader,
+    register: Register,
+    id: InstanceId,
+) {
+    let verified = core
+        .sched
+        .borrow()
+        .verify(id, &register.instance_id, &register.function_name);
+    if !verified {
+        let why = "instance_id or function_name does not match a live instance";
+        return refuse(
+            &core.shared.metrics.ws,
+            &stream,
+            why,
+            error_code::REGISTER_REJECTED,
+        )
+        .await;
+    }
+    tracing::info!(instance = %id, function = %register.function_name, "Container registered via WebSocket");
+    let m = &core.shared.metrics.ws;
+    m.connections_open.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio_uring::spawn(write_loop(
+        core.clone(),
+        stream.clone(),
+        rx,
+        register.binary,
+    ));
+    if core.sched.borrow_mut().ready_ws(id, tx.clone()).is_ok() {
+        read_loop(&core, &mut reader, id, &tx).await;
+    }
+    core.sched.borrow_mut().disconnected(id);
+    drop(tx);
+    let _ = writer.await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    core.shared
+        .metrics
+        .ws
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Reads messages until the connection ends; each `response`/`error` completes the in-flight
+/// invocation and parks the instance again.
+async fn read_loop(
+    core: &Rc<Core>,
+    reader: &mut Reader,
+    id: InstanceId,
+    tx: &mpsc::UnboundedSender<Outgoing>,
+) {
+    let m = &core.shared.metrics.ws;
+    loop {
+        let message = match reader.next().await {
+            Ok(Some(message)) => message,
+            Ok(None) => return,
+            Err(e) => {
+                m.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                let mut close = Vec::new();
+                ws::encode_close(&mut close, e.close_code(), &e.to_string());
+                let _ = tx.send(Outgoing::Frame(Bytes::from(close)));
+                return;
+            }
+        };
+        m.messages_in.fetch_add(1, Ordering::Relaxed);
+        let parsed = match message {
+            Message::Text(t) => msg::parse_client_message(&t),
+            Message::Binary(b) => msg::parse_client_binary(&b),
+            Message::Ping(p) => {
+                let mut out = Vec::new();
+                ws::encode_pong(&mut out, &p);
+                let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
+                continue;
+            }
+            Message::Pong(_) => continue,
+            Message::Close(_) => {
+                let mut out = Vec::new();
+                ws::encode_close(&mut out, 1000, "");
+                let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
+                return;
+            }
+        };
+        match parsed {
+            Ok(message) => on_message(core, id, message, tx),
+            Err(e) => {
+                m.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                send_error_response(tx, &e.to_string(), e.code());
+            }
+        }
+    }
+}
+
+fn on_message(
+    core: &Rc<Core>,
+    id: InstanceId,
+    message: ClientMessage,
+    tx: &mpsc::UnboundedSender<Outgoing>,
+) {
+    let (request_id, outcome) = match message {
+        ClientMessage::Response {
+            request_id,
+            payload,
+            ..
+        } => (request_id, InvokeOutcome::Success { body: payload }),
+        ClientMessage::Error {
+            request_id,
+            error_message,
+            error_type,
+            stack_trace,
+            ..
+        } => {
+            let body = serde_json::json!({
+                "errorMessage": error_message,
+                "errorType": error_type,
+                "stackTrace": stack_trace,
+            });
+            let outcome = InvokeOutcome::FunctionError {
+                function_error: "Unhandled",
+                body: Bytes::from(body.to_string()),
+            };
+            (request_id, outcome)
+        }
+        ClientMessage::Ping => {
+            let _ = tx.send(Outgoing::Frame(text_frame(msg::PONG)));
+            return;
+        }
+        ClientMessage::Pong => return,
+        ClientMessage::Register(_) => {
+            return send_error_response(tx, "already registered", error_code::ALREADY_REGISTERED);
+        }
+    };
+    let mut sched = core.sched.borrow_mut();
+    if sched.respond(id, &request_id, outcome).is_err() {
+        drop(sched);
+        let why = format!("request {request_id} is not the invocation this connection holds");
+        return send_error_response(tx, &why, error_code::UNEXPECTED_REQUEST_ID);
+    }
+    tracing::info!(target: "invocations", "Posted response for: {request_id}");
+    // Ready for the next one; a refusal means the instance was retired: the writer ends it.
+    if sched.ready_ws(id, tx.clone()).is_err() {
+        let mut out = Vec::new();
+        ws::encode_close(&mut out, 1001, "instance retired");
+        let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
+    }
+}
+
+fn send_error_response(tx: &mpsc::UnboundedSender<Outgoing>, message: &str, code: &str) {
+    let mut text = Vec::new();
+    msg::error_response(&mut text, message, code);
+    let _ = tx.send(Outgoing::Frame(text_frame(&text)));
+}
+
+fn text_frame(text: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(text.len() + 10);
+    ws::write_frame_head(&mut out, OpCode::Data(Data::Text), text.len(), None);
+    out.extend_from_slice(text);
+    Bytes::from(out)
+}
+
+/// Writes everything the session sends, in order. Ends after a close frame or when the
+/// session drops its sender.
+async fn write_loop(
+    core: Rc<Core>,
+    stream: Rc<TcpStream>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    binary: bool,
+) {
+    let m = &core.shared.metrics.ws;
+    while let Some(out) = rx.recv().await {
+        let (parts, is_close) = match out {
+            Outgoing::Work(work) => {
+                tracing::info!(target: "invocations", "Got invocation: {}", work.id);
+                (invocation_frame(work, binary), false)
+            }
+            Outgoing::Frame(f) => {
+                let close = f.first().is_some_and(|b| b & 0x0f == 0x8);
+                (vec![f], close)
+            }
+        };
+        let bytes: usize = parts.iter().map(|p| p.len()).sum();
+        m.messages_out.fetch_add(1, Ordering::Relaxed);
+        m.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        if write_vectored(&stream, parts).await.is_err() || is_close {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// `[frame head + envelope prefix][caller's payload][suffix]`: the payload is not copied.
+fn invocation_frame(work: Work, binary: bool) -> Vec<Bytes> {
+    let cc = work
+        .context
+        .client_context
+        .as_ref()
+        .map(|c| String::from_utf8_lossy(c).into_owned());
+    let (id, arn, trace) = (
+        work.id.as_str(),
+        work.function.arn.as_str(),
+        &*work.context.trace_id,
+    );
+    let mut head = Vec::with_capacity(320);
+    if binary {
+        let header = msg::invocation_binary_header(id, work.deadline_ms, arn, trace, cc.as_deref());
+        let len = header.len() + work.payload.len();
+        ws::write_frame_head(&mut head, OpCode::Data(Data::Binary), len, None);
+        head.extend_from_slice(&header);
+        return vec![Bytes::from(head), work.payload];
+    }
+    let env = msg::invocation_envelope(id, work.deadline_ms, arn, trace, cc.as_deref());
+    ws::write_frame_head(
+        &mut head,
+        OpCode::Data(Data::Text),
+        env.message_bytes(work.payload.len()),
+        None,
+    );
+    head.extend_from_slice(&env.prefix);
+    vec![
+        Bytes::from(head),
+        work.payload,
+        Bytes::from_static(env.suffix),
+    ]
+}
+
+/// Frame reader over the socket: owns the read buffer and the decoder.
+struct Reader {
+    stream: Rc<TcpStream>,
+    buf: BytesMut,
+    decoder: ws::Decoder,
+}
+
+impl Reader {
+    fn new(stream: Rc<TcpStream>, buf: BytesMut) -> Reader {
+        Reader {
+            stream,
+            buf,
+            decoder: ws::Decoder::new(Role::Server, ws::FRAME_BYTES_MAX, ws::MESSAGE_BYTES_MAX),
+        }
+    }
+
+    /// The next message; `None` at end of stream.
+    async fn next(&mut self) -> Result<Option<Message>, ws::WsError> {
+        loop {
+            if let Some(m) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(m));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES {
+                self.buf.reserve(READ_CHUNK_BYTES);
+            }
+            let (len, cap) = (self.buf.len(), self.buf.capacity());
+            let buf = std::mem::take(&mut self.buf);
+            let (res, slice) = self.stream.read(buf.slice(len..cap)).await;
+            self.buf = slice.into_inner();
+            match res {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The first message must be a valid `register`.
+    async fn register(&mut self) -> Result<Register, String> {
+        loop {
+            let message = match self.next().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err("connection closed before register".into()),
+                Err(e) => return Err(e.to_string()),
+            };
+            let parsed = match message {
+                Message::Text(t) => msg::parse_client_message(&t),
+                Message::Binary(b) => msg::parse_client_binary(&b),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(_) => return Err("closed before register".into()),
+            };
+            return match parsed {
+                Ok(ClientMessage::Register(r)) => Ok(r),
+                Ok(_) => Err("the first message must be register".into()),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+    }
+}

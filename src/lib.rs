@@ -1,0 +1,23 @@
+//! Lambda@Home: a self-hosted, AWS-Lambda-compatible function runner for one Linux host.
+//!
+//! Module map, in the order a request travels:
+//! - `config`: flags and the named limits.
+//! - `server`: start-up (listeners, threads) and ordered shutdown.
+//! - `dataplane`: one tokio-uring thread per core. `core` (event loop, listeners, slab of
+//!   connections), `conn` (socket + buffers), `user_api` (AWS Lambda REST API), `runtime_api`
+//!   (Runtime API 2018-06-01), `websocket` (the WebSocket Runtime API), `scheduler` (Lambda's
+//!   instance semantics), `logs` (instance output, log tails), `metrics`.
+//! - `protocols`: wire codecs (HTTP/1.1, WebSocket frames, WebSocket runtime messages).
+//! - `control`: the control-plane thread: `registry` (functions, persisted), `code` (safe unzip),
+//!   `executor` (`process`, `docker`).
+//! - `api_model`: the User API's JSON shapes; `error`: AWS's error shapes; `types`: what crosses
+//!   between the planes.
+
+pub mod api_model;
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod error;
+pub mod protocols;
+pub mod server;
+pub mod types;

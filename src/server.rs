@@ -1,0 +1,212 @@
+//! Start-up and shutdown: binds the listeners, starts the control-plane thread and one data-plane
+//! thread per core, and on SIGTERM/SIGINT stops in order (stop accepting, let in-flight
+//! invocations finish within the grace period, stop every instance, exit).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, ExecutorChoice};
+use crate::control::executor::process::ProcessExecutor;
+use crate::control::executor::Executor;
+use crate::control::registry::{Defaults, Registry};
+use crate::control::{ControlMsg, ControlPlane};
+use crate::dataplane::{core, CoreMsg, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the data dir {0}: {1}")]
+    DataDir(String, String),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    #[error("no usable executor: {0}")]
+    Executor(String),
+}
+
+/// A running server (also used by the end-to-end tests, which start it in-process).
+pub struct Server {
+    pub user_addr: SocketAddr,
+    pub runtime_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    cores: Vec<JoinHandle<()>>,
+    control: JoinHandle<()>,
+}
+
+/// A SO_REUSEPORT listener: every core binds its own on the same port and the kernel spreads
+/// connections across them.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// One listener per core on `addr`; port 0 picks a free port, shared by all cores.
+fn bind_per_core(addr: SocketAddr, cores: usize) -> Result<Vec<TcpListener>, ServerError> {
+    let first = reuseport_listener(addr).map_err(|e| ServerError::Bind(addr, e))?;
+    let addr = first.local_addr().map_err(|e| ServerError::Bind(addr, e))?;
+    let mut all = vec![first];
+    for _ in 1..cores {
+        all.push(reuseport_listener(addr).map_err(|e| ServerError::Bind(addr, e))?);
+    }
+    Ok(all)
+}
+
+impl Server {
+    pub fn start(mut config: Config) -> Result<Server, ServerError> {
+        let cores = config.core_count();
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServerError::DataDir(config.data_dir.display().to_string(), e.to_string())
+        })?;
+        let user = bind_per_core(SocketAddr::new(config.bind, config.user_api_port), cores)?;
+        let runtime = bind_per_core(SocketAddr::new(config.bind, config.runtime_api_port), cores)?;
+        let user_addr = user[0]
+            .local_addr()
+            .map_err(|e| ServerError::Bind(SocketAddr::new(config.bind, 0), e))?;
+        let runtime_addr = runtime[0]
+            .local_addr()
+            .map_err(|e| ServerError::Bind(SocketAddr::new(config.bind, 0), e))?;
+        config.user_api_port = user_addr.port();
+        config.runtime_api_port = runtime_addr.port();
+
+        let defaults = Defaults {
+            timeout_s: config.default_timeout_s,
+            memory_mb: config.default_memory_mb,
+        };
+        let registry = Registry::open(&config.data_dir, defaults).map_err(|e| {
+            ServerError::DataDir(config.data_dir.display().to_string(), e.to_string())
+        })?;
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (core_txs, core_rxs): (Vec<_>, Vec<_>) =
+            (0..cores).map(|_| mpsc::unbounded_channel()).unzip();
+        let shared = Arc::new(Shared::new(
+            Arc::new(config),
+            registry.table(),
+            core_txs,
+            control_tx,
+        ));
+        let control = start_control(shared.clone(), registry, control_rx)?;
+        let mut handles = Vec::with_capacity(cores);
+        for (i, ((u, r), rx)) in user.into_iter().zip(runtime).zip(core_rxs).enumerate() {
+            let shared = shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("core-{i}"))
+                .spawn(move || core::run(i, shared, u, r, rx))
+                .map_err(ServerError::Thread)?;
+            handles.push(h);
+        }
+        tracing::info!(
+            %user_addr, %runtime_addr, cores, executor = shared.executor_name(),
+            "Lambda@Home listening: User API http://{user_addr}, Runtime API http://{runtime_addr}"
+        );
+        Ok(Server {
+            user_addr,
+            runtime_addr,
+            shared,
+            cores: handles,
+            control,
+        })
+    }
+
+    /// Stops in order and waits for every thread. Returns within grace + ~20 s at most.
+    pub fn shutdown(self) {
+        let shared = &self.shared;
+        shared.shutting_down.store(true, Ordering::SeqCst);
+        for core in 0..shared.cores.len() {
+            shared.send_core(core, CoreMsg::StopAccepting);
+        }
+        let grace = Duration::from_secs(shared.config.shutdown_grace_s);
+        let started = Instant::now();
+        while shared.global_in_flight.load(Ordering::SeqCst) > 0 && started.elapsed() < grace {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (done, wait) = oneshot::channel();
+        shared.send_control(ControlMsg::Shutdown { done });
+        let _ = wait.blocking_recv();
+        for core in 0..shared.cores.len() {
+            shared.send_core(core, CoreMsg::Exit);
+        }
+        for h in self.cores {
+            let _ = h.join();
+        }
+        let _ = self.control.join();
+        tracing::info!("Lambda@Home stopped");
+    }
+}
+
+fn start_control(
+    shared: Arc<Shared>,
+    registry: Registry,
+    rx: mpsc::UnboundedReceiver<ControlMsg>,
+) -> Result<JoinHandle<()>, ServerError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let handle = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let executor = match choose_executor(&shared).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = shared.executor_name.set(executor.name());
+                match executor.cleanup_orphans().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("removed {n} instances left by an earlier run"),
+                    Err(e) => tracing::warn!("cannot clean up earlier instances: {e}"),
+                }
+                let _ = ready_tx.send(Ok(()));
+                ControlPlane::new(shared, registry, executor).run(rx).await;
+            });
+        })
+        .map_err(ServerError::Thread)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => Err(ServerError::Executor(e)),
+        Err(_) => Err(ServerError::Executor("control thread died".into())),
+    }
+}
+
+async fn choose_executor(shared: &Arc<Shared>) -> Result<Arc<dyn Executor>, String> {
+    let config = &shared.config;
+    let process =
+        || Arc::new(ProcessExecutor::new(config.resolve_runtime_deps_dir())) as Arc<dyn Executor>;
+    match config.executor {
+        ExecutorChoice::Process => Ok(process()),
+        ExecutorChoice::Docker => crate::control::executor::connect_docker(config)
+            .await
+            .map_err(|e| e.to_string()),
+        ExecutorChoice::Auto => match crate::control::executor::connect_docker(config).await {
+            Ok(docker) => {
+                tracing::info!("executor: docker (a Docker daemon answered; --executor process to run instances as host processes)");
+                Ok(docker)
+            }
+            Err(e) => {
+                tracing::info!("executor: process (Docker unavailable: {e})");
+                Ok(process())
+            }
+        },
+    }
+}

@@ -1,0 +1,363 @@
+//! Shared harness for the end-to-end tests: an in-process server on ephemeral loopback ports
+//! with its own temporary data dir, and a small blocking HTTP client built on the crate's own
+//! response decoder.
+//!
+//! Every network wait is bounded (`IO_TIMEOUT` per call, explicit deadlines in polls), so a broken
+//! server fails a test instead of hanging it. Only 127.0.0.1 is ever contacted.
+#![allow(dead_code)]
+
+use std::io::{Cursor, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::BytesMut;
+use lambda_at_home::config::Config;
+use lambda_at_home::protocols::http::{write_request_head, Response, ResponseDecoder};
+use lambda_at_home::server::Server;
+use serde_json::{json, Value};
+
+/// Longest a single HTTP exchange with the server may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response body the client accepts (the invoke limit plus headroom).
+const RESPONSE_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// The role every test function is created with (ignored by the server, required by AWS).
+pub const ROLE: &str = "arn:aws:iam::000000000000:role/lambda";
+
+/// A server running in this process. Dropping it shuts it down (stopping its instances).
+pub struct TestServer {
+    server: Option<Server>,
+    /// Kept so the data dir lives as long as the server (and is removed after).
+    _dir: Option<tempfile::TempDir>,
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    pub runtime_addr: SocketAddr,
+}
+
+/// The config every test server uses: process executor, 2 cores, ephemeral ports.
+pub fn test_config(data_dir: PathBuf) -> Config {
+    let mut config = Config::for_tests(data_dir, 0, 0);
+    config.cores = Some(2);
+    config.shutdown_grace_s = 2;
+    config
+}
+
+impl TestServer {
+    /// A server on a fresh temporary data dir.
+    pub fn new() -> TestServer {
+        Self::with_config(|_| {})
+    }
+
+    /// A server on a fresh temporary data dir, with `adjust` applied to the test config.
+    pub fn with_config(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("create a temporary data dir");
+        let path = dir.path().to_path_buf();
+        let mut server = Self::start_in(&path, adjust);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on `data_dir`, which the caller keeps alive (used to restart on the same dir).
+    pub fn start_in(data_dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config(data_dir.to_path_buf());
+        adjust(&mut config);
+        let server = Server::start(config).expect("server starts");
+        TestServer {
+            addr: server.user_addr,
+            runtime_addr: server.runtime_addr,
+            server: Some(server),
+            _dir: None,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// Stops the server now (as `Drop` would) and waits until it is stopped.
+    pub fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+
+    /// One HTTP exchange on a fresh connection; panics (failing the test) on I/O errors.
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        http_call(self.addr, method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// `call` with a JSON body.
+    pub fn call_json(&self, method: &str, path: &str, body: &Value) -> Response {
+        self.call(method, path, &[], body.to_string().as_bytes())
+    }
+
+    /// CreateFunction with AWS's PascalCase body; `extra` (an object) is merged into it.
+    pub fn create_function(
+        &self,
+        name: &str,
+        runtime: &str,
+        handler: &str,
+        files: &[(&str, &[u8], u32)],
+        extra: Value,
+    ) -> Response {
+        let mut body = json!({
+            "FunctionName": name,
+            "Runtime": runtime,
+            "Role": ROLE,
+            "Handler": handler,
+            "Code": { "ZipFile": zip_b64(files) },
+        });
+        merge(&mut body, extra);
+        self.call_json("POST", "/2015-03-31/functions", &body)
+    }
+
+    /// A Python function whose `lambda_function.py` is `source` (handler `lambda_function.handler`);
+    /// asserts 201.
+    pub fn create_python(&self, name: &str, source: &str, extra: Value) -> Value {
+        let resp = self.create_function(
+            name,
+            "python3.12",
+            "lambda_function.handler",
+            &[("lambda_function.py", source.as_bytes(), 0o644)],
+            extra,
+        );
+        expect_json(&resp, 201)
+    }
+
+    /// A `provided.al2023` function whose executable `bootstrap` is `script`; asserts 201.
+    pub fn create_provided(&self, name: &str, script: &str, extra: Value) -> Value {
+        let resp = self.create_function(
+            name,
+            "provided.al2023",
+            "bootstrap",
+            &[("bootstrap", script.as_bytes(), 0o755)],
+            extra,
+        );
+        expect_json(&resp, 201)
+    }
+
+    /// UpdateFunctionCode with a new zip.
+    pub fn update_code(&self, name: &str, files: &[(&str, &[u8], u32)]) -> Response {
+        self.call_json(
+            "PUT",
+            &format!("/2015-03-31/functions/{name}/code"),
+            &json!({ "ZipFile": zip_b64(files) }),
+        )
+    }
+
+    /// Invoke (RequestResponse unless `headers` say otherwise).
+    pub fn invoke(&self, name: &str, payload: &[u8], headers: &[(&str, &str)]) -> Response {
+        self.call(
+            "POST",
+            &format!("/2015-03-31/functions/{name}/invocations"),
+            headers,
+            payload,
+        )
+    }
+
+    /// Invoke with a JSON payload, asserting a 200 without a function error; returns the body.
+    pub fn invoke_ok(&self, name: &str, payload: &Value) -> Value {
+        let resp = self.invoke(name, payload.to_string().as_bytes(), &[]);
+        assert_eq!(
+            resp.header_str("X-Amz-Function-Error"),
+            None,
+            "unexpected function error: {}",
+            describe(&resp)
+        );
+        expect_json(&resp, 200)
+    }
+
+    /// `GET /metrics` as (name → value) for the unlabelled samples.
+    pub fn metrics(&self) -> std::collections::HashMap<String, f64> {
+        let resp = self.call("GET", "/metrics", &[], b"");
+        assert_eq!(resp.status, 200, "{}", describe(&resp));
+        let text = String::from_utf8_lossy(&resp.body);
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.contains('{'))
+            .filter_map(|l| {
+                let (name, value) = l.split_once(' ')?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// One metric; panics when the server does not export it.
+    pub fn metric(&self, name: &str) -> f64 {
+        *self
+            .metrics()
+            .get(name)
+            .unwrap_or_else(|| panic!("metric {name} missing from /metrics"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// Merges the keys of `extra` (when it is an object) into `body`.
+pub fn merge(body: &mut Value, extra: Value) {
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        for (k, v) in extra {
+            body.insert(k, v);
+        }
+    }
+}
+
+/// A zip of `files` (name, content, unix mode), built in memory.
+pub fn zip_bytes(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, content, mode) in files {
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+        zip.start_file(*name, options).expect("zip entry");
+        zip.write_all(content).expect("zip write");
+    }
+    zip.finish().expect("zip finish").into_inner()
+}
+
+pub fn zip_b64(files: &[(&str, &[u8], u32)]) -> String {
+    b64(&zip_bytes(files))
+}
+
+pub fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+pub fn b64_decode(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_else(|e| panic!("not base64 ({e}): {text}"))
+}
+
+/// Status, headers and body of a response, for assertion messages.
+pub fn describe(resp: &Response) -> String {
+    let headers: Vec<String> = resp
+        .headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+        .collect();
+    let body = String::from_utf8_lossy(&resp.body);
+    let body: String = body.chars().take(2000).collect();
+    format!("status {} [{}] body {body}", resp.status, headers.join("; "))
+}
+
+/// The body as JSON; panics with the whole response when it is not JSON.
+pub fn json_body(resp: &Response) -> Value {
+    serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", describe(resp)))
+}
+
+/// Asserts the status and returns the JSON body.
+pub fn expect_json(resp: &Response, status: u16) -> Value {
+    assert_eq!(resp.status, status, "{}", describe(resp));
+    json_body(resp)
+}
+
+/// Asserts an AWS error: status, `x-amzn-ErrorType`, body `{Type, Message, message}`.
+pub fn expect_aws_error(resp: &Response, status: u16, error_type: &str) -> Value {
+    assert_eq!(resp.status, status, "{}", describe(resp));
+    assert_eq!(
+        resp.header_str("x-amzn-ErrorType"),
+        Some(error_type),
+        "{}",
+        describe(resp)
+    );
+    let body = json_body(resp);
+    assert!(body["Type"].is_string(), "no Type: {}", describe(resp));
+    assert!(body["Message"].is_string(), "no Message: {}", describe(resp));
+    assert_eq!(body["Message"], body["message"], "{}", describe(resp));
+    body
+}
+
+/// Asserts a function error (200 + `X-Amz-Function-Error`) and returns the error document.
+pub fn expect_function_error(resp: &Response) -> Value {
+    assert_eq!(resp.status, 200, "{}", describe(resp));
+    assert!(
+        resp.header_str("X-Amz-Function-Error").is_some(),
+        "no X-Amz-Function-Error: {}",
+        describe(resp)
+    );
+    json_body(resp)
+}
+
+/// A process-unique name with `prefix` (function names must not collide across tests).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Polls `check` every 50 ms until it is true or `limit` passes; returns whether it became true.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), bounded by `IO_TIMEOUT`.
+pub fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    let mut all: Vec<(&str, &str)> = vec![("Connection", "close")];
+    let has_type = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !has_type {
+        all.push(("Content-Type", "application/json"));
+    }
+    all.extend_from_slice(headers);
+    let mut out = Vec::with_capacity(256 + body.len());
+    write_request_head(&mut out, method, path, &addr.to_string(), &all, body.len());
+    out.extend_from_slice(body);
+    stream.write_all(&out)?;
+    read_response(&mut stream, method == "HEAD")
+}
+
+/// Reads one response, bounded by `IO_TIMEOUT` overall.
+pub fn read_response(stream: &mut TcpStream, head_request: bool) -> std::io::Result<Response> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut decoder = ResponseDecoder::new(RESPONSE_BODY_BYTES_MAX);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let invalid = |e: lambda_at_home::protocols::http::HttpError| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))
+    };
+    loop {
+        if let Some(resp) = decoder.decode(&mut buf, head_request).map_err(invalid)? {
+            return Ok(resp);
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no complete response in time",
+            ));
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return decoder.decode_eof(&mut buf).map_err(invalid)?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                )
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
