@@ -1,5 +1,6 @@
 //! Fuzzes the server's HTTP/1.1 request decoder: it must never panic, and decoding the input
-//! in pieces must give the same requests (and the same error-or-not) as decoding it whole.
+//! in pieces must give the same requests as decoding it whole, and fail only if that fails too
+//! (pieces may notice a bad head later, never wrongly).
 #![no_main]
 
 use bytes::BytesMut;
@@ -50,6 +51,9 @@ fuzz_target!(|data: &[u8]| {
     let (whole, whole_err) = decode_stream(data, data.len(), limits);
     let (pieces, pieces_err) = decode_stream(data, usize::from(first % 32) + 1, limits);
     assert_eq!(whole, pieces);
-    assert_eq!(whole_err.is_some(), pieces_err.is_some());
+    assert!(
+        whole_err.is_some() || pieces_err.is_none(),
+        "{pieces_err:?}"
+    );
     whole.iter().for_each(inspect);
 });

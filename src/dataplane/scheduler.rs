@@ -168,7 +168,7 @@ impl Scheduler {
     /// it and start an instance.
     pub fn submit(&mut self, inv: Invocation) {
         let name = inv.function.config.name.as_str();
-        if let Some(id) = self.take_idle(name) {
+        if let Some(id) = self.take_idle(name, inv.function.generation) {
             return self.dispatch(id, inv);
         }
         let mask = inv.function.counters.idle_cores.load(Ordering::Relaxed) & !(1u64 << self.core);
@@ -182,7 +182,7 @@ impl Scheduler {
 
     /// An invocation handed over by another core: never handed on again.
     pub fn accept_handoff(&mut self, inv: Invocation) {
-        match self.take_idle(&inv.function.config.name) {
+        match self.take_idle(&inv.function.config.name, inv.function.generation) {
             Some(id) => self.dispatch(id, inv),
             None => self.enqueue(inv),
         }
@@ -198,13 +198,23 @@ impl Scheduler {
         self.rebalance(&name);
     }
 
-    fn take_idle(&mut self, name: &str) -> Option<InstanceId> {
-        let pool = self.pools.get_mut(name)?;
-        let id = pool.idle.pop()?;
-        if pool.idle.is_empty() {
-            self.mark_idle_core(name, false);
+    /// The most recently idle instance of `name` that runs at least `generation` (an instance
+    /// of an older generation whose Retire has not arrived yet is retired now).
+    fn take_idle(&mut self, name: &str, generation: u64) -> Option<InstanceId> {
+        loop {
+            let pool = self.pools.get_mut(name)?;
+            let Some(id) = pool.idle.pop() else {
+                self.mark_idle_core(name, false);
+                return None;
+            };
+            if pool.idle.is_empty() {
+                self.mark_idle_core(name, false);
+            }
+            if self.instances[&id].function.generation >= generation {
+                return Some(id);
+            }
+            self.kill(id);
         }
-        Some(id)
     }
 
     fn mark_idle_core(&self, name: &str, idle: bool) {
@@ -445,6 +455,10 @@ impl Scheduler {
         }
         let inst = self.instances.get_mut(&id).expect("checked above");
         inst.waiter = Some(waiter);
+        if inst.state == State::Idle {
+            // A second parked request (a new connection) replaces the first; already listed idle.
+            return Ok(());
+        }
         inst.idle_since = Instant::now();
         self.set_state(id, State::Idle);
         let pool = self.pools.entry(name.clone()).or_default();
@@ -733,10 +747,8 @@ impl Scheduler {
                 continue;
             }
             match inst.state {
-                State::Busy => {
-                    if inst.in_flight.as_ref().is_some_and(|f| now >= f.deadline) {
-                        timed_out.push(inst.id);
-                    }
+                State::Busy if inst.in_flight.as_ref().is_some_and(|f| now >= f.deadline) => {
+                    timed_out.push(inst.id);
                 }
                 State::Starting if now.duration_since(inst.started_at) >= init_limit => {
                     to_kill.push(inst.id);

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerState, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum,
-    ResourcesUlimits,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
@@ -270,6 +270,11 @@ fn container_body(
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".to_string()),
             config: None,
+        }),
+        // An instance that ends is replaced by the control plane, never restarted; we remove it.
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
         }),
         auto_remove: Some(false),
         ..Default::default()
@@ -721,7 +726,9 @@ impl DockerInstance {
             // 409: not running; it ended by itself, so its own exit status is the truth.
             Err(e) if e.status() == Some(409) => {
                 self.exit = match self.inspect_state().await {
-                    Ok(Some(state)) => Some(exit_info(&state)),
+                    Ok(Some(state)) if state.running != Some(true) => Some(exit_info(&state)),
+                    // Running yet refused (e.g. paused, on daemons that refuse that): the
+                    // forced removal below kills it.
                     _ => Some(killed_exit()),
                 };
             }
@@ -799,5 +806,569 @@ impl Drop for DockerInstance {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{function_arn, Function, FunctionConfig, InstanceId};
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tempfile::TempDir;
+
+    /// Tests that touch the daemon run one at a time: `cleanup_orphans` removes every
+    /// lambda-at-home container, including the other tests' ones.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+    const TEST_WAIT_S: u64 = 60;
+
+    fn docker_required() -> bool {
+        std::env::var("LAH_REQUIRE_DOCKER").is_ok_and(|v| !v.is_empty() && v != "0")
+    }
+
+    fn skip_or_fail(test: &str, why: &str) {
+        assert!(
+            !docker_required(),
+            "LAH_REQUIRE_DOCKER is set but {why} (run .ci/docker.sh and runtimes/images/build.sh)"
+        );
+        eprintln!("SKIP {test}: {why}");
+    }
+
+    struct Fixture {
+        dir: TempDir,
+        executor: DockerExecutor,
+    }
+
+    impl Fixture {
+        fn fifo_dir(&self) -> PathBuf {
+            self.dir.path().join("fifo")
+        }
+    }
+
+    /// An executor on the local daemon with the images of `families`, or None (test skipped).
+    async fn fixture(test: &str, server_id: &str, families: &[&str]) -> Option<Fixture> {
+        let dir = TempDir::new().expect("tempdir");
+        let config = DockerConfig {
+            images: DockerConfig::default_images(),
+            op_timeout_ms: OP_TIMEOUT_MS_DEFAULT,
+            server_id: format!("{server_id}-{}", std::process::id()),
+            fifo_dir: dir.path().join("fifo"),
+        };
+        let executor = match DockerExecutor::connect(config).await {
+            Ok(executor) => executor,
+            Err(e) => {
+                skip_or_fail(test, &format!("docker is unreachable: {e}"));
+                return None;
+            }
+        };
+        for (family, image, present) in executor.check_images().await {
+            if families.contains(&family.as_str()) && !present {
+                skip_or_fail(test, &format!("image {image} is missing"));
+                return None;
+            }
+        }
+        Some(Fixture { dir, executor })
+    }
+
+    fn write_file(path: &Path, content: &str, mode: u32) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    /// A spec whose runtime starts `script`: `bootstrap` in the code dir for provided.*, the
+    /// family's bootstrap in the runtimes dir otherwise.
+    fn spec(fx: &Fixture, runtime: &str, memory_mb: u32, script: &str) -> InstanceSpec {
+        let id = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let root = fx.dir.path().join(format!("case-{id}"));
+        let code_dir = root.join("task");
+        let runtimes_dir = root.join("runtimes");
+        let (path, mode) = match runtime_family(runtime) {
+            Some("python") => (runtimes_dir.join("python/bootstrap.py"), 0o644),
+            Some("nodejs") => (runtimes_dir.join("node/bootstrap.js"), 0o644),
+            _ => (code_dir.join("bootstrap"), 0o755),
+        };
+        write_file(&path, script, mode);
+        for dir in [&root, &code_dir, &runtimes_dir] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        for dir in [
+            &root,
+            &code_dir,
+            &runtimes_dir,
+            path.parent().expect("parent"),
+        ] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let name = "docker-test-fn".to_string();
+        let config = FunctionConfig {
+            name: name.clone(),
+            runtime: runtime.to_string(),
+            handler: "handler".to_string(),
+            role: String::new(),
+            description: String::new(),
+            timeout_s: 3,
+            memory_mb,
+            environment: BTreeMap::new(),
+            code_sha256: String::new(),
+            code_size: 0,
+            last_modified: String::new(),
+            revision_id: String::new(),
+            reserved_concurrency: None,
+        };
+        let function = Arc::new(Function {
+            config,
+            code_dir,
+            generation: 1,
+            arn: function_arn(&name),
+            counters: Default::default(),
+        });
+        let instance = InstanceId(id);
+        let env = [
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("LAMBDA_INSTANCE_ID", &instance.to_string()),
+            ("HOME", "/overridden"),
+        ];
+        InstanceSpec {
+            id: instance,
+            function,
+            runtime_api: "127.0.0.1:9001".parse().expect("addr"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            runtimes_dir,
+        }
+    }
+
+    async fn wait_bounded(instance: &mut Box<dyn Instance>) -> ExitInfo {
+        tokio::time::timeout(Duration::from_secs(TEST_WAIT_S), instance.wait())
+            .await
+            .expect("instance did not end in time")
+    }
+
+    /// Everything in the log pipe; call once all writers are gone (after wait or kill).
+    fn read_log(fd: OwnedFd) -> String {
+        let mut out = Vec::new();
+        std::fs::File::from(fd)
+            .read_to_end(&mut out)
+            .expect("read log fifo");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn inspect(
+        fx: &Fixture,
+        name: &str,
+    ) -> Option<bollard::models::ContainerInspectResponse> {
+        let options = None::<bollard::query_parameters::InspectContainerOptions>;
+        match fx.executor.docker.inspect_container(name, options).await {
+            Ok(inspect) => Some(inspect),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => None,
+            Err(e) => panic!("inspect {name}: {e}"),
+        }
+    }
+
+    fn name_of(fx: &Fixture, spec: &InstanceSpec) -> String {
+        container_name(&fx.executor.config.server_id, &spec.id.to_string())
+    }
+
+    const PROBE_BOOTSTRAP: &str = r#"#!/bin/sh
+echo "hello from $LAMBDA_INSTANCE_ID uid=$(id -u) home=$HOME root=$LAMBDA_TASK_ROOT api=$AWS_LAMBDA_RUNTIME_API pwd=$(pwd)"
+touch /probe 2>/dev/null && echo rootfs-writable || echo rootfs-readonly
+touch /var/task/probe 2>/dev/null && echo task-writable || echo task-readonly
+touch /tmp/probe && echo tmp-writable
+echo "to stderr" >&2
+exit 3
+"#;
+    const SLEEP_BOOTSTRAP: &str = "#!/bin/sh\nexec sleep 300\n";
+
+    #[tokio::test]
+    async fn exit_code_and_log_reach_the_host() {
+        let _serial = SERIAL.lock().await;
+        let Some(fx) = fixture("exit_code_and_log", "t-exit", &["provided"]).await else {
+            return;
+        };
+        let spec = spec(&fx, "provided.al2023", 128, PROBE_BOOTSTRAP);
+        let name = name_of(&fx, &spec);
+        let instance_id = spec.id.to_string();
+        let mut instance = fx.executor.start(spec).await.expect("start");
+        let log = instance.take_log().expect("log fd");
+        assert!(instance.take_log().is_none(), "the log is handed out once");
+        // The FIFO's name is gone once the container runs; the mount keeps it alive.
+        let left: Vec<_> = std::fs::read_dir(fx.fifo_dir())
+            .expect("fifo dir")
+            .collect();
+        assert!(left.is_empty(), "fifo left behind: {left:?}");
+
+        let exit = wait_bounded(&mut instance).await;
+        assert_eq!(
+            (exit.code, exit.signal, exit.oom_killed),
+            (Some(3), None, false)
+        );
+        let text = read_log(log);
+        let expected = format!(
+            "hello from {instance_id} uid=1000 home=/tmp root=/var/task api=127.0.0.1:9001 pwd=/var/task"
+        );
+        for line in [
+            &expected[..],
+            "rootfs-readonly",
+            "task-readonly",
+            "tmp-writable",
+            "to stderr",
+        ] {
+            assert!(text.contains(line), "log lacks {line:?}: {text:?}");
+        }
+        // wait() released the container.
+        assert!(inspect(&fx, &name).await.is_none(), "container not removed");
+        instance.kill().await;
+        assert_eq!(wait_bounded(&mut instance).await.code, Some(3));
+    }
+
+    #[tokio::test]
+    async fn oom_is_reported() {
+        let _serial = SERIAL.lock().await;
+        let Some(fx) = fixture("oom_is_reported", "t-oom", &["python"]).await else {
+            return;
+        };
+        let script = "data = b'x' * (300 * 1024 * 1024)\nprint('survived', len(data))\n";
+        let spec = spec(&fx, "python3.11", 128, script);
+        let mut instance = fx.executor.start(spec).await.expect("start");
+        let log = instance.take_log().expect("log fd");
+        let exit = wait_bounded(&mut instance).await;
+        assert!(exit.oom_killed, "not OOM-killed: {exit:?}");
+        assert!(
+            exit.describe().contains("out of memory"),
+            "{}",
+            exit.describe()
+        );
+        assert!(!read_log(log).contains("survived"));
+    }
+
+    /// The images carry the WebSocket libraries the bundled runtimes use, on the paths the
+    /// executor sets.
+    #[tokio::test]
+    async fn runtime_images_carry_websocket_libraries() {
+        let _serial = SERIAL.lock().await;
+        let test = "runtime_images";
+        let Some(fx) = fixture(test, "t-images", &["python", "nodejs"]).await else {
+            return;
+        };
+        let cases = [
+            (
+                "python3.11",
+                "import sys, websockets\nprint('py', sys.version_info[:2], 'websockets', websockets.__version__)\n",
+                "py (3, 11) websockets ",
+            ),
+            (
+                "nodejs18.x",
+                "const { WebSocket } = require('ws');\nconsole.log('node', process.version.split('.')[0], typeof WebSocket);\n",
+                "node v18 function",
+            ),
+        ];
+        for (runtime, script, expected) in cases {
+            let spec = spec(&fx, runtime, 128, script);
+            let mut instance = fx.executor.start(spec).await.expect("start");
+            let log = instance.take_log().expect("log fd");
+            let exit = wait_bounded(&mut instance).await;
+            let text = read_log(log);
+            assert_eq!(exit.code, Some(0), "{runtime}: {exit:?} {text}");
+            assert!(text.contains(expected), "{runtime}: {text:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn kill_stops_and_removes() {
+        let _serial = SERIAL.lock().await;
+        let Some(fx) = fixture("kill_stops_and_removes", "t-kill", &["provided"]).await else {
+            return;
+        };
+        let spec = spec(&fx, "provided.al2023", 128, SLEEP_BOOTSTRAP);
+        let name = name_of(&fx, &spec);
+        let mut instance = fx.executor.start(spec).await.expect("start");
+        let state = inspect(&fx, &name).await.expect("container exists").state;
+        assert_eq!(state.and_then(|s| s.running), Some(true));
+        instance.kill().await;
+        assert!(inspect(&fx, &name).await.is_none(), "container not removed");
+        instance.kill().await;
+        let exit = wait_bounded(&mut instance).await;
+        assert_eq!(exit.signal, Some(libc::SIGKILL), "{exit:?}");
+    }
+
+    #[tokio::test]
+    async fn pause_and_resume() {
+        let _serial = SERIAL.lock().await;
+        let Some(fx) = fixture("pause_and_resume", "t-pause", &["provided"]).await else {
+            return;
+        };
+        let spec = spec(&fx, "provided.al2023", 128, SLEEP_BOOTSTRAP);
+        let name = name_of(&fx, &spec);
+        let mut instance = fx.executor.start(spec).await.expect("start");
+        let paused = |i: Option<bollard::models::ContainerInspectResponse>| {
+            i.and_then(|i| i.state).and_then(|s| s.paused)
+        };
+        instance.pause().await.expect("pause");
+        assert_eq!(paused(inspect(&fx, &name).await), Some(true));
+        instance.resume().await.expect("resume");
+        assert_eq!(paused(inspect(&fx, &name).await), Some(false));
+        // An idle (paused) instance can be killed as it is.
+        instance.pause().await.expect("pause again");
+        instance.kill().await;
+        assert!(
+            inspect(&fx, &name).await.is_none(),
+            "paused container not removed"
+        );
+        assert_eq!(
+            wait_bounded(&mut instance).await.signal,
+            Some(libc::SIGKILL)
+        );
+        assert!(
+            instance.pause().await.is_err(),
+            "paused a removed container"
+        );
+    }
+
+    #[tokio::test]
+    async fn container_is_hardened() {
+        let _serial = SERIAL.lock().await;
+        let Some(fx) = fixture("container_is_hardened", "t-hard", &["provided"]).await else {
+            return;
+        };
+        let spec = spec(&fx, "provided.al2023", 256, SLEEP_BOOTSTRAP);
+        let name = name_of(&fx, &spec);
+        let instance_id = spec.id.to_string();
+        let mut instance = fx.executor.start(spec).await.expect("start");
+        let inspect = inspect(&fx, &name).await.expect("container exists");
+        instance.kill().await;
+
+        let host = inspect.host_config.expect("host config");
+        let config = inspect.config.expect("config");
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.memory, Some(256 * MIB_BYTES));
+        assert_eq!(host.memory_swap, Some(256 * MIB_BYTES));
+        assert_eq!(host.cpu_shares, Some(cpu_shares(256)));
+        assert_eq!(host.pids_limit, Some(PIDS_MAX));
+        assert!(host
+            .security_opt
+            .unwrap_or_default()
+            .contains(&"no-new-privileges".to_string()));
+        let restart = host.restart_policy.and_then(|p| p.name);
+        assert_eq!(restart, Some(RestartPolicyNameEnum::NO));
+        assert_eq!(host.auto_remove, Some(false));
+        assert_eq!(config.user.as_deref(), Some("1000:1000"));
+        assert_eq!(config.working_dir.as_deref(), Some("/var/task"));
+        let labels = config.labels.unwrap_or_default();
+        assert_eq!(
+            labels.get(LABEL_SERVER),
+            Some(&fx.executor.config.server_id)
+        );
+        assert_eq!(
+            labels.get(LABEL_FUNCTION).map(String::as_str),
+            Some("docker-test-fn")
+        );
+        assert_eq!(
+            labels.get(LABEL_VERSION).map(String::as_str),
+            Some("$LATEST")
+        );
+        assert_eq!(labels.get(LABEL_INSTANCE), Some(&instance_id));
+        let mounts = inspect.mounts.unwrap_or_default();
+        let rw = |target: &str| {
+            mounts
+                .iter()
+                .find(|m| m.destination.as_deref() == Some(target))
+                .and_then(|m| m.rw)
+        };
+        assert_eq!(rw("/var/task"), Some(false));
+        assert_eq!(rw("/var/runtime"), Some(false));
+        assert_eq!(rw(LOG_FIFO_TARGET), Some(true));
+    }
+
+    #[tokio::test]
+    async fn cleanup_orphans_removes_any_servers_containers() {
+        let _serial = SERIAL.lock().await;
+        let test = "cleanup_orphans";
+        let Some(earlier) = fixture(test, "t-earlier-run", &["provided"]).await else {
+            return;
+        };
+        let Some(now) = fixture(test, "t-this-run", &["provided"]).await else {
+            return;
+        };
+        let spec = spec(&earlier, "provided.al2023", 128, SLEEP_BOOTSTRAP);
+        let name = name_of(&earlier, &spec);
+        let mut orphan = earlier.executor.start(spec).await.expect("start");
+        let removed = now.executor.cleanup_orphans().await.expect("cleanup");
+        assert!(removed >= 1, "removed {removed}");
+        assert!(inspect(&now, &name).await.is_none(), "orphan survived");
+        assert_eq!(now.executor.cleanup_orphans().await.expect("cleanup"), 0);
+        orphan.kill().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_runtime_and_missing_image_are_errors() {
+        let _serial = SERIAL.lock().await;
+        let Some(mut fx) = fixture("unknown_runtime", "t-errors", &[]).await else {
+            return;
+        };
+        let spec_java = spec(&fx, "java21", 128, SLEEP_BOOTSTRAP);
+        match fx.executor.start(spec_java).await {
+            Err(ExecError::UnsupportedRuntime(r)) => assert_eq!(r, "java21"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("started an unknown runtime"),
+        }
+        let missing = "lambda-at-home/missing:never-built".to_string();
+        fx.executor
+            .config
+            .images
+            .insert("provided".into(), missing.clone());
+        let spec = spec(&fx, "provided.al2023", 128, SLEEP_BOOTSTRAP);
+        match fx.executor.start(spec).await {
+            Err(ExecError::Spawn(msg)) => assert!(msg.contains(&missing), "{msg}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("started a missing image"),
+        }
+        let images = fx.executor.check_images().await;
+        assert!(
+            images.contains(&("provided".into(), missing, false)),
+            "{images:?}"
+        );
+        // Nothing of the failed start is left: no FIFO.
+        assert_eq!(
+            std::fs::read_dir(fx.fifo_dir()).expect("fifo dir").count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_daemon_is_unavailable() {
+        let dir = TempDir::new().expect("tempdir");
+        let socket = dir.path().join("docker.sock");
+        // Accepts connections (kernel backlog) and never answers.
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let config = DockerConfig {
+            images: DockerConfig::default_images(),
+            op_timeout_ms: 300,
+            server_id: "t-silent".into(),
+            fifo_dir: dir.path().join("fifo"),
+        };
+        let client = Docker::connect_with_unix(
+            &format!("unix://{}", socket.display()),
+            5,
+            bollard::API_DEFAULT_VERSION,
+        );
+        let started = std::time::Instant::now();
+        match DockerExecutor::connect_client(client, config.clone()).await {
+            Err(ExecError::Unavailable(msg)) => assert!(msg.contains("300 ms"), "{msg}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("connected to a silent socket"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let absent = Docker::connect_with_unix(
+            "unix:///nonexistent/docker.sock",
+            5,
+            bollard::API_DEFAULT_VERSION,
+        );
+        assert!(matches!(
+            DockerExecutor::connect_client(absent, config).await,
+            Err(ExecError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn runtime_families() {
+        assert_eq!(runtime_family("python3.12"), Some("python"));
+        assert_eq!(runtime_family("python3.9"), Some("python"));
+        assert_eq!(runtime_family("nodejs20.x"), Some("nodejs"));
+        assert_eq!(runtime_family("provided.al2023"), Some("provided"));
+        assert_eq!(runtime_family("provided"), Some("provided"));
+        assert_eq!(runtime_family("java21"), None);
+        assert_eq!(runtime_family("python2.7"), None);
+        assert_eq!(
+            runtime_command("nodejs")[1],
+            "/var/runtime/node/bootstrap.js"
+        );
+        assert_eq!(
+            runtime_command("provided"),
+            vec!["/var/task/bootstrap".to_string()]
+        );
+    }
+
+    #[test]
+    fn cpu_shares_follow_memory() {
+        assert_eq!(cpu_shares(1769), 1024);
+        assert_eq!(cpu_shares(128), 74);
+        assert_eq!(cpu_shares(10240), 5927);
+        assert_eq!(cpu_shares(1), CPU_SHARES_MIN);
+    }
+
+    #[test]
+    fn our_environment_wins() {
+        let spec_env = vec![
+            (
+                "AWS_LAMBDA_RUNTIME_API".to_string(),
+                "127.0.0.1:9001".to_string(),
+            ),
+            ("PATH".to_string(), "/evil".to_string()),
+            ("BAD=KEY".to_string(), "x".to_string()),
+            ("".to_string(), "x".to_string()),
+            ("GREETING".to_string(), "a=b".to_string()),
+        ];
+        let env = container_env(&spec_env);
+        assert!(env.contains(&"AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001".to_string()));
+        assert!(env.contains(&"GREETING=a=b".to_string()));
+        assert!(env.contains(&format!("PATH={CONTAINER_PATH}")));
+        assert!(env.contains(&"HOME=/tmp".to_string()));
+        assert!(!env
+            .iter()
+            .any(|e| e == "PATH=/evil" || e.starts_with("BAD") || e.starts_with('=')));
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    }
+
+    #[test]
+    fn container_names_are_docker_safe() {
+        assert_eq!(
+            container_name("srv-1", "i-0000002a"),
+            "lah-srv-1-i-0000002a"
+        );
+        assert_eq!(container_name("a b/c:d", "i-1"), "lah-a-b-c-d-i-1");
+    }
+
+    #[test]
+    fn exit_codes_decode() {
+        let state = |code: i64, oom: bool| ContainerState {
+            exit_code: Some(code),
+            oom_killed: Some(oom),
+            ..Default::default()
+        };
+        let e = exit_info(&state(137, true));
+        assert_eq!(
+            (e.code, e.signal, e.oom_killed),
+            (None, Some(libc::SIGKILL), true)
+        );
+        let e = exit_info(&state(3, false));
+        assert_eq!((e.code, e.signal), (Some(3), None));
+        let e = exit_info(&state(255, false));
+        assert_eq!((e.code, e.signal), (Some(255), None));
+        let e = exit_info(&state(143, false));
+        assert_eq!(e.signal, Some(libc::SIGTERM));
+    }
+
+    #[test]
+    fn unreadable_code_dir_is_refused() {
+        let dir = TempDir::new().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        assert!(matches!(
+            check_readable_by_container(dir.path()),
+            Err(ExecError::Spawn(_))
+        ));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        assert!(check_readable_by_container(dir.path()).is_ok());
     }
 }

@@ -69,14 +69,7 @@ pub trait Instance: Send {
 pub async fn connect_docker(
     config: &crate::config::Config,
 ) -> Result<std::sync::Arc<dyn Executor>, ExecError> {
-    let mut images: std::collections::HashMap<String, String> = [
-        ("python", "lambda-at-home/python:bookworm"),
-        ("nodejs", "lambda-at-home/nodejs:bookworm"),
-        ("provided", "lambda-at-home/python:bookworm"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let mut images = docker::DockerConfig::default_images();
     for spec in &config.images {
         let (family, image) = spec.split_once('=').ok_or_else(|| {
             ExecError::Unavailable(format!("--image wants FAMILY=IMAGE, got {spec:?}"))
@@ -86,7 +79,7 @@ pub async fn connect_docker(
     let server_id = format!("{:08x}", rand::random::<u32>());
     let docker = docker::DockerExecutor::connect(docker::DockerConfig {
         images,
-        op_timeout_ms: 10_000,
+        op_timeout_ms: docker::OP_TIMEOUT_MS_DEFAULT,
         server_id,
         fifo_dir: std::path::absolute(config.data_dir.join("fifos"))
             .unwrap_or_else(|_| config.data_dir.join("fifos")),
