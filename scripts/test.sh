@@ -13,6 +13,28 @@ if ! PYTHONPATH="$deps/test-python" python3 -c 'import boto3' 2>/dev/null; then
 fi
 export LAH_TEST_PYTHONPATH="$PWD/$deps/test-python"
 
+# AWS's official runtime clients for tests/official_clients.rs. aws-lambda-ric compiles native code
+# (its bundled curl and aws-lambda-cpp) with these Debian tools; 4.x needs node >= 22, so 3.3.0.
+missing=""
+for tool in cmake autoconf automake libtoolize g++ make; do
+    command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    echo "test.sh: apt-get install cmake autoconf automake libtool g++ make (missing:$missing)"
+    apt-get update -qq && apt-get install -y -qq cmake autoconf automake libtool g++ make >/dev/null
+fi
+if ! PYTHONPATH="$deps/awslambdaric" python3 -c 'import runtime_client, awslambdaric' 2>/dev/null; then
+    echo "test.sh: pip awslambdaric -> $deps/awslambdaric"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$deps/awslambdaric" awslambdaric==4.2.2
+fi
+if [ ! -f "$deps/aws-lambda-ric/node_modules/aws-lambda-ric/dist/rapid-client.node" ]; then
+    echo "test.sh: npm aws-lambda-ric (builds native code, a few minutes) -> $deps/aws-lambda-ric"
+    npm install --silent --no-audit --no-fund --prefix "$deps/aws-lambda-ric" aws-lambda-ric@3.3.0 >/dev/null
+fi
+export LAH_AWSLAMBDARIC_DIR="$PWD/$deps/awslambdaric"
+export LAH_AWS_LAMBDA_RIC_DIR="$PWD/$deps/aws-lambda-ric"
+export LAH_REQUIRE_CLIENTS=1
+
 echo "== node bootstrap tests"
 NODE_PATH="$PWD/$deps/node/node_modules" node --test runtimes/node/test/
 echo "== python bootstrap tests"
