@@ -220,7 +220,8 @@ impl ControlPlane {
             }
             ApiRequest::PutConcurrency(name, body) => {
                 let n = api_model::parse_put_concurrency(&body)?;
-                ApiReply::Function(self.registry.put_concurrency(&name, n)?)
+                self.registry.put_concurrency(&name, n)?;
+                ApiReply::Concurrency(Some(n))
             }
             ApiRequest::GetConcurrency(name) => {
                 ApiReply::Concurrency(self.registry.get(&name)?.config.reserved_concurrency)

@@ -30,6 +30,10 @@ use crate::types::{
     ExitInfo, Function, InstanceId, InvokeContext, InvokeOutcome, InvokeResult, RequestId,
 };
 
+/// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
+/// the invocation fails without its exit status.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
 /// One admitted invocation on its way to an instance. Owned by exactly one core at a time.
 pub struct Invocation {
     pub id: RequestId,
@@ -108,6 +112,9 @@ struct Instance {
     started_at: Instant,
     state: State,
     waiter: Option<Waiter>,
+    /// When its WebSocket closed mid-invocation: the exit (with its real status) is awaited for
+    /// `EXIT_GRACE` before the invocation fails with a generic message.
+    disconnected_at: Option<Instant>,
     /// The secret the runtime gets as LAMBDA_INSTANCE_ID and must show in a WebSocket register.
     token: String,
     /// The runtime was told to use WebSocket (LAMBDA_USE_WEBSOCKET): an HTTP `/next` is a fallback.
@@ -262,6 +269,7 @@ impl Scheduler {
                 started_at: now,
                 state: State::Starting,
                 waiter: None,
+                disconnected_at: None,
                 token: token.clone(),
                 expects_ws,
                 fell_back: false,
@@ -410,16 +418,27 @@ impl Scheduler {
     /// The runtime's WebSocket closed: what it was running fails, and the instance is retired
     /// (a runtime that lost its connection cannot be trusted with more work).
     pub fn disconnected(&mut self, id: InstanceId) {
-        let Some(inst) = self.instances.get(&id) else {
+        let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if let Some(f) = &inst.in_flight {
-            let message = format!(
-                "RequestId: {} Error: the runtime's WebSocket connection closed during the invocation",
-                f.id
-            );
-            self.finish(id, runtime_error_outcome("Runtime.ExitError", &message));
+        if inst.in_flight.is_some() && !inst.killed {
+            // Most often the runtime died: its exit, with the real status, is about to arrive.
+            inst.disconnected_at = Some(Instant::now());
+            return;
         }
+        self.kill(id);
+    }
+
+    /// A disconnected instance whose exit did not come within `EXIT_GRACE`: fail and kill it.
+    fn give_up_on_disconnected(&mut self, id: InstanceId) {
+        let Some(f) = self.instances.get(&id).and_then(|i| i.in_flight.as_ref()) else {
+            return self.kill(id);
+        };
+        let message = format!(
+            "RequestId: {} Error: the runtime's WebSocket connection closed during the invocation",
+            f.id
+        );
+        self.finish(id, runtime_error_outcome("Runtime.ExitError", &message));
         self.kill(id);
     }
 
@@ -740,10 +759,15 @@ impl Scheduler {
         let pause_after = Duration::from_secs(cfg.idle_pause_s);
         let remove_after = Duration::from_secs(cfg.idle_remove_s);
         let mut timed_out = Vec::new();
+        let mut lost = Vec::new();
         let mut to_kill = Vec::new();
         let mut to_pause = Vec::new();
         for inst in self.instances.values() {
             if inst.killed {
+                continue;
+            }
+            if inst.disconnected_at.is_some_and(|t| now.duration_since(t) >= EXIT_GRACE) {
+                lost.push(inst.id);
                 continue;
             }
             match inst.state {
@@ -766,6 +790,9 @@ impl Scheduler {
         }
         for id in timed_out {
             self.time_out(id);
+        }
+        for id in lost {
+            self.give_up_on_disconnected(id);
         }
         for id in to_kill {
             if let Some(inst) = self.instances.get_mut(&id) {

@@ -9,6 +9,7 @@
 use std::io::{Cursor, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -25,9 +26,63 @@ const RESPONSE_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// The role every test function is created with (ignored by the server, required by AWS).
 pub const ROLE: &str = "arn:aws:iam::000000000000:role/lambda";
 
+/// Tests run in parallel threads of one process on a small machine. A test that starts dozens of
+/// instances at once (`TestServer::exclusive`) would starve the others' cold starts past the
+/// init limit, so it runs alone: ordinary servers share the gate, heavy ones hold it exclusively.
+struct Gate {
+    /// (servers holding it shared, an exclusive holder is in, exclusive holders waiting)
+    state: Mutex<(usize, bool, usize)>,
+    changed: Condvar,
+}
+
+static GATE: Gate = Gate {
+    state: Mutex::new((0, false, 0)),
+    changed: Condvar::new(),
+};
+
+/// Held by a `TestServer` for its life; releases the gate when dropped.
+struct GateGuard {
+    exclusive: bool,
+}
+
+impl GateGuard {
+    fn acquire(exclusive: bool) -> GateGuard {
+        let mut s = GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+        if exclusive {
+            s.2 += 1;
+            while s.0 > 0 || s.1 {
+                s = GATE.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            s.2 -= 1;
+            s.1 = true;
+        } else {
+            // Waiting exclusive holders go first, or a stream of small tests would starve them.
+            while s.1 || s.2 > 0 {
+                s = GATE.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            s.0 += 1;
+        }
+        GateGuard { exclusive }
+    }
+}
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        let mut s = GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+        if self.exclusive {
+            s.1 = false;
+        } else {
+            s.0 -= 1;
+        }
+        GATE.changed.notify_all();
+    }
+}
+
 /// A server running in this process. Dropping it shuts it down (stopping its instances).
 pub struct TestServer {
     server: Option<Server>,
+    /// Declared after `server`: released only once the server (and its instances) are gone.
+    _gate: GateGuard,
     /// Kept so the data dir lives as long as the server (and is removed after).
     _dir: Option<tempfile::TempDir>,
     pub data_dir: PathBuf,
@@ -51,15 +106,29 @@ impl TestServer {
 
     /// A server on a fresh temporary data dir, with `adjust` applied to the test config.
     pub fn with_config(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::in_temp_dir(false, adjust)
+    }
+
+    /// Like `with_config`, for a test that loads the machine: no other test server runs meanwhile.
+    pub fn exclusive(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::in_temp_dir(true, adjust)
+    }
+
+    fn in_temp_dir(exclusive: bool, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let gate = GateGuard::acquire(exclusive);
         let dir = tempfile::tempdir().expect("create a temporary data dir");
         let path = dir.path().to_path_buf();
-        let mut server = Self::start_in(&path, adjust);
+        let mut server = Self::start(&path, gate, adjust);
         server._dir = Some(dir);
         server
     }
 
     /// A server on `data_dir`, which the caller keeps alive (used to restart on the same dir).
     pub fn start_in(data_dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start(data_dir, GateGuard::acquire(false), adjust)
+    }
+
+    fn start(data_dir: &Path, gate: GateGuard, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = test_config(data_dir.to_path_buf());
         adjust(&mut config);
         let server = Server::start(config).expect("server starts");
@@ -67,6 +136,7 @@ impl TestServer {
             addr: server.user_addr,
             runtime_addr: server.runtime_addr,
             server: Some(server),
+            _gate: gate,
             _dir: None,
             data_dir: data_dir.to_path_buf(),
         }
@@ -80,7 +150,13 @@ impl TestServer {
     }
 
     /// One HTTP exchange on a fresh connection; panics (failing the test) on I/O errors.
-    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         http_call(self.addr, method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
@@ -240,7 +316,11 @@ pub fn describe(resp: &Response) -> String {
         .collect();
     let body = String::from_utf8_lossy(&resp.body);
     let body: String = body.chars().take(2000).collect();
-    format!("status {} [{}] body {body}", resp.status, headers.join("; "))
+    format!(
+        "status {} [{}] body {body}",
+        resp.status,
+        headers.join("; ")
+    )
 }
 
 /// The body as JSON; panics with the whole response when it is not JSON.
@@ -266,7 +346,11 @@ pub fn expect_aws_error(resp: &Response, status: u16, error_type: &str) -> Value
     );
     let body = json_body(resp);
     assert!(body["Type"].is_string(), "no Type: {}", describe(resp));
-    assert!(body["Message"].is_string(), "no Message: {}", describe(resp));
+    assert!(
+        body["Message"].is_string(),
+        "no Message: {}",
+        describe(resp)
+    );
     assert_eq!(body["Message"], body["message"], "{}", describe(resp));
     body
 }
@@ -286,7 +370,11 @@ pub fn expect_function_error(resp: &Response) -> Value {
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Polls `check` every 50 ms until it is true or `limit` passes; returns whether it became true.
@@ -351,12 +439,15 @@ pub fn read_response(stream: &mut TcpStream, head_request: bool) -> std::io::Res
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return decoder.decode_eof(&mut buf).map_err(invalid)?.ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                )
-            });
+            return decoder
+                .decode_eof(&mut buf)
+                .map_err(invalid)?
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed before a response",
+                    )
+                });
         }
         buf.extend_from_slice(&chunk[..n]);
     }

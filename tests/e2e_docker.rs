@@ -1,0 +1,889 @@
+//! End-to-end tests with the Docker executor: an in-process server with `executor = docker`,
+//! real Python and Node runtimes in the `lambda-at-home/*:bookworm` images, and the Docker CLI
+//! to look at what the server did to the containers (labels, hardening, pause, removal).
+//!
+//! Docker tests run one at a time (`DOCKER_LOCK`): every server start removes all
+//! lambda-at-home containers. Without a daemon or the images a test is skipped with a notice,
+//! unless LAH_REQUIRE_DOCKER is set, which makes it fail. Every docker CLI call and every poll is
+//! bounded. Containers use host networking; all traffic stays on 127.0.0.1.
+
+mod common;
+
+use std::io::Read;
+use std::ops::Deref;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use common::*;
+use lambda_at_home::config::{Config, ExecutorChoice};
+use serde_json::{json, Value};
+
+/// Serializes the tests that touch the daemon (a server start removes other servers' containers).
+static DOCKER_LOCK: Mutex<()> = Mutex::new(());
+
+/// Longest one docker CLI call may take.
+const DOCKER_CLI_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the server may take to remove a container it was told (or decided) to remove.
+const REMOVAL_WAIT: Duration = Duration::from_secs(15);
+const MIB: u64 = 1024 * 1024;
+
+const IMAGES: [&str; 3] = [
+    "lambda-at-home/python:bookworm",
+    "lambda-at-home/nodejs:bookworm",
+    "lambda-at-home/provided:bookworm",
+];
+const LABEL_SERVER: &str = "lambda-at-home.server";
+const LABEL_FUNCTION: &str = "lambda-at-home.function";
+
+/// Echoes the event with the identity of the instance (a per-process random `boot` token) and
+/// the user it runs as; prints a marker for the log tail.
+const PY_ECHO: &str = r#"import os
+BOOT = os.urandom(8).hex()
+def handler(event, context):
+    print("py-log-marker", context.aws_request_id)
+    return {"echo": event, "boot": BOOT, "uid": os.getuid(), "rid": context.aws_request_id,
+            "ws": os.environ.get("LAMBDA_USE_WEBSOCKET")}
+"#;
+
+const NODE_ECHO: &str = r#"const BOOT = require('crypto').randomBytes(8).toString('hex');
+exports.handler = async (event, context) => {
+  console.log('node-log-marker', context.awsRequestId);
+  return { echo: event, boot: BOOT, uid: process.getuid(), rid: context.awsRequestId,
+           ws: process.env.LAMBDA_USE_WEBSOCKET };
+};
+"#;
+
+/// Misbehaves on request: `sleep` seconds, allocate and touch `eat_mb` MiB, `exit` with a code.
+const PY_TOOLS: &str = r#"import os, time
+BOOT = os.urandom(8).hex()
+def handler(event, context):
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    if event.get("eat_mb"):
+        data = b"x" * (event["eat_mb"] * 1024 * 1024)
+        return {"ate": len(data)}
+    if "exit" in event:
+        os._exit(event["exit"])
+    return {"ok": True, "boot": BOOT, "v": event.get("v")}
+"#;
+
+const PY_V1: &str = "def handler(event, context):\n    return {\"v\": 1}\n";
+const PY_V2: &str = "def handler(event, context):\n    return {\"v\": 2}\n";
+
+// ---------------------------------------------------------------------------------------------
+// Docker CLI helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `docker ARGS`, bounded by `DOCKER_CLI_TIMEOUT`; Ok(stdout) on exit status 0.
+fn docker(args: &[&str]) -> Result<String, String> {
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run docker: {e}"))?;
+    // Read both pipes on their own threads so a large output never blocks the child.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut out);
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + DOCKER_CLI_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("docker {args:?} did not finish in time"));
+            }
+            Err(e) => return Err(format!("docker {args:?}: {e}")),
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("docker {args:?}: {status}: {}", stderr.trim()))
+    }
+}
+
+/// `docker` that must succeed.
+fn docker_ok(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Full ids of the containers matching `filter` (`label=...`, `id=...`); `all` includes stopped.
+fn container_ids(filter: &str, all: bool) -> Vec<String> {
+    let mut args = vec!["ps", "-q", "--no-trunc", "--filter", filter];
+    if all {
+        args.push("-a");
+    }
+    docker_ok(&args)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every container (running or not) of function `name`.
+fn containers_of(name: &str) -> Vec<String> {
+    container_ids(&format!("label={LABEL_FUNCTION}={name}"), true)
+}
+
+/// The running (or paused) containers of function `name`.
+fn running_containers_of(name: &str) -> Vec<String> {
+    container_ids(&format!("label={LABEL_FUNCTION}={name}"), false)
+}
+
+/// Every container any Lambda@Home server made (or that carries its label).
+fn server_containers() -> Vec<String> {
+    container_ids(&format!("label={LABEL_SERVER}"), true)
+}
+
+fn container_exists(id: &str) -> bool {
+    !container_ids(&format!("id={id}"), true).is_empty()
+}
+
+/// `docker inspect` of one container.
+fn inspect(id: &str) -> Value {
+    let text = docker_ok(&["inspect", id]);
+    let all: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("docker inspect is not JSON ({e}): {text}"));
+    all[0].clone()
+}
+
+/// `.State.Paused` of a container, None when it is gone.
+fn paused(id: &str) -> Option<bool> {
+    let out = docker(&["inspect", "-f", "{{.State.Paused}}", id]).ok()?;
+    Some(out.trim() == "true")
+}
+
+/// `.State` of a container, for failure messages.
+fn state_of(id: &str) -> String {
+    docker(&["inspect", "-f", "{{json .State}}", id]).unwrap_or_else(|e| e)
+}
+
+/// The single container of `name`; fails the test when there are none or several.
+fn only_container_of(name: &str) -> String {
+    let ids = containers_of(name);
+    assert_eq!(ids.len(), 1, "containers of {name}: {ids:?}");
+    ids[0].clone()
+}
+
+/// Asserts that `name`'s containers are all gone within `REMOVAL_WAIT`.
+fn expect_no_containers_of(name: &str, why: &str) {
+    assert!(
+        wait_until(REMOVAL_WAIT, || containers_of(name).is_empty()),
+        "{why}: containers of {name} still there: {:?}",
+        containers_of(name)
+    );
+}
+
+/// Removes a hand-made container when the test ends, whatever happens.
+struct ContainerGuard(String);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skipping, serializing, servers
+// ---------------------------------------------------------------------------------------------
+
+fn docker_required() -> bool {
+    std::env::var("LAH_REQUIRE_DOCKER").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Takes the Docker lock and checks the daemon and the runtime images. None: the test is skipped
+/// (and a notice printed); with LAH_REQUIRE_DOCKER set, a missing daemon or image fails it.
+fn docker_ready(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let guard = DOCKER_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    // The server's own warnings (RUST_LOG=lambda_at_home=debug for more) explain a failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("lambda_at_home=warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let missing = match docker(&["version", "--format", "{{.Server.Version}}"]) {
+        Err(e) => Some(format!("docker is unreachable: {e}")),
+        Ok(_) => IMAGES
+            .iter()
+            .find(|image| docker(&["image", "inspect", "--format", "{{.Id}}", image]).is_err())
+            .map(|image| format!("image {image} is missing (runtimes/images/build.sh)")),
+    };
+    match missing {
+        None => Some(guard),
+        Some(why) => {
+            assert!(
+                !docker_required(),
+                "LAH_REQUIRE_DOCKER is set but {why} (run .ci/docker.sh and runtimes/images/build.sh)"
+            );
+            eprintln!("SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
+/// A server with the Docker executor on a data dir that uid 1000 (the containers' user) can
+/// traverse: the code is bind-mounted from it read-only.
+struct DockerServer {
+    server: TestServer,
+    /// Dropped after `server` (field order), so the data dir outlives the server.
+    _dir: tempfile::TempDir,
+}
+
+impl Deref for DockerServer {
+    type Target = TestServer;
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+impl DockerServer {
+    fn shutdown(self) {
+        let DockerServer { server, _dir } = self;
+        server.shutdown();
+    }
+}
+
+fn docker_server(adjust: impl FnOnce(&mut Config)) -> DockerServer {
+    docker_server_with(ExecutorChoice::Docker, adjust)
+}
+
+fn docker_server_with(executor: ExecutorChoice, adjust: impl FnOnce(&mut Config)) -> DockerServer {
+    let dir = tempfile::tempdir().expect("create a temporary dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("create the data dir");
+    // tempfile makes 0700 dirs; the containers run as 1000:1000 and must reach the code.
+    for path in [dir.path(), data.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let server = TestServer::start_in(&data, |c| {
+        c.executor = executor;
+        adjust(c);
+    });
+    DockerServer { server, _dir: dir }
+}
+
+/// The whole `/metrics` text (the harness's `metrics()` keeps only unlabelled samples).
+fn metrics_text(server: &TestServer) -> String {
+    let resp = server.call("GET", "/metrics", &[], b"");
+    assert_eq!(resp.status, 200, "{}", describe(&resp));
+    String::from_utf8_lossy(&resp.body).into_owned()
+}
+
+/// The `lah_instances{state=STATE,...}` gauge (instances of every function, all cores).
+fn instances_in(server: &TestServer, state: &str) -> f64 {
+    let prefix = format!("lah_instances{{state=\"{state}\",");
+    metrics_text(server)
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}...}} sample in /metrics"))
+}
+
+/// Waits until `n` instances are idle (parked in `/next` or ready on their WebSocket), so the
+/// next invocation is warm instead of starting a second instance.
+fn wait_idle(server: &TestServer, n: u32) {
+    assert!(
+        wait_until(Duration::from_secs(10), || instances_in(server, "idle")
+            == f64::from(n)),
+        "expected {n} idle instances: {}",
+        metrics_text(server)
+    );
+}
+
+/// Invoke with a JSON payload, returning the response and how long it took.
+fn timed_invoke(
+    server: &TestServer,
+    name: &str,
+    payload: &Value,
+) -> (lambda_at_home::protocols::http::Response, Duration) {
+    let started = Instant::now();
+    let resp = server.invoke(name, payload.to_string().as_bytes(), &[]);
+    (resp, started.elapsed())
+}
+
+/// Asserts a platform-made Runtime.ExitError-style function error and returns its message.
+fn expect_exit_error(resp: &lambda_at_home::protocols::http::Response) -> String {
+    let body = expect_function_error(resp);
+    assert_eq!(body["errorType"], "Runtime.ExitError", "{}", describe(resp));
+    body["errorMessage"].as_str().unwrap_or("").to_string()
+}
+
+/// Asserts that container `id` (of function `name`, `memory_mb` MiB) is hardened as specified.
+fn check_hardened(id: &str, name: &str, memory_mb: u64) {
+    let c = inspect(id);
+    let host = &c["HostConfig"];
+    let config = &c["Config"];
+    assert_eq!(host["NetworkMode"], "host", "{host}");
+    assert_eq!(host["ReadonlyRootfs"], true, "{host}");
+    assert_eq!(host["CapDrop"], json!(["ALL"]), "{host}");
+    assert_eq!(host["Memory"], json!(memory_mb * MIB), "{host}");
+    assert_eq!(
+        host["MemorySwap"],
+        json!(memory_mb * MIB),
+        "no swap: {host}"
+    );
+    let security = host["SecurityOpt"].as_array().cloned().unwrap_or_default();
+    assert!(security.contains(&json!("no-new-privileges")), "{host}");
+    assert_eq!(config["User"], "1000:1000", "{config}");
+    assert_eq!(config["Labels"][LABEL_FUNCTION], name, "{config}");
+    assert!(
+        config["Labels"][LABEL_SERVER]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{config}"
+    );
+    // Only the host network: never Docker's bridge.
+    let networks: Vec<&String> = c["NetworkSettings"]["Networks"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(networks, vec!["host"], "{}", c["NetworkSettings"]);
+    let task_rw = c["Mounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["Destination"] == "/var/task"))
+        .map(|m| m["RW"].clone());
+    assert_eq!(
+        task_rw,
+        Some(json!(false)),
+        "code mounted read-only: {}",
+        c["Mounts"]
+    );
+    assert_eq!(c["State"]["Running"], true, "{}", c["State"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// Create, invoke cold then warm (same instance), log tail through the FIFO, transport in use,
+/// and the container: visible with its labels and hardened.
+fn round_trip(test: &str, runtime: &str, handler: &str, file: &str, src: &str, ws: bool) {
+    let Some(_docker) = docker_ready(test) else {
+        return;
+    };
+    let server = docker_server(|_| {});
+    let name = unique_name(test);
+    let mut extra = json!({"MemorySize": 256, "Timeout": 10});
+    if !ws {
+        merge(
+            &mut extra,
+            json!({"Environment": {"Variables": {"LAMBDA_USE_WEBSOCKET": "false"}}}),
+        );
+    }
+    let resp = server.create_function(
+        &name,
+        runtime,
+        handler,
+        &[(file, src.as_bytes(), 0o644)],
+        extra,
+    );
+    expect_json(&resp, 201);
+    let cold_starts = server.metric("lah_cold_starts_total");
+
+    let payload = json!({"hello": "docker", "n": 1, "nested": {"list": [1, 2, 3]}});
+    let (resp, cold_time) = timed_invoke(&server, &name, &payload);
+    let cold = expect_json(&resp, 200);
+    assert_eq!(
+        resp.header_str("X-Amz-Function-Error"),
+        None,
+        "{}",
+        describe(&resp)
+    );
+    assert_eq!(cold["echo"], payload, "{cold}");
+    assert_eq!(cold["uid"], 1000, "runs as uid 1000: {cold}");
+    assert_eq!(cold["ws"], if ws { "true" } else { "false" }, "{cold}");
+
+    // Let the runtime get back to /next (or its WebSocket) so the next one is warm.
+    wait_idle(&server, 1);
+    let started = Instant::now();
+    let resp = server.invoke(&name, b"{\"n\": 2}", &[("X-Amz-Log-Type", "Tail")]);
+    let warm_time = started.elapsed();
+    let warm = expect_json(&resp, 200);
+    assert_eq!(warm["echo"], json!({"n": 2}), "{warm}");
+    assert_eq!(
+        warm["boot"], cold["boot"],
+        "the warm invoke reused the instance: {warm}"
+    );
+    assert_ne!(warm["rid"], cold["rid"], "{warm}");
+    let tail = resp
+        .header_str("X-Amz-Log-Result")
+        .map(|t| String::from_utf8_lossy(&b64_decode(t)).into_owned())
+        .unwrap_or_default();
+    let marker = if runtime.starts_with("python") {
+        "py-log-marker"
+    } else {
+        "node-log-marker"
+    };
+    let rid = warm["rid"].as_str().unwrap_or("?");
+    assert!(
+        tail.contains(&format!("{marker} {rid}")),
+        "the container's output reaches the log tail: {tail:?}"
+    );
+    assert_eq!(server.metric("lah_cold_starts_total"), cold_starts + 1.0);
+
+    let ws_connections = server.metric("lah_ws_connections_total");
+    if ws {
+        assert!(
+            ws_connections >= 1.0,
+            "no WebSocket runtime connection was made"
+        );
+    } else {
+        assert_eq!(ws_connections, 0.0, "WebSocket used although disabled");
+    }
+
+    let id = only_container_of(&name);
+    assert_eq!(running_containers_of(&name), vec![id.clone()]);
+    check_hardened(&id, &name, 256);
+    assert!(
+        metrics_text(&server).contains("executor=\"docker\""),
+        "metrics name the executor"
+    );
+    eprintln!("{test}: cold {cold_time:?}, warm {warm_time:?}");
+}
+
+#[test]
+fn python_websocket_round_trip_in_hardened_container() {
+    round_trip(
+        "py-ws",
+        "python3.12",
+        "lambda_function.handler",
+        "lambda_function.py",
+        PY_ECHO,
+        true,
+    );
+}
+
+#[test]
+fn python_http_round_trip_in_hardened_container() {
+    round_trip(
+        "py-http",
+        "python3.12",
+        "lambda_function.handler",
+        "lambda_function.py",
+        PY_ECHO,
+        false,
+    );
+}
+
+#[test]
+fn node_websocket_round_trip_in_hardened_container() {
+    round_trip(
+        "node-ws",
+        "nodejs20.x",
+        "index.handler",
+        "index.js",
+        NODE_ECHO,
+        true,
+    );
+}
+
+#[test]
+fn node_http_round_trip_in_hardened_container() {
+    round_trip(
+        "node-http",
+        "nodejs20.x",
+        "index.handler",
+        "index.js",
+        NODE_ECHO,
+        false,
+    );
+}
+
+#[test]
+fn timeout_kills_and_removes_the_container() {
+    let Some(_docker) = docker_ready("timeout") else {
+        return;
+    };
+    let server = docker_server(|_| {});
+    let name = unique_name("timeout");
+    server.create_python(&name, PY_TOOLS, json!({"Timeout": 1}));
+    server.invoke_ok(&name, &json!({}));
+    let id = only_container_of(&name);
+    wait_idle(&server, 1);
+
+    let (resp, took) = timed_invoke(&server, &name, &json!({"sleep": 5}));
+    let body = expect_function_error(&resp);
+    let message = body["errorMessage"].as_str().unwrap_or("");
+    eprintln!("timeout: {message:?} after {took:?}");
+    assert!(
+        message.contains("Task timed out after 1.00 seconds"),
+        "{}",
+        describe(&resp)
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "timed out after {took:?}"
+    );
+    assert!(
+        wait_until(REMOVAL_WAIT, || !container_exists(&id)),
+        "the timed-out container {id} was not removed: {}",
+        state_of(&id)
+    );
+    expect_no_containers_of(&name, "after the timeout");
+    assert_eq!(server.metric("lah_timeouts_total"), 1.0);
+
+    // A fresh instance serves the next invocation.
+    let got = server.invoke_ok(&name, &json!({"v": "after"}));
+    assert_eq!(got["v"], "after", "{got}");
+    assert_ne!(only_container_of(&name), id);
+}
+
+/// The function's own LAMBDA_USE_WEBSOCKET: the WebSocket runtime API (default) or HTTP.
+fn transport_env(ws: bool) -> Value {
+    json!({"Environment": {"Variables": {"LAMBDA_USE_WEBSOCKET": ws.to_string()}}})
+}
+
+/// A 300 MB allocation at MemorySize 128: the container is OOM-killed, the invocation fails with
+/// Runtime.ExitError naming the cause, and a new instance serves the next one.
+fn oom_is_runtime_exit_error(test: &str, ws: bool) {
+    let Some(_docker) = docker_ready(test) else {
+        return;
+    };
+    let server = docker_server(|_| {});
+    let name = unique_name(test);
+    let mut extra = json!({"MemorySize": 128, "Timeout": 20});
+    merge(&mut extra, transport_env(ws));
+    server.create_python(&name, PY_TOOLS, extra);
+    let first = server.invoke_ok(&name, &json!({}));
+    let id = only_container_of(&name);
+    wait_idle(&server, 1);
+    // A small allocation fits.
+    assert_eq!(
+        server.invoke_ok(&name, &json!({"eat_mb": 16})),
+        json!({"ate": 16 * MIB})
+    );
+    wait_idle(&server, 1);
+    assert_eq!(containers_of(&name), vec![id.clone()]);
+
+    let (resp, took) = timed_invoke(&server, &name, &json!({"eat_mb": 300}));
+    let message = expect_exit_error(&resp);
+    eprintln!("{test}: {message:?} after {took:?}");
+    assert!(
+        message.contains("out of memory") || message.contains("signal: killed"),
+        "{}",
+        describe(&resp)
+    );
+    assert!(
+        wait_until(REMOVAL_WAIT, || !container_exists(&id)),
+        "the OOM-killed container {id} was not removed: {}",
+        state_of(&id)
+    );
+
+    let again = server.invoke_ok(&name, &json!({"v": 2}));
+    assert_eq!(again["v"], 2, "{again}");
+    assert_ne!(again["boot"], first["boot"], "a new instance: {again}");
+}
+
+#[test]
+fn oom_is_runtime_exit_error_websocket() {
+    oom_is_runtime_exit_error("oom-ws", true);
+}
+
+#[test]
+fn oom_is_runtime_exit_error_http() {
+    oom_is_runtime_exit_error("oom-http", false);
+}
+
+/// `os._exit(3)` mid-invocation: Runtime.ExitError with "exit status 3", the container is
+/// removed, and a new instance serves the next invocation.
+fn crash_is_runtime_exit_error(test: &str, ws: bool) {
+    let Some(_docker) = docker_ready(test) else {
+        return;
+    };
+    let server = docker_server(|_| {});
+    let name = unique_name(test);
+    let mut extra = json!({"Timeout": 10});
+    merge(&mut extra, transport_env(ws));
+    server.create_python(&name, PY_TOOLS, extra);
+    let first = server.invoke_ok(&name, &json!({}));
+    let id = only_container_of(&name);
+    wait_idle(&server, 1);
+    let crashes = server.metric("lah_instance_crashes_total");
+
+    let resp = server.invoke(&name, br#"{"exit": 3}"#, &[]);
+    let message = expect_exit_error(&resp);
+    eprintln!("{test}: {message:?}");
+    assert!(message.contains("exit status 3"), "{}", describe(&resp));
+    assert!(
+        wait_until(REMOVAL_WAIT, || !container_exists(&id)),
+        "the crashed container {id} was not removed: {}",
+        state_of(&id)
+    );
+    assert_eq!(server.metric("lah_instance_crashes_total"), crashes + 1.0);
+
+    let again = server.invoke_ok(&name, &json!({"v": 3}));
+    assert_eq!(again["v"], 3, "{again}");
+    assert_ne!(again["boot"], first["boot"], "a new instance: {again}");
+}
+
+#[test]
+fn crash_is_runtime_exit_error_websocket() {
+    crash_is_runtime_exit_error("crash-ws", true);
+}
+
+#[test]
+fn crash_is_runtime_exit_error_http() {
+    crash_is_runtime_exit_error("crash-http", false);
+}
+
+#[test]
+fn idle_container_is_paused_then_resumed_by_an_invoke() {
+    let Some(_docker) = docker_ready("pause") else {
+        return;
+    };
+    let server = docker_server(|c| {
+        c.idle_pause_s = 1;
+        c.idle_remove_s = 120;
+    });
+    let name = unique_name("pause");
+    server.create_python(&name, PY_TOOLS, json!({}));
+    let first = server.invoke_ok(&name, &json!({}));
+    let id = only_container_of(&name);
+    let returned = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || paused(&id) == Some(true)),
+        "container {id} not paused after {:?}",
+        returned.elapsed()
+    );
+    let paused_after = returned.elapsed();
+    assert!(
+        paused_after >= Duration::from_millis(900),
+        "paused after only {paused_after:?}"
+    );
+    let text = metrics_text(&server);
+    assert!(
+        text.contains("lah_instances{state=\"paused\",executor=\"docker\"} 1"),
+        "{text}"
+    );
+    let cold_starts = server.metric("lah_cold_starts_total");
+
+    let (resp, took) = timed_invoke(&server, &name, &json!({"v": "resumed"}));
+    let got = expect_json(&resp, 200);
+    assert_eq!(got["v"], "resumed", "{}", describe(&resp));
+    assert_eq!(
+        got["boot"], first["boot"],
+        "the paused instance served it: {got}"
+    );
+    assert_eq!(
+        server.metric("lah_cold_starts_total"),
+        cold_starts,
+        "not a cold start"
+    );
+    assert_eq!(paused(&id), Some(false), "container {id} still paused");
+    assert_eq!(inspect(&id)["State"]["Running"], true);
+    assert_eq!(only_container_of(&name), id);
+    eprintln!("pause: paused after {paused_after:?}, resumed invoke took {took:?}");
+}
+
+#[test]
+fn idle_container_is_removed() {
+    let Some(_docker) = docker_ready("idle-remove") else {
+        return;
+    };
+    let server = docker_server(|c| {
+        c.idle_pause_s = 1;
+        c.idle_remove_s = 3;
+    });
+    let name = unique_name("idlerm");
+    server.create_python(&name, PY_TOOLS, json!({}));
+    server.invoke_ok(&name, &json!({}));
+    let id = only_container_of(&name);
+    let returned = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(3), || paused(&id) == Some(true)),
+        "container {id} not paused first"
+    );
+    expect_no_containers_of(&name, "idle for longer than idle_remove_s");
+    let removed_after = returned.elapsed();
+    assert!(
+        removed_after >= Duration::from_millis(2_500),
+        "removed after only {removed_after:?}"
+    );
+    let text = metrics_text(&server);
+    assert!(
+        text.contains("lah_instances{state=\"paused\",executor=\"docker\"} 0"),
+        "{text}"
+    );
+    // The function still works: a cold start.
+    let cold_starts = server.metric("lah_cold_starts_total");
+    assert_eq!(server.invoke_ok(&name, &json!({"v": 1}))["v"], 1);
+    assert_eq!(server.metric("lah_cold_starts_total"), cold_starts + 1.0);
+    eprintln!("idle-remove: removed after {removed_after:?}");
+}
+
+#[test]
+fn start_removes_orphan_containers() {
+    let Some(_docker) = docker_ready("orphans") else {
+        return;
+    };
+    let label = format!("{LABEL_SERVER}=old");
+    let running = docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--label",
+        &label,
+        IMAGES[2],
+        "sleep",
+        "600",
+    ])
+    .trim()
+    .to_string();
+    let _running_guard = ContainerGuard(running.clone());
+    let stopped = docker_ok(&[
+        "create",
+        "--network",
+        "host",
+        "--label",
+        &label,
+        IMAGES[2],
+        "true",
+    ])
+    .trim()
+    .to_string();
+    let _stopped_guard = ContainerGuard(stopped.clone());
+    // Not ours: no lambda-at-home label.
+    let foreign = docker_ok(&["create", "--network", "host", IMAGES[2], "true"])
+        .trim()
+        .to_string();
+    let _foreign_guard = ContainerGuard(foreign.clone());
+    assert_eq!(inspect(&running)["State"]["Running"], true);
+
+    let server = docker_server(|_| {});
+    assert!(
+        !container_exists(&running),
+        "running orphan {running} survived the start"
+    );
+    assert!(
+        !container_exists(&stopped),
+        "stopped orphan {stopped} survived the start"
+    );
+    assert!(
+        container_exists(&foreign),
+        "a container without our label was removed"
+    );
+    // The server works after the sweep.
+    let name = unique_name("after-sweep");
+    server.create_python(&name, PY_V1, json!({}));
+    assert_eq!(server.invoke_ok(&name, &json!({})), json!({"v": 1}));
+}
+
+#[test]
+fn update_and_delete_remove_warm_containers() {
+    let Some(_docker) = docker_ready("update-delete") else {
+        return;
+    };
+    let server = docker_server(|_| {});
+    let name = unique_name("upd");
+    server.create_python(&name, PY_V1, json!({}));
+    assert_eq!(server.invoke_ok(&name, &json!({})), json!({"v": 1}));
+    wait_idle(&server, 1);
+    assert_eq!(server.invoke_ok(&name, &json!({})), json!({"v": 1}));
+    wait_idle(&server, 1);
+    let old = only_container_of(&name);
+
+    let resp = server.update_code(&name, &[("lambda_function.py", PY_V2.as_bytes(), 0o644)]);
+    expect_json(&resp, 200);
+    assert_eq!(server.invoke_ok(&name, &json!({})), json!({"v": 2}));
+    assert!(
+        wait_until(REMOVAL_WAIT, || !container_exists(&old)),
+        "the old code's container {old} was not removed"
+    );
+    let new = only_container_of(&name);
+    assert_ne!(new, old);
+    assert_eq!(server.invoke_ok(&name, &json!({})), json!({"v": 2}));
+
+    let resp = server.call("DELETE", &format!("/2015-03-31/functions/{name}"), &[], b"");
+    assert_eq!(resp.status, 204, "{}", describe(&resp));
+    expect_no_containers_of(&name, "after DeleteFunction");
+    expect_aws_error(
+        &server.invoke(&name, b"{}", &[]),
+        404,
+        "ResourceNotFoundException",
+    );
+}
+
+#[test]
+fn shutdown_leaves_no_container() {
+    let Some(_docker) = docker_ready("shutdown") else {
+        return;
+    };
+    let server = docker_server(|c| c.idle_pause_s = 1);
+    let py = unique_name("down-py");
+    let node = unique_name("down-node");
+    server.create_python(&py, PY_ECHO, json!({}));
+    let resp = server.create_function(
+        &node,
+        "nodejs20.x",
+        "index.handler",
+        &[("index.js", NODE_ECHO.as_bytes(), 0o644)],
+        json!({}),
+    );
+    expect_json(&resp, 201);
+    server.invoke_ok(&py, &json!({}));
+    let py_id = only_container_of(&py);
+    // One paused container and one running one at shutdown.
+    assert!(
+        wait_until(Duration::from_secs(5), || paused(&py_id) == Some(true)),
+        "container {py_id} not paused"
+    );
+    server.invoke_ok(&node, &json!({}));
+    let node_id = only_container_of(&node);
+    assert_eq!(paused(&node_id), Some(false));
+    assert_eq!(server_containers().len(), 2, "{:?}", server_containers());
+
+    let started = Instant::now();
+    server.shutdown();
+    let took = started.elapsed();
+    let left = server_containers();
+    assert!(left.is_empty(), "containers left after shutdown: {left:?}");
+    eprintln!("shutdown took {took:?}");
+}
+
+#[test]
+fn auto_executor_picks_docker_when_the_daemon_answers() {
+    let Some(_docker) = docker_ready("auto") else {
+        return;
+    };
+    let server = docker_server_with(ExecutorChoice::Auto, |_| {});
+    let text = metrics_text(&server);
+    assert!(text.contains("executor=\"docker\""), "{text}");
+    assert!(!text.contains("executor=\"process\""), "{text}");
+    let name = unique_name("auto");
+    server.create_python(&name, PY_V1, json!({}));
+    assert_eq!(server.invoke_ok(&name, &json!({})), json!({"v": 1}));
+    let id = only_container_of(&name);
+    check_hardened(&id, &name, 128);
+}
