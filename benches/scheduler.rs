@@ -50,7 +50,12 @@ struct Rig {
     trace: Arc<str>,
 }
 
-fn invocation(rig: &Rig) -> (Invocation, oneshot::Receiver<lambda_at_home::types::InvokeResult>) {
+fn invocation(
+    rig: &Rig,
+) -> (
+    Invocation,
+    oneshot::Receiver<lambda_at_home::types::InvokeResult>,
+) {
     let (reply, rx) = oneshot::channel();
     let inv = Invocation {
         id: RequestId::random(),
@@ -106,7 +111,9 @@ fn rig() -> Rig {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let guard = rt.enter();
     let mut rig = rig();
     // Admit, park the runtime, dispatch, complete: one warm invocation on one core.

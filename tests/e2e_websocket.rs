@@ -211,6 +211,10 @@ struct WsClient {
     stream: TcpStream,
     buf: BytesMut,
     decoder: ws::Decoder,
+    /// Frames sent so far, their payload bytes and their bytes on the wire.
+    sent_frames: usize,
+    sent_payload_bytes: usize,
+    sent_wire_bytes: usize,
 }
 
 impl WsClient {
@@ -241,6 +245,9 @@ impl WsClient {
             stream,
             buf: rest,
             decoder: ws::Decoder::new(Role::Client, ws::FRAME_BYTES_MAX, ws::MESSAGE_BYTES_MAX),
+            sent_frames: 0,
+            sent_payload_bytes: 0,
+            sent_wire_bytes: 0,
         }
     }
 
@@ -248,6 +255,9 @@ impl WsClient {
         let mut out = Vec::with_capacity(payload.len() + 14);
         ws::encode_client_frame(&mut out, opcode, payload);
         self.stream.write_all(&out).expect("send a frame");
+        self.sent_frames += 1;
+        self.sent_payload_bytes += payload.len();
+        self.sent_wire_bytes += out.len();
     }
 
     fn send_text(&mut self, text: &str) {
@@ -527,6 +537,15 @@ fn spec_curl_handshake_on_the_shared_port() {
     assert!(rest.is_empty(), "the server sent frames before register");
 }
 
+/// A refused GET upgrade: (what, HTTP version, headers, status, a word the explanation contains).
+type UpgradeCase = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    u16,
+    &'static str,
+);
+
 #[test]
 fn malformed_upgrades_are_refused_with_a_reason() {
     let server = TestServer::new();
@@ -535,11 +554,9 @@ fn malformed_upgrades_are_refused_with_a_reason() {
     const V13: &str = "Sec-WebSocket-Version: 13";
     const CONN: &str = "Connection: Upgrade";
     const UPG: &str = "Upgrade: websocket";
-    // (what, method, http version, headers, status, a word the explanation must contain)
-    let cases: &[(&str, &str, &str, &[&str], u16, &str)] = &[
+    let cases: &[UpgradeCase] = &[
         (
             "missing key",
-            "GET",
             "HTTP/1.1",
             &[CONN, UPG, V13],
             400,
@@ -547,7 +564,6 @@ fn malformed_upgrades_are_refused_with_a_reason() {
         ),
         (
             "key not a 16-byte nonce",
-            "GET",
             "HTTP/1.1",
             &[CONN, UPG, "Sec-WebSocket-Key: bm90LWEtbm9uY2U=", V13],
             400,
@@ -555,7 +571,6 @@ fn malformed_upgrades_are_refused_with_a_reason() {
         ),
         (
             "wrong version",
-            "GET",
             "HTTP/1.1",
             &[CONN, UPG, KEY, "Sec-WebSocket-Version: 8"],
             426,
@@ -563,7 +578,6 @@ fn malformed_upgrades_are_refused_with_a_reason() {
         ),
         (
             "missing version",
-            "GET",
             "HTTP/1.1",
             &[CONN, UPG, KEY],
             426,
@@ -571,7 +585,6 @@ fn malformed_upgrades_are_refused_with_a_reason() {
         ),
         (
             "missing Upgrade",
-            "GET",
             "HTTP/1.1",
             &[CONN, KEY, V13],
             426,
@@ -579,7 +592,6 @@ fn malformed_upgrades_are_refused_with_a_reason() {
         ),
         (
             "Connection without Upgrade",
-            "GET",
             "HTTP/1.1",
             &["Connection: keep-alive", UPG, KEY, V13],
             400,
@@ -587,16 +599,19 @@ fn malformed_upgrades_are_refused_with_a_reason() {
         ),
         (
             "HTTP/1.0",
-            "GET",
             "HTTP/1.0",
             &[CONN, UPG, KEY, V13],
             400,
             "HTTP/1.1",
         ),
     ];
-    for (what, method, version, headers, status, word) in cases {
+    for (what, version, headers, status, word) in cases {
         eprintln!("case: {what}");
-        let resp = refused(addr, &upgrade_request(method, version, headers, addr), *status);
+        let resp = refused(
+            addr,
+            &upgrade_request("GET", version, headers, addr),
+            *status,
+        );
         let body = String::from_utf8_lossy(&resp.body);
         assert!(
             body.contains(word),
@@ -700,6 +715,35 @@ fn missing_websocket_packages_fall_back_to_http() {
         "lah_ws_fallbacks_to_http_total {fallbacks}, expected one per function"
     );
     assert_eq!(connections, 0.0, "a runtime connected without its package");
+}
+
+/// `lah_ws_messages_in_total` and `lah_ws_bytes_in_total` count what a runtime sent: here a
+/// `register`, a JSON `ping` and a `response`.
+#[test]
+fn ws_metrics_count_what_the_runtime_sent() {
+    let server = TestServer::new();
+    let fake = FakeFunction::create(&server, "wsmetrics");
+    let pending = invoke_in_background(&server, &fake.name, b"{}", &[]);
+    let inst = fake.instance(1);
+    let mut client = WsClient::connect(inst.addr, &fake.name);
+    client.register(&fake.name, &inst.token, false);
+    let (inv, _) = client.invocation();
+    client.send_json(&json!({"type": "ping"}));
+    assert_eq!(client.recv_json(), json!({"type": "pong"}));
+    client.respond(&request_id(&inv), "{}");
+    let (resp, _) = finished(pending);
+    assert_eq!(expect_json(&resp, 200), json!({}));
+    assert_eq!(client.sent_frames, 3);
+    let (connections, messages_in, fallbacks) = ws_counters(&server);
+    assert_eq!((connections, fallbacks), (1.0, 0.0));
+    let bytes_in = server.metric("lah_ws_bytes_in_total");
+    let (payload, wire) = (client.sent_payload_bytes, client.sent_wire_bytes);
+    let bytes_ok = bytes_in >= payload as f64 && bytes_in <= wire as f64;
+    assert!(
+        bytes_ok && messages_in == 3.0,
+        "after register, ping, response ({payload} payload bytes, {wire} on the wire): \
+         lah_ws_bytes_in_total {bytes_in}, lah_ws_messages_in_total {messages_in} (expected 3)"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -332,7 +332,11 @@ impl InstanceTask {
         mut rx: mpsc::UnboundedReceiver<InstanceCmd>,
     ) {
         let (id, core) = (self.id, self.core);
-        let mut instance = match self.executor.start(spec).await {
+        let started = std::time::Instant::now();
+        let result = self.executor.start(spec).await;
+        let start_us = started.elapsed().as_micros() as u64;
+        self.shared.metrics.executor_start.observe_us(start_us);
+        let mut instance = match result {
             Ok(i) => i,
             Err(e) => {
                 let error = ApiError::service(format!("Cannot start instance: {e}"));

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub instance_crashes: AtomicU64,
     pub duration: Histogram,
     pub init_duration: Histogram,
+    /// The executor's part of a cold start (process spawn; container create + start).
+    pub executor_start: Histogram,
     pub instances: InstanceGauges,
     pub ws: WsMetrics,
 }
@@ -148,6 +150,11 @@ impl Metrics {
             &mut out,
             "lah_init_duration_seconds",
             "Time from instance start to its runtime's first /next.",
+        );
+        self.executor_start.render(
+            &mut out,
+            "lah_executor_start_seconds",
+            "Time the executor took to start an instance (spawn, or container create and start).",
         );
         let _ = writeln!(
             out,

@@ -43,7 +43,8 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn, kind: ConnKind) {
             }
             Err(_) => return,
         };
-        if req.method == Method::Get && req.path() == "/2018-06-01/runtime/websocket" {
+        // Any method: the upgrade check answers a non-GET with 400 and says why.
+        if req.path() == "/2018-06-01/runtime/websocket" {
             return super::websocket::upgrade(core, conn, req, kind).await;
         }
         let keep_alive = req.keep_alive;

@@ -766,7 +766,10 @@ impl Scheduler {
             if inst.killed {
                 continue;
             }
-            if inst.disconnected_at.is_some_and(|t| now.duration_since(t) >= EXIT_GRACE) {
+            if inst
+                .disconnected_at
+                .is_some_and(|t| now.duration_since(t) >= EXIT_GRACE)
+            {
                 lost.push(inst.id);
                 continue;
             }

@@ -65,7 +65,7 @@ pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: Con
     m.connections_total.fetch_add(1, Ordering::Relaxed);
     let buffered = conn.take_buffered();
     let stream = conn.stream;
-    let mut reader = Reader::new(stream.clone(), buffered);
+    let mut reader = Reader::new(stream.clone(), buffered, core.clone());
     let ws_metrics = &core.shared.metrics.ws;
     let register = match tokio::time::timeout(REGISTER_TIMEOUT, reader.register()).await {
         Ok(Ok(r)) => r,
@@ -95,6 +95,10 @@ pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: Con
         )
         .await;
     }
+    if id.home_core() >= core.shared.cores.len() {
+        let why = "register names an instance of no core of this server";
+        return refuse(ws_metrics, &stream, why, error_code::REGISTER_REJECTED).await;
+    }
     if id.home_core() != core.index {
         return hand_off(&core, stream, reader.buf, register, id);
     }
@@ -121,7 +125,8 @@ fn hand_off(
     // SAFETY: dup of the open socket fd we own; the copy outlives our TcpStream, which closes
     // only its own fd when dropped. No read or write is in flight on it at this point.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 || id.home_core() >= core.shared.cores.len() {
+    if fd < 0 {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
         return;
     }
     // SAFETY: dup returned a new fd that nothing else owns.
@@ -140,7 +145,7 @@ fn hand_off(
 /// The home core's side of `hand_off`.
 pub fn adopt(core: &Rc<Core>, id: InstanceId, fd: OwnedFd, buffered: BytesMut, register: Register) {
     let stream = Rc::new(TcpStream::from_std(std::net::TcpStream::from(fd)));
-    let reader = Reader::new(stream.clone(), buffered);
+    let reader = Reader::new(stream.clone(), buffered, core.clone());
     let core = core.clone();
     tokio_uring::spawn(async move { run_session(core, stream, reader, register, id).await });
 }
@@ -389,14 +394,19 @@ struct Reader {
     stream: Rc<TcpStream>,
     buf: BytesMut,
     decoder: ws::Decoder,
+    /// For the byte counters.
+    core: Rc<Core>,
 }
 
 impl Reader {
-    fn new(stream: Rc<TcpStream>, buf: BytesMut) -> Reader {
+    fn new(stream: Rc<TcpStream>, buf: BytesMut, core: Rc<Core>) -> Reader {
+        let m = &core.shared.metrics.ws;
+        m.bytes_in.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Reader {
             stream,
             buf,
             decoder: ws::Decoder::new(Role::Server, ws::FRAME_BYTES_MAX, ws::MESSAGE_BYTES_MAX),
+            core,
         }
     }
 
@@ -415,7 +425,10 @@ impl Reader {
             self.buf = slice.into_inner();
             match res {
                 Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
+                Ok(n) => {
+                    let m = &self.core.shared.metrics.ws;
+                    m.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -428,10 +441,24 @@ impl Reader {
                 Ok(None) => return Err("connection closed before register".into()),
                 Err(e) => return Err(e.to_string()),
             };
+            self.core
+                .shared
+                .metrics
+                .ws
+                .messages_in
+                .fetch_add(1, Ordering::Relaxed);
             let parsed = match message {
                 Message::Text(t) => msg::parse_client_message(&t),
                 Message::Binary(b) => msg::parse_client_binary(&b),
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(p) => {
+                    // No writer task exists yet: answer directly (RFC 6455 §5.5.2).
+                    let mut out = Vec::new();
+                    ws::encode_pong(&mut out, &p);
+                    let (res, _) = self.stream.write_all(out).await;
+                    res.map_err(|e| e.to_string())?;
+                    continue;
+                }
+                Message::Pong(_) => continue,
                 Message::Close(_) => return Err("closed before register".into()),
             };
             return match parsed {
