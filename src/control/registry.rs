@@ -542,7 +542,7 @@ fn format_aws_time(unix_s: u64, millis: u32) -> String {
 }
 
 /// Howard Hinnant's civil_from_days: days since 1970-01-01 to (year, month, day).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -324,13 +324,8 @@ impl Scheduler {
             return self.enqueue(inv);
         };
         debug_assert!(inst.state == State::Idle && inst.in_flight.is_none());
-        if inst.paused {
-            inst.paused = false;
-            self.shared
-                .metrics
-                .instances
-                .paused
-                .fetch_add(-1, Ordering::Relaxed);
+        if std::mem::take(&mut inst.paused) {
+            unpause_gauge(&self.shared);
             self.shared.send_control(ControlMsg::ResumeInstance { id });
         }
         let Some(waiter) = inst.waiter.take() else {
@@ -582,13 +577,8 @@ impl Scheduler {
         inst.retiring = true;
         inst.waiter = None;
         let name = inst.function.config.name.clone();
-        if inst.paused {
-            inst.paused = false;
-            self.shared
-                .metrics
-                .instances
-                .paused
-                .fetch_add(-1, Ordering::Relaxed);
+        if std::mem::take(&mut inst.paused) {
+            unpause_gauge(&self.shared);
         }
         if let Some(pool) = self.pools.get_mut(&name) {
             if was_starting {
@@ -686,11 +676,7 @@ impl Scheduler {
         }
         self.gauge(inst.state, -1);
         if inst.paused {
-            self.shared
-                .metrics
-                .instances
-                .paused
-                .fetch_add(-1, Ordering::Relaxed);
+            unpause_gauge(&self.shared);
         }
         if let Some(fd) = inst.listener_fd {
             // SAFETY: the fd belongs to this instance's listener, still open (the accept loop owns
@@ -904,6 +890,14 @@ fn expects_websocket(f: &Function, server_default: bool) -> bool {
         .get("LAMBDA_USE_WEBSOCKET")
         .map(|v| v != "false");
     speaks_ws && setting.unwrap_or(server_default)
+}
+
+fn unpause_gauge(shared: &Shared) {
+    shared
+        .metrics
+        .instances
+        .paused
+        .fetch_add(-1, Ordering::Relaxed);
 }
 
 fn epoch_ms() -> u64 {

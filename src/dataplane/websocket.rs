@@ -75,43 +75,36 @@ pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: Con
             return refuse(ws_metrics, &stream, why, error_code::NOT_REGISTERED).await;
         }
     };
-    let Some(id) = claimed_instance(&register, kind) else {
-        let why = "register does not name an instance of this server";
-        return refuse(
-            &core.shared.metrics.ws,
-            &stream,
-            why,
-            error_code::REGISTER_REJECTED,
-        )
-        .await;
+    let id = match claimed_instance(&register, kind, &function, core.shared.cores.len()) {
+        Ok(id) => id,
+        Err(why) => return refuse(ws_metrics, &stream, why, error_code::REGISTER_REJECTED).await,
     };
-    if function != register.function_name && !function.is_empty() {
-        let why = "register names another function than the connection's ?fn=";
-        return refuse(
-            &core.shared.metrics.ws,
-            &stream,
-            why,
-            error_code::REGISTER_REJECTED,
-        )
-        .await;
-    }
-    if id.home_core() >= core.shared.cores.len() {
-        let why = "register names an instance of no core of this server";
-        return refuse(ws_metrics, &stream, why, error_code::REGISTER_REJECTED).await;
-    }
     if id.home_core() != core.index {
         return hand_off(&core, stream, reader.buf, register, id);
     }
     run_session(core, stream, reader, register, id).await;
 }
 
-/// Which instance a register claims: the connection's own, or (shared port) the one its token names.
-fn claimed_instance(register: &Register, kind: ConnKind) -> Option<InstanceId> {
-    let claimed = InstanceId::from_token(&register.instance_id)?;
-    match kind {
-        ConnKind::Runtime(own) if own != claimed => None,
-        _ => Some(claimed),
+/// Which instance a register claims: the connection's own, or (shared port) the one its token
+/// names. The token's secret is checked on the instance's home core (`Scheduler::verify`).
+fn claimed_instance(
+    register: &Register,
+    kind: ConnKind,
+    fn_param: &str,
+    cores: usize,
+) -> Result<InstanceId, &'static str> {
+    let claimed = InstanceId::from_token(&register.instance_id)
+        .ok_or("register does not name an instance of this server")?;
+    if matches!(kind, ConnKind::Runtime(own) if own != claimed) {
+        return Err("register names another instance than this address serves");
     }
+    if !fn_param.is_empty() && fn_param != register.function_name {
+        return Err("register names another function than the connection's ?fn=");
+    }
+    if claimed.home_core() >= cores {
+        return Err("register names an instance of no core of this server");
+    }
+    Ok(claimed)
 }
 
 /// Moves a registered connection to the instance's home core (shared-port upgrades only).
