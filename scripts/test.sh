@@ -35,9 +35,20 @@ export LAH_AWSLAMBDARIC_DIR="$PWD/$deps/awslambdaric"
 export LAH_AWS_LAMBDA_RIC_DIR="$PWD/$deps/aws-lambda-ric"
 export LAH_REQUIRE_CLIENTS=1
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "== node bootstrap tests"
-NODE_PATH="$PWD/$deps/node/node_modules" node --test runtimes/node/test/
+NODE_PATH="$PWD/$deps/node/node_modules" node --test runtimes/node/test/ 2>&1 | tee -a "$log"
 echo "== python bootstrap tests"
-PYTHONPATH="$PWD/$deps/python" python3 -m unittest discover -s runtimes/python/tests
+PYTHONPATH="$PWD/$deps/python" python3 -m unittest discover -s runtimes/python/tests 2>&1 | tee -a "$log"
 echo "== cargo test"
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets "$@" 2>&1 | tee -a "$log"
+
+# One closing line over all three runners (each already failed the script on any failure).
+awk '
+    /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+    /^# pass / { p += $3 } /^# fail / { f += $3 }
+    /^Ran [0-9]+ tests? / { p += $2 }
+    END { printf "total: %d passed, %d failed\n", p, f }
+' "$log"
