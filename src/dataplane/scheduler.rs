@@ -5,8 +5,9 @@
 //! queue of pending invocations per function. Invariants:
 //! - an instance runs at most one invocation at a time (`in_flight` is an `Option`);
 //! - an instance answers only the invocation it was given (request id checked on every post);
-//! - every pending invocation has a starting instance behind it (`rebalance`), so a pending
-//!   invocation ends either on a warm instance, on its cold start, or with that cold start's error;
+//! - every pending invocation has an instance behind it (`rebalance`): one starting, or one that
+//!   has just answered and is on its way back to `/next` (for `RETURN_GRACE`), so a pending
+//!   invocation ends on a warm instance, on its cold start, or with that cold start's error;
 //! - every in-flight invocation ends: response, error, deadline (`tick`), or instance exit.
 //!   Single-threaded: only the owning core calls it, through `RefCell` borrows that never span an
 //!   `.await`.
@@ -29,6 +30,11 @@ use crate::error::{ApiError, ErrorKind};
 use crate::types::{
     ExitInfo, Function, InstanceId, InvokeContext, InvokeOutcome, InvokeResult, RequestId,
 };
+
+/// How long an instance that has just answered counts as about to take the next pending
+/// invocation. Runtimes post a response and ask for the next invocation microseconds apart;
+/// waiting that long beats starting a new instance (a cold start is 10-100 ms).
+const RETURN_GRACE: Duration = Duration::from_millis(50);
 
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status.
@@ -112,6 +118,10 @@ struct Instance {
     started_at: Instant,
     state: State,
     waiter: Option<Waiter>,
+    /// Counted in its pool's `supply` (see `Pool::supply`).
+    supply: bool,
+    /// When it last answered (entered `Returning`).
+    returning_since: Instant,
     /// When its WebSocket closed mid-invocation: the exit (with its real status) is awaited for
     /// `EXIT_GRACE` before the invocation fails with a generic message.
     disconnected_at: Option<Instant>,
@@ -141,8 +151,9 @@ struct Instance {
 struct Pool {
     idle: Vec<InstanceId>,
     pending: VecDeque<Invocation>,
-    /// Instances starting for this function, not retiring.
-    starting: usize,
+    /// Instances that will take a pending invocation soon: starting, or answered within
+    /// `RETURN_GRACE` (not retiring). `rebalance` starts instances only beyond these.
+    supply: usize,
 }
 
 /// Why a runtime's request was refused (mapped to the Runtime API's status codes).
@@ -236,12 +247,12 @@ impl Scheduler {
         }
     }
 
-    /// Starts instances until every pending invocation has one starting behind it.
+    /// Starts instances until every pending invocation has one behind it (see `Pool::supply`).
     fn rebalance(&mut self, name: &str) {
         let Some(pool) = self.pools.get(name) else {
             return;
         };
-        let missing = pool.pending.len().saturating_sub(pool.starting);
+        let missing = pool.pending.len().saturating_sub(pool.supply);
         if missing == 0 {
             return;
         }
@@ -260,7 +271,6 @@ impl Scheduler {
         let token = format!("{id}-{:016x}", rand::random::<u64>());
         let expects_ws = expects_websocket(&function, self.shared.config.use_websocket);
         let now = Instant::now();
-        let name = function.config.name.clone();
         self.instances.insert(
             id,
             Instance {
@@ -269,6 +279,8 @@ impl Scheduler {
                 started_at: now,
                 state: State::Starting,
                 waiter: None,
+                supply: false,
+                returning_since: now,
                 disconnected_at: None,
                 token: token.clone(),
                 expects_ws,
@@ -285,7 +297,7 @@ impl Scheduler {
                 listener_fd: None,
             },
         );
-        self.pools.entry(name).or_default().starting += 1;
+        self.set_supply(id, true);
         self.gauge(State::Starting, 1);
         self.shared.send_control(ControlMsg::StartInstance {
             id,
@@ -310,13 +322,33 @@ impl Scheduler {
             return;
         };
         let from = std::mem::replace(&mut inst.state, to);
-        if from == State::Starting && to != State::Starting && !inst.retiring {
-            if let Some(pool) = self.pools.get_mut(&inst.function.config.name) {
-                pool.starting -= 1;
-            }
+        if to == State::Returning {
+            inst.returning_since = Instant::now();
         }
+        let supply = !inst.retiring && matches!(to, State::Starting | State::Returning);
+        self.set_supply(id, supply);
         self.gauge(from, -1);
         self.gauge(to, 1);
+    }
+
+    /// Counts the instance in (or out of) its pool's `supply`.
+    fn set_supply(&mut self, id: InstanceId, on: bool) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        if inst.supply == on {
+            return;
+        }
+        inst.supply = on;
+        let pool = self
+            .pools
+            .entry(inst.function.config.name.clone())
+            .or_default();
+        if on {
+            pool.supply += 1;
+        } else {
+            pool.supply -= 1;
+        }
     }
 
     fn dispatch(&mut self, id: InstanceId, inv: Invocation) {
@@ -573,17 +605,14 @@ impl Scheduler {
             return;
         }
         inst.killed = true;
-        let was_starting = inst.state == State::Starting && !inst.retiring;
         inst.retiring = true;
         inst.waiter = None;
         let name = inst.function.config.name.clone();
         if std::mem::take(&mut inst.paused) {
             unpause_gauge(&self.shared);
         }
+        self.set_supply(id, false);
         if let Some(pool) = self.pools.get_mut(&name) {
-            if was_starting {
-                pool.starting -= 1;
-            }
             if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
                 pool.idle.swap_remove(pos);
                 if pool.idle.is_empty() {
@@ -659,14 +688,12 @@ impl Scheduler {
     }
 
     fn remove(&mut self, id: InstanceId) {
+        self.set_supply(id, false);
         let Some(inst) = self.instances.remove(&id) else {
             return;
         };
         let name = &inst.function.config.name;
         if let Some(pool) = self.pools.get_mut(name) {
-            if inst.state == State::Starting && !inst.retiring {
-                pool.starting -= 1;
-            }
             if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
                 pool.idle.swap_remove(pos);
                 if pool.idle.is_empty() {
@@ -746,6 +773,7 @@ impl Scheduler {
         let remove_after = Duration::from_secs(cfg.idle_remove_s);
         let mut timed_out = Vec::new();
         let mut lost = Vec::new();
+        let mut slow_return = Vec::new();
         let mut to_kill = Vec::new();
         let mut to_pause = Vec::new();
         for inst in self.instances.values() {
@@ -762,6 +790,11 @@ impl Scheduler {
             match inst.state {
                 State::Busy if inst.in_flight.as_ref().is_some_and(|f| now >= f.deadline) => {
                     timed_out.push(inst.id);
+                }
+                State::Returning
+                    if inst.supply && now.duration_since(inst.returning_since) >= RETURN_GRACE =>
+                {
+                    slow_return.push(inst.id);
                 }
                 State::Starting if now.duration_since(inst.started_at) >= init_limit => {
                     to_kill.push(inst.id);
@@ -782,6 +815,13 @@ impl Scheduler {
         }
         for id in lost {
             self.give_up_on_disconnected(id);
+        }
+        for id in slow_return {
+            // Not back at `/next` in time: pending invocations stop counting on it.
+            self.set_supply(id, false);
+            if let Some(name) = self.function_name(id) {
+                self.rebalance(&name);
+            }
         }
         for id in to_kill {
             if let Some(inst) = self.instances.get_mut(&id) {
