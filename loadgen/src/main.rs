@@ -1,1 +1,603 @@
-fn main() {}
+//! `loadgen`: measures a Lambda-compatible endpoint the way the WebSocket Runtime spec's
+//! "Performance Comparison" tables do — cold start, warm start, high frequency and throughput,
+//! for each runtime (Node, Python) and runtime transport (HTTP, WebSocket) — and reports the
+//! tables, the full detail, JSON, and the server's CPU and memory when it runs on this machine.
+//!
+//! Module map: `client` (HTTP/1.1 keep-alive client), `lambda` (User API, test functions),
+//! `scenarios` (the four measurements), `stats` (HdrHistogram tallies), `procstat` (`/proc`),
+//! `progress` (stderr line), `report` (Markdown, JSON, files). Test functions loadgen creates
+//! are deleted at the end, also when a phase fails.
+
+mod client;
+mod lambda;
+mod procstat;
+mod progress;
+mod report;
+mod scenarios;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use client::{ClientError, Conn, Endpoint};
+use lambda::{Api, ApiError, RuntimeKind, Transport, TRANSPORT_ENV};
+use procstat::Watch;
+use report::{GitInfo, Machine, Report, ServerInfo, Settings};
+use scenarios::{Bench, Phase, Scenario, Target};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Load generator for Lambda-compatible endpoints: cold start, warm start, high \
+             frequency (open loop, CO-corrected) and throughput (closed loop), over the HTTP and \
+             WebSocket runtime transports",
+    after_help = "With no subcommand, runs every scenario (the full report)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    opts: Options,
+}
+
+#[derive(Clone, Copy, Debug, Subcommand)]
+enum Command {
+    /// Every scenario (the default).
+    Full,
+    /// First invokes of fresh instances.
+    Cold,
+    /// Sequential invokes on one warm instance.
+    Warm,
+    /// Constant-rate open-loop load, latency from the intended send time.
+    Highfreq,
+    /// Closed-loop load at each concurrency level.
+    Throughput,
+}
+
+impl Command {
+    fn label(self) -> &'static str {
+        match self {
+            Command::Full => "full",
+            Command::Cold => "cold",
+            Command::Warm => "warm",
+            Command::Highfreq => "highfreq",
+            Command::Throughput => "throughput",
+        }
+    }
+
+    fn scenarios(self) -> Vec<Scenario> {
+        match self {
+            Command::Full => vec![
+                Scenario::Cold,
+                Scenario::Warm,
+                Scenario::Highfreq,
+                Scenario::Throughput,
+            ],
+            Command::Cold => vec![Scenario::Cold],
+            Command::Warm => vec![Scenario::Warm],
+            Command::Highfreq => vec![Scenario::Highfreq],
+            Command::Throughput => vec![Scenario::Throughput],
+        }
+    }
+}
+
+#[derive(Clone, Debug, clap::Args)]
+struct Options {
+    /// The Lambda User API to drive.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:9000")]
+    endpoint: String,
+    /// Use this existing function instead of creating test functions (runtime and transport are
+    /// read from its configuration; cold starts change one env variable, restored at the end).
+    #[arg(long, global = true)]
+    function: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "node,python"
+    )]
+    runtimes: Vec<RuntimeKind>,
+    #[arg(long, global = true, value_delimiter = ',', default_value = "http,ws")]
+    transports: Vec<Transport>,
+    /// Size of the JSON event sent (and echoed back).
+    #[arg(long, global = true, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Cold-start samples per function.
+    #[arg(long, global = true, default_value_t = 10)]
+    samples: u64,
+    /// Pause after each configuration change before the cold invoke (lets the old instance exit).
+    #[arg(long, global = true, default_value_t = 250)]
+    cold_pause_ms: u64,
+    /// Sequential invokes in the warm-start scenario.
+    #[arg(long, global = true, default_value_t = 1000)]
+    warm_invokes: u64,
+    /// High-frequency request rate (per second).
+    #[arg(long, global = true, default_value_t = 500.0)]
+    rate: f64,
+    /// Measured duration of high frequency and of each throughput level.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Unmeasured warm-up before high frequency and each throughput level.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    warmup_s: f64,
+    /// Connections the high-frequency schedule is spread over.
+    #[arg(long, global = true, default_value_t = 16)]
+    connections: usize,
+    /// Throughput concurrency levels (closed-loop workers, one connection each).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "10,50,100"
+    )]
+    concurrency: Vec<usize>,
+    /// MemorySize of the test functions.
+    #[arg(long, global = true, default_value_t = 128)]
+    memory_mb: u32,
+    /// Per-request timeout.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    timeout_s: f64,
+    /// The server's pid, for CPU and memory; default: the local process listening on the port.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Tokio worker threads of loadgen (it shares the CPUs with the server).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    /// Write `<DIR>/<YYYY-MM-DD>-<name>.json` and `.md`.
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    /// Report name; default `<executor>-<subcommand>`, e.g. `process-full`.
+    #[arg(long, global = true)]
+    name: Option<String>,
+    /// Print the JSON report on stdout instead of Markdown.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress line on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(
+        "cannot reach the Lambda API at {url}: {source}\n  is the server running? \
+         (e.g. `lambda-at-home-server --executor process`, or pass --endpoint URL)"
+    )]
+    Unreachable { url: String, source: ClientError },
+    #[error("{url} does not answer like the Lambda User API: {source}")]
+    NotLambda { url: String, source: ApiError },
+    #[error("function {name}: {source}")]
+    Function { name: String, source: ApiError },
+    #[error("no function could be set up; nothing was measured")]
+    NothingToRun,
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
+    #[error("cannot start the tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("internal error: {0}")]
+    Panic(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = cli.opts.threads.clamp(1, 64);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime);
+    // Everything runs in a spawned task, on the worker thread that also polls the sockets: code
+    // inside `block_on` would be woken across threads on every response, adding latency.
+    let result = runtime.and_then(|rt| {
+        rt.block_on(async { tokio::spawn(run(cli)).await })
+            .unwrap_or_else(|e| Err(RunError::Panic(e.to_string())))
+    });
+    match result {
+        Ok(clean) if clean => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("loadgen: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(o: &Options) -> Result<(), RunError> {
+    let bad = |m: &str| Err(RunError::Usage(m.to_owned()));
+    if !(o.rate > 0.0 && o.rate.is_finite()) {
+        return bad("--rate must be a positive number");
+    }
+    if !(o.duration_s > 0.0 && o.warmup_s >= 0.0 && o.timeout_s > 0.0) {
+        return bad("--duration-s and --timeout-s must be positive, --warmup-s not negative");
+    }
+    if o.connections == 0 || o.concurrency.contains(&0) {
+        return bad("--connections and --concurrency levels must be at least 1");
+    }
+    if o.runtimes.is_empty() || o.transports.is_empty() {
+        return bad("--runtimes and --transports need at least one value");
+    }
+    Ok(())
+}
+
+/// Runs everything; `Ok(false)` when the report has errors or warnings worth a non-zero exit.
+async fn run(cli: Cli) -> Result<bool, RunError> {
+    let opts = cli.opts;
+    validate(&opts)?;
+    let command = cli.command.unwrap_or(Command::Full);
+    let started = Instant::now();
+    let (date, started_unix_s) = report::today();
+    let endpoint = Endpoint::parse(&opts.endpoint).map_err(|e| match e {
+        ClientError::Endpoint(..) => RunError::Usage(e.to_string()),
+        source => RunError::Unreachable {
+            url: opts.endpoint.clone(),
+            source,
+        },
+    })?;
+    let timeout = Duration::from_secs_f64(opts.timeout_s);
+    let mut api = Api::new(Conn::new(&endpoint, timeout));
+    preflight(&mut api, &endpoint).await?;
+    let metrics = api.metrics().await;
+    let mut machine = Machine::collect();
+    let server = server_info(&endpoint, &opts, metrics.as_ref());
+    let mut bench = Bench {
+        endpoint: endpoint.clone(),
+        api,
+        watch: Watch::new(server.pid),
+        request_timeout: timeout,
+        quiet: opts.quiet,
+    };
+    let git = GitInfo::collect();
+    let mut warnings = git.warnings(&server);
+    for w in &warnings {
+        eprintln!("loadgen: warning: {w}");
+    }
+    if server.pid.is_none() {
+        warnings.push("server process not found: no server CPU or memory figures".to_owned());
+    }
+    let payload = Arc::new(lambda::payload(opts.payload_bytes));
+    let run_id = format!("{}-{started_unix_s}", std::process::id());
+    let scenarios = command.scenarios();
+    let (mut targets, created) =
+        setup_targets(&mut bench, &opts, &payload, &run_id, &mut warnings).await;
+    if targets.is_empty() {
+        return Err(RunError::NothingToRun);
+    }
+    let phases = run_phases(&mut bench, &opts, &scenarios, &mut targets, &run_id).await;
+    teardown(&mut bench, &opts, &targets, created, &mut warnings).await;
+    machine.loadavg_end = report::loadavg();
+    warnings.extend(report::phase_warnings(&phases));
+    let name = opts.name.clone().unwrap_or_else(|| {
+        let executor = server.executor.clone().unwrap_or_else(|| "remote".into());
+        format!("{executor}-{}", command.label())
+    });
+    let report = Report {
+        name,
+        date,
+        started_unix_s,
+        total_s: started.elapsed().as_secs_f64(),
+        command_line: report::shell_line(std::env::args()),
+        git,
+        loadgen_version: env!("CARGO_PKG_VERSION"),
+        machine,
+        server,
+        settings: settings(&opts, scenarios),
+        targets,
+        phases,
+        warnings,
+    };
+    emit(&report, &opts)?;
+    Ok(report.warnings.is_empty())
+}
+
+async fn preflight(api: &mut Api, endpoint: &Endpoint) -> Result<(), RunError> {
+    match api.list_functions().await {
+        Ok(()) => Ok(()),
+        Err(ApiError::Client(source)) => Err(RunError::Unreachable {
+            url: endpoint.url.clone(),
+            source,
+        }),
+        Err(source) => Err(RunError::NotLambda {
+            url: endpoint.url.clone(),
+            source,
+        }),
+    }
+}
+
+fn server_info(
+    endpoint: &Endpoint,
+    opts: &Options,
+    metrics: Option<&lambda::Metrics>,
+) -> ServerInfo {
+    let pid = opts.server_pid.or_else(|| {
+        if !endpoint.is_local() {
+            return None;
+        }
+        match procstat::find_listener_pid(endpoint.addr.port()) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                eprintln!("loadgen: server pid not found ({e}); pass --server-pid for CPU figures");
+                None
+            }
+        }
+    });
+    let exe = pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok());
+    ServerInfo {
+        endpoint: endpoint.url.clone(),
+        pid,
+        cmdline: pid.and_then(|p| procstat::cmdline(p).ok()),
+        exe: exe.as_ref().map(|e| e.display().to_string()),
+        exe_modified_unix_s: exe
+            .and_then(|e| std::fs::metadata(e).ok()?.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+        executor: metrics.and_then(|m| m.executor()),
+        has_metrics: metrics.is_some(),
+    }
+}
+
+/// Creates the test functions (or reads the existing one) and checks each echoes its event.
+/// Returns the targets that work and whether loadgen created them.
+async fn setup_targets(
+    bench: &mut Bench,
+    opts: &Options,
+    payload: &Arc<Vec<u8>>,
+    run_id: &str,
+    warnings: &mut Vec<String>,
+) -> (Vec<Target>, bool) {
+    if let Some(name) = &opts.function {
+        return match existing_target(bench, name, payload).await {
+            Ok(target) => (vec![target], false),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                warnings.push(e.to_string());
+                (Vec::new(), false)
+            }
+        };
+    }
+    let mut targets = Vec::new();
+    for &runtime in &opts.runtimes {
+        for &transport in &opts.transports {
+            let name = format!(
+                "lg-{}-{}-{}",
+                run_id.split('-').next().unwrap_or("0"),
+                runtime.label(),
+                transport.label()
+            );
+            let env =
+                BTreeMap::from([(TRANSPORT_ENV.to_owned(), transport.env_value().to_owned())]);
+            let mut target = Target {
+                function: name,
+                runtime,
+                transport,
+                base_env: env,
+                payload: payload.clone(),
+                first_invoke: None,
+            };
+            match create_and_check(bench, &mut target, opts.memory_mb).await {
+                Ok(()) => targets.push(target),
+                Err(e) => {
+                    eprintln!("loadgen: {e}");
+                    warnings.push(e);
+                    let _ = bench.api.delete_function(&target.function).await;
+                }
+            }
+        }
+    }
+    (targets, true)
+}
+
+async fn create_and_check(
+    bench: &mut Bench,
+    target: &mut Target,
+    memory_mb: u32,
+) -> Result<(), String> {
+    let name = target.function.clone();
+    eprintln!(
+        "loadgen: creating {name} ({})",
+        target.runtime.aws_runtime()
+    );
+    bench
+        .api
+        .create_function(&name, target.runtime, &target.base_env, memory_mb)
+        .await
+        .map_err(|e| {
+            RunError::Function {
+                name: name.clone(),
+                source: e,
+            }
+            .to_string()
+        })?;
+    let first = scenarios::cold_invoke(&mut bench.api, target, "create").await;
+    check_echo(bench, target).await?;
+    target.first_invoke = Some(first);
+    Ok(())
+}
+
+/// One logged invoke whose body must equal the event sent; on failure the error carries the
+/// function's log tail so the cause is visible.
+async fn check_echo(bench: &mut Bench, target: &Target) -> Result<(), String> {
+    let name = &target.function;
+    let tail = bench
+        .api
+        .invoke_tail(name, &target.payload)
+        .await
+        .map_err(|e| format!("function {name}: invoke failed: {e}"))?;
+    let sent: Option<Value> = serde_json::from_slice(&target.payload).ok();
+    let got: Option<Value> = serde_json::from_slice(&tail.response.body).ok();
+    let failure = lambda::classify(&tail.response);
+    if failure.is_none() && sent.is_some() && sent == got {
+        return Ok(());
+    }
+    Err(format!(
+        "function {name} does not work: {} — body {:?}; log tail:\n{}",
+        failure.unwrap_or_else(|| "response is not the echoed event".into()),
+        String::from_utf8_lossy(&tail.response.body),
+        tail.log.as_deref().unwrap_or("(none)")
+    ))
+}
+
+async fn existing_target(
+    bench: &mut Bench,
+    name: &str,
+    payload: &Arc<Vec<u8>>,
+) -> Result<Target, RunError> {
+    let config = bench
+        .api
+        .configuration(name)
+        .await
+        .map_err(|e| RunError::Function {
+            name: name.into(),
+            source: e,
+        })?;
+    let runtime = config["Runtime"]
+        .as_str()
+        .and_then(RuntimeKind::from_aws)
+        .unwrap_or(RuntimeKind::Python);
+    let base_env: BTreeMap<String, String> = config["Environment"]["Variables"]
+        .as_object()
+        .map(|vars| {
+            vars.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let transport = match base_env.get(TRANSPORT_ENV).map(String::as_str) {
+        Some("false") => Transport::Http,
+        _ => Transport::Ws,
+    };
+    Ok(Target {
+        function: name.to_owned(),
+        runtime,
+        transport,
+        base_env,
+        payload: payload.clone(),
+        first_invoke: None,
+    })
+}
+
+/// Scenario by scenario (so HTTP and WebSocket of a runtime are measured close together in
+/// time), target by target.
+async fn run_phases(
+    bench: &mut Bench,
+    opts: &Options,
+    scenarios: &[Scenario],
+    targets: &mut [Target],
+    run_id: &str,
+) -> Vec<Phase> {
+    let duration = Duration::from_secs_f64(opts.duration_s);
+    let warmup = Duration::from_secs_f64(opts.warmup_s);
+    let mut phases = Vec::new();
+    for &scenario in scenarios {
+        for target in targets.iter() {
+            match scenario {
+                Scenario::Cold => {
+                    let pause = Duration::from_millis(opts.cold_pause_ms);
+                    phases.push(scenarios::cold(bench, target, opts.samples, pause, run_id).await);
+                }
+                Scenario::Warm => {
+                    phases.push(scenarios::warm(bench, target, opts.warm_invokes).await)
+                }
+                Scenario::Highfreq => phases.push(
+                    scenarios::highfreq(
+                        bench,
+                        target,
+                        opts.rate,
+                        duration,
+                        warmup,
+                        opts.connections,
+                    )
+                    .await,
+                ),
+                Scenario::Throughput => {
+                    let mut levels = opts.concurrency.clone();
+                    levels.sort_unstable();
+                    for c in levels {
+                        phases
+                            .push(scenarios::throughput(bench, target, c, duration, warmup).await);
+                    }
+                    retire_instances(bench, opts, target, run_id).await;
+                }
+            }
+        }
+    }
+    phases
+}
+
+/// Frees the instances a throughput run left behind (up to the highest concurrency each) before
+/// the next target starts, so they do not sit in memory while others are measured.
+async fn retire_instances(bench: &mut Bench, opts: &Options, target: &Target, run_id: &str) {
+    if opts.function.is_some() {
+        return;
+    }
+    let mut env = target.base_env.clone();
+    env.insert(lambda::GENERATION_ENV.into(), format!("{run_id}-retired"));
+    let _ = bench.api.set_environment(&target.function, &env).await;
+}
+
+async fn teardown(
+    bench: &mut Bench,
+    opts: &Options,
+    targets: &[Target],
+    created: bool,
+    warnings: &mut Vec<String>,
+) {
+    for target in targets {
+        let result = if created {
+            bench.api.delete_function(&target.function).await
+        } else if opts.function.is_some() && opts.samples > 0 {
+            bench
+                .api
+                .set_environment(&target.function, &target.base_env)
+                .await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            warnings.push(format!("cleaning up {}: {e}", target.function));
+        }
+    }
+}
+
+fn settings(opts: &Options, scenarios: Vec<Scenario>) -> Settings {
+    Settings {
+        scenarios,
+        runtimes: opts.runtimes.clone(),
+        transports: opts.transports.clone(),
+        payload_bytes: lambda::payload(opts.payload_bytes).len(),
+        cold_samples: opts.samples,
+        cold_pause_ms: opts.cold_pause_ms,
+        warm_invokes: opts.warm_invokes,
+        rate_per_s: opts.rate,
+        duration_s: opts.duration_s,
+        warmup_s: opts.warmup_s,
+        highfreq_connections: opts.connections,
+        concurrency: opts.concurrency.clone(),
+        memory_mb: opts.memory_mb,
+        loadgen_threads: opts.threads,
+    }
+}
+
+fn emit(report: &Report, opts: &Options) -> Result<(), RunError> {
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).map_err(report::ReportError::from)?
+        );
+    } else {
+        print!("{}", report::markdown(report));
+    }
+    if let Some(dir) = &opts.out {
+        let (json, md) = report::write_files(dir, report)?;
+        eprintln!("loadgen: wrote {} and {}", json.display(), md.display());
+    }
+    Ok(())
+}

@@ -65,6 +65,19 @@ pub struct Work {
     pub context: InvokeContext,
 }
 
+/// A finished invocation's result on its way to the caller.
+struct Delivery {
+    reply: oneshot::Sender<InvokeResult>,
+    result: InvokeResult,
+}
+
+impl Delivery {
+    fn send(self) {
+        // The caller may have gone (its connection closed): nothing to do then.
+        let _ = self.reply.send(self.result);
+    }
+}
+
 /// What a WebSocket session's writer sends: an invocation, or a ready-made frame.
 pub enum Outgoing {
     Work(Work),
@@ -526,6 +539,33 @@ impl Scheduler {
         request_id: &str,
         outcome: InvokeOutcome,
     ) -> Result<(), RuntimeRefusal> {
+        let delivery = self.take_answer(id, request_id, outcome)?;
+        delivery.send();
+        Ok(())
+    }
+
+    /// A WebSocket runtime's answer: the instance is parked again *before* the caller gets the
+    /// result, so a caller that invokes again at once finds it idle instead of starting another.
+    /// `Err(UnknownInstance)` after delivering means the instance was retired.
+    pub fn respond_ws(
+        &mut self,
+        id: InstanceId,
+        request_id: &str,
+        outcome: InvokeOutcome,
+        tx: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    ) -> Result<(), RuntimeRefusal> {
+        let delivery = self.take_answer(id, request_id, outcome)?;
+        let parked = self.ready_ws(id, tx);
+        delivery.send();
+        parked
+    }
+
+    fn take_answer(
+        &mut self,
+        id: InstanceId,
+        request_id: &str,
+        outcome: InvokeOutcome,
+    ) -> Result<Delivery, RuntimeRefusal> {
         let inst = self
             .instances
             .get(&id)
@@ -534,11 +574,13 @@ impl Scheduler {
             Some(f) if f.id.as_str() == request_id => {}
             _ => return Err(RuntimeRefusal::NotYourRequest),
         }
-        self.finish(id, outcome);
+        let delivery = self
+            .complete(id, outcome)
+            .ok_or(RuntimeRefusal::NotYourRequest)?;
         if self.instances.get(&id).is_some_and(|i| i.retiring) {
             self.kill(id);
         }
-        Ok(())
+        Ok(delivery)
     }
 
     /// `/runtime/init/error`: remember the error; the instance is killed and its exit fails
@@ -555,12 +597,15 @@ impl Scheduler {
 
     /// Ends the in-flight invocation of `id` and hands the result to its caller.
     fn finish(&mut self, id: InstanceId, outcome: InvokeOutcome) {
-        let Some(inst) = self.instances.get_mut(&id) else {
-            return;
-        };
-        let Some(f) = inst.in_flight.take() else {
-            return;
-        };
+        if let Some(delivery) = self.complete(id, outcome) {
+            delivery.send();
+        }
+    }
+
+    /// Ends the in-flight invocation of `id` and returns its result, still to be delivered.
+    fn complete(&mut self, id: InstanceId, outcome: InvokeOutcome) -> Option<Delivery> {
+        let inst = self.instances.get_mut(&id)?;
+        let f = inst.in_flight.take()?;
         let now = Instant::now();
         let log_tail = if f.want_tail {
             inst.log.as_ref().map(|l| {
@@ -588,12 +633,16 @@ impl Scheduler {
                 m.service_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let _ = f.reply.send(InvokeResult {
-            outcome,
-            log_tail,
-            cold_start: f.cold,
-        });
+        let delivery = Delivery {
+            reply: f.reply,
+            result: InvokeResult {
+                outcome,
+                log_tail,
+                cold_start: f.cold,
+            },
+        };
         self.set_state(id, State::Returning);
+        Some(delivery)
     }
 
     /// Asks the control plane to end the instance; it stays known until its exit arrives.
@@ -846,6 +895,33 @@ impl Scheduler {
             }
         }
         self.expire_pending(now, init_limit + Duration::from_secs(5));
+        self.offload_pending();
+    }
+
+    /// Pending invocations wait for a cold start on this core while another core may have an
+    /// idle instance of the function by now: hand one over to each such core.
+    fn offload_pending(&mut self) {
+        let names: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|(_, p)| !p.pending.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let Some(f) = self.shared.function(&name) else {
+                continue;
+            };
+            let mut mask = f.counters.idle_cores.load(Ordering::Relaxed) & !(1u64 << self.core);
+            while mask != 0 {
+                let target = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let pool = self.pools.get_mut(&name).expect("listed above");
+                let Some(inv) = pool.pending.pop_front() else {
+                    break;
+                };
+                self.shared.send_core(target, CoreMsg::Dispatch(inv));
+            }
+        }
     }
 
     fn time_out(&mut self, id: InstanceId) {

@@ -24,7 +24,7 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 use super::conn::{write_vectored, HttpConn};
 use super::core::{ConnKind, Core};
 use super::metrics::WsMetrics;
-use super::scheduler::{Outgoing, Work};
+use super::scheduler::{Outgoing, RuntimeRefusal, Work};
 use super::CoreMsg;
 use crate::protocols::http::Request;
 use crate::protocols::runtime_messages::{self as msg, error_code, ClientMessage, Register};
@@ -289,18 +289,24 @@ fn on_message(
             return send_error_response(tx, "already registered", error_code::ALREADY_REGISTERED);
         }
     };
-    let mut sched = core.sched.borrow_mut();
-    if sched.respond(id, &request_id, outcome).is_err() {
-        drop(sched);
-        let why = format!("request {request_id} is not the invocation this connection holds");
-        return send_error_response(tx, &why, error_code::UNEXPECTED_REQUEST_ID);
-    }
-    tracing::info!(target: "invocations", "Posted response for: {request_id}");
-    // Ready for the next one; a refusal means the instance was retired: the writer ends it.
-    if sched.ready_ws(id, tx.clone()).is_err() {
-        let mut out = Vec::new();
-        ws::encode_close(&mut out, 1001, "instance retired");
-        let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
+    let answered = core
+        .sched
+        .borrow_mut()
+        .respond_ws(id, &request_id, outcome, tx.clone());
+    match answered {
+        Ok(()) => {
+            tracing::info!(target: "invocations", "Posted response for: {request_id}");
+        }
+        Err(RuntimeRefusal::NotYourRequest) => {
+            let why = format!("request {request_id} is not the invocation this connection holds");
+            send_error_response(tx, &why, error_code::UNEXPECTED_REQUEST_ID);
+        }
+        Err(RuntimeRefusal::UnknownInstance) => {
+            // Answered, but the instance is retired: the writer closes the connection.
+            let mut out = Vec::new();
+            ws::encode_close(&mut out, 1001, "instance retired");
+            let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
+        }
     }
 }
 

@@ -17,22 +17,57 @@ pub struct ProcessExecutor {
     /// `<data-dir>/runtime-deps`: where `ws` (npm) and `websockets` (PyPI) may be installed for
     /// the WebSocket bootstraps, without touching the machine's global packages.
     deps_dir: PathBuf,
+    /// The interpreters, resolved once: `python3` on PATH is often a shim (pyenv's is a bash
+    /// script that costs ~45 ms per start), and every cold start would pay for it.
+    node: PathBuf,
+    python: PathBuf,
 }
 
 impl ProcessExecutor {
     pub fn new(deps_dir: PathBuf) -> ProcessExecutor {
-        ProcessExecutor { deps_dir }
+        let node = resolve_interpreter("node", &["-p", "process.execPath"]);
+        let python = resolve_interpreter("python3", &["-c", "import sys; print(sys.executable)"]);
+        tracing::debug!(node = %node.display(), python = %python.display(), "interpreters");
+        ProcessExecutor {
+            deps_dir,
+            node,
+            python,
+        }
+    }
+
+    /// Which program runs a runtime family, and with which arguments.
+    pub fn command_for(&self, spec: &InstanceSpec) -> Result<(PathBuf, Vec<PathBuf>), ExecError> {
+        command_for(spec, &self.node, &self.python)
+    }
+}
+
+/// The real executable behind `name` (asking it), or `name` itself when that fails.
+fn resolve_interpreter(name: &str, args: &[&str]) -> PathBuf {
+    let out = std::process::Command::new(name).args(args).output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let path = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if Path::new(&path).is_file() {
+                return PathBuf::from(path);
+            }
+            PathBuf::from(name)
+        }
+        _ => PathBuf::from(name),
     }
 }
 
 /// Which program runs a runtime family, and with which arguments.
-pub fn command_for(spec: &InstanceSpec) -> Result<(PathBuf, Vec<PathBuf>), ExecError> {
+pub fn command_for(
+    spec: &InstanceSpec,
+    node: &Path,
+    python: &Path,
+) -> Result<(PathBuf, Vec<PathBuf>), ExecError> {
     let runtime = spec.function.config.runtime.as_str();
     let rt = &spec.runtimes_dir;
     if runtime.starts_with("nodejs") {
-        Ok(("node".into(), vec![rt.join("node/bootstrap.js")]))
+        Ok((node.into(), vec![rt.join("node/bootstrap.js")]))
     } else if runtime.starts_with("python") {
-        Ok(("python3".into(), vec![rt.join("python/bootstrap.py")]))
+        Ok((python.into(), vec![rt.join("python/bootstrap.py")]))
     } else if runtime.starts_with("provided") {
         Ok((spec.function.code_dir.join("bootstrap"), vec![]))
     } else {
@@ -63,7 +98,7 @@ impl Executor for ProcessExecutor {
 
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, ExecError>> {
         Box::pin(async move {
-            let (program, args) = command_for(&spec)?;
+            let (program, args) = self.command_for(&spec)?;
             let code_dir = &spec.function.code_dir;
             let (read, write) = pipe().map_err(|e| ExecError::Spawn(e.to_string()))?;
             let write2 = write

@@ -1,0 +1,767 @@
+//! The report: everything a run measured, the machine and server it ran on, rendered as
+//! Markdown (the spec's "Performance Comparison" tables per runtime, then the full detail) and
+//! as JSON, and written to `<out>/<YYYY-MM-DD>-<name>.{md,json}`.
+//!
+//! Rendering never fails and never hides data: a missing value prints as `–`, and every error,
+//! throttle and server-side surprise of a phase is listed under "Warnings".
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::lambda::{RuntimeKind, Transport};
+use crate::scenarios::{Phase, Scenario, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("cannot encode the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub logical_cpus: usize,
+    pub kernel: String,
+    pub memory_mb: u64,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+}
+
+impl Machine {
+    pub fn collect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+            .map_or("unknown".to_owned(), |(_, v)| v.trim().to_owned());
+        let logical_cpus = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        let kernel = command_output("uname", &["-srvm"]).unwrap_or_else(|| "unknown".into());
+        let memory_mb = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024);
+        Machine {
+            cpu_model,
+            logical_cpus,
+            kernel,
+            memory_mb,
+            loadavg_start: loadavg(),
+            loadavg_end: String::new(),
+        }
+    }
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Trimmed stdout of a command that succeeded.
+pub fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The checkout loadgen ran in (its working directory), to tie results to a commit.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GitInfo {
+    pub commit: Option<String>,
+    pub commit_unix_s: Option<u64>,
+    /// Tracked files that differ from the commit (`git diff --name-only HEAD`).
+    pub modified: Vec<String>,
+}
+
+impl GitInfo {
+    /// Read-only git queries; every field is empty outside a repository.
+    pub fn collect() -> GitInfo {
+        let modified = command_output("git", &["diff", "--name-only", "HEAD"])
+            .map(|out| out.lines().map(str::to_owned).collect())
+            .unwrap_or_default();
+        GitInfo {
+            commit: command_output("git", &["rev-parse", "HEAD"]),
+            commit_unix_s: command_output("git", &["log", "-1", "--format=%ct"])
+                .and_then(|t| t.parse().ok()),
+            modified,
+        }
+    }
+
+    /// Why the results might not describe `commit`: a server binary older than the commit, or
+    /// uncommitted changes to the server's sources.
+    pub fn warnings(&self, server: &ServerInfo) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (Some(built), Some(committed), Some(commit)) =
+            (server.exe_modified_unix_s, self.commit_unix_s, &self.commit)
+        {
+            if built < committed {
+                out.push(format!(
+                    "the server binary {} is older than the checked-out commit {commit}: \
+                     these results may be of an earlier version; rebuild it",
+                    server.exe.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        let server_sources: Vec<&str> = self
+            .modified
+            .iter()
+            .map(String::as_str)
+            .filter(|f| f.starts_with("src/") || f.starts_with("runtimes/") || *f == "Cargo.toml")
+            .collect();
+        if !server_sources.is_empty() {
+            out.push(format!(
+                "uncommitted changes to the server's sources: {}",
+                server_sources.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ServerInfo {
+    pub endpoint: String,
+    pub pid: Option<u32>,
+    pub cmdline: Option<String>,
+    /// The server's executable (`/proc/<pid>/exe`) and when it was last written.
+    pub exe: Option<String>,
+    pub exe_modified_unix_s: Option<u64>,
+    pub executor: Option<String>,
+    pub has_metrics: bool,
+}
+
+/// Settings of the run, as resolved (defaults filled in).
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub scenarios: Vec<Scenario>,
+    pub runtimes: Vec<RuntimeKind>,
+    pub transports: Vec<Transport>,
+    pub payload_bytes: usize,
+    pub cold_samples: u64,
+    pub cold_pause_ms: u64,
+    pub warm_invokes: u64,
+    pub rate_per_s: f64,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub highfreq_connections: usize,
+    pub concurrency: Vec<usize>,
+    pub memory_mb: u32,
+    pub loadgen_threads: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub date: String,
+    pub started_unix_s: u64,
+    pub total_s: f64,
+    pub command_line: String,
+    pub git: GitInfo,
+    pub loadgen_version: &'static str,
+    pub machine: Machine,
+    pub server: ServerInfo,
+    pub settings: Settings,
+    pub targets: Vec<Target>,
+    pub phases: Vec<Phase>,
+    pub warnings: Vec<String>,
+}
+
+/// Today's UTC date as `YYYY-MM-DD`, and the Unix time.
+pub fn today() -> (String, u64) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    (format!("{y:04}-{m:02}-{d:02}"), secs)
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The command line as a shell would need it typed.
+pub fn shell_line(args: impl IntoIterator<Item = String>) -> String {
+    let quote = |a: String| {
+        let plain = !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c));
+        if plain {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    args.into_iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+pub fn write_files(dir: &Path, report: &Report) -> Result<(PathBuf, PathBuf), ReportError> {
+    std::fs::create_dir_all(dir).map_err(|e| ReportError::Write(dir.to_owned(), e))?;
+    let stem = format!("{}-{}", report.date, report.name);
+    let json_path = dir.join(format!("{stem}.json"));
+    let md_path = dir.join(format!("{stem}.md"));
+    let json = serde_json::to_string_pretty(report)? + "\n";
+    std::fs::write(&json_path, json).map_err(|e| ReportError::Write(json_path.clone(), e))?;
+    std::fs::write(&md_path, markdown(report))
+        .map_err(|e| ReportError::Write(md_path.clone(), e))?;
+    Ok((json_path, md_path))
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "–".to_owned(),
+    }
+}
+
+/// Decimals that keep 3 significant digits for sub-millisecond latencies.
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v < 1.0 => num(Some(v), 3),
+        Some(v) if v < 100.0 => num(Some(v), 2),
+        other => num(other, 1),
+    }
+}
+
+/// `better` is positive when WebSocket wins: lower latency, or higher throughput.
+fn improvement(http: Option<f64>, ws: Option<f64>, lower_is_better: bool) -> String {
+    match (http, ws) {
+        (Some(h), Some(w)) if h > 0.0 => {
+            let better = if lower_is_better {
+                (h - w) / h
+            } else {
+                (w - h) / h
+            };
+            format!("{:+.0}%", better * 100.0)
+        }
+        _ => "–".to_owned(),
+    }
+}
+
+fn find(
+    phases: &[Phase],
+    runtime: RuntimeKind,
+    transport: Transport,
+    scenario: Scenario,
+    concurrency: Option<usize>,
+) -> Option<&Phase> {
+    phases.iter().find(|p| {
+        p.runtime == runtime
+            && p.transport == transport
+            && p.scenario == scenario
+            && (concurrency.is_none() || p.concurrency == concurrency)
+    })
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut out = String::new();
+    header(&mut out, r);
+    let runtimes: Vec<RuntimeKind> = {
+        let mut v: Vec<_> = r.phases.iter().map(|p| p.runtime).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    for runtime in runtimes {
+        comparison(&mut out, r, runtime);
+    }
+    resources(&mut out, r);
+    detail(&mut out, r);
+    cold_detail(&mut out, r);
+    highfreq_detail(&mut out, r);
+    warnings(&mut out, r);
+    out
+}
+
+fn header(out: &mut String, r: &Report) {
+    let m = &r.machine;
+    let s = &r.settings;
+    let _ = writeln!(out, "# loadgen report: {} ({})\n", r.name, r.date);
+    let _ = writeln!(out, "- Command: `{}`", r.command_line);
+    let modified = if r.git.modified.is_empty() {
+        String::new()
+    } else {
+        format!(" (uncommitted changes: {})", r.git.modified.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "- Git commit: `{}`{modified}",
+        r.git.commit.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(
+        out,
+        "- Machine: {} × {} logical CPUs, {} MB RAM, `{}`; load average {} at start, {} at end",
+        m.cpu_model, m.logical_cpus, m.memory_mb, m.kernel, m.loadavg_start, m.loadavg_end
+    );
+    let _ = writeln!(
+        out,
+        "- Server: {} (pid {}, executor {}){}",
+        r.server.endpoint,
+        r.server.pid.map_or("unknown".into(), |p| p.to_string()),
+        r.server.executor.as_deref().unwrap_or("unknown"),
+        r.server
+            .cmdline
+            .as_ref()
+            .map_or(String::new(), |c| format!(": `{c}`")),
+    );
+    let _ = writeln!(
+        out,
+        "- Settings: payload {} B; cold {} samples ({} ms pause); warm {} sequential invokes; \
+         high frequency {} req/s for {} s over {} connections; throughput at concurrency {:?} \
+         for {} s each; {} s warm-up; loadgen on {} tokio thread(s)",
+        s.payload_bytes,
+        s.cold_samples,
+        s.cold_pause_ms,
+        s.warm_invokes,
+        s.rate_per_s,
+        s.duration_s,
+        s.highfreq_connections,
+        s.concurrency,
+        s.duration_s,
+        s.warmup_s,
+        s.loadgen_threads
+    );
+    let _ = writeln!(out, "- Total run time: {:.0} s\n", r.total_s);
+}
+
+fn comparison(out: &mut String, r: &Report, runtime: RuntimeKind) {
+    let ph = |t, s, c| find(&r.phases, runtime, t, s, c);
+    let _ = writeln!(out, "## {} ({})\n", runtime.label(), runtime.aws_runtime());
+    for (title, pick) in [
+        (
+            "p50",
+            (|p: &Phase| p.latency.as_ref().map(|l| l.p50_ms)) as fn(&Phase) -> Option<f64>,
+        ),
+        ("p99", |p: &Phase| p.latency.as_ref().map(|l| l.p99_ms)),
+    ] {
+        let _ = writeln!(out, "### Latency ({title})\n");
+        let _ = writeln!(
+            out,
+            "| Scenario | HTTP (ms) | WebSocket (ms) | Improvement |\n|----------|-----------|----------------|-------------|"
+        );
+        for scenario in [Scenario::Cold, Scenario::Warm, Scenario::Highfreq] {
+            let h = ph(Transport::Http, scenario, None).and_then(pick);
+            let w = ph(Transport::Ws, scenario, None).and_then(pick);
+            if h.is_none() && w.is_none() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                scenario.title(),
+                ms(h),
+                ms(w),
+                improvement(h, w, true)
+            );
+        }
+        out.push('\n');
+    }
+    let mut levels: Vec<usize> = r
+        .phases
+        .iter()
+        .filter(|p| p.runtime == runtime && p.scenario == Scenario::Throughput)
+        .filter_map(|p| p.concurrency)
+        .collect();
+    levels.sort_unstable();
+    levels.dedup();
+    if levels.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "### Throughput\n");
+    let _ = writeln!(
+        out,
+        "| Concurrent Invocations | HTTP (req/s) | WebSocket (req/s) | Improvement |\n|------------------------|--------------|-------------------|-------------|"
+    );
+    for c in levels {
+        let rps = |t| ph(t, Scenario::Throughput, Some(c)).map(|p| p.throughput_per_s);
+        let (h, w) = (rps(Transport::Http), rps(Transport::Ws));
+        let _ = writeln!(
+            out,
+            "| {c} | {} | {} | {} |",
+            num(h, 0),
+            num(w, 0),
+            improvement(h, w, false)
+        );
+    }
+    out.push('\n');
+}
+
+fn load_label(p: &Phase, s: &Settings) -> String {
+    match p.scenario {
+        Scenario::Cold => format!("{} samples", p.cold_samples.len()),
+        Scenario::Warm => format!("{} sequential", p.ok + p.errors.values().sum::<u64>()),
+        Scenario::Highfreq => format!(
+            "{:.0}/s × {:.0} s, {} conns",
+            p.rate_per_s.unwrap_or(0.0),
+            p.measured_s,
+            p.connections.unwrap_or(0)
+        ),
+        Scenario::Throughput => format!("c={} × {:.0} s", p.concurrency.unwrap_or(0), s.duration_s),
+    }
+}
+
+fn resources(out: &mut String, r: &Report) {
+    let _ = writeln!(out, "## Resources per invoke\n");
+    let _ = writeln!(
+        out,
+        "CPU time per completed invoke (µs) over each measured window, from `/proc/<pid>/task/*/schedstat`; \
+         \"runtimes\" are the server's descendant processes. RSS at the end of the window.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Runtime | Transport | Scenario | Load | Server CPU µs/inv | Runtime CPU µs/inv | loadgen CPU µs/inv | Server run-queue wait ms | Server RSS MB | Runtimes RSS MB (procs) |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
+    );
+    for p in &r.phases {
+        let u = &p.usage;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) |",
+            p.runtime.label(),
+            p.transport.label(),
+            p.scenario.title(),
+            load_label(p, &r.settings),
+            num(u.server_cpu_us_per_invoke, 1),
+            num(u.runtime_cpu_us_per_invoke, 1),
+            num(u.loadgen_cpu_us_per_invoke, 1),
+            num(u.server_runqueue_wait_ms, 1),
+            num(u.server_rss_mb, 1),
+            num(u.runtime_rss_mb, 0),
+            u.runtime_processes.map_or("–".into(), |n| n.to_string()),
+        );
+    }
+    out.push('\n');
+}
+
+fn detail(out: &mut String, r: &Report) {
+    let _ = writeln!(out, "## Detail\n");
+    let _ = writeln!(
+        out,
+        "Latencies in ms (client side; high frequency from the intended send time). \
+         \"Cold starts\" is the server's `lah_cold_starts_total` change during the measured window.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Runtime | Transport | Scenario | Load | OK | Errors | p50 | p90 | p99 | p99.9 | max | mean | req/s | Cold starts |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for p in &r.phases {
+        let l = p.latency.as_ref();
+        let errors: u64 = p.errors.values().sum();
+        let colds = p.server_counters.get("lah_cold_starts_total").copied();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.runtime.label(),
+            p.transport.label(),
+            p.scenario.title(),
+            load_label(p, &r.settings),
+            p.ok,
+            errors,
+            ms(l.map(|l| l.p50_ms)),
+            ms(l.map(|l| l.p90_ms)),
+            ms(l.map(|l| l.p99_ms)),
+            ms(l.map(|l| l.p999_ms)),
+            ms(l.map(|l| l.max_ms)),
+            ms(l.map(|l| l.mean_ms)),
+            if p.scenario == Scenario::Cold {
+                "–".into()
+            } else {
+                num(Some(p.throughput_per_s), 0)
+            },
+            num(colds.or(Some(0.0)).filter(|_| r.server.has_metrics), 0),
+        );
+    }
+    out.push('\n');
+}
+
+fn cold_detail(out: &mut String, r: &Report) {
+    let colds: Vec<&Phase> = r
+        .phases
+        .iter()
+        .filter(|p| p.scenario == Scenario::Cold)
+        .collect();
+    if colds.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Cold starts\n");
+    let _ = writeln!(
+        out,
+        "Client latency of the first invoke of a fresh instance; \"init\" is the server's \
+         `Init Duration` from the REPORT line of the invoke's log tail. The `create` sample is the \
+         first invoke after CreateFunction, the others follow an UpdateFunctionConfiguration.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Runtime | Transport | Latency p50 | Latency max | Init p50 | Init max | Samples (latency/init ms) |\n|---|---|---|---|---|---|---|"
+    );
+    for p in colds {
+        let l = p.latency.as_ref();
+        let i = p.init_duration.as_ref();
+        let samples: Vec<String> = p
+            .cold_samples
+            .iter()
+            .map(|s| match &s.error {
+                Some(e) => format!("{}:{e}", s.kind),
+                None => format!(
+                    "{}/{}",
+                    ms(Some(s.latency_ms)),
+                    s.init_duration_ms.map_or("none".into(), |v| ms(Some(v)))
+                ),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            p.runtime.label(),
+            p.transport.label(),
+            ms(l.map(|l| l.p50_ms)),
+            ms(l.map(|l| l.max_ms)),
+            ms(i.map(|i| i.p50_ms)),
+            ms(i.map(|i| i.max_ms)),
+            samples.join(", ")
+        );
+    }
+    out.push('\n');
+}
+
+fn highfreq_detail(out: &mut String, r: &Report) {
+    let phases: Vec<&Phase> = r
+        .phases
+        .iter()
+        .filter(|p| p.scenario == Scenario::Highfreq)
+        .collect();
+    if phases.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## High frequency: corrected vs. service latency\n");
+    let _ = writeln!(
+        out,
+        "\"Corrected\" runs from the intended send time (coordinated-omission corrected); \"service\" \
+         from the actual send (what the server took). The difference is loadgen's side: \"schedule lag\" \
+         is how late its scheduler thread released the request (timer wake-up and CPU contention), \
+         \"dispatch wait\" the time from release until a connection sent it (all connections busy on \
+         slow responses, or the event loop slow to wake). Corrected = lag + wait + service.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Runtime | Transport | Corrected p50 / p99 / max | Service p50 / p99 / max | Schedule lag p50 / p99 / max | Dispatch wait p50 / p99 / max |\n|---|---|---|---|---|---|"
+    );
+    let triple = |s: Option<&crate::stats::Summary>| {
+        format!(
+            "{} / {} / {}",
+            ms(s.map(|s| s.p50_ms)),
+            ms(s.map(|s| s.p99_ms)),
+            ms(s.map(|s| s.max_ms))
+        )
+    };
+    for p in phases {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            p.runtime.label(),
+            p.transport.label(),
+            triple(p.latency.as_ref()),
+            triple(p.service_latency.as_ref()),
+            triple(p.schedule_lag.as_ref()),
+            triple(p.dispatch_wait.as_ref()),
+        );
+    }
+    out.push('\n');
+}
+
+fn warnings(out: &mut String, r: &Report) {
+    let _ = writeln!(out, "## Warnings\n");
+    if r.warnings.is_empty() {
+        let _ = writeln!(out, "None.");
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "- {w}");
+    }
+}
+
+/// Everything in the phases a reader should not miss: errors, throttles, unexpected cold
+/// starts, WebSocket fallbacks, server-side failures, and loadgen falling behind its schedule.
+pub fn phase_warnings(phases: &[Phase]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in phases {
+        let name = format!(
+            "{} {} {}{}",
+            p.scenario.title(),
+            p.runtime.label(),
+            p.transport.label(),
+            p.concurrency.map_or(String::new(), |c| format!(" c={c}"))
+        );
+        if !p.errors.is_empty() {
+            out.push(format!("{name}: errors {}", fmt_counts(&p.errors)));
+        }
+        if p.throttled > 0 {
+            out.push(format!(
+                "{name}: {} requests throttled (HTTP 429)",
+                p.throttled
+            ));
+        }
+        if !p.warmup_errors.is_empty() {
+            out.push(format!(
+                "{name}: errors during warm-up {}",
+                fmt_counts(&p.warmup_errors)
+            ));
+        }
+        for note in &p.notes {
+            out.push(format!("{name}: {note}"));
+        }
+        server_warnings(&name, p, &mut out);
+        if let Some(wait) = &p.dispatch_wait {
+            if wait.p99_ms > 1.0 {
+                out.push(format!(
+                    "{name}: requests waited to be sent (dispatch wait p99 {:.2} ms, max {:.2} ms): \
+                     all {} connections busy, or loadgen's event loop starved of CPU; the corrected \
+                     latency includes this wait",
+                    wait.p99_ms,
+                    wait.max_ms,
+                    p.connections.unwrap_or(0)
+                ));
+            }
+        }
+        if let Some(lag) = &p.schedule_lag {
+            if lag.p99_ms > 1.0 {
+                out.push(format!(
+                    "{name}: loadgen's scheduler ran late (p99 {:.2} ms): loadgen or the machine was saturated",
+                    lag.p99_ms
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn server_warnings(name: &str, p: &Phase, out: &mut Vec<String>) {
+    let c = &p.server_counters;
+    let get = |k: &str| c.get(k).copied().unwrap_or(0.0);
+    if p.scenario != Scenario::Cold && get("lah_cold_starts_total") > 0.0 {
+        out.push(format!(
+            "{name}: {} cold starts inside the measured window",
+            get("lah_cold_starts_total")
+        ));
+    }
+    for key in [
+        "lah_service_errors_total",
+        "lah_timeouts_total",
+        "lah_instance_crashes_total",
+        "lah_throttles_total",
+        "lah_ws_protocol_errors_total",
+        "lah_ws_fallbacks_to_http_total",
+    ] {
+        if get(key) > 0.0 {
+            out.push(format!("{name}: server counter {key} rose by {}", get(key)));
+        }
+    }
+    let ws_messages = get("lah_ws_messages_in_total");
+    if p.transport == Transport::Ws
+        && p.ok > 0
+        && c.contains_key("lah_invocations_total")
+        && ws_messages == 0.0
+    {
+        out.push(format!(
+            "{name}: no WebSocket runtime messages during a WebSocket phase (runtime fell back to HTTP?)"
+        ));
+    }
+    if p.transport == Transport::Http && ws_messages > 0.0 {
+        out.push(format!(
+            "{name}: {ws_messages} WebSocket runtime messages during an HTTP phase"
+        ));
+    }
+}
+
+fn fmt_counts(counts: &BTreeMap<String, u64>) -> String {
+    counts
+        .iter()
+        .map(|(k, v)| format!("{k} × {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_binary_and_dirty_tree_are_flagged() {
+        let git = GitInfo {
+            commit: Some("abc".into()),
+            commit_unix_s: Some(2_000),
+            modified: vec!["loadgen/src/main.rs".into(), "src/server.rs".into()],
+        };
+        let mut server = ServerInfo {
+            exe: Some("/bin/server".into()),
+            exe_modified_unix_s: Some(1_000),
+            ..ServerInfo::default()
+        };
+        let w = git.warnings(&server);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("older than the checked-out commit abc"));
+        assert!(w[1].ends_with("src/server.rs"));
+        server.exe_modified_unix_s = Some(3_000);
+        let clean = GitInfo {
+            modified: vec!["loadgen/src/main.rs".into()],
+            ..git
+        };
+        assert!(clean.warnings(&server).is_empty());
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+        assert_eq!(today().0.len(), 10);
+    }
+
+    #[test]
+    fn shell_quoting() {
+        let line =
+            shell_line(["loadgen", "--out", "results/", "--name", "a b", "it's"].map(String::from));
+        assert_eq!(line, r"loadgen --out results/ --name 'a b' 'it'\''s'");
+    }
+
+    #[test]
+    fn improvements() {
+        assert_eq!(improvement(Some(0.2), Some(0.15), true), "+25%");
+        assert_eq!(improvement(Some(1000.0), Some(900.0), false), "-10%");
+        assert_eq!(improvement(None, Some(1.0), true), "–");
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(ms(Some(0.1234)), "0.123");
+        assert_eq!(ms(Some(42.123)), "42.12");
+        assert_eq!(ms(Some(150.0)), "150.0");
+        assert_eq!(ms(None), "–");
+    }
+}
