@@ -4,10 +4,10 @@
 // Loads the handler (init errors go to /runtime/init/error), then serves invocations
 // over the WebSocket Runtime API (bootstrap-websocket.js, needs the `ws` package) when
 // LAMBDA_USE_WEBSOCKET is not "false", falling back to the AWS Runtime API 2018-06-01
-// over HTTP, implemented here with node's http module only (no dependencies).
+// over HTTP, with the minimal keep-alive client below (node's net module only).
 // One invocation at a time; a single keep-alive connection to the Runtime API.
 
-const http = require('http');
+const net = require('net');
 const common = require('./runtime-common');
 
 const API_PREFIX = '/2018-06-01/runtime';
@@ -16,6 +16,12 @@ const API_PREFIX = '/2018-06-01/runtime';
 const REQUEST_ATTEMPTS_MAX = 3;
 const REQUEST_RETRY_DELAY_MS = 50;
 const RETRYABLE_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ECONNABORTED']);
+// A response head larger than this is not from a Runtime API.
+const HEAD_BYTES_MAX = 64 * 1024;
+const HEAD_END = Buffer.from('\r\n\r\n');
+const CRLF = Buffer.from('\r\n');
+// What node's http module accepts in a header value (it throws on anything else).
+const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 
 function parseHostPort(runtimeApi) {
   const idx = runtimeApi.lastIndexOf(':');
@@ -24,46 +30,201 @@ function parseHostPort(runtimeApi) {
   return { host: host.replace(/^\[(.*)\]$/, '$1'), port };
 }
 
+function protocolError(message) {
+  const err = new Error(`Runtime API: ${message}`);
+  err.code = 'HPE_INVALID_RESPONSE';
+  return err;
+}
+
+// Status line and headers (names lower-cased, repeats joined with ", ").
+function parseHead(text) {
+  const lines = text.split('\r\n');
+  const m = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0]);
+  if (!m) throw protocolError(`bad status line ${JSON.stringify(lines[0].slice(0, 100))}`);
+  const headers = {};
+  for (let i = 1; i < lines.length; i += 1) {
+    const colon = lines[i].indexOf(':');
+    if (colon <= 0) throw protocolError('bad header line');
+    const name = lines[i].slice(0, colon).trim().toLowerCase();
+    const value = lines[i].slice(colon + 1).trim();
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  return { status: Number(m[1]), headers };
+}
+
+// A complete chunked body starting at `start`: { body, end } or null if more is needed.
+function parseChunked(buf, start) {
+  const parts = [];
+  let pos = start;
+  for (;;) {
+    const lineEnd = buf.indexOf(CRLF, pos);
+    if (lineEnd < 0) return null;
+    const sizeText = buf.toString('latin1', pos, lineEnd).split(';')[0].trim();
+    if (!/^[0-9a-fA-F]{1,8}$/.test(sizeText)) throw protocolError('bad chunk size');
+    const size = parseInt(sizeText, 16);
+    if (size === 0) {
+      // Trailers (ignored) end with an empty line.
+      const trailersEnd = buf.indexOf(CRLF, lineEnd + 2) === lineEnd + 2
+        ? lineEnd + 4
+        : buf.indexOf(HEAD_END, lineEnd) + 4;
+      if (trailersEnd < 4 || trailersEnd > buf.length) return null;
+      return { body: Buffer.concat(parts), end: trailersEnd };
+    }
+    const dataEnd = lineEnd + 2 + size;
+    if (buf.length < dataEnd + 2) return null;
+    parts.push(buf.subarray(lineEnd + 2, dataEnd));
+    pos = dataEnd + 2;
+  }
+}
+
+// HTTP/1.1 client for the Runtime API: one keep-alive net.Socket, one request at a
+// time, each written with a single write (no Nagle), responses parsed by hand.
+// The socket is unref'd while idle so a running handler's empty event loop is seen.
 class RuntimeApiClient {
   constructor(runtimeApi) {
     const { host, port } = parseHostPort(runtimeApi);
     this.host = host;
     this.port = port;
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    this.hostHeader = `Host: ${runtimeApi}\r\n`;
+    this.socket = null;
+    this.buf = Buffer.alloc(0);
+    this.head = null; // parsed head of the response being read
+    this.pending = null; // { resolve, reject } of the request in flight
   }
 
-  requestOnce(method, path, body, headers) {
+  connect() {
+    const socket = net.connect({ host: this.host, port: this.port });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk) => this.onData(socket, chunk));
+    socket.on('error', (err) => this.onClosed(socket, err));
+    socket.on('close', () => this.onClosed(socket, null));
+    this.socket = socket;
+    this.buf = Buffer.alloc(0);
+    this.head = null;
+    return socket;
+  }
+
+  onData(socket, chunk) {
+    if (socket !== this.socket) return;
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    try {
+      this.parse();
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  // Settles the pending request once its whole response is buffered.
+  parse() {
+    for (;;) {
+      if (!this.head) {
+        const headEnd = this.buf.indexOf(HEAD_END);
+        if (headEnd < 0) {
+          if (this.buf.length > HEAD_BYTES_MAX) throw protocolError('response head too large');
+          return;
+        }
+        this.head = parseHead(this.buf.toString('latin1', 0, headEnd));
+        this.head.bodyStart = headEnd + 4;
+        // 1xx responses (100 Continue) precede the real one.
+        if (this.head.status < 200) {
+          this.buf = this.buf.subarray(this.head.bodyStart);
+          this.head = null;
+          continue;
+        }
+      }
+      const { status, headers, bodyStart } = this.head;
+      let body;
+      let end;
+      if (/chunked/i.test(headers['transfer-encoding'] || '')) {
+        const chunked = parseChunked(this.buf, bodyStart);
+        if (!chunked) return;
+        ({ body, end } = chunked);
+      } else if (headers['content-length'] !== undefined || status === 204 || status === 304) {
+        const length = status === 204 || status === 304 ? 0 : Number(headers['content-length']);
+        if (!Number.isSafeInteger(length) || length < 0) throw protocolError('bad Content-Length');
+        end = bodyStart + length;
+        if (this.buf.length < end) return;
+        body = this.buf.subarray(bodyStart, end);
+      } else {
+        return; // body runs to the end of the connection: settled in onClosed
+      }
+      this.buf = this.buf.subarray(end);
+      this.head = null;
+      const keepAlive = !/close/i.test(headers.connection || '');
+      this.settle(status, headers, body, keepAlive);
+      return;
+    }
+  }
+
+  settle(status, headers, body, keepAlive) {
+    const pending = this.pending;
+    this.pending = null;
+    if (keepAlive) this.socket.unref();
+    else this.drop();
+    if (pending) pending.resolve({ status, headers, body: body.toString('utf8') });
+  }
+
+  onClosed(socket, err) {
+    if (socket !== this.socket) return;
+    if (!err && this.head && this.pending) {
+      // A response without length or chunking ends with the connection.
+      const { status, headers, bodyStart } = this.head;
+      this.settle(status, headers, this.buf.subarray(bodyStart), false);
+      return;
+    }
+    if (!err) {
+      err = new Error('socket hang up');
+      err.code = 'ECONNRESET';
+    }
+    this.fail(err);
+  }
+
+  fail(err) {
+    const pending = this.pending;
+    this.pending = null;
+    this.drop();
+    if (pending) pending.reject(err);
+  }
+
+  drop() {
+    if (this.socket) this.socket.destroy();
+    this.socket = null;
+  }
+
+  requestOnce(method, path, body, headerText) {
     return new Promise((resolve, reject) => {
-      const req = http.request(
-        { host: this.host, port: this.port, method, path, agent: this.agent, headers },
-        (res) => {
-          const chunks = [];
-          res.on('data', (chunk) => chunks.push(chunk));
-          res.on('end', () =>
-            resolve({
-              status: res.statusCode,
-              headers: res.headers,
-              body: Buffer.concat(chunks).toString('utf8'),
-            }),
-          );
-          res.on('error', reject);
-        },
-      );
-      req.setNoDelay(true);
-      req.on('error', reject);
-      req.end(body);
+      const socket = this.socket || this.connect();
+      socket.ref();
+      this.pending = { resolve, reject };
+      const head = `${method} ${path} HTTP/1.1\r\n${this.hostHeader}${headerText}\r\n`;
+      if (body === undefined) {
+        socket.write(head, 'latin1');
+        return;
+      }
+      const headBytes = head.length; // latin1: one byte per char
+      const request = Buffer.allocUnsafe(headBytes + Buffer.byteLength(body));
+      request.latin1Write(head, 0);
+      request.utf8Write(body, headBytes);
+      socket.write(request);
     });
   }
 
   async request(method, path, body, extraHeaders = {}) {
-    const headers = { ...extraHeaders };
+    let headerText = '';
     if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-      headers['Content-Length'] = Buffer.byteLength(body);
+      headerText += `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`;
+    }
+    for (const [name, value] of Object.entries(extraHeaders)) {
+      if (value === undefined || INVALID_HEADER_CHAR.test(String(value))) {
+        const err = new TypeError(`Invalid character in header content ["${name}"]`);
+        err.code = value === undefined ? 'ERR_HTTP_INVALID_HEADER_VALUE' : 'ERR_INVALID_CHAR';
+        throw err;
+      }
+      headerText += `${name}: ${value}\r\n`;
     }
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.requestOnce(method, path, body, headers);
+        return await this.requestOnce(method, path, body, headerText);
       } catch (err) {
         if (attempt >= REQUEST_ATTEMPTS_MAX || !RETRYABLE_CODES.has(err.code)) throw err;
         await new Promise((r) => setTimeout(r, REQUEST_RETRY_DELAY_MS * attempt));
