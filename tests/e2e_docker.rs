@@ -452,15 +452,7 @@ fn round_trip(test: &str, runtime: &str, handler: &str, file: &str, src: &str, w
     );
     assert_eq!(server.metric("lah_cold_starts_total"), cold_starts + 1.0);
 
-    let ws_connections = server.metric("lah_ws_connections_total");
-    if ws {
-        assert!(
-            ws_connections >= 1.0,
-            "no WebSocket runtime connection was made"
-        );
-    } else {
-        assert_eq!(ws_connections, 0.0, "WebSocket used although disabled");
-    }
+    assert_transport(&server, ws);
 
     let id = only_container_of(&name);
     assert_eq!(running_containers_of(&name), vec![id.clone()]);

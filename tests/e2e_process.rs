@@ -146,16 +146,7 @@ fn lifecycle(
         describe(&resp)
     );
 
-    // The transport asked for is the one in use (no silent fallback either way).
-    let ws_connections = server.metric("lah_ws_connections_total");
-    if ws {
-        assert!(
-            ws_connections >= 1.0,
-            "no WebSocket runtime connection was made"
-        );
-    } else {
-        assert_eq!(ws_connections, 0.0, "WebSocket used although disabled");
-    }
+    assert_transport(&server, ws);
 
     let v2_files: &[(&str, &[u8], u32)] = &[(file, v2.as_bytes(), 0o644)];
     let resp = server.update_code(&name, v2_files);

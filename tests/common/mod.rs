@@ -335,6 +335,30 @@ pub fn expect_json(resp: &Response, status: u16) -> Value {
     json_body(resp)
 }
 
+/// Asserts a successful invocation (200, no `X-Amz-Function-Error`) and returns its JSON body.
+pub fn expect_success(resp: &Response) -> Value {
+    assert_eq!(
+        resp.header_str("X-Amz-Function-Error"),
+        None,
+        "{}",
+        describe(resp)
+    );
+    expect_json(resp, 200)
+}
+
+/// Asserts the runtime transport in use is the one asked for (no silent fallback either way).
+pub fn assert_transport(server: &TestServer, ws: bool) {
+    let ws_connections = server.metric("lah_ws_connections_total");
+    if ws {
+        assert!(
+            ws_connections >= 1.0,
+            "no WebSocket runtime connection was made"
+        );
+    } else {
+        assert_eq!(ws_connections, 0.0, "WebSocket used although disabled");
+    }
+}
+
 /// Asserts an AWS error: status, `x-amzn-ErrorType`, body `{Type, Message, message}`.
 pub fn expect_aws_error(resp: &Response, status: u16, error_type: &str) -> Value {
     assert_eq!(resp.status, status, "{}", describe(resp));
