@@ -1,6 +1,6 @@
 //! Scheduler benches: the data plane's own cost of one warm invocation, without sockets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,12 +10,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tokio::sync::{mpsc, oneshot};
 
 use lambda_at_home::config::Config;
-use lambda_at_home::control::ControlMsg;
-use lambda_at_home::dataplane::scheduler::{Invocation, Scheduler};
-use lambda_at_home::dataplane::{Permit, Shared};
-use lambda_at_home::types::{
-    Function, FunctionConfig, FunctionCounters, InstanceId, InvokeContext, InvokeOutcome, RequestId,
+use lambda_at_home::dataplane::scheduler::Scheduler;
+use lambda_at_home::model::types::{
+    Function, FunctionConfig, FunctionTable, InstanceId, InvokeContext, InvokeOutcome, RequestId,
 };
+use lambda_at_home::model::{ControlMsg, Invocation, Permit, Switchboard};
 
 fn function() -> Arc<Function> {
     let config = FunctionConfig {
@@ -32,18 +31,13 @@ fn function() -> Arc<Function> {
         last_modified: String::new(),
         revision_id: String::new(),
         reserved_concurrency: None,
+        layers: Vec::new(),
     };
-    Arc::new(Function {
-        arn: config.arn(),
-        config,
-        code_dir: "/tmp".into(),
-        generation: 1,
-        counters: Arc::new(FunctionCounters::default()),
-    })
+    Arc::new(Function::latest(config, "/tmp".into(), 1))
 }
 
 struct Rig {
-    shared: Arc<Shared>,
+    shared: Arc<Switchboard>,
     sched: Scheduler,
     function: Arc<Function>,
     instance: InstanceId,
@@ -54,7 +48,7 @@ fn invocation(
     rig: &Rig,
 ) -> (
     Invocation,
-    oneshot::Receiver<lambda_at_home::types::InvokeResult>,
+    oneshot::Receiver<lambda_at_home::model::types::InvokeResult>,
 ) {
     let (reply, rx) = oneshot::channel();
     let inv = Invocation {
@@ -76,12 +70,12 @@ fn invocation(
 /// A scheduler with one warm instance (started through the real cold-start path).
 fn rig() -> Rig {
     let f = function();
-    let mut table = HashMap::new();
-    table.insert("bench".to_string(), f.clone());
+    let mut table = FunctionTable::default();
+    table.versions.insert("bench".to_string(), f.clone());
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let (core_tx, _core_rx) = mpsc::unbounded_channel();
     let config = Config::for_tests("/tmp/lah-bench".into(), 0, 0);
-    let shared = Arc::new(Shared::new(
+    let shared = Arc::new(Switchboard::new(
         Arc::new(config),
         Arc::new(ArcSwap::from_pointee(table)),
         vec![core_tx],

@@ -13,11 +13,9 @@
 //! - `api_model`: the User API's JSON shapes; `error`: AWS's error shapes; `types`: what crosses
 //!   between the planes.
 
-pub mod api_model;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod error;
+pub mod model;
 pub mod protocols;
 pub mod server;
-pub mod types;

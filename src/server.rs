@@ -14,8 +14,9 @@ use crate::config::{Config, ExecutorChoice};
 use crate::control::executor::process::ProcessExecutor;
 use crate::control::executor::Executor;
 use crate::control::registry::{Defaults, Registry};
-use crate::control::{ControlMsg, ControlPlane};
-use crate::dataplane::{core, CoreMsg, Shared};
+use crate::control::ControlPlane;
+use crate::dataplane::core;
+use crate::model::{ControlMsg, CoreMsg, Switchboard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -33,7 +34,7 @@ pub enum ServerError {
 pub struct Server {
     pub user_addr: SocketAddr,
     pub runtime_addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Switchboard>,
     cores: Vec<JoinHandle<()>>,
     control: JoinHandle<()>,
 }
@@ -89,7 +90,7 @@ impl Server {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (core_txs, core_rxs): (Vec<_>, Vec<_>) =
             (0..cores).map(|_| mpsc::unbounded_channel()).unzip();
-        let shared = Arc::new(Shared::new(
+        let shared = Arc::new(Switchboard::new(
             Arc::new(config),
             registry.table(),
             core_txs,
@@ -145,7 +146,7 @@ impl Server {
 }
 
 fn start_control(
-    shared: Arc<Shared>,
+    shared: Arc<Switchboard>,
     registry: Registry,
     rx: mpsc::UnboundedReceiver<ControlMsg>,
 ) -> Result<JoinHandle<()>, ServerError> {
@@ -189,7 +190,7 @@ fn start_control(
     }
 }
 
-async fn choose_executor(shared: &Arc<Shared>) -> Result<Arc<dyn Executor>, String> {
+async fn choose_executor(shared: &Arc<Switchboard>) -> Result<Arc<dyn Executor>, String> {
     let config = &shared.config;
     let process =
         || Arc::new(ProcessExecutor::new(config.resolve_runtime_deps_dir())) as Arc<dyn Executor>;

@@ -76,7 +76,7 @@ while True:
 "#;
 
 fn arn(name: &str) -> String {
-    format!("arn:aws:lambda:local:000000000000:function:{name}")
+    format!("arn:aws:lambda:us-east-1:000000000000:function:{name}")
 }
 
 fn code_sha256(zip: &[u8]) -> String {

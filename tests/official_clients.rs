@@ -270,7 +270,7 @@ fn invoke_echo(server: &TestServer, name: &str, client: &str, event: &Value) -> 
 /// The function's ARN as AWS (and this server) forms it.
 fn arn(got: &Value) -> String {
     let name = got["function_name"].as_str().unwrap_or("");
-    format!("arn:aws:lambda:local:000000000000:function:{name}")
+    format!("arn:aws:lambda:us-east-1:000000000000:function:{name}")
 }
 
 /// Checks the remaining time a client computed from `Lambda-Runtime-Deadline-Ms` (timeout 30 s).

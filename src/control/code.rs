@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::model::error::ApiError;
 
 /// AWS's limit on a zip uploaded directly (Code.ZipFile), in bytes.
 pub const ZIP_BYTES_MAX: usize = 50 * 1024 * 1024;

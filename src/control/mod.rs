@@ -7,8 +7,10 @@
 //! core never blocks. Each instance gets a task that waits for its exit and obeys kill, pause
 //! and resume; its exit is reported to its home core.
 
+pub mod api;
 pub mod code;
 pub mod executor;
+pub mod layers;
 pub mod registry;
 
 use std::collections::{HashMap, HashSet};
@@ -16,71 +18,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::api_model;
-use crate::dataplane::{CoreMsg, Shared};
-use crate::error::ApiError;
-use crate::types::{Function, InstanceId, InstanceSpec, LATEST, REGION};
+use crate::model::error::ApiError;
+use crate::model::types::{region, Function, InstanceId, InstanceSpec};
+use crate::model::{ApiAnswer, ControlMsg, CoreMsg, Switchboard};
+use crate::protocols::http::Request;
 use executor::{Executor, Instance};
 use registry::Registry;
-
-/// Requests to the control plane.
-pub enum ControlMsg {
-    /// A User API management call; the core awaits the reply.
-    Api {
-        request: ApiRequest,
-        reply: oneshot::Sender<Result<ApiReply, ApiError>>,
-    },
-    /// Start an instance of `function` homed on `core`.
-    StartInstance {
-        id: InstanceId,
-        /// The instance's LAMBDA_INSTANCE_ID (its id and a secret).
-        token: String,
-        function: Arc<Function>,
-        core: usize,
-    },
-    KillInstance {
-        id: InstanceId,
-    },
-    PauseInstance {
-        id: InstanceId,
-    },
-    ResumeInstance {
-        id: InstanceId,
-    },
-    /// Kill every instance and wait for them to end.
-    Shutdown {
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// Management calls. Bodies are parsed here, not on the cores (base64 zips can be large).
-pub enum ApiRequest {
-    Create(Bytes),
-    Get(String),
-    List {
-        marker: Option<String>,
-        max_items: Option<u32>,
-    },
-    UpdateCode(String, Bytes),
-    UpdateConfig(String, Bytes),
-    Delete(String),
-    PutConcurrency(String, Bytes),
-    GetConcurrency(String),
-    DeleteConcurrency(String),
-    /// The stored zip, for GetFunction's Code.Location.
-    CodeZip(String),
-}
-
-pub enum ApiReply {
-    Function(Arc<Function>),
-    Functions(Vec<Arc<Function>>, Option<String>),
-    Deleted,
-    Concurrency(Option<u32>),
-    Zip(Bytes),
-}
 
 enum InstanceCmd {
     Kill,
@@ -114,7 +59,7 @@ impl AddressPool {
 }
 
 pub struct ControlPlane {
-    shared: Arc<Shared>,
+    shared: Arc<Switchboard>,
     registry: Registry,
     executor: Arc<dyn Executor>,
     runtimes_dir: PathBuf,
@@ -126,7 +71,7 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(shared: Arc<Shared>, registry: Registry, executor: Arc<dyn Executor>) -> Self {
+    pub fn new(shared: Arc<Switchboard>, registry: Registry, executor: Arc<dyn Executor>) -> Self {
         let runtimes_dir = shared.config.resolve_runtimes_dir();
         let base = u32::from(shared.config.instance_net) & 0xffff_0000;
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
@@ -169,7 +114,7 @@ impl ControlPlane {
     fn handle(&mut self, msg: ControlMsg) {
         match msg {
             ControlMsg::Api { request, reply } => {
-                let _ = reply.send(self.api(request));
+                let _ = reply.send(self.api(&request));
             }
             ControlMsg::StartInstance {
                 id,
@@ -190,64 +135,30 @@ impl ControlPlane {
         }
     }
 
-    fn api(&mut self, request: ApiRequest) -> Result<ApiReply, ApiError> {
-        let reply = match request {
-            ApiRequest::Create(body) => {
-                let input = api_model::parse_create(&body)?;
-                ApiReply::Function(self.registry.create(input)?)
-            }
-            ApiRequest::Get(name) => ApiReply::Function(self.registry.get(&name)?),
-            ApiRequest::List { marker, max_items } => {
-                let (fs, next) = self.registry.list(marker.as_deref(), max_items)?;
-                ApiReply::Functions(fs, next)
-            }
-            ApiRequest::UpdateCode(name, body) => {
-                let input = api_model::parse_update_code(&body)?;
-                let f = self.registry.update_code(&name, input)?;
-                self.retire(&name);
-                ApiReply::Function(f)
-            }
-            ApiRequest::UpdateConfig(name, body) => {
-                let input = api_model::parse_update_config(&body)?;
-                let f = self.registry.update_config(&name, input)?;
-                self.retire(&name);
-                ApiReply::Function(f)
-            }
-            ApiRequest::Delete(name) => {
-                self.registry.delete(&name)?;
-                self.retire(&name);
-                ApiReply::Deleted
-            }
-            ApiRequest::PutConcurrency(name, body) => {
-                let n = api_model::parse_put_concurrency(&body)?;
-                self.registry.put_concurrency(&name, n)?;
-                ApiReply::Concurrency(Some(n))
-            }
-            ApiRequest::GetConcurrency(name) => {
-                ApiReply::Concurrency(self.registry.get(&name)?.config.reserved_concurrency)
-            }
-            ApiRequest::DeleteConcurrency(name) => {
-                ApiReply::Function(self.registry.delete_concurrency(&name)?)
-            }
-            ApiRequest::CodeZip(name) => {
-                let path = self
-                    .registry
-                    .zip_path(&name)
-                    .ok_or_else(|| ApiError::not_found_function(&name))?;
-                let zip = std::fs::read(path).map_err(|e| ApiError::service(e.to_string()))?;
-                ApiReply::Zip(Bytes::from(zip))
-            }
+    /// A management call: routed and answered here, then the cores retire what it replaced.
+    fn api(&mut self, request: &Request) -> ApiAnswer {
+        let default_host = format!("127.0.0.1:{}", self.shared.config.user_api_port);
+        let mut call = api::Call {
+            ctx: api::Ctx::from_request(request, &default_host),
+            registry: &mut self.registry,
+            request,
+            concurrency_limit: self.shared.config.concurrency,
+            retire: Vec::new(),
         };
-        Ok(reply)
+        let answer = api::route(&mut call).into();
+        for pool in std::mem::take(&mut call.retire) {
+            self.retire(&pool);
+        }
+        answer
     }
 
-    /// Every core stops giving the function's current instances new work.
-    fn retire(&self, name: &str) {
+    /// Every core stops giving the instances of pool `pool` new work.
+    fn retire(&self, pool: &str) {
         for core in 0..self.shared.cores.len() {
             self.shared.send_core(
                 core,
                 CoreMsg::Retire {
-                    function: name.to_string(),
+                    pool: pool.to_string(),
                 },
             );
         }
@@ -319,7 +230,7 @@ struct InstanceTask {
     id: InstanceId,
     core: usize,
     addr: Ipv4Addr,
-    shared: Arc<Shared>,
+    shared: Arc<Switchboard>,
     executor: Arc<dyn Executor>,
     ended: mpsc::UnboundedSender<(InstanceId, Ipv4Addr)>,
 }
@@ -407,7 +318,7 @@ pub fn instance_env(
     let mut env: Vec<(String, String)> = vec![
         ("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME".into(), c.name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION".into(), LATEST.into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), f.version.clone()),
         (
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
             c.memory_mb.to_string(),
@@ -417,15 +328,15 @@ pub fn instance_env(
             c.timeout_s.to_string(),
         ),
         ("_HANDLER".into(), c.handler.clone()),
-        ("AWS_REGION".into(), REGION.into()),
-        ("AWS_DEFAULT_REGION".into(), REGION.into()),
+        ("AWS_REGION".into(), region().into()),
+        ("AWS_DEFAULT_REGION".into(), region().into()),
         (
             "AWS_LAMBDA_LOG_GROUP_NAME".into(),
             format!("/aws/lambda/{}", c.name),
         ),
         (
             "AWS_LAMBDA_LOG_STREAM_NAME".into(),
-            format!("{date}/[{LATEST}]{:016x}", id.0),
+            format!("{date}/[{}]{:016x}", f.version, id.0),
         ),
         (
             "AWS_EXECUTION_ENV".into(),

@@ -20,8 +20,9 @@ use tokio_uring::net::{TcpListener, TcpStream};
 use super::conn::HttpConn;
 use super::logs::LogSource;
 use super::scheduler::Scheduler;
-use super::{runtime_api, user_api, CoreMsg, Shared};
-use crate::types::InstanceId;
+use super::{runtime_api, user_api};
+use crate::model::types::InstanceId;
+use crate::model::{CoreMsg, Switchboard};
 
 /// How often deadlines and idle limits are checked: timeouts fire within this of their deadline.
 const TICK: Duration = Duration::from_millis(10);
@@ -45,7 +46,7 @@ pub struct ConnEntry {
 
 pub struct Core {
     pub index: usize,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Switchboard>,
     pub sched: RefCell<Scheduler>,
     pub conns: RefCell<Slab<ConnEntry>>,
     /// The shared listeners' fds, shut down to stop accepting.
@@ -57,7 +58,7 @@ pub struct Core {
 /// Runs core `index` on the current thread until it is told to exit.
 pub fn run(
     index: usize,
-    shared: Arc<Shared>,
+    shared: Arc<Switchboard>,
     user: StdTcpListener,
     runtime: StdTcpListener,
     inbox: UnboundedReceiver<CoreMsg>,
@@ -98,7 +99,7 @@ impl Core {
                     self.sched.borrow_mut().start_failed(id, error)
                 }
                 CoreMsg::InstanceExited { id, exit } => self.sched.borrow_mut().exited(id, exit),
-                CoreMsg::Retire { function } => self.sched.borrow_mut().retire(&function),
+                CoreMsg::Retire { pool } => self.sched.borrow_mut().retire(&pool),
                 CoreMsg::AdoptWebSocket {
                     id,
                     fd,

@@ -15,8 +15,8 @@ use super::conn::{ConnError, HttpConn, Response};
 use super::core::{ConnKind, Core};
 use super::scheduler::{runtime_error_outcome, RuntimeRefusal, Work};
 use crate::config::INVOKE_PAYLOAD_BYTES_MAX;
+use crate::model::types::{InstanceId, InvokeOutcome};
 use crate::protocols::http::{Limits, Method, Request};
-use crate::types::{InstanceId, InvokeOutcome};
 
 /// A response may exceed the invoke limit a little so the runtime is told 413 (and the caller
 /// `Function.ResponseSizeTooLarge`) instead of the connection being cut.

@@ -23,13 +23,13 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::logs::LogSource;
-use super::{CoreMsg, Permit, Shared};
 use crate::config::LOG_TAIL_BYTES;
-use crate::control::ControlMsg;
-use crate::error::{ApiError, ErrorKind};
-use crate::types::{
+use crate::model::error::{ApiError, ErrorKind};
+use crate::model::types::{
     ExitInfo, Function, InstanceId, InvokeContext, InvokeOutcome, InvokeResult, RequestId,
 };
+use crate::model::ControlMsg;
+use crate::model::{CoreMsg, Invocation, Permit, Switchboard};
 
 /// How long an instance that has just answered counts as about to take the next pending
 /// invocation. Runtimes post a response and ask for the next invocation microseconds apart;
@@ -39,21 +39,6 @@ const RETURN_GRACE: Duration = Duration::from_millis(50);
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
-
-/// One admitted invocation on its way to an instance. Owned by exactly one core at a time.
-pub struct Invocation {
-    pub id: RequestId,
-    pub function: Arc<Function>,
-    pub payload: Bytes,
-    pub context: InvokeContext,
-    /// When the caller's request was accepted (duration metrics, pending age).
-    pub accepted_at: Instant,
-    pub want_log_tail: bool,
-    /// Where the result goes: the caller's core waits on the receiving end.
-    pub reply: oneshot::Sender<InvokeResult>,
-    /// Concurrency held until the invocation is dropped.
-    pub permit: Permit,
-}
 
 /// What a runtime receives for one invocation (the `/next` response or WebSocket message).
 pub struct Work {
@@ -180,13 +165,13 @@ pub enum RuntimeRefusal {
 
 pub struct Scheduler {
     core: usize,
-    shared: Arc<Shared>,
+    shared: Arc<Switchboard>,
     instances: HashMap<InstanceId, Instance>,
     pools: HashMap<String, Pool>,
 }
 
 impl Scheduler {
-    pub fn new(core: usize, shared: Arc<Shared>) -> Scheduler {
+    pub fn new(core: usize, shared: Arc<Switchboard>) -> Scheduler {
         Scheduler {
             core,
             shared,
@@ -198,8 +183,8 @@ impl Scheduler {
     /// An invocation admitted on this core: local idle instance, else another core's, else queue
     /// it and start an instance.
     pub fn submit(&mut self, inv: Invocation) {
-        let name = inv.function.config.name.as_str();
-        if let Some(id) = self.take_idle(name, inv.function.generation) {
+        let key = inv.function.pool_key.as_str();
+        if let Some(id) = self.take_idle(key, inv.function.generation) {
             return self.dispatch(id, inv);
         }
         let mask = inv.function.counters.idle_cores.load(Ordering::Relaxed) & !(1u64 << self.core);
@@ -213,14 +198,14 @@ impl Scheduler {
 
     /// An invocation handed over by another core: never handed on again.
     pub fn accept_handoff(&mut self, inv: Invocation) {
-        match self.take_idle(&inv.function.config.name, inv.function.generation) {
+        match self.take_idle(&inv.function.pool_key, inv.function.generation) {
             Some(id) => self.dispatch(id, inv),
             None => self.enqueue(inv),
         }
     }
 
     fn enqueue(&mut self, inv: Invocation) {
-        let name = inv.function.config.name.clone();
+        let name = inv.function.pool_key.clone();
         self.pools
             .entry(name.clone())
             .or_default()
@@ -355,7 +340,7 @@ impl Scheduler {
         inst.supply = on;
         let pool = self
             .pools
-            .entry(inst.function.config.name.clone())
+            .entry(inst.function.pool_key.clone())
             .or_default();
         if on {
             pool.supply += 1;
@@ -507,7 +492,7 @@ impl Scheduler {
                 ),
             );
         }
-        let name = self.instances[&id].function.config.name.clone();
+        let name = self.instances[&id].function.pool_key.clone();
         if self.instances[&id].retiring {
             self.kill(id);
             return Err(RuntimeRefusal::UnknownInstance);
@@ -656,7 +641,7 @@ impl Scheduler {
         inst.killed = true;
         inst.retiring = true;
         inst.waiter = None;
-        let name = inst.function.config.name.clone();
+        let name = inst.function.pool_key.clone();
         if std::mem::take(&mut inst.paused) {
             unpause_gauge(&self.shared);
         }
@@ -691,7 +676,7 @@ impl Scheduler {
             return;
         };
         let counted = !inst.retiring;
-        let name = inst.function.config.name.clone();
+        let name = inst.function.pool_key.clone();
         self.remove(id);
         if counted {
             self.fail_pending(&name, 1, |_| InvokeOutcome::Service(error.clone()));
@@ -704,7 +689,7 @@ impl Scheduler {
         let Some(inst) = self.instances.get(&id) else {
             return;
         };
-        let name = inst.function.config.name.clone();
+        let name = inst.function.pool_key.clone();
         if !inst.killed {
             self.shared
                 .metrics
@@ -741,7 +726,7 @@ impl Scheduler {
         let Some(inst) = self.instances.remove(&id) else {
             return;
         };
-        let name = &inst.function.config.name;
+        let name = &inst.function.pool_key;
         if let Some(pool) = self.pools.get_mut(name) {
             if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
                 pool.idle.swap_remove(pos);
@@ -795,7 +780,7 @@ impl Scheduler {
         let ids: Vec<InstanceId> = self
             .instances
             .values()
-            .filter(|i| i.function.config.name == name && !i.retiring)
+            .filter(|i| i.function.pool_key == name && !i.retiring)
             .map(|i| i.id)
             .collect();
         for id in ids {
@@ -963,9 +948,7 @@ impl Scheduler {
     }
 
     pub fn function_name(&self, id: InstanceId) -> Option<String> {
-        self.instances
-            .get(&id)
-            .map(|i| i.function.config.name.clone())
+        self.instances.get(&id).map(|i| i.function.pool_key.clone())
     }
 
     /// The function an instance runs, while it is not killed.
@@ -1008,7 +991,7 @@ fn expects_websocket(f: &Function, server_default: bool) -> bool {
     speaks_ws && setting.unwrap_or(server_default)
 }
 
-fn unpause_gauge(shared: &Shared) {
+fn unpause_gauge(shared: &Switchboard) {
     shared
         .metrics
         .instances
@@ -1039,7 +1022,11 @@ pub fn runtime_error_outcome(error_type: &str, message: &str) -> InvokeOutcome {
 /// The invocation's log as Lambda tails it: START, the function's output, END and REPORT.
 fn report_tail(inst: &Instance, f: &InFlight, output: &[u8], now: Instant) -> Bytes {
     let ms = now.duration_since(f.dispatched_at).as_secs_f64() * 1000.0;
-    let mut s = format!("START RequestId: {} Version: $LATEST\n", f.id).into_bytes();
+    let mut s = format!(
+        "START RequestId: {} Version: {}\n",
+        f.id, inst.function.version
+    )
+    .into_bytes();
     s.extend_from_slice(output);
     if !output.is_empty() && !output.ends_with(b"\n") {
         s.push(b'\n');

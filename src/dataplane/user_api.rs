@@ -16,14 +16,14 @@ use tokio::sync::oneshot;
 
 use super::conn::{ConnError, HttpConn, Response};
 use super::core::Core;
-use super::scheduler::Invocation;
-use super::Permit;
-use crate::api_model;
 use crate::config::{EVENT_QUEUE_MAX, INVOKE_PAYLOAD_BYTES_MAX, USER_API_BODY_BYTES_MAX};
-use crate::control::{ApiReply, ApiRequest, ControlMsg};
-use crate::error::{ApiError, ErrorKind};
+use crate::model::error::{ApiError, ErrorKind};
+use crate::model::names::{function_ref_from_path, validate_qualifier};
+use crate::model::types::{
+    function_arn, InvokeContext, InvokeOutcome, InvokeResult, RequestId, LATEST,
+};
+use crate::model::{ApiAnswer, ControlMsg, Invocation, Permit};
 use crate::protocols::http::{Limits, Method, Request};
-use crate::types::{InvokeContext, InvokeOutcome, InvokeResult, RequestId, LATEST};
 
 pub fn limits() -> Limits {
     Limits {
@@ -59,160 +59,44 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
     }
 }
 
+/// Invoke, InvokeAsync, health and metrics are served here, on the core; every other operation
+/// is forwarded whole to the control plane, whose `control::api::route` is the routing table of
+/// the management operations.
 async fn route(core: &Rc<Core>, req: Request) -> Response {
-    let path = req.path().to_string();
+    let path = req.path();
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let result = match (req.method, segs.as_slice()) {
+    match (req.method, segs.as_slice()) {
         (Method::Post, ["2015-03-31", "functions", name, "invocations"]) => {
-            return invoke(core, name, req).await
+            let name = name.to_string();
+            invoke(core, &name, req).await
         }
         (Method::Post, ["2014-11-13", "functions", name, "invoke-async"]) => {
-            return invoke_async_legacy(core, name, req).await
+            let name = name.to_string();
+            invoke_async_legacy(core, &name, req).await
         }
-        (Method::Get, ["healthz"]) => Ok(Response::new(200, "ok\n")),
-        (Method::Get, ["metrics"]) => Ok(metrics(core)),
-        (Method::Post, ["2015-03-31", "functions"]) => {
-            management(core, ApiRequest::Create(req.body), 201).await
-        }
-        (Method::Get, ["2015-03-31", "functions"]) => list(core, &req).await,
-        (Method::Get, ["2015-03-31", "functions", name]) => get_function(core, name, &req).await,
-        (Method::Delete, ["2015-03-31", "functions", name]) => {
-            with_name(name, |n| management(core, ApiRequest::Delete(n), 204)).await
-        }
-        (Method::Get, ["2015-03-31", "functions", name, "configuration"]) => {
-            with_name(name, |n| management(core, ApiRequest::Get(n), 200)).await
-        }
-        (Method::Put, ["2015-03-31", "functions", name, "configuration"]) => {
-            let body = req.body.clone();
-            with_name(name, |n| {
-                management(core, ApiRequest::UpdateConfig(n, body), 200)
-            })
-            .await
-        }
-        (Method::Put, ["2015-03-31", "functions", name, "code"]) => {
-            let body = req.body.clone();
-            with_name(name, |n| {
-                management(core, ApiRequest::UpdateCode(n, body), 200)
-            })
-            .await
-        }
-        (Method::Get, ["2015-03-31", "functions", name, "code.zip"]) => {
-            with_name(name, |n| management(core, ApiRequest::CodeZip(n), 200)).await
-        }
-        (Method::Put, ["2017-10-31", "functions", name, "concurrency"]) => {
-            let body = req.body.clone();
-            with_name(name, |n| {
-                management(core, ApiRequest::PutConcurrency(n, body), 200)
-            })
-            .await
-        }
-        (Method::Delete, ["2017-10-31", "functions", name, "concurrency"]) => {
-            with_name(name, |n| {
-                management(core, ApiRequest::DeleteConcurrency(n), 204)
-            })
-            .await
-        }
-        (Method::Get, ["2019-09-30", "functions", name, "concurrency"]) => {
-            with_name(name, |n| {
-                management(core, ApiRequest::GetConcurrency(n), 200)
-            })
-            .await
-        }
-        (Method::Get, ["2016-08-19", "account-settings"]) => Ok(account_settings(core)),
-        _ => Err(ApiError::new(
-            ErrorKind::UnknownOperation,
-            format!("Unknown operation: {} {}", req.method_str(), req.path()),
-        )),
+        (Method::Get, ["healthz"]) => Response::new(200, "ok\n"),
+        (Method::Get, ["metrics"]) => metrics(core),
+        _ => management(core, req).await,
+    }
+}
+
+/// Forwards a management call to the control plane and renders its answer.
+async fn management(core: &Rc<Core>, request: Request) -> Response {
+    let (reply, rx) = oneshot::channel();
+    core.shared.send_control(ControlMsg::Api { request, reply });
+    let answer = match rx.await {
+        Ok(answer) => answer,
+        Err(_) => ApiAnswer::error(&ApiError::service("The control plane is not answering")),
     };
-    result.unwrap_or_else(|e| error_response(&e, None))
-}
-
-async fn with_name<F, Fut>(raw: &str, f: F) -> Result<Response, ApiError>
-where
-    F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = Result<Response, ApiError>>,
-{
-    let name = api_model::normalize_function_name(raw)?;
-    f(name).await
-}
-
-/// Asks the control plane and renders its reply with `status`.
-async fn management(
-    core: &Rc<Core>,
-    request: ApiRequest,
-    status: u16,
-) -> Result<Response, ApiError> {
-    let reply = ask_control(core, request).await?;
-    Ok(match reply {
-        ApiReply::Function(f) if status == 200 || status == 201 => {
-            json_response(status, &api_model::function_configuration(&f))
-        }
-        ApiReply::Function(_) | ApiReply::Deleted => Response::empty(204),
-        ApiReply::Functions(fs, next) => {
-            json_response(200, &api_model::list_functions(&fs, next.as_deref()))
-        }
-        ApiReply::Concurrency(n) => json_response(200, &api_model::concurrency(n)),
-        ApiReply::Zip(zip) => Response::new(200, zip).header("Content-Type", "application/zip"),
-    })
-}
-
-async fn ask_control(core: &Rc<Core>, request: ApiRequest) -> Result<ApiReply, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    core.shared
-        .send_control(ControlMsg::Api { request, reply: tx });
-    rx.await
-        .map_err(|_| ApiError::service("The control plane is not answering"))?
-}
-
-async fn get_function(core: &Rc<Core>, raw: &str, req: &Request) -> Result<Response, ApiError> {
-    let name = api_model::normalize_function_name(raw)?;
-    let ApiReply::Function(f) = ask_control(core, ApiRequest::Get(name.clone())).await? else {
-        return Err(ApiError::service("unexpected control-plane reply"));
-    };
-    let host = req
-        .header_str("host")
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("127.0.0.1:{}", core.shared.config.user_api_port));
-    let location = format!("http://{host}/2015-03-31/functions/{name}/code.zip");
-    Ok(json_response(200, &api_model::get_function(&f, &location)))
-}
-
-async fn list(core: &Rc<Core>, req: &Request) -> Result<Response, ApiError> {
-    let marker = req.query_param("Marker");
-    let max_items = match req.query_param("MaxItems") {
-        Some(v) => Some(
-            v.parse::<u32>()
-                .map_err(|_| ApiError::invalid_param(format!("Invalid MaxItems: {v}")))?,
-        ),
-        None => None,
-    };
-    management(core, ApiRequest::List { marker, max_items }, 200).await
+    let mut resp = Response::new(answer.status, answer.body);
+    resp.headers = answer.headers;
+    resp.header("x-amzn-RequestId", RequestId::random().to_string())
 }
 
 fn metrics(core: &Rc<Core>) -> Response {
     let executor = core.shared.executor_name();
     Response::new(200, core.shared.metrics.render(executor))
         .header("Content-Type", "text/plain; version=0.0.4")
-}
-
-fn account_settings(core: &Rc<Core>) -> Response {
-    let table = core.shared.table.load();
-    let total_code: u64 = table.values().map(|f| f.config.code_size).sum();
-    let body = serde_json::json!({
-        "AccountLimit": {
-            "TotalCodeSize": 80530636800u64,
-            "CodeSizeUnzipped": 262144000,
-            "CodeSizeZipped": 52428800,
-            "ConcurrentExecutions": core.shared.config.concurrency,
-            "UnreservedConcurrentExecutions": core.shared.config.concurrency,
-        },
-        "AccountUsage": { "TotalCodeSize": total_code, "FunctionCount": table.len() },
-    });
-    json_response(200, &body)
-}
-
-fn json_response(status: u16, v: &serde_json::Value) -> Response {
-    Response::json(status, v.to_string())
 }
 
 /// AWS's error shape: status, `x-amzn-ErrorType`, JSON body.
@@ -232,7 +116,7 @@ enum InvocationType {
 
 /// Everything Invoke needs from the request, validated.
 struct InvokeRequest {
-    function: std::sync::Arc<crate::types::Function>,
+    function: std::sync::Arc<crate::model::types::Function>,
     kind: InvocationType,
     payload: Bytes,
     context: InvokeContext,
@@ -240,22 +124,43 @@ struct InvokeRequest {
 }
 
 fn parse_invoke(core: &Rc<Core>, raw_name: &str, req: &Request) -> Result<InvokeRequest, ApiError> {
-    let name = api_model::normalize_function_name(raw_name)?;
+    let mut target = function_ref_from_path(raw_name)?;
     if let Some(q) = req.query_param("Qualifier") {
-        if q != LATEST {
-            return Err(ApiError::new(
-                ErrorKind::ResourceNotFound,
-                format!(
-                    "Function not found: {}:{q}",
-                    crate::types::function_arn(&name)
-                ),
+        validate_qualifier(&q)?;
+        if target
+            .qualifier
+            .as_ref()
+            .is_some_and(|existing| *existing != q)
+        {
+            return Err(ApiError::invalid_param(
+                "The derived qualifier from the function name does not match the specified qualifier.",
             ));
         }
+        target.qualifier = Some(q);
     }
-    let function = core
-        .shared
-        .function(&name)
-        .ok_or_else(|| ApiError::not_found_function(&name))?;
+    let function = {
+        let table = core.shared.table.load();
+        if table.latest(&target.name).is_none() {
+            return Err(ApiError::not_found_function(&target.name));
+        }
+        table
+            .resolve(
+                &target.name,
+                target.qualifier.as_deref(),
+                rand::random::<f64>(),
+            )
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::ResourceNotFound,
+                    format!(
+                        "Function not found: {}:{}",
+                        function_arn(&target.name),
+                        target.qualifier.as_deref().unwrap_or(LATEST)
+                    ),
+                )
+            })?
+    };
     let kind = match req.header_str("x-amz-invocation-type") {
         None | Some("RequestResponse") => InvocationType::RequestResponse,
         Some("Event") => InvocationType::Event,
@@ -358,6 +263,7 @@ async fn invoke(core: &Rc<Core>, raw_name: &str, req: Request) -> Response {
 }
 
 async fn invoke_sync(core: &Rc<Core>, p: InvokeRequest, id: RequestId) -> Response {
+    let version = p.function.version.clone();
     let permit = match Permit::acquire(&core.shared, &p.function) {
         Ok(permit) => permit,
         Err(e) => return error_response(&e, Some(&id)),
@@ -375,12 +281,12 @@ async fn invoke_sync(core: &Rc<Core>, p: InvokeRequest, id: RequestId) -> Respon
     };
     core.sched.borrow_mut().submit(inv);
     match rx.await {
-        Ok(result) => result_response(result, &id),
+        Ok(result) => result_response(result, &id, &version),
         Err(_) => error_response(&ApiError::service("The invocation was lost"), Some(&id)),
     }
 }
 
-fn result_response(result: InvokeResult, id: &RequestId) -> Response {
+fn result_response(result: InvokeResult, id: &RequestId, version: &str) -> Response {
     let resp = match result.outcome {
         InvokeOutcome::Success { body } => Response::json(200, body),
         InvokeOutcome::FunctionError {
@@ -390,7 +296,7 @@ fn result_response(result: InvokeResult, id: &RequestId) -> Response {
         InvokeOutcome::Service(e) => return error_response(&e, Some(id)),
     };
     let mut resp = resp
-        .header("X-Amz-Executed-Version", LATEST)
+        .header("X-Amz-Executed-Version", version)
         .header("x-amzn-RequestId", id.to_string());
     if let Some(tail) = result.log_tail {
         resp = resp.header(

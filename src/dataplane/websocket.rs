@@ -23,13 +23,13 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::conn::{write_vectored, HttpConn};
 use super::core::{ConnKind, Core};
-use super::metrics::WsMetrics;
 use super::scheduler::{Outgoing, RuntimeRefusal, Work};
-use super::CoreMsg;
+use crate::model::metrics::WsMetrics;
+use crate::model::types::{InstanceId, InvokeOutcome};
+use crate::model::CoreMsg;
 use crate::protocols::http::Request;
 use crate::protocols::runtime_messages::{self as msg, error_code, ClientMessage, Register};
 use crate::protocols::ws::{self, Message, Role};
-use crate::types::{InstanceId, InvokeOutcome};
 
 /// A runtime must register this soon after the upgrade.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -31,7 +31,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::{BoxFuture, ExecError, Executor, Instance};
-use crate::types::{ExitInfo, InstanceSpec, LATEST};
+use crate::model::types::{ExitInfo, InstanceSpec, LATEST};
 
 /// Default bound of every Docker call.
 pub const OP_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -812,7 +812,7 @@ impl Drop for DockerInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{function_arn, Function, FunctionConfig, InstanceId};
+    use crate::model::types::{Function, FunctionConfig, InstanceId};
     use std::collections::BTreeMap;
     use std::io::Read;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -918,14 +918,9 @@ mod tests {
             last_modified: String::new(),
             revision_id: String::new(),
             reserved_concurrency: None,
+            layers: Vec::new(),
         };
-        let function = Arc::new(Function {
-            config,
-            code_dir,
-            generation: 1,
-            arn: function_arn(&name),
-            counters: Default::default(),
-        });
+        let function = Arc::new(Function::latest(config, code_dir, 1));
         let instance = InstanceId(id);
         let env = [
             ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 
-use crate::types::{ExitInfo, InstanceSpec};
+use crate::model::types::{ExitInfo, InstanceSpec};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

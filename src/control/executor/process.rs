@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::{BoxFuture, ExecError, Executor, Instance};
-use crate::types::{ExitInfo, InstanceSpec};
+use crate::model::types::{ExitInfo, InstanceSpec};
 
 pub struct ProcessExecutor {
     /// `<data-dir>/runtime-deps`: where `ws` (npm) and `websockets` (PyPI) may be installed for

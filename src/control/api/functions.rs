@@ -7,13 +7,15 @@
 //! written against Lambda see familiar errors. Control path only: serde_json, no zero-copy.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::error::{ApiError, ErrorKind};
-use crate::types::{Function, LATEST};
+use super::input::*;
+use super::{Call, Ctx};
+use crate::model::error::ApiError;
+use crate::model::types::{Function, LayerRef};
+use crate::model::ApiAnswer;
 
 /// Runtimes this server can run (AWS spellings).
 pub const SUPPORTED_RUNTIMES: &[&str] = &[
@@ -38,7 +40,8 @@ pub const PROVIDED_HANDLER_DEFAULT: &str = "bootstrap";
 /// Role reported when the caller sends none (IAM is not enforced here).
 pub const ROLE_DEFAULT: &str = "arn:aws:iam::000000000000:role/lambda-role";
 
-pub const FUNCTION_NAME_CHARS_MAX: usize = 64;
+/// AWS's limit on layers per function.
+pub const LAYERS_MAX: usize = 5;
 pub const HANDLER_CHARS_MAX: usize = 128;
 pub const DESCRIPTION_CHARS_MAX: usize = 256;
 pub const ROLE_CHARS_MAX: usize = 2048;
@@ -71,9 +74,6 @@ pub const RESERVED_ENV_KEYS: &[&str] = &[
     "LAMBDA_RUNTIME_DIR",
 ];
 
-/// AWS's FunctionName pattern, quoted in its validation message.
-const FUNCTION_NAME_PATTERN: &str = r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?";
-
 /// A validated CreateFunction request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreateFunctionInput {
@@ -90,10 +90,12 @@ pub struct CreateFunctionInput {
     pub environment: Option<BTreeMap<String, String>>,
     /// The decoded zip (Code.ZipFile).
     pub zip: Vec<u8>,
-    /// Accepted for compatibility; this server keeps only `$LATEST`.
+    /// Also publish version 1.
     pub publish: bool,
     /// CreateFunction never sets it; PutFunctionConcurrency does.
     pub reserved_concurrency: Option<u32>,
+    /// Layer version ARNs as given (sizes are filled in when the layers are resolved).
+    pub layers: Option<Vec<LayerRef>>,
 }
 
 /// A validated UpdateFunctionCode request.
@@ -116,6 +118,8 @@ pub struct UpdateConfigInput {
     pub memory_mb: Option<u32>,
     /// `Some(empty)` clears the variables.
     pub environment: Option<BTreeMap<String, String>>,
+    /// `Some(empty)` removes every layer.
+    pub layers: Option<Vec<LayerRef>>,
     /// When set, the update applies only if it equals the function's current RevisionId.
     pub revision_id: Option<String>,
 }
@@ -126,7 +130,7 @@ pub struct UpdateConfigInput {
 pub fn parse_create(body: &[u8]) -> Result<CreateFunctionInput, ApiError> {
     let obj = parse_object(body)?;
     let name = match opt_string(&obj, "FunctionName", "function_name")? {
-        Some(n) => function_name_from_ref(&n)?,
+        Some(n) => parse_function_ref(&n)?.name,
         None => return Err(null_error("functionName")),
     };
     let runtime = match opt_string(&obj, "Runtime", "runtime")? {
@@ -154,6 +158,7 @@ pub fn parse_create(body: &[u8]) -> Result<CreateFunctionInput, ApiError> {
         zip: zip_file(code)?.ok_or_else(|| null_error("code.zipFile"))?,
         publish: opt_bool(&obj, "Publish", "publish")?.unwrap_or(false),
         reserved_concurrency: None,
+        layers: parse_layers(&obj)?,
     })
 }
 
@@ -192,6 +197,7 @@ pub fn parse_update_config(body: &[u8]) -> Result<UpdateConfigInput, ApiError> {
         timeout_s: validated_timeout(opt_i64(&obj, "Timeout", "timeout")?)?,
         memory_mb: validated_memory(opt_i64(&obj, "MemorySize", "memory_size")?)?,
         environment: parse_environment(&obj)?,
+        layers: parse_layers(&obj)?,
         revision_id: opt_string(&obj, "RevisionId", "revision_id")?,
     })
 }
@@ -208,65 +214,8 @@ pub fn parse_put_concurrency(body: &[u8]) -> Result<u32, ApiError> {
     validated_range(n, field, 0, u32::MAX)?.ok_or_else(|| null_error(field))
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorKind::InvalidRequestContent,
-            format!("Could not parse request body into json: {e}"),
-        )
-    })?;
-    match value {
-        Value::Object(obj) => Ok(obj),
-        _ => Err(ApiError::new(
-            ErrorKind::InvalidRequestContent,
-            "Could not parse request body into json: expected a JSON object",
-        )),
-    }
-}
-
-/// The value under the PascalCase or the snake_case key; JSON `null` counts as absent.
-fn field<'a>(obj: &'a Map<String, Value>, pascal: &str, snake: &str) -> Option<&'a Value> {
-    obj.get(pascal)
-        .or_else(|| obj.get(snake))
-        .filter(|v| !v.is_null())
-}
-
-fn opt_string(
-    obj: &Map<String, Value>,
-    pascal: &str,
-    snake: &str,
-) -> Result<Option<String>, ApiError> {
-    match field(obj, pascal, snake) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::invalid_param(format!(
-            "{pascal} must be a string"
-        ))),
-    }
-}
-
-fn opt_i64(obj: &Map<String, Value>, pascal: &str, snake: &str) -> Result<Option<i64>, ApiError> {
-    match field(obj, pascal, snake) {
-        None => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid_param(format!("{pascal} must be an integer"))),
-    }
-}
-
-fn opt_bool(obj: &Map<String, Value>, pascal: &str, snake: &str) -> Result<Option<bool>, ApiError> {
-    match field(obj, pascal, snake) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::invalid_param(format!(
-            "{pascal} must be a boolean"
-        ))),
-    }
-}
-
 /// Code.ZipFile (or `zip_file`) decoded; S3 and image sources are refused.
-fn zip_file(code: &Map<String, Value>) -> Result<Option<Vec<u8>>, ApiError> {
+pub fn zip_file(code: &Map<String, Value>) -> Result<Option<Vec<u8>>, ApiError> {
     for key in [
         "S3Bucket",
         "S3Key",
@@ -334,106 +283,26 @@ fn parse_environment(
     Ok(Some(out))
 }
 
+/// `Layers`: at most `LAYERS_MAX` layer version ARNs (resolved against the layer store later).
+fn parse_layers(obj: &Map<String, Value>) -> Result<Option<Vec<LayerRef>>, ApiError> {
+    let Some(arns) = opt_string_list(obj, "Layers")? else {
+        return Ok(None);
+    };
+    if arns.len() > LAYERS_MAX {
+        return Err(ApiError::invalid_param(format!(
+            "1 validation error detected: Value '[{}]' at 'layers' failed to satisfy constraint: Member must have length less than or equal to {LAYERS_MAX}",
+            arns.join(", ")
+        )));
+    }
+    Ok(Some(
+        arns.into_iter()
+            .map(|arn| LayerRef { arn, code_size: 0 })
+            .collect(),
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation
-
-/// "1 validation error detected: Value 'v' at 'field' failed to satisfy constraint: ..."
-fn constraint(value: &str, field: &str, rule: &str) -> ApiError {
-    ApiError::invalid_param(format!(
-        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {rule}"
-    ))
-}
-
-fn null_error(field: &str) -> ApiError {
-    ApiError::invalid_param(format!(
-        "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-    ))
-}
-
-/// 1-64 characters of `[A-Za-z0-9-_]`.
-pub fn validate_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty() {
-        return Err(constraint(
-            name,
-            "functionName",
-            "Member must have length greater than or equal to 1",
-        ));
-    }
-    if name.chars().count() > FUNCTION_NAME_CHARS_MAX {
-        return Err(constraint(
-            name,
-            "functionName",
-            "Member must have length less than or equal to 64",
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(pattern_error(name));
-    }
-    Ok(())
-}
-
-fn pattern_error(value: &str) -> ApiError {
-    constraint(
-        value,
-        "functionName",
-        &format!("Member must satisfy regular expression pattern: {FUNCTION_NAME_PATTERN}"),
-    )
-}
-
-/// The function name in a URL path segment: a name, `NAME:QUALIFIER`, a partial ARN
-/// (`ACCOUNT:function:NAME[:QUALIFIER]`) or a full ARN, percent-encoded or not. Only the
-/// `$LATEST` qualifier exists here; any other is not found.
-pub fn normalize_function_name(path_segment: &str) -> Result<String, ApiError> {
-    let decoded = percent_decode(path_segment).ok_or_else(|| pattern_error(path_segment))?;
-    function_name_from_ref(&decoded)
-}
-
-/// As `normalize_function_name`, for text that is not percent-encoded (a JSON field).
-fn function_name_from_ref(reference: &str) -> Result<String, ApiError> {
-    let parts: Vec<&str> = reference.split(':').collect();
-    let (name, qualifier) = match parts.as_slice() {
-        [name] => (*name, None),
-        [name, q] => (*name, Some(*q)),
-        [_, "function", name] => (*name, None),
-        [_, "function", name, q] => (*name, Some(*q)),
-        ["arn", _, "lambda", _, _, "function", name] => (*name, None),
-        ["arn", _, "lambda", _, _, "function", name, q] => (*name, Some(*q)),
-        _ => return Err(pattern_error(reference)),
-    };
-    validate_name(name)?;
-    match qualifier {
-        None => Ok(name.to_string()),
-        Some(q) if q == LATEST => Ok(name.to_string()),
-        Some(q) => Err(ApiError::new(
-            ErrorKind::ResourceNotFound,
-            format!(
-                "Function not found: {}:{q}",
-                crate::types::function_arn(name)
-            ),
-        )),
-    }
-}
-
-/// `%XX` decoding; `None` on a malformed escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
 
 /// AWS's runtime spelling for `runtime`, or AWS's enum error.
 pub fn normalize_runtime(runtime: &str) -> Result<String, ApiError> {
@@ -510,33 +379,6 @@ fn validated_description(d: Option<String>) -> Result<Option<String>, ApiError> 
     }
 }
 
-fn validated_range(
-    v: Option<i64>,
-    field: &str,
-    min: u32,
-    max: u32,
-) -> Result<Option<u32>, ApiError> {
-    let Some(n) = v else { return Ok(None) };
-    if n < i64::from(min) {
-        return Err(constraint(
-            &n.to_string(),
-            field,
-            &format!("Member must have value greater than or equal to {min}"),
-        ));
-    }
-    u32::try_from(n)
-        .ok()
-        .filter(|n| *n <= max)
-        .map(Some)
-        .ok_or_else(|| {
-            constraint(
-                &n.to_string(),
-                field,
-                &format!("Member must have value less than or equal to {max}"),
-            )
-        })
-}
-
 fn validated_timeout(v: Option<i64>) -> Result<Option<u32>, ApiError> {
     validated_range(v, "timeout", TIMEOUT_S_MIN, TIMEOUT_S_MAX)
 }
@@ -580,14 +422,162 @@ fn is_env_key(key: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Operations (control-plane thread; routed by `super::route`)
+
+/// CreateFunction: 201 with the new function's (or, with `Publish`, version 1's) configuration.
+pub fn create(call: &mut Call) -> Result<ApiAnswer, ApiError> {
+    let obj = parse_object(&call.request.body)?;
+    let tags = opt_string_map(&obj, "Tags")?.unwrap_or_default();
+    let mut input = parse_create(&call.request.body)?;
+    if let Some(layers) = input.layers.take() {
+        input.layers = Some(call.resolve_layers(layers)?);
+    }
+    let f = call.registry.create(input, tags)?;
+    Ok(ApiAnswer::json(201, &function_configuration(&f, &call.ctx)))
+}
+
+/// GetFunction: Configuration, Code (a download URL on this server), Tags, Concurrency.
+pub fn get(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
+    let r = call.function_ref(function)?;
+    let f = call.registry.resolve(&r.name, r.qualifier.as_deref())?;
+    let entry = call.registry.entry(&r.name)?;
+    let mut location = format!(
+        "http://{}/2015-03-31/functions/{}/code.zip",
+        call.ctx.host, r.name
+    );
+    if !f.is_latest() {
+        location.push_str(&format!("?Qualifier={}", f.version));
+    }
+    let mut v = json!({
+        "Configuration": function_configuration(&f, &call.ctx),
+        "Code": {"RepositoryType": "S3", "Location": location},
+    });
+    if !entry.stored.tags.is_empty() {
+        v["Tags"] = json!(entry.stored.tags);
+    }
+    if let Some(n) = entry.latest.concurrency.reserved() {
+        v["Concurrency"] = json!({ "ReservedConcurrentExecutions": n });
+    }
+    Ok(ApiAnswer::json(200, &v))
+}
+
+pub fn get_configuration(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
+    let r = call.function_ref(function)?;
+    let f = call.registry.resolve(&r.name, r.qualifier.as_deref())?;
+    Ok(ApiAnswer::json(200, &function_configuration(&f, &call.ctx)))
+}
+
+/// ListFunctions (`$LATEST` of each; `FunctionVersion=ALL` adds every published version).
+pub fn list(call: &mut Call) -> Result<ApiAnswer, ApiError> {
+    let marker = call.request.query_param("Marker");
+    let max_items = match call.request.query_param("MaxItems") {
+        Some(v) => Some(
+            v.parse::<u32>()
+                .map_err(|_| ApiError::invalid_param(format!("Invalid MaxItems: {v}")))?,
+        ),
+        None => None,
+    };
+    let all_versions = match call.request.query_param("FunctionVersion").as_deref() {
+        None => false,
+        Some("ALL") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_param(format!(
+                "1 validation error detected: Value '{other}' at 'functionVersion' failed to satisfy constraint: Member must satisfy enum value set: [ALL]"
+            )))
+        }
+    };
+    let (page, next) = call.registry.list(marker.as_deref(), max_items)?;
+    let mut functions = Vec::new();
+    for f in &page {
+        functions.push(function_configuration(f, &call.ctx));
+        if all_versions {
+            for v in call.registry.list_versions(&f.config.name)?.iter().skip(1) {
+                functions.push(function_configuration(v, &call.ctx));
+            }
+        }
+    }
+    let mut v = json!({ "Functions": functions });
+    if let Some(marker) = next {
+        v["NextMarker"] = json!(marker);
+    }
+    Ok(ApiAnswer::json(200, &v))
+}
+
+/// UpdateFunctionCode: `$LATEST`'s code (and, with `Publish`, a new version).
+pub fn update_code(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
+    let name = unqualified_name(function)?;
+    let input = parse_update_code(&call.request.body)?;
+    let f = call.registry.update_code(&name, input)?;
+    call.retire.push(name);
+    Ok(ApiAnswer::json(200, &function_configuration(&f, &call.ctx)))
+}
+
+pub fn update_configuration(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
+    let name = unqualified_name(function)?;
+    let mut input = parse_update_config(&call.request.body)?;
+    if let Some(layers) = input.layers.take() {
+        input.layers = Some(call.resolve_layers(layers)?);
+    }
+    let f = call.registry.update_config(&name, input)?;
+    call.retire.push(name);
+    Ok(ApiAnswer::json(200, &function_configuration(&f, &call.ctx)))
+}
+
+/// DeleteFunction: the whole function, or (with a version qualifier) one version.
+pub fn delete(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
+    let mut r = call.function_ref(function)?;
+    if let Some(q) = call.request.query_param("Qualifier") {
+        validate_qualifier(&q)?;
+        r.qualifier = Some(q);
+    }
+    match r.qualifier.as_deref() {
+        None => {
+            let entry = call.registry.delete(&r.name)?;
+            call.retire.push(entry.latest.pool_key.clone());
+            call.retire
+                .extend(entry.versions.values().map(|f| f.pool_key.clone()));
+        }
+        Some(q) => {
+            let removed = call.registry.delete_version(&r.name, q)?;
+            call.retire.push(removed.pool_key.clone());
+        }
+    }
+    Ok(ApiAnswer::empty(204))
+}
+
+/// The stored zip of a version (GetFunction's Code.Location points here).
+pub fn code_zip(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
+    let r = call.function_ref(function)?;
+    let path = call
+        .registry
+        .zip_path(&r.name, r.qualifier.as_deref())
+        .ok_or_else(|| ApiError::not_found_function(&r.name))?;
+    let zip = std::fs::read(path).map_err(|e| ApiError::service(e.to_string()))?;
+    let mut answer = ApiAnswer::empty(200).header("Content-Type", "application/zip");
+    answer.body = zip.into();
+    Ok(answer)
+}
+
+/// GetFunctionCodeSigningConfig: code signing is not supported, so every function answers as
+/// one without a config.
+pub fn code_signing_config(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
+    let name = unqualified_name(function)?;
+    call.registry.entry(&name)?;
+    Ok(ApiAnswer::json(
+        200,
+        &json!({"CodeSigningConfigArn": "", "FunctionName": name}),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rendering
 
-/// AWS's FunctionConfiguration.
-pub fn function_configuration(f: &Function) -> Value {
+/// AWS's FunctionConfiguration of one version.
+pub fn function_configuration(f: &Function, ctx: &Ctx) -> Value {
     let c = &f.config;
     let mut v = json!({
         "FunctionName": c.name,
-        "FunctionArn": f.arn,
+        "FunctionArn": ctx.version_arn(f),
         "Runtime": c.runtime,
         "Role": c.role,
         "Handler": c.handler,
@@ -597,7 +587,7 @@ pub fn function_configuration(f: &Function) -> Value {
         "MemorySize": c.memory_mb,
         "LastModified": c.last_modified,
         "CodeSha256": c.code_sha256,
-        "Version": LATEST,
+        "Version": f.version,
         "TracingConfig": {"Mode": "PassThrough"},
         "RevisionId": c.revision_id,
         "State": "Active",
@@ -607,30 +597,18 @@ pub fn function_configuration(f: &Function) -> Value {
         "EphemeralStorage": {"Size": 512},
         "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{}", c.name)},
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+        "RuntimeVersionConfig": {"RuntimeVersionArn": format!("arn:aws:lambda:{}::runtime:{}", ctx.region, c.runtime)},
     });
     if !c.environment.is_empty() {
         v["Environment"] = json!({ "Variables": c.environment });
     }
-    v
-}
-
-/// GetFunction's response; `code_location` is where the stored zip can be downloaded.
-pub fn get_function(f: &Function, code_location: &str) -> Value {
-    let mut v = json!({
-        "Configuration": function_configuration(f),
-        "Code": {"RepositoryType": "S3", "Location": code_location},
-    });
-    if let Some(n) = f.config.reserved_concurrency {
-        v["Concurrency"] = json!({ "ReservedConcurrentExecutions": n });
-    }
-    v
-}
-
-pub fn list_functions(fs: &[Arc<Function>], next_marker: Option<&str>) -> Value {
-    let functions: Vec<Value> = fs.iter().map(|f| function_configuration(f)).collect();
-    let mut v = json!({ "Functions": functions });
-    if let Some(marker) = next_marker {
-        v["NextMarker"] = json!(marker);
+    if !c.layers.is_empty() {
+        let layers: Vec<Value> = c
+            .layers
+            .iter()
+            .map(|l| json!({"Arn": l.arn, "CodeSize": l.code_size}))
+            .collect();
+        v["Layers"] = json!(layers);
     }
     v
 }
@@ -646,7 +624,8 @@ pub fn concurrency(n: Option<u32>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{function_arn, FunctionConfig};
+    use crate::model::error::ErrorKind;
+    use crate::model::types::{function_arn, FunctionConfig};
 
     const ZIP_B64: &str = "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="; // an empty zip
 
@@ -841,28 +820,22 @@ mod tests {
     }
 
     #[test]
-    fn normalizes_function_names() {
+    fn parses_function_references() {
         let arn = function_arn("f");
-        assert_eq!(normalize_function_name("f").unwrap(), "f");
-        assert_eq!(normalize_function_name(&arn).unwrap(), "f");
+        let r = |text: &str| function_ref_from_path(text).map(|r| (r.name, r.qualifier));
+        let plain = |name: &str| Ok((name.to_string(), None));
+        let with = |name: &str, q: &str| Ok((name.to_string(), Some(q.to_string())));
+        assert_eq!(r("f"), plain("f"));
+        assert_eq!(r(&arn), plain("f"));
+        assert_eq!(r(&format!("{arn}:$LATEST")), with("f", "$LATEST"));
         assert_eq!(
-            normalize_function_name(&format!("{arn}:$LATEST")).unwrap(),
-            "f"
+            r("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Amy-fn"),
+            plain("my-fn")
         );
-        assert_eq!(
-            normalize_function_name(
-                "arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Amy-fn"
-            )
-            .unwrap(),
-            "my-fn"
-        );
-        assert_eq!(
-            normalize_function_name("123456789012:function:f").unwrap(),
-            "f"
-        );
-        assert_eq!(normalize_function_name("f:%24LATEST").unwrap(), "f");
-        let e = normalize_function_name(&format!("{arn}:prod")).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::ResourceNotFound);
+        assert_eq!(r("123456789012:function:f"), plain("f"));
+        assert_eq!(r("f:%24LATEST"), with("f", "$LATEST"));
+        assert_eq!(r(&format!("{arn}:prod")), with("f", "prod"));
+        assert_eq!(r("123456789012:function:f:7"), with("f", "7"));
         for bad in [
             "",
             "a%2",
@@ -871,10 +844,13 @@ mod tests {
             "arn:aws:s3:::b",
             "a%20b",
             "a:b:c:d:e",
+            "f:a.b",
         ] {
-            let e = normalize_function_name(bad).unwrap_err();
+            let e = function_ref_from_path(bad).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidParameterValue, "{bad}");
         }
+        assert!(unqualified_name("f:1").is_err());
+        assert_eq!(unqualified_name("f").unwrap(), "f");
     }
 
     #[test]
@@ -953,8 +929,8 @@ mod tests {
     }
 
     fn sample_function(env: &[(&str, &str)], reserved: Option<u32>) -> Function {
-        Function {
-            config: FunctionConfig {
+        Function::latest(
+            FunctionConfig {
                 name: "f".into(),
                 runtime: "python3.12".into(),
                 handler: "h.handler".into(),
@@ -971,17 +947,23 @@ mod tests {
                 last_modified: "2024-01-01T00:00:00.000+0000".into(),
                 revision_id: "rev".into(),
                 reserved_concurrency: reserved,
+                layers: Vec::new(),
             },
-            code_dir: "/tmp/x".into(),
-            generation: 1,
-            arn: function_arn("f"),
-            counters: Default::default(),
+            "/tmp/x".into(),
+            1,
+        )
+    }
+
+    fn ctx(region: &str) -> Ctx {
+        Ctx {
+            region: region.into(),
+            host: "127.0.0.1:9000".into(),
         }
     }
 
     #[test]
     fn renders_function_configuration() {
-        let v = function_configuration(&sample_function(&[], None));
+        let v = function_configuration(&sample_function(&[], None), &ctx("us-east-1"));
         assert_eq!(v["FunctionName"], "f");
         assert_eq!(v["FunctionArn"], function_arn("f"));
         assert_eq!(v["Version"], "$LATEST");
@@ -990,24 +972,26 @@ mod tests {
         assert_eq!(v["Architectures"][0], "x86_64");
         assert!(v.get("Environment").is_none());
         assert!(v.get("StateReason").is_none());
-        let v = function_configuration(&sample_function(&[("AB", "1")], None));
+        assert!(v.get("Layers").is_none());
+        let v = function_configuration(&sample_function(&[("AB", "1")], None), &ctx("us-east-1"));
         assert_eq!(v["Environment"]["Variables"]["AB"], "1");
     }
 
     #[test]
-    fn renders_get_list_and_concurrency() {
-        let f = Arc::new(sample_function(&[], Some(4)));
-        let v = get_function(&f, "http://127.0.0.1:9000/code/f.zip");
-        assert_eq!(v["Code"]["Location"], "http://127.0.0.1:9000/code/f.zip");
-        assert_eq!(v["Code"]["RepositoryType"], "S3");
-        assert_eq!(v["Concurrency"]["ReservedConcurrentExecutions"], 4);
-        assert_eq!(v["Configuration"]["FunctionName"], "f");
-        let v = get_function(&sample_function(&[], None), "x");
-        assert!(v.get("Concurrency").is_none());
-        let v = list_functions(&[f.clone(), f], Some("m"));
-        assert_eq!(v["Functions"].as_array().unwrap().len(), 2);
-        assert_eq!(v["NextMarker"], "m");
-        assert!(list_functions(&[], None).get("NextMarker").is_none());
+    fn renders_versions_regions_layers_and_concurrency() {
+        let mut f = sample_function(&[], Some(4));
+        f.version = "3".into();
+        f.config.layers = vec![LayerRef {
+            arn: "arn:aws:lambda:eu-west-1:000000000000:layer:l:2".into(),
+            code_size: 9,
+        }];
+        let v = function_configuration(&f, &ctx("eu-west-1"));
+        assert_eq!(
+            v["FunctionArn"],
+            "arn:aws:lambda:eu-west-1:000000000000:function:f:3"
+        );
+        assert_eq!(v["Version"], "3");
+        assert_eq!(v["Layers"][0]["CodeSize"], 9);
         assert_eq!(
             concurrency(Some(3)),
             json!({"ReservedConcurrentExecutions": 3})

@@ -26,6 +26,12 @@ pub enum ErrorKind {
     /// The server is shutting down and takes no new work.
     ServiceUnavailable,
     PreconditionFailed,
+    /// AddPermission would make the policy bigger than AWS's 20 KB.
+    PolicyLengthExceeded,
+    /// SigV4 verification failed (wrong signature).
+    InvalidSignature,
+    /// SigV4 verification failed (unknown access key).
+    UnrecognizedClient,
 }
 
 impl ErrorKind {
@@ -43,6 +49,8 @@ impl ErrorKind {
             ErrorKind::UnknownOperation => 404,
             ErrorKind::ServiceUnavailable => 503,
             ErrorKind::PreconditionFailed => 412,
+            ErrorKind::PolicyLengthExceeded => 400,
+            ErrorKind::InvalidSignature | ErrorKind::UnrecognizedClient => 403,
         }
     }
 
@@ -61,6 +69,9 @@ impl ErrorKind {
             ErrorKind::BadRequest => "BadRequestException",
             ErrorKind::ServiceUnavailable => "ServiceUnavailableException",
             ErrorKind::PreconditionFailed => "PreconditionFailedException",
+            ErrorKind::PolicyLengthExceeded => "PolicyLengthExceededException",
+            ErrorKind::InvalidSignature => "InvalidSignatureException",
+            ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
         }
     }
 
@@ -95,7 +106,10 @@ impl ApiError {
     pub fn not_found_function(name: &str) -> Self {
         Self::new(
             ErrorKind::ResourceNotFound,
-            format!("Function not found: {}", crate::types::function_arn(name)),
+            format!(
+                "Function not found: {}",
+                crate::model::types::function_arn(name)
+            ),
         )
     }
 

@@ -1,41 +1,39 @@
-//! The function registry: the definitions and code of all functions, and their persistence.
+//! The function registry: the definitions and code of all functions (`$LATEST`, published
+//! versions, aliases, tags, policies, event invoke configs), and their persistence.
 //!
 //! Owned by the control-plane thread (`&mut self`, no locks); the data plane reads the published
-//! `FunctionTable` through an `ArcSwap`, stored before every mutating method returns.
-//! On disk: `functions/NAME/config.json` names the live `code-REV/` dir (with `code-REV.zip`, the
-//! original upload). A change unpacks new code into a new dir, flushes it, then replaces
-//! config.json atomically, publishes, and only then removes the old code: a crash at any point
-//! leaves the previous version intact, and `open` removes what no config.json refers to.
-//! Implements DESIGN.md "Function definitions and code are persisted".
+//! `FunctionTable` through an `ArcSwap`, stored before every mutating method returns. Every
+//! change writes the function's whole `config.json` atomically (see `store`) before it is
+//! published, so what a client was told survives `kill -9`. Code dirs are immutable and shared
+//! by `$LATEST` and the versions that run the same code; a dir is removed once nothing refers to
+//! it. `versions` holds versions and aliases, `meta` tags, policies and event invoke configs.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod meta;
+mod store;
+pub mod versions;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 
-use crate::api_model::{
-    validate_handler, validate_name, CreateFunctionInput, UpdateCodeInput, UpdateConfigInput,
+use crate::control::api::functions::{CreateFunctionInput, UpdateCodeInput, UpdateConfigInput};
+use crate::control::api::input::validate_name;
+use crate::control::code::{sha256_base64, sync_dir, write_atomic};
+use crate::control::layers::LayerStore;
+use crate::model::error::{ApiError, ErrorKind};
+use crate::model::types::{
+    function_arn, pool_key, AliasRoute, Concurrency, Function, FunctionConfig, FunctionCounters,
+    FunctionTable, LayerRef, LATEST,
 };
-use crate::control::code::{self, sha256_base64, sync_dir, sync_filesystem, write_atomic};
-use crate::error::{ApiError, ErrorKind};
-use crate::types::{function_arn, Function, FunctionConfig, FunctionCounters, RequestId};
-
-/// What the data-plane cores look functions up in, by name.
-pub type FunctionTable = HashMap<String, Arc<Function>>;
-
-const CONFIG_FILE: &str = "config.json";
-const CODE_DIR_PREFIX: &str = "code-";
-const TEMP_SUFFIX: &str = ".tmp";
-/// ListFunctions' MaxItems range and default (AWS's).
-pub const LIST_ITEMS_MAX: u32 = 10_000;
-pub const LIST_ITEMS_DEFAULT: u32 = 50;
+pub use store::civil_from_days;
+pub(crate) use store::now_aws;
+use store::*;
+pub use store::{Alias, EventInvokeConfig, PolicyStatement, StoredFunction, StoredVersion};
 
 /// Values used when CreateFunction leaves them out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,19 +58,32 @@ pub enum RegistryError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// config.json: the configuration and the code dir it runs.
-#[derive(Serialize, Deserialize)]
-struct StoredFunction {
-    config: FunctionConfig,
-    /// Name of the code dir inside the function's dir (`code-REV`).
-    code_dir: String,
+/// One function in memory: what its config.json holds, and the runnable versions built from it.
+#[derive(Debug)]
+pub struct Entry {
+    pub stored: StoredFunction,
+    pub latest: Arc<Function>,
+    pub versions: BTreeMap<u32, Arc<Function>>,
+}
+
+/// What a change does to `$LATEST`'s runnable snapshot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LatestChange {
+    /// Metadata only (tags, policy, aliases, versions): the same `Function`.
+    Keep,
+    /// Reserved concurrency: a new snapshot, same generation (instances are not affected).
+    Refresh,
+    /// Code or configuration: a new generation; older instances are retired.
+    NewGeneration,
 }
 
 pub struct Registry {
+    /// Published layer versions and merged `/opt` trees (functions name them in `Layers`).
+    pub layers: LayerStore,
     /// `data_dir/functions`, absolute.
     functions_dir: PathBuf,
     defaults: Defaults,
-    functions: BTreeMap<String, Arc<Function>>,
+    entries: BTreeMap<String, Entry>,
     table: Arc<ArcSwap<FunctionTable>>,
     /// The next `Function::generation`.
     next_generation: u64,
@@ -92,24 +103,60 @@ impl Registry {
             source,
         };
         fs::create_dir_all(&functions_dir).map_err(io_err)?;
+        let layers = LayerStore::open(data_dir).map_err(|source| RegistryError::Io {
+            path: data_dir.join("layers"),
+            source,
+        })?;
         let mut registry = Registry {
+            layers,
             functions_dir: functions_dir.clone(),
             defaults,
-            functions: BTreeMap::new(),
-            table: Arc::new(ArcSwap::from_pointee(FunctionTable::new())),
+            entries: BTreeMap::new(),
+            table: Arc::new(ArcSwap::from_pointee(FunctionTable::default())),
             next_generation: 1,
         };
         for entry in fs::read_dir(&functions_dir).map_err(io_err)? {
             let path = entry.map_err(io_err)?.path();
             if let Some(stored) = load_function_dir(&path) {
-                let code_dir = path.join(&stored.code_dir);
-                let counters = Arc::new(FunctionCounters::default());
-                let generation = registry.take_generation();
-                registry.insert(stored.config, code_dir, counters, generation);
+                let entry = registry.build_entry(stored, None, LatestChange::NewGeneration);
+                registry
+                    .entries
+                    .insert(entry.latest.config.name.clone(), entry);
             }
         }
         registry.publish();
+        registry.collect_layers();
         Ok(registry)
+    }
+
+    /// Lets the layer store drop deleted layer versions and merged trees nothing uses.
+    pub fn collect_layers(&mut self) {
+        let in_use: Vec<Vec<LayerRef>> = self
+            .entries
+            .values()
+            .flat_map(|e| std::iter::once(&e.latest).chain(e.versions.values()))
+            .map(|f| f.config.layers.clone())
+            .collect();
+        self.layers.collect(&in_use);
+    }
+
+    /// Function count and total code size (GetAccountSettings' AccountUsage).
+    pub fn usage(&self) -> (usize, u64) {
+        let code: u64 = self
+            .entries
+            .values()
+            .flat_map(|e| std::iter::once(&e.latest).chain(e.versions.values()))
+            .map(|f| f.config.code_size)
+            .sum();
+        (self.entries.len(), code)
+    }
+
+    /// Concurrency reserved by all functions together.
+    pub fn reserved_total(&self) -> u32 {
+        self.entries
+            .values()
+            .filter_map(|e| e.latest.concurrency.reserved())
+            .fold(0u32, u32::saturating_add)
     }
 
     /// The lock-free table the data-plane cores read on every invoke.
@@ -117,9 +164,14 @@ impl Registry {
         self.table.clone()
     }
 
-    pub fn create(&mut self, input: CreateFunctionInput) -> Result<Arc<Function>, ApiError> {
+    /// Creates the function; with `publish`, also version 1 (then returned instead of `$LATEST`).
+    pub fn create(
+        &mut self,
+        input: CreateFunctionInput,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Arc<Function>, ApiError> {
         validate_name(&input.name)?;
-        if self.functions.contains_key(&input.name) {
+        if self.entries.contains_key(&input.name) {
             return Err(ApiError::new(
                 ErrorKind::ResourceConflict,
                 format!("Function already exist: {}", input.name),
@@ -127,7 +179,7 @@ impl Registry {
         }
         let dir = self.function_dir(&input.name);
         fs::create_dir_all(&dir).map_err(|e| store_error(&dir, e))?;
-        self.create_in(&dir, input)
+        self.create_in(&dir, input, tags)
             .inspect_err(|_| remove_unconfigured(&dir))
     }
 
@@ -135,6 +187,7 @@ impl Registry {
         &mut self,
         dir: &Path,
         input: CreateFunctionInput,
+        tags: BTreeMap<String, String>,
     ) -> Result<Arc<Function>, ApiError> {
         let revision_id = new_revision_id();
         let staged = stage_code(dir, &revision_id, &input.zip)?;
@@ -152,13 +205,30 @@ impl Registry {
             last_modified: now_aws(),
             revision_id,
             reserved_concurrency: input.reserved_concurrency,
+            layers: input.layers.unwrap_or_default(),
         };
-        let counters = Arc::new(FunctionCounters::default());
-        let generation = self.take_generation();
-        self.commit(config, &staged, counters, generation)
-            .inspect_err(|_| remove_code(&staged))
+        self.layers.merged_dir(&config.layers)?;
+        let name = config.name.clone();
+        let mut stored = StoredFunction {
+            config,
+            code_dir: dir_name(&staged)?,
+            versions: BTreeMap::new(),
+            last_version: 0,
+            aliases: BTreeMap::new(),
+            tags,
+            policy: Vec::new(),
+            policy_revision_id: new_revision_id(),
+            event_invoke_configs: BTreeMap::new(),
+        };
+        let published = input
+            .publish
+            .then(|| versions::add_version(&mut stored, None));
+        self.save(&name, stored, LatestChange::NewGeneration)
+            .inspect_err(|_| remove_code(&staged))?;
+        Ok(self.result_of(&name, published))
     }
 
+    /// Replaces `$LATEST`'s code; with `publish`, also publishes a version (then returned).
     pub fn update_code(
         &mut self,
         name: &str,
@@ -168,17 +238,18 @@ impl Registry {
         check_revision(&old, input.revision_id.as_deref())?;
         let revision_id = new_revision_id();
         let staged = stage_code(&self.function_dir(name), &revision_id, &input.zip)?;
-        let mut config = old.config.clone();
-        config.code_sha256 = sha256_base64(&input.zip);
-        config.code_size = input.zip.len() as u64;
-        config.last_modified = now_aws();
-        config.revision_id = revision_id;
-        let generation = self.take_generation();
-        let new = self
-            .commit(config, &staged, old.counters.clone(), generation)
+        let mut stored = self.entry(name)?.stored.clone();
+        stored.config.code_sha256 = sha256_base64(&input.zip);
+        stored.config.code_size = input.zip.len() as u64;
+        stored.config.last_modified = now_aws();
+        stored.config.revision_id = revision_id;
+        stored.code_dir = dir_name(&staged)?;
+        let published = input
+            .publish
+            .then(|| versions::publish_if_changed(&mut stored, None));
+        self.save(name, stored, LatestChange::NewGeneration)
             .inspect_err(|_| remove_code(&staged))?;
-        remove_code(&old.code_dir);
-        Ok(new)
+        Ok(self.result_of(name, published))
     }
 
     pub fn update_config(
@@ -188,18 +259,19 @@ impl Registry {
     ) -> Result<Arc<Function>, ApiError> {
         let old = self.get(name)?;
         check_revision(&old, input.revision_id.as_deref())?;
-        let mut config = old.config.clone();
-        merge_config(&mut config, input)?;
-        config.last_modified = now_aws();
-        config.revision_id = new_revision_id();
-        let generation = self.take_generation();
-        self.commit(config, &old.code_dir, old.counters.clone(), generation)
+        let mut stored = self.entry(name)?.stored.clone();
+        merge_config(&mut stored.config, input)?;
+        self.layers.merged_dir(&stored.config.layers)?;
+        stored.config.last_modified = now_aws();
+        stored.config.revision_id = new_revision_id();
+        self.save(name, stored, LatestChange::NewGeneration)?;
+        self.get(name)
     }
 
-    /// Removes the function and its files. Instances still running it are the data plane's to
-    /// retire; its counters die with the last reference.
-    pub fn delete(&mut self, name: &str) -> Result<Arc<Function>, ApiError> {
-        let old = self.get(name)?;
+    /// Removes the function, its versions, aliases and files. Instances still running it are
+    /// the data plane's to retire; its counters die with the last reference.
+    pub fn delete(&mut self, name: &str) -> Result<Entry, ApiError> {
+        self.entry(name)?;
         let dir = self.function_dir(name);
         // config.json goes first and durably: once it is gone, a restart cannot resurrect the
         // function, and `open` removes whatever else remains of the dir.
@@ -208,20 +280,55 @@ impl Registry {
         if let Err(e) = sync_dir(&dir) {
             tracing::warn!(function = name, error = %e, "fsync after deleting config.json failed");
         }
-        self.functions.remove(name);
+        let entry = self.entries.remove(name).expect("checked above");
         self.publish();
         remove_tree(&dir);
-        Ok(old)
+        self.collect_layers();
+        Ok(entry)
     }
 
+    /// `$LATEST` of `name`.
     pub fn get(&self, name: &str) -> Result<Arc<Function>, ApiError> {
-        self.functions
+        Ok(self.entry(name)?.latest.clone())
+    }
+
+    pub fn entry(&self, name: &str) -> Result<&Entry, ApiError> {
+        self.entries
             .get(name)
-            .cloned()
             .ok_or_else(|| ApiError::not_found_function(name))
     }
 
-    /// One page of functions sorted by name, and the marker of the next page if there is one.
+    /// The version `qualifier` names: `$LATEST`, a version number, or an alias (its primary
+    /// version).
+    pub fn resolve(&self, name: &str, qualifier: Option<&str>) -> Result<Arc<Function>, ApiError> {
+        let entry = self.entry(name)?;
+        let not_found = |q: &str| {
+            ApiError::new(
+                ErrorKind::ResourceNotFound,
+                format!("Function not found: {}:{q}", function_arn(name)),
+            )
+        };
+        match qualifier {
+            None | Some(LATEST) => Ok(entry.latest.clone()),
+            Some(q) => {
+                let version = match entry.stored.aliases.get(q) {
+                    Some(alias) => alias.function_version.as_str(),
+                    None => q,
+                };
+                if version == LATEST {
+                    return Ok(entry.latest.clone());
+                }
+                version
+                    .parse::<u32>()
+                    .ok()
+                    .and_then(|n| entry.versions.get(&n))
+                    .cloned()
+                    .ok_or_else(|| not_found(q))
+            }
+        }
+    }
+
+    /// One page of functions (`$LATEST`) sorted by name, and the marker of the next page.
     pub fn list(
         &self,
         marker: Option<&str>,
@@ -234,10 +341,10 @@ impl Registry {
             None => Bound::Unbounded,
         };
         let mut page: Vec<Arc<Function>> = self
-            .functions
+            .entries
             .range::<str, _>((start, Bound::Unbounded))
             .take(max + 1)
-            .map(|(_, f)| f.clone())
+            .map(|(_, e)| e.latest.clone())
             .collect();
         let next = (page.len() > max).then(|| {
             page.truncate(max);
@@ -246,8 +353,8 @@ impl Registry {
         Ok((page, next))
     }
 
-    /// Sets reserved concurrency. Instances are not affected, so the generation is kept: only
-    /// code and configuration changes retire instances.
+    /// Sets reserved concurrency (shared by all versions). Instances are not affected, so the
+    /// generation is kept: only code and configuration changes retire instances.
     pub fn put_concurrency(&mut self, name: &str, n: u32) -> Result<Arc<Function>, ApiError> {
         self.set_concurrency(name, Some(n))
     }
@@ -256,16 +363,20 @@ impl Registry {
         self.set_concurrency(name, None)
     }
 
-    /// The stored original zip (served for GetFunction's Code.Location).
-    pub fn zip_path(&self, name: &str) -> Option<PathBuf> {
-        self.functions.get(name).map(|f| zip_path_of(&f.code_dir))
+    /// The stored original zip of a version (served for GetFunction's Code.Location).
+    pub fn zip_path(&self, name: &str, qualifier: Option<&str>) -> Option<PathBuf> {
+        self.resolve(name, qualifier)
+            .ok()
+            .map(|f| zip_path_of(&f.code_dir))
     }
 
     fn set_concurrency(&mut self, name: &str, n: Option<u32>) -> Result<Arc<Function>, ApiError> {
-        let old = self.get(name)?;
-        let mut config = old.config.clone();
-        config.reserved_concurrency = n;
-        self.commit(config, &old.code_dir, old.counters.clone(), old.generation)
+        let mut stored = self.entry(name)?.stored.clone();
+        stored.config.reserved_concurrency = n;
+        self.save(name, stored, LatestChange::Refresh)?;
+        let latest = self.get(name)?;
+        latest.concurrency.set_reserved(n);
+        Ok(latest)
     }
 
     fn function_dir(&self, name: &str) -> PathBuf {
@@ -278,287 +389,160 @@ impl Registry {
         generation
     }
 
-    /// Persists `config` (pointing at `code_dir`), then publishes the new `Function`.
-    fn commit(
-        &mut self,
-        config: FunctionConfig,
-        code_dir: &Path,
-        counters: Arc<FunctionCounters>,
-        generation: u64,
-    ) -> Result<Arc<Function>, ApiError> {
-        let dir = self.function_dir(&config.name);
-        let code_dir_name = code_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| ApiError::service("code directory has no UTF-8 name"))?;
-        let stored = StoredFunction {
-            config,
-            code_dir: code_dir_name.to_string(),
-        };
-        let json = serde_json::to_vec_pretty(&stored)
-            .map_err(|e| ApiError::service(format!("Could not encode the configuration: {e}")))?;
-        let path = dir.join(CONFIG_FILE);
-        write_atomic(&path, &json).map_err(|e| store_error(&path, e))?;
-        let function = self.insert(stored.config, code_dir.to_path_buf(), counters, generation);
-        self.publish();
-        Ok(function)
+    /// `$LATEST`, or the version a change just published.
+    fn result_of(&self, name: &str, published: Option<u32>) -> Arc<Function> {
+        let entry = &self.entries[name];
+        match published.and_then(|n| entry.versions.get(&n)) {
+            Some(v) => v.clone(),
+            None => entry.latest.clone(),
+        }
     }
 
-    fn insert(
+    /// Persists `stored` as the function's config.json, then publishes it, then removes the
+    /// code dirs nothing refers to any more.
+    fn save(
         &mut self,
-        config: FunctionConfig,
-        code_dir: PathBuf,
-        counters: Arc<FunctionCounters>,
-        generation: u64,
-    ) -> Arc<Function> {
-        let function = Arc::new(Function {
-            arn: function_arn(&config.name),
-            config,
-            code_dir,
-            generation,
-            counters,
-        });
-        self.functions
-            .insert(function.config.name.clone(), function.clone());
-        function
+        name: &str,
+        stored: StoredFunction,
+        change: LatestChange,
+    ) -> Result<(), ApiError> {
+        let json = serde_json::to_vec_pretty(&stored)
+            .map_err(|e| ApiError::service(format!("Could not encode the configuration: {e}")))?;
+        let path = self.function_dir(name).join(CONFIG_FILE);
+        write_atomic(&path, &json).map_err(|e| store_error(&path, e))?;
+        let old = self.entries.remove(name);
+        let unreferenced: BTreeSet<String> = match &old {
+            Some(old) => {
+                let live = stored.code_dirs();
+                old.stored.code_dirs().difference(&live).cloned().collect()
+            }
+            None => BTreeSet::new(),
+        };
+        let entry = self.build_entry(stored, old.as_ref(), change);
+        self.entries.insert(name.to_string(), entry);
+        self.publish();
+        for code_dir in unreferenced {
+            remove_code(&self.function_dir(name).join(code_dir));
+        }
+        self.collect_layers();
+        Ok(())
+    }
+
+    /// The runnable snapshots of `stored`, reusing `old`'s where nothing changed.
+    fn build_entry(
+        &mut self,
+        stored: StoredFunction,
+        old: Option<&Entry>,
+        change: LatestChange,
+    ) -> Entry {
+        let dir = self.function_dir(&stored.config.name);
+        let (counters, concurrency) = match old {
+            Some(old) => (old.latest.counters.clone(), old.latest.concurrency.clone()),
+            None => (
+                Arc::new(FunctionCounters::default()),
+                Arc::new(Concurrency::new(stored.config.reserved_concurrency)),
+            ),
+        };
+        let latest = match (old, change) {
+            (Some(old), LatestChange::Keep) => old.latest.clone(),
+            (old, change) => {
+                let generation = match (old, change) {
+                    (Some(old), LatestChange::Refresh) => old.latest.generation,
+                    _ => self.take_generation(),
+                };
+                let mut f = Function::latest(
+                    stored.config.clone(),
+                    dir.join(&stored.code_dir),
+                    generation,
+                );
+                f.opt_dir = self.opt_dir(&stored.config);
+                f.counters = counters;
+                f.concurrency = concurrency.clone();
+                Arc::new(f)
+            }
+        };
+        let mut versions = BTreeMap::new();
+        for (&n, v) in &stored.versions {
+            let reused = old.and_then(|o| o.versions.get(&n)).cloned();
+            let f = match reused {
+                Some(f) => f,
+                None => {
+                    let generation = self.take_generation();
+                    let mut f = version_function(&dir, n, v, generation, &concurrency);
+                    f.opt_dir = self.opt_dir(&v.config);
+                    Arc::new(f)
+                }
+            };
+            versions.insert(n, f);
+        }
+        Entry {
+            stored,
+            latest,
+            versions,
+        }
+    }
+
+    /// The merged layers of `config` (`None` without layers, or when the merge failed: logged,
+    /// and the instance then starts without them).
+    fn opt_dir(&self, config: &FunctionConfig) -> Option<PathBuf> {
+        match self.layers.merged_dir(&config.layers) {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::error!(function = config.name, error = %e, "could not merge layers");
+                None
+            }
+        }
     }
 
     fn publish(&self) {
-        let table: FunctionTable = self
-            .functions
-            .iter()
-            .map(|(name, f)| (name.clone(), f.clone()))
-            .collect();
+        let mut table = FunctionTable::default();
+        for (name, entry) in &self.entries {
+            table.versions.insert(name.clone(), entry.latest.clone());
+            for f in entry.versions.values() {
+                table.versions.insert(f.pool_key.clone(), f.clone());
+            }
+            for alias in entry.stored.aliases.values() {
+                let route = AliasRoute {
+                    version: alias.function_version.clone(),
+                    additional: alias.weights.iter().next().map(|(v, w)| (v.clone(), *w)),
+                };
+                table
+                    .aliases
+                    .insert(format!("{name}:{}", alias.name), route);
+            }
+        }
         self.table.store(Arc::new(table));
     }
 }
 
-fn store_error(path: &Path, e: io::Error) -> ApiError {
-    tracing::error!(path = %path.display(), error = %e, "function store write failed");
-    ApiError::service(format!("Could not store the function: {e}"))
+/// A published version's runnable snapshot.
+fn version_function(
+    dir: &Path,
+    n: u32,
+    v: &StoredVersion,
+    generation: u64,
+    concurrency: &Arc<Concurrency>,
+) -> Function {
+    let version = n.to_string();
+    let mut f = Function::latest(v.config.clone(), dir.join(&v.code_dir), generation);
+    f.arn = format!("{}:{version}", function_arn(&v.config.name));
+    f.pool_key = pool_key(&v.config.name, &version);
+    f.version = version;
+    f.concurrency = concurrency.clone();
+    f
 }
 
-/// Unpacks `zip` into `dir/code-REV/`, stores it as `dir/code-REV.zip`, and makes both durable.
-/// On failure nothing of it is left behind.
-fn stage_code(dir: &Path, revision_id: &str, zip: &[u8]) -> Result<PathBuf, ApiError> {
-    let code_dir = dir.join(format!("{CODE_DIR_PREFIX}{revision_id}"));
-    let result = code::unpack_zip(zip, &code_dir)
-        .map_err(ApiError::from)
-        .and_then(|_| {
-            let zip_path = zip_path_of(&code_dir);
-            write_atomic(&zip_path, zip).map_err(|e| store_error(&zip_path, e))
-        })
-        .and_then(|()| sync_filesystem(&code_dir).map_err(|e| store_error(&code_dir, e)));
-    match result {
-        Ok(()) => Ok(code_dir),
-        Err(e) => {
-            remove_code(&code_dir);
-            Err(e)
-        }
-    }
-}
-
-fn zip_path_of(code_dir: &Path) -> PathBuf {
-    let mut path = code_dir.as_os_str().to_owned();
-    path.push(".zip");
-    PathBuf::from(path)
-}
-
-/// Removes a code dir and its zip; a failure only leaks disk space until the next `open`.
-fn remove_code(code_dir: &Path) {
-    remove_tree(code_dir);
-    remove_tree(&zip_path_of(code_dir));
-}
-
-fn remove_tree(path: &Path) {
-    let result = match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        _ => fs::remove_file(path),
-    };
-    if let Err(e) = result {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove");
-    }
-}
-
-/// Removes a function dir that a failed create made, unless a config.json (a broken function
-/// left for the operator to inspect) is in it.
-fn remove_unconfigured(dir: &Path) {
-    if !dir.join(CONFIG_FILE).exists() {
-        remove_tree(dir);
-    }
-}
-
-fn check_revision(f: &Function, expected: Option<&str>) -> Result<(), ApiError> {
-    match expected {
-        Some(r) if r != f.config.revision_id => Err(ApiError::new(
-            ErrorKind::PreconditionFailed,
-            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id",
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn merge_config(config: &mut FunctionConfig, input: UpdateConfigInput) -> Result<(), ApiError> {
-    if let Some(h) = input.handler {
-        validate_handler(&h)?;
-        config.handler = h;
-    }
-    let fields = [
-        (input.runtime, &mut config.runtime),
-        (input.role, &mut config.role),
-        (input.description, &mut config.description),
-    ];
-    for (value, slot) in fields {
-        if let Some(v) = value {
-            *slot = v;
-        }
-    }
-    if let Some(t) = input.timeout_s {
-        config.timeout_s = t;
-    }
-    if let Some(m) = input.memory_mb {
-        config.memory_mb = m;
-    }
-    if let Some(env) = input.environment {
-        crate::api_model::validate_environment(&env)?;
-        config.environment = env;
-    }
-    Ok(())
-}
-
-fn validate_max_items(max_items: Option<u32>) -> Result<u32, ApiError> {
-    let n = max_items.unwrap_or(LIST_ITEMS_DEFAULT);
-    let rule = match n {
-        0 => "Member must have value greater than or equal to 1",
-        n if n > LIST_ITEMS_MAX => "Member must have value less than or equal to 10000",
-        n => return Ok(n),
-    };
-    Err(ApiError::invalid_param(format!(
-        "1 validation error detected: Value '{n}' at 'maxItems' failed to satisfy constraint: {rule}"
-    )))
-}
-
-/// The marker is the last name of the previous page, base64url so clients treat it as opaque.
-fn encode_marker(name: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name)
-}
-
-fn decode_marker(marker: &str) -> Result<String, ApiError> {
-    let invalid = || ApiError::invalid_param(format!("Invalid Marker: {marker}"));
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(marker)
-        .map_err(|_| invalid())?;
-    let name = String::from_utf8(bytes).map_err(|_| invalid())?;
-    validate_name(&name).map_err(|_| invalid())?;
-    Ok(name)
-}
-
-fn new_revision_id() -> String {
-    RequestId::random().to_string()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Loading
-
-/// Reads one function dir; `None` (logged) when it cannot be used. Removes leftovers of
-/// interrupted changes: a dir without config.json (an interrupted create), unreferenced code
-/// dirs and zips, and temp files.
-fn load_function_dir(dir: &Path) -> Option<StoredFunction> {
-    if !dir.is_dir() {
-        tracing::warn!(path = %dir.display(), "ignoring a non-directory in the function store");
-        return None;
-    }
-    let config_path = dir.join(CONFIG_FILE);
-    if !config_path.exists() {
-        tracing::warn!(path = %dir.display(), "removing an incomplete function (no config.json)");
-        remove_tree(dir);
-        return None;
-    }
-    let stored = match read_stored(&config_path) {
-        Ok(stored) => stored,
-        Err(e) => {
-            tracing::warn!(path = %config_path.display(), error = %e, "skipping a broken function");
-            return None;
-        }
-    };
-    let dir_name = dir.file_name().and_then(|n| n.to_str());
-    if dir_name != Some(stored.config.name.as_str()) || validate_name(&stored.config.name).is_err()
-    {
-        tracing::warn!(path = %dir.display(), "skipping a function whose name does not match its dir");
-        return None;
-    }
-    if !stored.code_dir.starts_with(CODE_DIR_PREFIX) || !dir.join(&stored.code_dir).is_dir() {
-        tracing::warn!(path = %dir.display(), code = stored.code_dir, "skipping a function whose code is missing");
-        return None;
-    }
-    remove_leftovers(dir, &stored.code_dir);
-    Some(stored)
-}
-
-fn read_stored(path: &Path) -> Result<StoredFunction, Box<dyn std::error::Error>> {
-    let bytes = fs::read(path)?;
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
-fn remove_leftovers(dir: &Path, live_code_dir: &str) {
-    let live_zip = format!("{live_code_dir}.zip");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let ours = name.starts_with(CODE_DIR_PREFIX) || name.ends_with(TEMP_SUFFIX);
-        if ours && name != live_code_dir && name != live_zip {
-            tracing::info!(path = %entry.path().display(), "removing a leftover of an interrupted change");
-            remove_tree(&entry.path());
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Time
-
-/// The current time in AWS's LastModified format.
-fn now_aws() -> String {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    format_aws_time(since_epoch.as_secs(), since_epoch.subsec_millis())
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmm+0000` (UTC).
-fn format_aws_time(unix_s: u64, millis: u32) -> String {
-    let days = (unix_s / 86_400) as i64;
-    let secs = unix_s % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}+0000",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// Howard Hinnant's civil_from_days: days since 1970-01-01 to (year, month, day).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+fn dir_name(path: &Path) -> Result<String, ApiError> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::service("code directory has no UTF-8 name"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_model::ROLE_DEFAULT;
+    use crate::control::api::functions::ROLE_DEFAULT;
     use std::io::{Cursor, Write};
     use zip::write::SimpleFileOptions;
 
@@ -583,6 +567,13 @@ mod tests {
             zip: zip_with("bootstrap", content),
             publish: false,
             reserved_concurrency: None,
+            layers: None,
+        }
+    }
+
+    impl Registry {
+        fn create_plain(&mut self, input: CreateFunctionInput) -> Result<Arc<Function>, ApiError> {
+            self.create(input, BTreeMap::new())
         }
     }
 
@@ -594,7 +585,7 @@ mod tests {
     fn create_get_and_conflict() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
-        let f = reg.create(input("f", b"v1")).unwrap();
+        let f = reg.create_plain(input("f", b"v1")).unwrap();
         assert_eq!(f.config.timeout_s, 3);
         assert_eq!(f.config.memory_mb, 256);
         assert_eq!(f.arn, function_arn("f"));
@@ -603,14 +594,14 @@ mod tests {
         let zip = input("f", b"v1").zip;
         assert_eq!(f.config.code_sha256, sha256_base64(&zip));
         assert_eq!(f.config.code_size, zip.len() as u64);
-        assert_eq!(fs::read(reg.zip_path("f").unwrap()).unwrap(), zip);
+        assert_eq!(fs::read(reg.zip_path("f", None).unwrap()).unwrap(), zip);
         assert!(Arc::ptr_eq(&reg.get("f").unwrap(), &f));
-        assert!(Arc::ptr_eq(&reg.table().load()["f"], &f));
-        let e = reg.create(input("f", b"v2")).unwrap_err();
+        assert!(Arc::ptr_eq(&reg.table().load().versions["f"], &f));
+        let e = reg.create_plain(input("f", b"v2")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::ResourceConflict);
         assert_eq!(e.message, "Function already exist: f");
         assert_eq!(reg.get("g").unwrap_err().kind, ErrorKind::ResourceNotFound);
-        assert!(reg.zip_path("g").is_none());
+        assert!(reg.zip_path("g", None).is_none());
     }
 
     #[test]
@@ -619,11 +610,11 @@ mod tests {
         let mut reg = open(dir.path());
         let mut bad = input("f", b"");
         bad.zip = b"not a zip".to_vec();
-        let e = reg.create(bad).unwrap_err();
+        let e = reg.create_plain(bad).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidParameterValue);
         assert!(!dir.path().join("functions/f").exists());
-        assert!(reg.table().load().is_empty());
-        let e = reg.create(input("../x", b"")).unwrap_err();
+        assert!(reg.table().load().versions.is_empty());
+        let e = reg.create_plain(input("../x", b"")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidParameterValue);
         assert!(!dir.path().join("x").exists());
     }
@@ -632,7 +623,7 @@ mod tests {
     fn update_code_replaces_code_and_keeps_counters() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
-        let v1 = reg.create(input("f", b"v1")).unwrap();
+        let v1 = reg.create_plain(input("f", b"v1")).unwrap();
         let zip = zip_with("bootstrap", b"v2");
         let stale = UpdateCodeInput {
             zip: zip.clone(),
@@ -653,10 +644,11 @@ mod tests {
         assert_ne!(v2.config.revision_id, v1.config.revision_id);
         assert_ne!(v2.config.code_sha256, v1.config.code_sha256);
         assert!(Arc::ptr_eq(&v1.counters, &v2.counters));
+        assert!(Arc::ptr_eq(&v1.concurrency, &v2.concurrency));
         assert_eq!(fs::read(v2.code_dir.join("bootstrap")).unwrap(), b"v2");
         assert!(!v1.code_dir.exists());
         assert!(!zip_path_of(&v1.code_dir).exists());
-        assert_eq!(reg.table().load()["f"].generation, v2.generation);
+        assert_eq!(reg.table().load().versions["f"].generation, v2.generation);
         let missing = UpdateCodeInput {
             zip: vec![],
             publish: false,
@@ -670,7 +662,7 @@ mod tests {
     fn update_config_merges() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
-        let v1 = reg.create(input("f", b"v1")).unwrap();
+        let v1 = reg.create_plain(input("f", b"v1")).unwrap();
         let update = UpdateConfigInput {
             timeout_s: Some(60),
             environment: Some(BTreeMap::new()),
@@ -699,16 +691,16 @@ mod tests {
     fn delete_removes_files_and_fresh_counters_after_recreate() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
-        let v1 = reg.create(input("f", b"v1")).unwrap();
+        let v1 = reg.create_plain(input("f", b"v1")).unwrap();
         let deleted = reg.delete("f").unwrap();
-        assert!(Arc::ptr_eq(&deleted, &v1));
+        assert!(Arc::ptr_eq(&deleted.latest, &v1));
         assert!(!dir.path().join("functions/f").exists());
-        assert!(reg.table().load().get("f").is_none());
+        assert!(reg.table().load().latest("f").is_none());
         assert_eq!(
             reg.delete("f").unwrap_err().kind,
             ErrorKind::ResourceNotFound
         );
-        let again = reg.create(input("f", b"v1")).unwrap();
+        let again = reg.create_plain(input("f", b"v1")).unwrap();
         assert!(!Arc::ptr_eq(&again.counters, &v1.counters));
     }
 
@@ -717,7 +709,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
         for name in ["c", "a", "e", "b", "d"] {
-            reg.create(input(name, b"x")).unwrap();
+            reg.create_plain(input(name, b"x")).unwrap();
         }
         let names = |fs: &[Arc<Function>]| -> Vec<String> {
             fs.iter().map(|f| f.config.name.clone()).collect()
@@ -746,11 +738,14 @@ mod tests {
     fn concurrency_is_set_cleared_and_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
-        let v1 = reg.create(input("f", b"x")).unwrap();
+        let v1 = reg.create_plain(input("f", b"x")).unwrap();
         let v2 = reg.put_concurrency("f", 7).unwrap();
         assert_eq!(v2.config.reserved_concurrency, Some(7));
         assert_eq!(v2.generation, v1.generation);
-        assert_eq!(reg.table().load()["f"].config.reserved_concurrency, Some(7));
+        assert_eq!(
+            reg.table().load().versions["f"].config.reserved_concurrency,
+            Some(7)
+        );
         drop(reg);
         let mut reg = open(dir.path());
         assert_eq!(reg.get("f").unwrap().config.reserved_concurrency, Some(7));
@@ -766,7 +761,7 @@ mod tests {
     fn survives_restart() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
-        reg.create(input("f", b"v1")).unwrap();
+        reg.create_plain(input("f", b"v1")).unwrap();
         let update = UpdateCodeInput {
             zip: zip_with("bootstrap", b"v2"),
             publish: false,
@@ -779,14 +774,14 @@ mod tests {
         assert_eq!(after.config, before.config);
         assert_eq!(after.code_dir, before.code_dir);
         assert_eq!(fs::read(after.code_dir.join("bootstrap")).unwrap(), b"v2");
-        assert!(Arc::ptr_eq(&reg.table().load()["f"], &after));
+        assert!(Arc::ptr_eq(&reg.table().load().versions["f"], &after));
     }
 
     #[test]
     fn open_cleans_crash_leftovers() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
-        let f = reg.create(input("f", b"v1")).unwrap();
+        let f = reg.create_plain(input("f", b"v1")).unwrap();
         drop(reg);
         let fdir = dir.path().join("functions/f");
         // An interrupted update: unpacked code and zip never referenced, a half-written config.
@@ -822,7 +817,7 @@ mod tests {
         );
         assert!(!dir.path().join("functions/g").exists());
         assert!(dir.path().join("functions/h").exists());
-        assert_eq!(reg.table().load().len(), 1);
+        assert_eq!(reg.table().load().versions.len(), 1);
     }
 
     #[test]

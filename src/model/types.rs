@@ -5,7 +5,7 @@
 //! mutable state. Payloads are `Bytes` so an invocation's body travels from the caller's socket to
 //! the runtime's socket (and back) without being copied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,10 +17,31 @@ use serde::{Deserialize, Serialize};
 
 /// The version every invocation runs: this server keeps only `$LATEST`.
 pub const LATEST: &str = "$LATEST";
-/// Region reported in ARNs and `AWS_REGION`.
-pub const REGION: &str = "local";
-/// Account id reported in ARNs.
-pub const ACCOUNT_ID: &str = "000000000000";
+/// Region in ARNs and `AWS_REGION` until `set_identity` says otherwise (`--region`).
+pub const REGION_DEFAULT: &str = "us-east-1";
+/// Account id in ARNs until `set_identity` says otherwise (`--account-id`).
+pub const ACCOUNT_ID_DEFAULT: &str = "000000000000";
+
+/// The region and account this server reports, set once at start-up.
+static IDENTITY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Sets the default region and the account id for the life of the process (first call wins:
+/// in-process test servers share the defaults).
+pub fn set_identity(region: &str, account_id: &str) {
+    let _ = IDENTITY.set((region.to_string(), account_id.to_string()));
+}
+
+/// The server's default region: instances' `AWS_REGION`, and ARNs when a request does not name
+/// one in its SigV4 credential scope.
+pub fn region() -> &'static str {
+    IDENTITY.get().map_or(REGION_DEFAULT, |(r, _)| r.as_str())
+}
+
+pub fn account_id() -> &'static str {
+    IDENTITY
+        .get()
+        .map_or(ACCOUNT_ID_DEFAULT, |(_, a)| a.as_str())
+}
 
 /// A request id, as the runtime sees it in `Lambda-Runtime-Aws-Request-Id` (a UUID v4 string).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -110,6 +131,16 @@ pub struct FunctionConfig {
     pub revision_id: String,
     /// Reserved concurrency (PutFunctionConcurrency); `None` = unreserved.
     pub reserved_concurrency: Option<u32>,
+    /// Layer versions, in the order they are merged (later ones override earlier files).
+    #[serde(default)]
+    pub layers: Vec<LayerRef>,
+}
+
+/// One layer version a function uses: its ARN and size, as FunctionConfiguration.Layers shows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRef {
+    pub arn: String,
+    pub code_size: u64,
 }
 
 impl FunctionConfig {
@@ -118,22 +149,64 @@ impl FunctionConfig {
     }
 }
 
+/// The unqualified ARN of `name` in the server's default region.
 pub fn function_arn(name: &str) -> String {
-    format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}")
+    function_arn_in(region(), name)
 }
 
-/// Counters of a function that survive configuration and code updates (they are keyed by name).
+/// The unqualified ARN of `name` in `region`.
+pub fn function_arn_in(region: &str, name: &str) -> String {
+    format!("arn:aws:lambda:{region}:{}:function:{name}", account_id())
+}
+
+/// Counters of one version's instance pool that survive configuration and code updates of
+/// `$LATEST` (they are keyed by pool key).
 #[derive(Debug, Default)]
 pub struct FunctionCounters {
-    /// Invocations admitted and not yet finished, across all cores (concurrency in use).
-    pub in_flight: AtomicU32,
-    /// Bit `c` set: core `c` has at least one idle instance of this function (hand-off hint).
+    /// Bit `c` set: core `c` has at least one idle instance of this pool (hand-off hint).
     pub idle_cores: AtomicU64,
 }
 
-impl FunctionCounters {
-    /// Takes one concurrency slot if fewer than `limit` are in use.
-    pub fn try_acquire(&self, limit: u32) -> bool {
+/// Concurrency of a function, shared by all its versions (AWS reserves per function).
+#[derive(Debug)]
+pub struct Concurrency {
+    /// Invocations admitted and not yet finished, across all cores and versions.
+    pub in_flight: AtomicU32,
+    /// Reserved concurrency (PutFunctionConcurrency); `u32::MAX` = unreserved.
+    pub reserved: AtomicU32,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Concurrency {
+            in_flight: AtomicU32::new(0),
+            reserved: AtomicU32::new(u32::MAX),
+        }
+    }
+}
+
+impl Concurrency {
+    pub fn new(reserved: Option<u32>) -> Concurrency {
+        let c = Concurrency::default();
+        c.set_reserved(reserved);
+        c
+    }
+
+    pub fn reserved(&self) -> Option<u32> {
+        match self.reserved.load(Ordering::Relaxed) {
+            u32::MAX => None,
+            n => Some(n),
+        }
+    }
+
+    pub fn set_reserved(&self, n: Option<u32>) {
+        self.reserved
+            .store(n.unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// Takes one concurrency slot if fewer than the reserved limit are in use.
+    pub fn try_acquire(&self) -> bool {
+        let limit = self.reserved.load(Ordering::Relaxed);
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
@@ -147,18 +220,111 @@ impl FunctionCounters {
     }
 }
 
-/// A function as the data plane sees it: an immutable snapshot of one generation of its
-/// configuration and code. An update makes a new `Function` with a higher `generation`; instances
-/// of older generations are retired.
+/// A function version as the data plane sees it: an immutable snapshot of one generation of its
+/// configuration and code. `$LATEST` changes by replacement: an update makes a new `Function`
+/// with a higher `generation` and instances of older generations are retired. A published
+/// version never changes.
 #[derive(Debug)]
 pub struct Function {
     pub config: FunctionConfig,
+    /// `$LATEST` or the version number (`"1"`, `"2"`, ...).
+    pub version: String,
     /// Where the unpacked code lives (mounted at /var/task in containers).
     pub code_dir: PathBuf,
+    /// The function's layers merged in order (mounted at /opt in containers); `None` without
+    /// layers.
+    pub opt_dir: Option<PathBuf>,
     /// Increases on every code or configuration change; instances remember theirs.
     pub generation: u64,
+    /// The version's ARN (qualified for published versions, as AWS's FunctionArn).
     pub arn: String,
+    /// The key of this version's instance pool in the scheduler and the function table:
+    /// `NAME` for `$LATEST`, `NAME:N` for version N (`:` cannot occur in a name).
+    pub pool_key: String,
     pub counters: Arc<FunctionCounters>,
+    pub concurrency: Arc<Concurrency>,
+}
+
+impl Function {
+    /// A `$LATEST` function without layers (tests and benches build these).
+    pub fn latest(config: FunctionConfig, code_dir: PathBuf, generation: u64) -> Function {
+        Function {
+            arn: function_arn(&config.name),
+            pool_key: config.name.clone(),
+            concurrency: Arc::new(Concurrency::new(config.reserved_concurrency)),
+            config,
+            version: LATEST.to_string(),
+            code_dir,
+            opt_dir: None,
+            generation,
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn is_latest(&self) -> bool {
+        self.version == LATEST
+    }
+}
+
+/// The pool key of `name` at `version` (see `Function::pool_key`).
+pub fn pool_key(name: &str, version: &str) -> String {
+    if version == LATEST {
+        name.to_string()
+    } else {
+        format!("{name}:{version}")
+    }
+}
+
+/// An alias as the data plane routes it: a version, and optionally a second version that gets
+/// `weight` (0..1) of the invocations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AliasRoute {
+    pub version: String,
+    pub additional: Option<(String, f64)>,
+}
+
+/// What the data-plane cores look functions up in, published whole by the control plane
+/// (`ArcSwap`) before it acknowledges a change.
+#[derive(Debug, Default)]
+pub struct FunctionTable {
+    /// Every runnable version by pool key (`NAME`, `NAME:N`).
+    pub versions: HashMap<String, Arc<Function>>,
+    /// Aliases by `NAME:ALIAS`.
+    pub aliases: HashMap<String, AliasRoute>,
+}
+
+impl FunctionTable {
+    /// `$LATEST` of `name`.
+    pub fn latest(&self, name: &str) -> Option<&Arc<Function>> {
+        self.versions.get(name)
+    }
+
+    /// Every function's `$LATEST`.
+    pub fn functions(&self) -> impl Iterator<Item = &Arc<Function>> {
+        self.versions.values().filter(|f| f.is_latest())
+    }
+
+    /// The version an invocation of `name` with `qualifier` runs: `$LATEST`, a version number,
+    /// or an alias (weighted between its two versions with `roll` in 0..1).
+    pub fn resolve(
+        &self,
+        name: &str,
+        qualifier: Option<&str>,
+        roll: f64,
+    ) -> Option<&Arc<Function>> {
+        let version = match qualifier {
+            None | Some(LATEST) => return self.versions.get(name),
+            Some(q) if q.bytes().all(|b| b.is_ascii_digit()) => q,
+            Some(alias) => {
+                let route = self.aliases.get(&format!("{name}:{alias}"))?;
+                match &route.additional {
+                    Some((other, weight)) if roll < *weight => other.as_str(),
+                    _ => route.version.as_str(),
+                }
+            }
+        };
+        self.versions.get(&pool_key(name, version))
+    }
 }
 
 /// What a caller asked for, carried with the invocation to the runtime.
@@ -182,7 +348,7 @@ pub enum InvokeOutcome {
         body: Bytes,
     },
     /// The platform failed the invocation before/without the function: mapped to an AWS error.
-    Service(crate::error::ApiError),
+    Service(crate::model::error::ApiError),
 }
 
 /// The finished invocation as delivered back to the caller's core.

@@ -1,0 +1,151 @@
+//! Messages between threads: `CoreMsg` (to a data-plane core, from other cores and the control
+//! plane), `ControlMsg` (to the control plane, from the cores), and `Invocation`, the unit of work
+//! that travels between cores.
+//!
+//! Every value here is `Send` and moves by value over a channel; nothing is shared mutably.
+//! Channel bounds are documented where the channels are made (`server.rs`).
+
+use std::net::TcpListener as StdTcpListener;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+use super::error::ApiError;
+use super::switchboard::Permit;
+use super::types::{ExitInfo, Function, InstanceId, InvokeContext, InvokeResult, RequestId};
+use crate::protocols::http::Request;
+use crate::protocols::runtime_messages::Register;
+
+/// One admitted invocation on its way to an instance. Owned by exactly one core at a time.
+pub struct Invocation {
+    pub id: RequestId,
+    pub function: Arc<Function>,
+    pub payload: Bytes,
+    pub context: InvokeContext,
+    /// When the caller's request was accepted (duration metrics, pending age).
+    pub accepted_at: Instant,
+    pub want_log_tail: bool,
+    /// Where the result goes: the caller's core waits on the receiving end.
+    pub reply: oneshot::Sender<InvokeResult>,
+    /// Concurrency held until the invocation is dropped.
+    pub permit: Permit,
+}
+
+/// Messages a core receives (from other cores and from the control plane).
+pub enum CoreMsg {
+    /// Another core had no idle instance of the function and this core advertised one.
+    Dispatch(Invocation),
+    /// The control plane started an instance homed on this core: accept its runtime's
+    /// connections on `listener` and read its output from `log`.
+    InstanceStarted {
+        id: InstanceId,
+        listener: StdTcpListener,
+        log: Option<OwnedFd>,
+    },
+    /// The instance could not be started at all.
+    InstanceStartFailed { id: InstanceId, error: ApiError },
+    /// The instance's process or container ended.
+    InstanceExited { id: InstanceId, exit: ExitInfo },
+    /// A function version changed or went away: its current instances must not take new work.
+    /// `pool` is the version's pool key (`Function::pool_key`).
+    Retire { pool: String },
+    /// A WebSocket registered on another core's shared Runtime API port for an instance homed
+    /// here: continue its session on this core.
+    AdoptWebSocket {
+        id: InstanceId,
+        fd: OwnedFd,
+        buffered: BytesMut,
+        register: Register,
+    },
+    /// Stop accepting connections (shutdown has begun).
+    StopAccepting,
+    /// Leave the event loop.
+    Exit,
+}
+
+/// Requests to the control plane.
+pub enum ControlMsg {
+    /// A User API management call (anything but Invoke): the core forwards the request as it was
+    /// decoded and awaits the rendered answer. Bodies are parsed on the control plane, not on the
+    /// cores (base64 zips can be tens of megabytes).
+    Api {
+        request: Request,
+        reply: oneshot::Sender<ApiAnswer>,
+    },
+    /// Start an instance of `function` homed on `core`.
+    StartInstance {
+        id: InstanceId,
+        /// The instance's LAMBDA_INSTANCE_ID (its id and a secret).
+        token: String,
+        function: Arc<Function>,
+        core: usize,
+    },
+    KillInstance {
+        id: InstanceId,
+    },
+    PauseInstance {
+        id: InstanceId,
+    },
+    ResumeInstance {
+        id: InstanceId,
+    },
+    /// Kill every instance and wait for them to end.
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A management call's rendered answer: status, extra headers, body (JSON unless a header says
+/// otherwise). Errors arrive already in AWS's shape (`ApiAnswer::error`).
+#[derive(Debug)]
+pub struct ApiAnswer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl ApiAnswer {
+    /// A JSON body.
+    pub fn json(status: u16, value: &serde_json::Value) -> ApiAnswer {
+        ApiAnswer {
+            status,
+            headers: vec![("Content-Type", "application/json".to_string())],
+            body: Bytes::from(value.to_string()),
+        }
+    }
+
+    /// No body (204 and friends).
+    pub fn empty(status: u16) -> ApiAnswer {
+        ApiAnswer {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// AWS's error shape: status, `x-amzn-ErrorType`, JSON body.
+    pub fn error(e: &ApiError) -> ApiAnswer {
+        ApiAnswer {
+            status: e.status(),
+            headers: vec![
+                ("Content-Type", "application/json".to_string()),
+                ("x-amzn-ErrorType", e.kind.name().to_string()),
+            ],
+            body: Bytes::from(e.body()),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> ApiAnswer {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+impl From<Result<ApiAnswer, ApiError>> for ApiAnswer {
+    fn from(result: Result<ApiAnswer, ApiError>) -> ApiAnswer {
+        result.unwrap_or_else(|e| ApiAnswer::error(&e))
+    }
+}

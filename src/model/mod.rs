@@ -1,0 +1,24 @@
+//! The vocabulary that crosses threads: what the data-plane cores and the control plane say to
+//! each other, and the read-mostly state every thread holds.
+//!
+//! Dependency arrows run one way: `protocols` (wire codecs) ← `model` ← the planes
+//! (`dataplane`, `control`) ← `server`. Nothing here knows how a core or the control plane works
+//! inside; a type two planes share lives here, never in one plane's `mod.rs`.
+//! - `types`: functions, instances, invocation results (plain data, `Send`).
+//! - `error`: AWS's error shapes, the one place failures become what a client sees.
+//! - `messages`: `CoreMsg` (to a core), `ControlMsg` (to the control plane), `Invocation`.
+//! - `switchboard`: `Switchboard`, the state every thread reads (config, function table,
+//!   channels, counters), and `Permit`, one invocation's hold on concurrency.
+//! - `metrics`: the Prometheus counters every thread bumps.
+//! - `names`: function references, qualifiers and their validation, as AWS spells them.
+
+pub mod error;
+pub mod messages;
+pub mod metrics;
+pub mod names;
+pub mod switchboard;
+pub mod types;
+
+pub use messages::{ApiAnswer, ControlMsg, CoreMsg, Invocation};
+pub use metrics::Metrics;
+pub use switchboard::{Permit, Switchboard};
