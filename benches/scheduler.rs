@@ -80,7 +80,8 @@ fn rig() -> Rig {
     table.insert("bench".to_string(), f.clone());
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let (core_tx, _core_rx) = mpsc::unbounded_channel();
-    let config = Config::for_tests("/tmp/lah-bench".into(), 0, 0);
+    // The scheduler never touches the data dir; the config only needs one.
+    let config = Config::for_tests(std::env::temp_dir().join("lah-bench"), 0, 0);
     let shared = Arc::new(Shared::new(
         Arc::new(config),
         Arc::new(ArcSwap::from_pointee(table)),
