@@ -33,7 +33,7 @@ fn function() -> Arc<Function> {
         reserved_concurrency: None,
         layers: Vec::new(),
     };
-    Arc::new(Function::latest(config, "/tmp".into(), 1))
+    Arc::new(Function::latest(config, std::env::temp_dir(), 1))
 }
 
 struct Rig {
@@ -74,7 +74,8 @@ fn rig() -> Rig {
     table.versions.insert("bench".to_string(), f.clone());
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let (core_tx, _core_rx) = mpsc::unbounded_channel();
-    let config = Config::for_tests("/tmp/lah-bench".into(), 0, 0);
+    // The scheduler never touches the data dir; the config only needs one.
+    let config = Config::for_tests(std::env::temp_dir().join("lah-bench"), 0, 0);
     let shared = Arc::new(Switchboard::new(
         Arc::new(config),
         Arc::new(ArcSwap::from_pointee(table)),

@@ -1,5 +1,4 @@
-//! End-to-end tests of the WebSocket Runtime API (`docs/websocket-protocol.md`, which implements
-//! `WEBSOCKET_RUNTIME.md`): the opening handshake, the Node and Python runtimes over WebSocket
+//! End-to-end tests of the WebSocket Runtime API (`docs/websocket-protocol.md`): the opening handshake, the Node and Python runtimes over WebSocket
 //! (and their fallback to HTTP), and the message protocol spoken by the test itself.
 //!
 //! Protocol tests create a `provided.al2023` function whose bootstrap only reports its
@@ -492,7 +491,7 @@ fn invoke_real(server: &TestServer, name: &str, node: bool, fail: bool) {
 // 1. Handshake.
 // ---------------------------------------------------------------------------------------------
 
-/// The spec's `curl` check, byte for byte, on the shared Runtime API port.
+/// The `curl` check of `docs/websocket-protocol.md`, byte for byte, on the shared Runtime API port.
 #[test]
 fn spec_curl_handshake_on_the_shared_port() {
     let server = TestServer::new();

@@ -1,7 +1,8 @@
-//! `loadgen`: measures a Lambda-compatible endpoint the way the WebSocket Runtime spec's
-//! "Performance Comparison" tables do — cold start, warm start, high frequency and throughput,
-//! for each runtime (Node, Python) and runtime transport (HTTP, WebSocket) — and reports the
-//! tables, the full detail, JSON, and the server's CPU and memory when it runs on this machine.
+//! `loadgen`: measures a Lambda-compatible endpoint the way the "Performance Comparison" tables
+//! of the WebSocket Runtime API's original design do (`docs/websocket-protocol.md`) — cold
+//! start, warm start, high frequency and throughput, for each runtime (Node, Python) and runtime
+//! transport (HTTP, WebSocket) — and reports the tables, the full detail, JSON, and the server's
+//! CPU and memory when it runs on this machine.
 //!
 //! Module map: `client` (HTTP/1.1 keep-alive client), `lambda` (User API, test functions),
 //! `scenarios` (the four measurements), `stats` (HdrHistogram tallies), `procstat` (`/proc`),

@@ -1,6 +1,7 @@
 //! The report: everything a run measured, the machine and server it ran on, rendered as
-//! Markdown (the spec's "Performance Comparison" tables per runtime, then the full detail) and
-//! as JSON, and written to `<out>/<YYYY-MM-DD>-<name>.{md,json}`.
+//! Markdown (the "Performance Comparison" tables of the original WebSocket design, described in
+//! `docs/websocket-protocol.md`, per runtime, then the full detail) and as JSON, and written to
+//! `<out>/<YYYY-MM-DD>-<name>.{md,json}`.
 //!
 //! Rendering never fails and never hides data: a missing value prints as `–`, and every error,
 //! throttle and server-side surprise of a phase is listed under "Warnings".

@@ -1,5 +1,5 @@
 'use strict';
-// WebSocket transport of the Lambda@Home Node.js runtime (WEBSOCKET_RUNTIME.md):
+// WebSocket transport of the Lambda@Home Node.js runtime (docs/websocket-protocol.md):
 // connects to ws://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/websocket?fn=NAME, sends
 // `register`, answers `ping`, runs `invocation`s one at a time and sends `response` /
 // `error`. runWebSocket() resolves with a reason string when the caller must fall

@@ -1,7 +1,7 @@
 'use strict';
 // Shared core of the Lambda@Home Node.js runtime, used by both transports
 // (bootstrap.js = AWS Runtime API 2018-06-01 over HTTP, bootstrap-websocket.js =
-// WebSocket Runtime API of WEBSOCKET_RUNTIME.md). It owns: configuration from the
+// WebSocket Runtime API of docs/websocket-protocol.md). It owns: configuration from the
 // environment, handler loading (CJS and ESM), the AWS-style console patch, the
 // context object, handler invocation semantics (promise / callback /
 // callbackWaitsForEmptyEventLoop) and error formatting. No third-party modules.

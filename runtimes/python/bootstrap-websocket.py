@@ -6,7 +6,7 @@ ws://AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/websocket?fn=NAME, the register m
 ping/pong, and reconnection. `run` only returns (with a reason) when the caller should fall
 back to HTTP: the first connection failed, or reconnecting after a drop kept failing.
 Invariant: one invocation at a time; nothing is logged per invocation unless
-LAMBDA_RUNTIME_DEBUG is set. Spec: /work/shared/seed/WEBSOCKET_RUNTIME.md.
+LAMBDA_RUNTIME_DEBUG is set. Protocol: docs/websocket-protocol.md in the repository.
 """
 
 import json

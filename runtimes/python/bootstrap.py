@@ -7,7 +7,7 @@ http.client connection (standard library only). Unless LAMBDA_USE_WEBSOCKET=fals
 first tries the WebSocket Runtime API (bootstrap-websocket.py, loaded by path, which
 reuses the pieces defined here) and falls back to HTTP when that is unavailable.
 Invariant: one invocation at a time; nothing is logged on the warm success path.
-Specs: AWS Lambda Runtime API, /work/shared/seed/WEBSOCKET_RUNTIME.md.
+Specs: AWS Lambda Runtime API 2018-06-01; docs/websocket-protocol.md in the repository.
 """
 
 import http.client

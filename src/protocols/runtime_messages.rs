@@ -1,20 +1,22 @@
-//! The JSON messages of the WebSocket Runtime API (spec: `WEBSOCKET_RUNTIME.md`; user-facing
-//! description: `docs/websocket-protocol.md`): parsing runtime messages, encoding server ones.
+//! The JSON messages of the WebSocket Runtime API (described in full in
+//! `docs/websocket-protocol.md`): parsing runtime messages, encoding server ones.
 //! No I/O, no state. Payloads are never re-serialised: a response's `payload` is sliced out of
 //! the received frame (zero copy); an invocation is written as `[prefix][payload][suffix]`.
 //! `deadline_ms` is the ABSOLUTE deadline in Unix epoch milliseconds, identical to AWS's
 //! `Lambda-Runtime-Deadline-Ms` header, not a duration.
-//! Binary envelope (beyond the spec, for large payloads; asked for with `"binary": true` in
-//! `register`): a binary frame is `[u32 big-endian header_len][header: the same JSON message
-//! without "payload"][raw payload bytes]`, used for `invocation` (server to runtime) and
-//! `response`/`error` (runtime to server). Binary payload bytes are opaque, never parsed.
+//! Binary envelope (our addition to the original design, for large payloads; asked for with
+//! `"binary": true` in `register`): a binary frame is `[u32 big-endian header_len][header: the
+//! same JSON message without "payload"][raw payload bytes]`, used for `invocation` (server to
+//! runtime) and `response`/`error` (runtime to server). Binary payload bytes are opaque, never
+//! parsed.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use sonic_rs::{JsonType, JsonValueTrait, LazyValue};
 
-/// The server's keep-alive probe, and its answer to a client's JSON `ping`.
+/// A JSON `ping` (a runtime may send it; the server never sends one unprompted), and the server's
+/// answer to it.
 pub const PING: &[u8] = br#"{"type":"ping"}"#;
 pub const PONG: &[u8] = br#"{"type":"pong"}"#;
 /// Largest JSON header of a binary envelope; headers only carry ids and a few strings.
@@ -72,7 +74,7 @@ pub struct Register {
     pub version: String,
     /// The `LAMBDA_INSTANCE_ID` the server gave this instance.
     pub instance_id: String,
-    /// Beyond the spec: send invocations as binary envelopes.
+    /// Our addition to the original design: send invocations as binary envelopes.
     pub binary: bool,
 }
 

@@ -955,7 +955,8 @@ mod tests {
 
     const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
 
-    /// The headers of the spec's curl request (`curl -i -N -H ...`), plus curl's own.
+    /// The headers of the `curl -i -N -H ...` check in `docs/websocket-protocol.md`, plus curl's
+    /// own.
     fn spec_headers(name: &str) -> Option<&'static [u8]> {
         match name {
             "host" => Some(b"127.0.0.1:9001"),
@@ -967,7 +968,7 @@ mod tests {
         }
     }
 
-    /// The spec's headers with one replaced (`Some`) or removed (`None`).
+    /// Those headers with one replaced (`Some`) or removed (`None`).
     fn with(
         name: &'static str,
         value: Option<&'static [u8]>,
@@ -977,7 +978,7 @@ mod tests {
 
     #[test]
     fn spec_curl_request_is_accepted() {
-        // What the spec's `curl -i -N -H ...` sends, with curl's own headers.
+        // What the documented `curl -i -N -H ...` sends, with curl's own headers.
         let request = "GET /2018-06-01/runtime/websocket?fn=test-function HTTP/1.1\r\n\
                        Host: 127.0.0.1:9001\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\
                        Connection: Upgrade\r\nUpgrade: websocket\r\n\

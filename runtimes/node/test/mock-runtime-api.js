@@ -22,8 +22,8 @@ function loadWs() {
 }
 
 const WS_SKIP_REASON =
-  'ws not installed: npm install --prefix /work/scratch/node-deps ws@^8.14 and set ' +
-  'NODE_PATH=/work/scratch/node-deps/node_modules';
+  'ws not installed: run runtimes/install-deps.sh runtimes/.deps and set ' +
+  'NODE_PATH=$PWD/runtimes/.deps/node/node_modules';
 
 function readBody(req) {
   return new Promise((resolve) => {

@@ -36,8 +36,8 @@ except ImportError:
 
 NEEDS_WEBSOCKETS = unittest.skipIf(
     websockets is None,
-    "websockets>=11 is not importable; run with PYTHONPATH=/work/scratch/py-deps "
-    "(pip install --target /work/scratch/py-deps 'websockets>=11')",
+    "websockets>=11 is not importable; run runtimes/install-deps.sh runtimes/.deps "
+    "and set PYTHONPATH=runtimes/.deps/python",
 )
 
 USER_CODE = {
