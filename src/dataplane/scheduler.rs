@@ -200,7 +200,8 @@ impl Scheduler {
     pub fn submit(&mut self, inv: Invocation) {
         let name = inv.function.config.name.as_str();
         if let Some(id) = self.take_idle(name, inv.function.generation) {
-            return self.dispatch(id, inv);
+            self.dispatch(id, inv);
+            return self.checked();
         }
         let mask = inv.function.counters.idle_cores.load(Ordering::Relaxed) & !(1u64 << self.core);
         if mask != 0 {
@@ -209,6 +210,7 @@ impl Scheduler {
             return;
         }
         self.enqueue(inv);
+        self.checked();
     }
 
     /// An invocation handed over by another core: never handed on again.
@@ -217,6 +219,7 @@ impl Scheduler {
             Some(id) => self.dispatch(id, inv),
             None => self.enqueue(inv),
         }
+        self.checked();
     }
 
     fn enqueue(&mut self, inv: Invocation) {
@@ -431,8 +434,9 @@ impl Scheduler {
             }
         }
         let (tx, rx) = oneshot::channel();
-        self.park(id, Waiter::Http(tx))?;
-        Ok(rx)
+        let parked = self.park(id, Waiter::Http(tx));
+        self.checked();
+        parked.map(|()| rx)
     }
 
     /// A registered WebSocket session is ready for its next invocation.
@@ -445,7 +449,9 @@ impl Scheduler {
             // A runtime that got as far as WebSocket did not fall back.
             inst.expects_ws = false;
         }
-        self.park(id, Waiter::Ws(tx))
+        let parked = self.park(id, Waiter::Ws(tx));
+        self.checked();
+        parked
     }
 
     /// Whether `token` and `function_name` prove a WebSocket register comes from instance `id`.
@@ -467,6 +473,7 @@ impl Scheduler {
             return;
         }
         self.kill(id);
+        self.checked();
     }
 
     /// A disconnected instance whose exit did not come within `EXIT_GRACE`: fail and kill it.
@@ -539,8 +546,9 @@ impl Scheduler {
         request_id: &str,
         outcome: InvokeOutcome,
     ) -> Result<(), RuntimeRefusal> {
-        let delivery = self.take_answer(id, request_id, outcome)?;
-        delivery.send();
+        let answer = self.take_answer(id, request_id, outcome);
+        self.checked();
+        answer?.send();
         Ok(())
     }
 
@@ -556,6 +564,7 @@ impl Scheduler {
     ) -> Result<(), RuntimeRefusal> {
         let delivery = self.take_answer(id, request_id, outcome)?;
         let parked = self.ready_ws(id, tx);
+        self.checked();
         delivery.send();
         parked
     }
@@ -592,6 +601,7 @@ impl Scheduler {
             .ok_or(RuntimeRefusal::UnknownInstance)?;
         inst.init_error = Some(body);
         self.kill(id);
+        self.checked();
         Ok(())
     }
 
@@ -697,6 +707,7 @@ impl Scheduler {
             self.fail_pending(&name, 1, |_| InvokeOutcome::Service(error.clone()));
         }
         self.rebalance(&name);
+        self.checked();
     }
 
     /// The instance's process ended.
@@ -734,6 +745,7 @@ impl Scheduler {
             });
         }
         self.rebalance(&name);
+        self.checked();
     }
 
     fn remove(&mut self, id: InstanceId) {
@@ -812,6 +824,7 @@ impl Scheduler {
             }
         }
         self.rebalance(name);
+        self.checked();
     }
 
     /// Deadlines, init limits, idle pause/removal, stale pending invocations. Called every tick.
@@ -896,6 +909,7 @@ impl Scheduler {
         }
         self.expire_pending(now, init_limit + Duration::from_secs(5));
         self.offload_pending();
+        self.checked();
     }
 
     /// Pending invocations wait for a cold start on this core while another core may have an
@@ -981,6 +995,65 @@ impl Scheduler {
         self.instances.len()
     }
 
+    /// Panics if the scheduler's invariants (module doc) do not hold. Debug builds only: it walks
+    /// every instance and pool, so release builds never pay for it.
+    #[cfg(any(test, debug_assertions))]
+    pub fn check_invariants(&self) {
+        let mut supply: HashMap<&str, usize> = HashMap::new();
+        for (id, inst) in &self.instances {
+            let name = inst.function.config.name.as_str();
+            assert_eq!(*id, inst.id);
+            assert_eq!(
+                inst.state == State::Busy,
+                inst.in_flight.is_some(),
+                "{id}: Busy exactly while an invocation is in flight"
+            );
+            if inst.supply {
+                *supply.entry(name).or_default() += 1;
+                assert!(
+                    !inst.retiring && matches!(inst.state, State::Starting | State::Returning),
+                    "{id}: only a starting or returning instance that takes work is supply"
+                );
+            }
+            if inst.killed {
+                assert!(
+                    inst.retiring && inst.waiter.is_none(),
+                    "{id}: killed holds no waiter"
+                );
+            }
+            if inst.paused {
+                assert!(
+                    inst.state == State::Idle && !inst.killed,
+                    "{id}: only idle is paused"
+                );
+            }
+            let listed = self.pools.get(name).is_some_and(|p| p.idle.contains(id));
+            let parked = inst.state == State::Idle && !inst.killed;
+            assert_eq!(listed, parked, "{id}: listed idle exactly while parked");
+            if parked {
+                assert!(inst.waiter.is_some(), "{id}: an idle instance has a waiter");
+            }
+        }
+        for (name, pool) in &self.pools {
+            let counted = supply.get(name.as_str()).copied().unwrap_or(0);
+            assert_eq!(pool.supply, counted, "{name}: supply counts its instances");
+            assert!(
+                pool.pending.len() <= pool.supply,
+                "{name}: every pending invocation has an instance behind it"
+            );
+            let mut idle = pool.idle.clone();
+            idle.sort_unstable();
+            idle.dedup();
+            assert_eq!(idle.len(), pool.idle.len(), "{name}: listed idle once");
+        }
+    }
+
+    /// Checks the invariants at the end of a public entry point (debug builds only).
+    fn checked(&self) {
+        #[cfg(debug_assertions)]
+        self.check_invariants();
+    }
+
     /// Fails everything still queued or running (shutdown after the grace period).
     pub fn abort_all(&mut self) {
         let ids: Vec<InstanceId> = self.instances.keys().copied().collect();
@@ -993,8 +1066,12 @@ impl Scheduler {
                 service_outcome("the server is shutting down")
             });
         }
+        self.checked();
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// LAMBDA_USE_WEBSOCKET as the instance will see it, for runtimes that speak WebSocket.
 fn expects_websocket(f: &Function, server_default: bool) -> bool {
