@@ -519,6 +519,15 @@ impl Scheduler {
             self.kill(id);
             return Err(RuntimeRefusal::UnknownInstance);
         }
+        // An instance of an older generation (the update's Retire has not reached this core yet)
+        // must not run an invocation of a newer one: like `take_idle`, kill it; the pending
+        // invocation gets an instance of its own generation from `rebalance`.
+        let generation = self.instances[&id].function.generation;
+        let newer_waiting = self.pools.get(&name).and_then(|p| p.pending.front());
+        if newer_waiting.is_some_and(|inv| inv.function.generation > generation) {
+            self.kill(id);
+            return Err(RuntimeRefusal::UnknownInstance);
+        }
         let inst = self.instances.get_mut(&id).expect("checked above");
         inst.waiter = Some(waiter);
         if inst.state == State::Idle {

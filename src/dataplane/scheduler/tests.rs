@@ -653,6 +653,44 @@ fn stale_generation_idle_instance_is_killed_when_taken_not_given_newer_work() {
 }
 
 #[test]
+fn stale_generation_starting_instance_is_not_given_newer_work_when_it_parks() {
+    let mut rig = Rig::new();
+    let mut old_rx = rig.invoke();
+    let old = rig.started_one();
+    let w = work(&mut rig.next(old));
+    rig.respond(old, &w, b"v1");
+    result(&mut old_rx);
+    // The old instance has just answered (it counts as supply for RETURN_GRACE) when the update
+    // is published and an invocation of the new generation is queued behind it.
+    rig.publish(2, |_| {});
+    let mut rx = rig.invoke();
+    assert!(
+        rig.asked().is_empty(),
+        "the returning instance is counted on"
+    );
+    assert_eq!(
+        rig.sched.next(old).err(),
+        Some(RuntimeRefusal::UnknownInstance),
+        "an instance of generation 1 must not run generation 2's invocation"
+    );
+    let asked = rig.asked();
+    let [Asked::Kill(killed), Asked::Start {
+        id: new,
+        generation: 2,
+    }] = asked[..]
+    else {
+        panic!("kill the old instance, start one of generation 2: {asked:?}");
+    };
+    assert_eq!(killed, old);
+    assert!(still_waiting(&mut rx));
+    let w = work(&mut rig.next(new));
+    assert_eq!(w.function.generation, 2);
+    rig.respond(new, &w, b"v2");
+    assert_eq!(success_body(&result(&mut rx)), b"v2");
+    rig.check();
+}
+
+#[test]
 fn exit_of_the_instance_pending_work_counted_on_starts_a_replacement() {
     let mut rig = Rig::new();
     let mut first = rig.invoke();
