@@ -101,16 +101,59 @@ impl Waiter {
     }
 }
 
+/// Where an instance is in its work cycle (see the module doc for the transitions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Started; its runtime has not asked for work yet.
     Starting,
-    /// Parked in `/next` (or ready on its WebSocket): can take an invocation now.
-    Idle,
-    /// Running an invocation.
+    /// Parked in `/next` (or ready on its WebSocket): can take an invocation now. `paused`: the
+    /// control plane was asked to freeze it after `idle_pause_s`; resumed when dispatched to.
+    Idle { paused: bool },
+    /// Running an invocation (`Instance::in_flight` is set).
     Busy,
-    /// Answered; its runtime has not asked for the next one yet.
-    Returning,
+    /// Answered at `since`; its runtime has not asked for the next one yet. `awaited`: pending
+    /// invocations count on it coming back (cleared by `tick` after `RETURN_GRACE`).
+    Returning { since: Instant, awaited: bool },
+}
+
+impl State {
+    fn idle() -> State {
+        State::Idle { paused: false }
+    }
+
+    fn is_idle(self) -> bool {
+        matches!(self, State::Idle { .. })
+    }
+
+    fn is_paused(self) -> bool {
+        self == State::Idle { paused: true }
+    }
+}
+
+/// Whether an instance takes work. Only moves forward: `Serving` → `Retiring` → `Killed`, or
+/// `Serving` → `Killed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// Takes invocations.
+    Serving,
+    /// Its function changed or went away while it was busy: takes no new work and is killed when
+    /// its current invocation ends.
+    Retiring,
+    /// The control plane was asked to end it; it stays known until its exit arrives.
+    Killed,
+}
+
+/// Which Runtime API the instance's runtime uses (facts for metrics, not lifecycle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// Told to use HTTP (LAMBDA_USE_WEBSOCKET off, or a runtime that speaks only HTTP).
+    Http,
+    /// Told to use WebSocket; has not asked for work yet.
+    WsExpected,
+    /// Registered a WebSocket session.
+    Ws,
+    /// Told to use WebSocket but asked over HTTP (counted once in `fallbacks_to_http`).
+    FellBack,
 }
 
 struct InFlight {
@@ -130,29 +173,18 @@ struct Instance {
     function: Arc<Function>,
     started_at: Instant,
     state: State,
+    life: Life,
     waiter: Option<Waiter>,
-    /// Counted in its pool's `supply` (see `Pool::supply`).
-    supply: bool,
-    /// When it last answered (entered `Returning`).
-    returning_since: Instant,
     /// When its WebSocket closed mid-invocation: the exit (with its real status) is awaited for
     /// `EXIT_GRACE` before the invocation fails with a generic message.
     disconnected_at: Option<Instant>,
     /// The secret the runtime gets as LAMBDA_INSTANCE_ID and must show in a WebSocket register.
     token: String,
-    /// The runtime was told to use WebSocket (LAMBDA_USE_WEBSOCKET): an HTTP `/next` is a fallback.
-    expects_ws: bool,
-    /// Counted once: this instance's runtime fell back to HTTP.
-    fell_back: bool,
+    transport: Transport,
     in_flight: Option<InFlight>,
     served: u64,
     idle_since: Instant,
     init_duration: Option<Duration>,
-    paused: bool,
-    /// Takes no new work; killed when its current work ends.
-    retiring: bool,
-    /// The control plane was asked to kill it; waiting for its exit.
-    killed: bool,
     /// What the runtime posted to `/runtime/init/error`.
     init_error: Option<Bytes>,
     log: Option<Rc<LogSource>>,
@@ -160,12 +192,26 @@ struct Instance {
     listener_fd: Option<RawFd>,
 }
 
+impl Instance {
+    /// Whether a pending invocation may count on this instance (see `Pool::supply`). Derived
+    /// from `state` and `life`, never stored.
+    fn is_supply(&self) -> bool {
+        self.life == Life::Serving
+            && matches!(
+                self.state,
+                State::Starting | State::Returning { awaited: true, .. }
+            )
+    }
+}
+
 #[derive(Default)]
 struct Pool {
     idle: Vec<InstanceId>,
     pending: VecDeque<Invocation>,
     /// Instances that will take a pending invocation soon: starting, or answered within
-    /// `RETURN_GRACE` (not retiring). `rebalance` starts instances only beyond these.
+    /// `RETURN_GRACE` (serving, not retiring or killed): the number of this pool's instances
+    /// whose `Instance::is_supply` holds, kept in step by `update`. `rebalance` starts instances
+    /// only beyond these.
     supply: usize,
 }
 
@@ -294,26 +340,28 @@ impl Scheduler {
                 function: function.clone(),
                 started_at: now,
                 state: State::Starting,
+                life: Life::Serving,
                 waiter: None,
-                supply: false,
-                returning_since: now,
                 disconnected_at: None,
                 token: token.clone(),
-                expects_ws,
-                fell_back: false,
+                transport: if expects_ws {
+                    Transport::WsExpected
+                } else {
+                    Transport::Http
+                },
                 in_flight: None,
                 served: 0,
                 idle_since: now,
                 init_duration: None,
-                paused: false,
-                retiring: false,
-                killed: false,
                 init_error: None,
                 log: None,
                 listener_fd: None,
             },
         );
-        self.set_supply(id, true);
+        self.pools
+            .entry(function.config.name.clone())
+            .or_default()
+            .supply += 1;
         self.gauge(State::Starting, 1);
         self.shared.send_control(ControlMsg::StartInstance {
             id,
@@ -323,59 +371,58 @@ impl Scheduler {
         });
     }
 
+    /// Counts one instance in `state` in (or out of) the instance gauges.
     fn gauge(&self, state: State, delta: i64) {
         let g = &self.shared.metrics.instances;
         let gauge = match state {
             State::Starting => &g.starting,
-            State::Idle => &g.idle,
-            State::Busy | State::Returning => &g.busy,
+            State::Idle { .. } => &g.idle,
+            State::Busy | State::Returning { .. } => &g.busy,
         };
         gauge.fetch_add(delta, Ordering::Relaxed);
+        if state.is_paused() {
+            g.paused.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Applies `change` to instance `id` and keeps what is derived from its `state` and `life`
+    /// in step: its pool's `supply` count and the instance gauges. Every change of an existing
+    /// instance's `state` or `life` goes through here.
+    fn update<R>(&mut self, id: InstanceId, change: impl FnOnce(&mut Instance) -> R) -> Option<R> {
+        let inst = self.instances.get_mut(&id)?;
+        let (was_supply, was) = (inst.is_supply(), inst.state);
+        let r = change(inst);
+        let (is_supply, is) = (inst.is_supply(), inst.state);
+        if was_supply != is_supply {
+            let name = inst.function.config.name.clone();
+            let pool = self.pools.entry(name).or_default();
+            if is_supply {
+                pool.supply += 1;
+            } else {
+                pool.supply -= 1;
+            }
+        }
+        if was != is {
+            self.gauge(was, -1);
+            self.gauge(is, 1);
+        }
+        Some(r)
     }
 
     fn set_state(&mut self, id: InstanceId, to: State) {
-        let Some(inst) = self.instances.get_mut(&id) else {
-            return;
-        };
-        let from = std::mem::replace(&mut inst.state, to);
-        if to == State::Returning {
-            inst.returning_since = Instant::now();
-        }
-        let supply = !inst.retiring && matches!(to, State::Starting | State::Returning);
-        self.set_supply(id, supply);
-        self.gauge(from, -1);
-        self.gauge(to, 1);
-    }
-
-    /// Counts the instance in (or out of) its pool's `supply`.
-    fn set_supply(&mut self, id: InstanceId, on: bool) {
-        let Some(inst) = self.instances.get_mut(&id) else {
-            return;
-        };
-        if inst.supply == on {
-            return;
-        }
-        inst.supply = on;
-        let pool = self
-            .pools
-            .entry(inst.function.config.name.clone())
-            .or_default();
-        if on {
-            pool.supply += 1;
-        } else {
-            pool.supply -= 1;
-        }
+        self.update(id, |inst| inst.state = to);
     }
 
     fn dispatch(&mut self, id: InstanceId, inv: Invocation) {
         let Some(inst) = self.instances.get_mut(&id) else {
             return self.enqueue(inv);
         };
-        debug_assert!(inst.state == State::Idle && inst.in_flight.is_none());
-        if std::mem::take(&mut inst.paused) {
-            unpause_gauge(&self.shared);
+        debug_assert!(inst.state.is_idle() && inst.in_flight.is_none());
+        if inst.state.is_paused() {
+            self.set_state(id, State::idle());
             self.shared.send_control(ControlMsg::ResumeInstance { id });
         }
+        let inst = self.instances.get_mut(&id).expect("checked above");
         let Some(waiter) = inst.waiter.take() else {
             return self.enqueue(inv);
         };
@@ -424,8 +471,8 @@ impl Scheduler {
     /// An HTTP runtime asks for work (`/next`): the receiver yields it.
     pub fn next(&mut self, id: InstanceId) -> Result<oneshot::Receiver<Work>, RuntimeRefusal> {
         if let Some(inst) = self.instances.get_mut(&id) {
-            if inst.expects_ws && !inst.fell_back {
-                inst.fell_back = true;
+            if inst.transport == Transport::WsExpected {
+                inst.transport = Transport::FellBack;
                 self.shared
                     .metrics
                     .ws
@@ -447,7 +494,7 @@ impl Scheduler {
     ) -> Result<(), RuntimeRefusal> {
         if let Some(inst) = self.instances.get_mut(&id) {
             // A runtime that got as far as WebSocket did not fall back.
-            inst.expects_ws = false;
+            inst.transport = Transport::Ws;
         }
         let parked = self.park(id, Waiter::Ws(tx));
         self.checked();
@@ -457,7 +504,7 @@ impl Scheduler {
     /// Whether `token` and `function_name` prove a WebSocket register comes from instance `id`.
     pub fn verify(&self, id: InstanceId, token: &str, function_name: &str) -> bool {
         self.instances.get(&id).is_some_and(|i| {
-            !i.killed && i.token == token && i.function.config.name == function_name
+            i.life != Life::Killed && i.token == token && i.function.config.name == function_name
         })
     }
 
@@ -467,7 +514,7 @@ impl Scheduler {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if inst.in_flight.is_some() && !inst.killed {
+        if inst.in_flight.is_some() && inst.life != Life::Killed {
             // Most often the runtime died: its exit, with the real status, is about to arrive.
             inst.disconnected_at = Some(Instant::now());
             return;
@@ -494,7 +541,7 @@ impl Scheduler {
         let inst = self
             .instances
             .get_mut(&id)
-            .filter(|i| !i.killed)
+            .filter(|i| i.life != Life::Killed)
             .ok_or(RuntimeRefusal::UnknownInstance)?;
         if inst.state == State::Starting {
             let init = inst.started_at.elapsed();
@@ -515,7 +562,7 @@ impl Scheduler {
             );
         }
         let name = self.instances[&id].function.config.name.clone();
-        if self.instances[&id].retiring {
+        if self.instances[&id].life == Life::Retiring {
             self.kill(id);
             return Err(RuntimeRefusal::UnknownInstance);
         }
@@ -530,12 +577,12 @@ impl Scheduler {
         }
         let inst = self.instances.get_mut(&id).expect("checked above");
         inst.waiter = Some(waiter);
-        if inst.state == State::Idle {
+        if inst.state.is_idle() {
             // A second parked request (a new connection) replaces the first; already listed idle.
             return Ok(());
         }
         inst.idle_since = Instant::now();
-        self.set_state(id, State::Idle);
+        self.set_state(id, State::idle());
         let pool = self.pools.entry(name.clone()).or_default();
         if let Some(inv) = pool.pending.pop_front() {
             self.dispatch(id, inv);
@@ -595,7 +642,11 @@ impl Scheduler {
         let delivery = self
             .complete(id, outcome)
             .ok_or(RuntimeRefusal::NotYourRequest)?;
-        if self.instances.get(&id).is_some_and(|i| i.retiring) {
+        if self
+            .instances
+            .get(&id)
+            .is_some_and(|i| i.life == Life::Retiring)
+        {
             self.kill(id);
         }
         Ok(delivery)
@@ -660,26 +711,33 @@ impl Scheduler {
                 cold_start: f.cold,
             },
         };
-        self.set_state(id, State::Returning);
+        let since = Instant::now();
+        self.set_state(
+            id,
+            State::Returning {
+                since,
+                awaited: true,
+            },
+        );
         Some(delivery)
     }
 
     /// Asks the control plane to end the instance; it stays known until its exit arrives.
     fn kill(&mut self, id: InstanceId) {
-        let Some(inst) = self.instances.get_mut(&id) else {
+        let name = self.update(id, |inst| {
+            if inst.life == Life::Killed {
+                return None;
+            }
+            inst.life = Life::Killed;
+            inst.waiter = None;
+            if inst.state.is_paused() {
+                inst.state = State::idle();
+            }
+            Some(inst.function.config.name.clone())
+        });
+        let Some(Some(name)) = name else {
             return;
         };
-        if inst.killed {
-            return;
-        }
-        inst.killed = true;
-        inst.retiring = true;
-        inst.waiter = None;
-        let name = inst.function.config.name.clone();
-        if std::mem::take(&mut inst.paused) {
-            unpause_gauge(&self.shared);
-        }
-        self.set_supply(id, false);
         if let Some(pool) = self.pools.get_mut(&name) {
             if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
                 pool.idle.swap_remove(pos);
@@ -709,7 +767,7 @@ impl Scheduler {
         let Some(inst) = self.instances.get(&id) else {
             return;
         };
-        let counted = !inst.retiring;
+        let counted = inst.life == Life::Serving;
         let name = inst.function.config.name.clone();
         self.remove(id);
         if counted {
@@ -725,7 +783,7 @@ impl Scheduler {
             return;
         };
         let name = inst.function.config.name.clone();
-        if !inst.killed {
+        if inst.life != Life::Killed {
             self.shared
                 .metrics
                 .instance_crashes
@@ -738,7 +796,8 @@ impl Scheduler {
         let inst = &self.instances[&id];
         // An instance that never served ended during init: that is the init failure of the
         // oldest pending invocation, unless we retired it (update, delete), which fails nothing.
-        let failed_init = inst.served == 0 && (inst.init_error.is_some() || !inst.retiring);
+        let failed_init =
+            inst.served == 0 && (inst.init_error.is_some() || inst.life == Life::Serving);
         let init_error = inst.init_error.clone();
         self.remove(id);
         if failed_init {
@@ -758,12 +817,14 @@ impl Scheduler {
     }
 
     fn remove(&mut self, id: InstanceId) {
-        self.set_supply(id, false);
         let Some(inst) = self.instances.remove(&id) else {
             return;
         };
         let name = &inst.function.config.name;
         if let Some(pool) = self.pools.get_mut(name) {
+            if inst.is_supply() {
+                pool.supply -= 1;
+            }
             if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
                 pool.idle.swap_remove(pos);
                 if pool.idle.is_empty() {
@@ -772,9 +833,6 @@ impl Scheduler {
             }
         }
         self.gauge(inst.state, -1);
-        if inst.paused {
-            unpause_gauge(&self.shared);
-        }
         if let Some(fd) = inst.listener_fd {
             // SAFETY: the fd belongs to this instance's listener, still open (the accept loop owns
             // it); shutdown wakes its pending accept so the loop ends and closes it.
@@ -816,20 +874,16 @@ impl Scheduler {
         let ids: Vec<InstanceId> = self
             .instances
             .values()
-            .filter(|i| i.function.config.name == name && !i.retiring)
+            .filter(|i| i.function.config.name == name && i.life == Life::Serving)
             .map(|i| i.id)
             .collect();
         for id in ids {
             let state = self.instances[&id].state;
             match state {
-                State::Busy | State::Returning => {
-                    if state == State::Returning {
-                        self.kill(id);
-                    } else if let Some(i) = self.instances.get_mut(&id) {
-                        i.retiring = true;
-                    }
+                State::Busy => {
+                    self.update(id, |i| i.life = Life::Retiring);
                 }
-                State::Starting | State::Idle => self.kill(id),
+                State::Starting | State::Idle { .. } | State::Returning { .. } => self.kill(id),
             }
         }
         self.rebalance(name);
@@ -848,7 +902,7 @@ impl Scheduler {
         let mut to_kill = Vec::new();
         let mut to_pause = Vec::new();
         for inst in self.instances.values() {
-            if inst.killed {
+            if inst.life == Life::Killed {
                 continue;
             }
             if inst
@@ -862,19 +916,19 @@ impl Scheduler {
                 State::Busy if inst.in_flight.as_ref().is_some_and(|f| now >= f.deadline) => {
                     timed_out.push(inst.id);
                 }
-                State::Returning
-                    if inst.supply && now.duration_since(inst.returning_since) >= RETURN_GRACE =>
+                State::Returning { since, .. }
+                    if inst.is_supply() && now.duration_since(since) >= RETURN_GRACE =>
                 {
                     slow_return.push(inst.id);
                 }
                 State::Starting if now.duration_since(inst.started_at) >= init_limit => {
                     to_kill.push(inst.id);
                 }
-                State::Idle => {
+                State::Idle { paused } => {
                     let idle = now.duration_since(inst.idle_since);
                     if idle >= remove_after {
                         to_kill.push(inst.id);
-                    } else if idle >= pause_after && !inst.paused {
+                    } else if idle >= pause_after && !paused {
                         to_pause.push(inst.id);
                     }
                 }
@@ -889,7 +943,11 @@ impl Scheduler {
         }
         for id in slow_return {
             // Not back at `/next` in time: pending invocations stop counting on it.
-            self.set_supply(id, false);
+            self.update(id, |inst| {
+                if let State::Returning { awaited, .. } = &mut inst.state {
+                    *awaited = false;
+                }
+            });
             if let Some(name) = self.function_name(id) {
                 self.rebalance(&name);
             }
@@ -906,13 +964,10 @@ impl Scheduler {
             self.kill(id);
         }
         for id in to_pause {
-            if let Some(inst) = self.instances.get_mut(&id) {
-                inst.paused = true;
-                self.shared
-                    .metrics
-                    .instances
-                    .paused
-                    .fetch_add(1, Ordering::Relaxed);
+            if self
+                .update(id, |inst| inst.state = State::Idle { paused: true })
+                .is_some()
+            {
                 self.shared.send_control(ControlMsg::PauseInstance { id });
             }
         }
@@ -995,7 +1050,7 @@ impl Scheduler {
     pub fn function_of(&self, id: InstanceId) -> Option<Arc<Function>> {
         self.instances
             .get(&id)
-            .filter(|i| !i.killed)
+            .filter(|i| i.life != Life::Killed)
             .map(|i| i.function.clone())
     }
 
@@ -1017,27 +1072,23 @@ impl Scheduler {
                 inst.in_flight.is_some(),
                 "{id}: Busy exactly while an invocation is in flight"
             );
-            if inst.supply {
+            if inst.is_supply() {
                 *supply.entry(name).or_default() += 1;
-                assert!(
-                    !inst.retiring && matches!(inst.state, State::Starting | State::Returning),
-                    "{id}: only a starting or returning instance that takes work is supply"
-                );
             }
-            if inst.killed {
-                assert!(
-                    inst.retiring && inst.waiter.is_none(),
-                    "{id}: killed holds no waiter"
-                );
-            }
-            if inst.paused {
-                assert!(
-                    inst.state == State::Idle && !inst.killed,
-                    "{id}: only idle is paused"
-                );
+            match inst.life {
+                Life::Serving => {}
+                // Retiring lasts while its invocation runs (and after `abort_all` at shutdown).
+                Life::Retiring => assert!(
+                    matches!(inst.state, State::Busy | State::Returning { .. }),
+                    "{id}: only a busy instance retires; any other is killed at once"
+                ),
+                Life::Killed => assert!(
+                    inst.waiter.is_none() && !inst.state.is_paused(),
+                    "{id}: a killed instance holds no waiter and is not counted paused"
+                ),
             }
             let listed = self.pools.get(name).is_some_and(|p| p.idle.contains(id));
-            let parked = inst.state == State::Idle && !inst.killed;
+            let parked = inst.state.is_idle() && inst.life == Life::Serving;
             assert_eq!(listed, parked, "{id}: listed idle exactly while parked");
             if parked {
                 assert!(inst.waiter.is_some(), "{id}: an idle instance has a waiter");
@@ -1092,14 +1143,6 @@ fn expects_websocket(f: &Function, server_default: bool) -> bool {
         .get("LAMBDA_USE_WEBSOCKET")
         .map(|v| v != "false");
     speaks_ws && setting.unwrap_or(server_default)
-}
-
-fn unpause_gauge(shared: &Shared) {
-    shared
-        .metrics
-        .instances
-        .paused
-        .fetch_add(-1, Ordering::Relaxed);
 }
 
 fn epoch_ms() -> u64 {

@@ -316,8 +316,22 @@ impl Rig {
             .fetch_or(1 << core, Ordering::Relaxed);
     }
 
+    /// The scheduler's invariants, and the instance gauges against its instances (the rig's
+    /// `Shared` serves this one scheduler, so the gauges are its alone).
     fn check(&self) {
         self.sched.check_invariants();
+        let count =
+            |f: fn(&Instance) -> bool| self.sched.instances.values().filter(|i| f(i)).count();
+        let g = &self.shared.metrics.instances;
+        let gauges = [&g.starting, &g.idle, &g.busy, &g.paused].map(|g| g.load(Ordering::Relaxed));
+        let counted = [
+            count(|i| i.state == State::Starting),
+            count(|i| i.state.is_idle()),
+            count(|i| matches!(i.state, State::Busy | State::Returning { .. })),
+            count(|i| i.state.is_paused()),
+        ]
+        .map(|n| n as i64);
+        assert_eq!(gauges, counted, "gauges [starting, idle, busy, paused]");
     }
 }
 
@@ -818,7 +832,7 @@ fn submit_hands_off_to_a_core_that_advertises_an_idle_instance() {
     assert!(rig.handed_to(0).is_empty() && rig.handed_to(1).is_empty());
     assert!(still_waiting(&mut rx));
     receiver.check_invariants();
-    rig.check();
+    rig.sched.check_invariants();
 }
 
 #[test]
