@@ -2,15 +2,36 @@
 //! this core.
 //!
 //! Owns the instances whose Runtime API connections this core accepts, the idle list and the
-//! queue of pending invocations per function. Invariants:
-//! - an instance runs at most one invocation at a time (`in_flight` is an `Option`);
+//! queue of pending invocations per function. Single-threaded: only the owning core calls it,
+//! through `RefCell` borrows that never span an `.await`. Bounded by the account concurrency
+//! (`Permit`): every invocation it holds, pending or in flight, holds a permit.
+//!
+//! An instance has two orthogonal states (diagram and triggers in `docs/scheduler.md`):
+//! - `State`, its work cycle: `Starting` (started, no `/next` yet) → `Idle { paused }` (parked
+//!   with a waiter; `paused` after `idle_pause_s`) → `Busy` (one invocation in flight) →
+//!   `Returning { since, awaited }` (answered, not back at `/next` yet) → `Idle` again;
+//! - `Life`, whether it takes work: `Serving` → `Retiring` (its function changed while it was
+//!   busy; killed when that invocation ends) → `Killed` (the control plane was asked to end it;
+//!   known until its exit arrives, then removed).
+//!
+//! `Transport` records which Runtime API the runtime uses (metrics only). Whether an instance
+//! counts as supply for pending invocations is derived (`Instance::is_supply`: serving and
+//! `Starting` or `Returning { awaited: true }`), and `update` is the one place a state or life
+//! changes, keeping the pools' supply counts and the gauges in step.
+//!
+//! Invariants (checked by `check_invariants` at the end of every public entry point in debug
+//! builds):
+//! - an instance runs at most one invocation at a time: `Busy` exactly while `in_flight` is set;
 //! - an instance answers only the invocation it was given (request id checked on every post);
-//! - every pending invocation has an instance behind it (`rebalance`): one starting, or one that
-//!   has just answered and is on its way back to `/next` (for `RETURN_GRACE`), so a pending
-//!   invocation ends on a warm instance, on its cold start, or with that cold start's error;
+//! - an instance is in its pool's idle list exactly while it is `Idle` and `Serving`, once, and
+//!   then has a waiter; a `Killed` instance has none; only a busy instance is `Retiring`;
+//! - a pool's `supply` equals the number of its instances for which `is_supply` holds;
+//! - every pending invocation has an instance behind it (`pending.len() <= supply`, kept by
+//!   `rebalance`): one starting, or one that has just answered and is on its way back to `/next`
+//!   (for `RETURN_GRACE`), so a pending invocation ends on a warm instance, on its cold start, or
+//!   with that cold start's error;
+//! - an instance never takes an invocation of a newer generation of its function;
 //! - every in-flight invocation ends: response, error, deadline (`tick`), or instance exit.
-//!   Single-threaded: only the owning core calls it, through `RefCell` borrows that never span an
-//!   `.await`.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
