@@ -4,7 +4,7 @@
 //! The rig is a `Scheduler` for core 0 of two, with the real channels it sends on: the control
 //! plane's receiver (what it asks of the executor: start, kill, pause, resume) and both cores'
 //! inboxes (hand-offs). Runtimes are played by calling `next`/`ready_ws`/`respond` directly, the
-//! executor by calling `started_failed`/`exited`, and time by calling `tick` with instants in the
+//! executor by calling `start_failed`/`exited`, and time by calling `tick` with instants in the
 //! future. Runs on the test thread; nothing here needs a reactor. Every public entry point checks
 //! the scheduler's invariants itself in debug builds (`check_invariants`); the tests check them
 //! again after each scenario.
