@@ -2,15 +2,36 @@
 //! this core.
 //!
 //! Owns the instances whose Runtime API connections this core accepts, the idle list and the
-//! queue of pending invocations per function. Invariants:
-//! - an instance runs at most one invocation at a time (`in_flight` is an `Option`);
+//! queue of pending invocations per function. Single-threaded: only the owning core calls it,
+//! through `RefCell` borrows that never span an `.await`. Bounded by the account concurrency
+//! (`Permit`): every invocation it holds, pending or in flight, holds a permit.
+//!
+//! An instance has two orthogonal states (diagram and triggers in `docs/scheduler.md`):
+//! - `State`, its work cycle: `Starting` (started, no `/next` yet) → `Idle { paused }` (parked
+//!   with a waiter; `paused` after `idle_pause_s`) → `Busy` (one invocation in flight) →
+//!   `Returning { since, awaited }` (answered, not back at `/next` yet) → `Idle` again;
+//! - `Life`, whether it takes work: `Serving` → `Retiring` (its function changed while it was
+//!   busy; killed when that invocation ends) → `Killed` (the control plane was asked to end it;
+//!   known until its exit arrives, then removed).
+//!
+//! `Transport` records which Runtime API the runtime uses (metrics only). Whether an instance
+//! counts as supply for pending invocations is derived (`Instance::is_supply`: serving and
+//! `Starting` or `Returning { awaited: true }`), and `update` is the one place a state or life
+//! changes, keeping the pools' supply counts and the gauges in step.
+//!
+//! Invariants (checked by `check_invariants` at the end of every public entry point in debug
+//! builds):
+//! - an instance runs at most one invocation at a time: `Busy` exactly while `in_flight` is set;
 //! - an instance answers only the invocation it was given (request id checked on every post);
-//! - every pending invocation has an instance behind it (`rebalance`): one starting, or one that
-//!   has just answered and is on its way back to `/next` (for `RETURN_GRACE`), so a pending
-//!   invocation ends on a warm instance, on its cold start, or with that cold start's error;
+//! - an instance is in its pool's idle list exactly while it is `Idle` and `Serving`, once, and
+//!   then has a waiter; a `Killed` instance has none; only a busy instance is `Retiring`;
+//! - a pool's `supply` equals the number of its instances for which `is_supply` holds;
+//! - every pending invocation has an instance behind it (`pending.len() <= supply`, kept by
+//!   `rebalance`): one starting, or one that has just answered and is on its way back to `/next`
+//!   (for `RETURN_GRACE`), so a pending invocation ends on a warm instance, on its cold start, or
+//!   with that cold start's error;
+//! - an instance never takes an invocation of a newer generation of its function;
 //! - every in-flight invocation ends: response, error, deadline (`tick`), or instance exit.
-//!   Single-threaded: only the owning core calls it, through `RefCell` borrows that never span an
-//!   `.await`.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
@@ -86,16 +107,59 @@ impl Waiter {
     }
 }
 
+/// Where an instance is in its work cycle (see the module doc for the transitions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Started; its runtime has not asked for work yet.
     Starting,
-    /// Parked in `/next` (or ready on its WebSocket): can take an invocation now.
-    Idle,
-    /// Running an invocation.
+    /// Parked in `/next` (or ready on its WebSocket): can take an invocation now. `paused`: the
+    /// control plane was asked to freeze it after `idle_pause_s`; resumed when dispatched to.
+    Idle { paused: bool },
+    /// Running an invocation (`Instance::in_flight` is set).
     Busy,
-    /// Answered; its runtime has not asked for the next one yet.
-    Returning,
+    /// Answered at `since`; its runtime has not asked for the next one yet. `awaited`: pending
+    /// invocations count on it coming back (cleared by `tick` after `RETURN_GRACE`).
+    Returning { since: Instant, awaited: bool },
+}
+
+impl State {
+    fn idle() -> State {
+        State::Idle { paused: false }
+    }
+
+    fn is_idle(self) -> bool {
+        matches!(self, State::Idle { .. })
+    }
+
+    fn is_paused(self) -> bool {
+        self == State::Idle { paused: true }
+    }
+}
+
+/// Whether an instance takes work. Only moves forward: `Serving` → `Retiring` → `Killed`, or
+/// `Serving` → `Killed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// Takes invocations.
+    Serving,
+    /// Its function changed or went away while it was busy: takes no new work and is killed when
+    /// its current invocation ends.
+    Retiring,
+    /// The control plane was asked to end it; it stays known until its exit arrives.
+    Killed,
+}
+
+/// Which Runtime API the instance's runtime uses (facts for metrics, not lifecycle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// Told to use HTTP (LAMBDA_USE_WEBSOCKET off, or a runtime that speaks only HTTP).
+    Http,
+    /// Told to use WebSocket; has not asked for work yet.
+    WsExpected,
+    /// Registered a WebSocket session.
+    Ws,
+    /// Told to use WebSocket but asked over HTTP (counted once in `fallbacks_to_http`).
+    FellBack,
 }
 
 struct InFlight {
@@ -115,29 +179,18 @@ struct Instance {
     function: Arc<Function>,
     started_at: Instant,
     state: State,
+    life: Life,
     waiter: Option<Waiter>,
-    /// Counted in its pool's `supply` (see `Pool::supply`).
-    supply: bool,
-    /// When it last answered (entered `Returning`).
-    returning_since: Instant,
     /// When its WebSocket closed mid-invocation: the exit (with its real status) is awaited for
     /// `EXIT_GRACE` before the invocation fails with a generic message.
     disconnected_at: Option<Instant>,
     /// The secret the runtime gets as LAMBDA_INSTANCE_ID and must show in a WebSocket register.
     token: String,
-    /// The runtime was told to use WebSocket (LAMBDA_USE_WEBSOCKET): an HTTP `/next` is a fallback.
-    expects_ws: bool,
-    /// Counted once: this instance's runtime fell back to HTTP.
-    fell_back: bool,
+    transport: Transport,
     in_flight: Option<InFlight>,
     served: u64,
     idle_since: Instant,
     init_duration: Option<Duration>,
-    paused: bool,
-    /// Takes no new work; killed when its current work ends.
-    retiring: bool,
-    /// The control plane was asked to kill it; waiting for its exit.
-    killed: bool,
     /// What the runtime posted to `/runtime/init/error`.
     init_error: Option<Bytes>,
     log: Option<Rc<LogSource>>,
@@ -145,12 +198,26 @@ struct Instance {
     listener_fd: Option<RawFd>,
 }
 
+impl Instance {
+    /// Whether a pending invocation may count on this instance (see `Pool::supply`). Derived
+    /// from `state` and `life`, never stored.
+    fn is_supply(&self) -> bool {
+        self.life == Life::Serving
+            && matches!(
+                self.state,
+                State::Starting | State::Returning { awaited: true, .. }
+            )
+    }
+}
+
 #[derive(Default)]
 struct Pool {
     idle: Vec<InstanceId>,
     pending: VecDeque<Invocation>,
     /// Instances that will take a pending invocation soon: starting, or answered within
-    /// `RETURN_GRACE` (not retiring). `rebalance` starts instances only beyond these.
+    /// `RETURN_GRACE` (serving, not retiring or killed): the number of this pool's instances
+    /// whose `Instance::is_supply` holds, kept in step by `update`. `rebalance` starts instances
+    /// only beyond these.
     supply: usize,
 }
 
@@ -183,9 +250,10 @@ impl Scheduler {
     /// An invocation admitted on this core: local idle instance, else another core's, else queue
     /// it and start an instance.
     pub fn submit(&mut self, inv: Invocation) {
-        let key = inv.function.pool_key.as_str();
-        if let Some(id) = self.take_idle(key, inv.function.generation) {
-            return self.dispatch(id, inv);
+        let name = inv.function.pool_key.as_str();
+        if let Some(id) = self.take_idle(name, inv.function.generation) {
+            self.dispatch(id, inv);
+            return self.checked();
         }
         let mask = inv.function.counters.idle_cores.load(Ordering::Relaxed) & !(1u64 << self.core);
         if mask != 0 {
@@ -194,6 +262,7 @@ impl Scheduler {
             return;
         }
         self.enqueue(inv);
+        self.checked();
     }
 
     /// An invocation handed over by another core: never handed on again.
@@ -202,6 +271,7 @@ impl Scheduler {
             Some(id) => self.dispatch(id, inv),
             None => self.enqueue(inv),
         }
+        self.checked();
     }
 
     fn enqueue(&mut self, inv: Invocation) {
@@ -276,26 +346,28 @@ impl Scheduler {
                 function: function.clone(),
                 started_at: now,
                 state: State::Starting,
+                life: Life::Serving,
                 waiter: None,
-                supply: false,
-                returning_since: now,
                 disconnected_at: None,
                 token: token.clone(),
-                expects_ws,
-                fell_back: false,
+                transport: if expects_ws {
+                    Transport::WsExpected
+                } else {
+                    Transport::Http
+                },
                 in_flight: None,
                 served: 0,
                 idle_since: now,
                 init_duration: None,
-                paused: false,
-                retiring: false,
-                killed: false,
                 init_error: None,
                 log: None,
                 listener_fd: None,
             },
         );
-        self.set_supply(id, true);
+        self.pools
+            .entry(function.pool_key.clone())
+            .or_default()
+            .supply += 1;
         self.gauge(State::Starting, 1);
         self.shared.send_control(ControlMsg::StartInstance {
             id,
@@ -305,59 +377,58 @@ impl Scheduler {
         });
     }
 
+    /// Counts one instance in `state` in (or out of) the instance gauges.
     fn gauge(&self, state: State, delta: i64) {
         let g = &self.shared.metrics.instances;
         let gauge = match state {
             State::Starting => &g.starting,
-            State::Idle => &g.idle,
-            State::Busy | State::Returning => &g.busy,
+            State::Idle { .. } => &g.idle,
+            State::Busy | State::Returning { .. } => &g.busy,
         };
         gauge.fetch_add(delta, Ordering::Relaxed);
+        if state.is_paused() {
+            g.paused.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Applies `change` to instance `id` and keeps what is derived from its `state` and `life`
+    /// in step: its pool's `supply` count and the instance gauges. Every change of an existing
+    /// instance's `state` or `life` goes through here.
+    fn update<R>(&mut self, id: InstanceId, change: impl FnOnce(&mut Instance) -> R) -> Option<R> {
+        let inst = self.instances.get_mut(&id)?;
+        let (was_supply, was) = (inst.is_supply(), inst.state);
+        let r = change(inst);
+        let (is_supply, is) = (inst.is_supply(), inst.state);
+        if was_supply != is_supply {
+            let name = inst.function.pool_key.clone();
+            let pool = self.pools.entry(name).or_default();
+            if is_supply {
+                pool.supply += 1;
+            } else {
+                pool.supply -= 1;
+            }
+        }
+        if was != is {
+            self.gauge(was, -1);
+            self.gauge(is, 1);
+        }
+        Some(r)
     }
 
     fn set_state(&mut self, id: InstanceId, to: State) {
-        let Some(inst) = self.instances.get_mut(&id) else {
-            return;
-        };
-        let from = std::mem::replace(&mut inst.state, to);
-        if to == State::Returning {
-            inst.returning_since = Instant::now();
-        }
-        let supply = !inst.retiring && matches!(to, State::Starting | State::Returning);
-        self.set_supply(id, supply);
-        self.gauge(from, -1);
-        self.gauge(to, 1);
-    }
-
-    /// Counts the instance in (or out of) its pool's `supply`.
-    fn set_supply(&mut self, id: InstanceId, on: bool) {
-        let Some(inst) = self.instances.get_mut(&id) else {
-            return;
-        };
-        if inst.supply == on {
-            return;
-        }
-        inst.supply = on;
-        let pool = self
-            .pools
-            .entry(inst.function.pool_key.clone())
-            .or_default();
-        if on {
-            pool.supply += 1;
-        } else {
-            pool.supply -= 1;
-        }
+        self.update(id, |inst| inst.state = to);
     }
 
     fn dispatch(&mut self, id: InstanceId, inv: Invocation) {
         let Some(inst) = self.instances.get_mut(&id) else {
             return self.enqueue(inv);
         };
-        debug_assert!(inst.state == State::Idle && inst.in_flight.is_none());
-        if std::mem::take(&mut inst.paused) {
-            unpause_gauge(&self.shared);
+        debug_assert!(inst.state.is_idle() && inst.in_flight.is_none());
+        if inst.state.is_paused() {
+            self.set_state(id, State::idle());
             self.shared.send_control(ControlMsg::ResumeInstance { id });
         }
+        let inst = self.instances.get_mut(&id).expect("checked above");
         let Some(waiter) = inst.waiter.take() else {
             return self.enqueue(inv);
         };
@@ -406,8 +477,8 @@ impl Scheduler {
     /// An HTTP runtime asks for work (`/next`): the receiver yields it.
     pub fn next(&mut self, id: InstanceId) -> Result<oneshot::Receiver<Work>, RuntimeRefusal> {
         if let Some(inst) = self.instances.get_mut(&id) {
-            if inst.expects_ws && !inst.fell_back {
-                inst.fell_back = true;
+            if inst.transport == Transport::WsExpected {
+                inst.transport = Transport::FellBack;
                 self.shared
                     .metrics
                     .ws
@@ -416,8 +487,9 @@ impl Scheduler {
             }
         }
         let (tx, rx) = oneshot::channel();
-        self.park(id, Waiter::Http(tx))?;
-        Ok(rx)
+        let parked = self.park(id, Waiter::Http(tx));
+        self.checked();
+        parked.map(|()| rx)
     }
 
     /// A registered WebSocket session is ready for its next invocation.
@@ -428,15 +500,17 @@ impl Scheduler {
     ) -> Result<(), RuntimeRefusal> {
         if let Some(inst) = self.instances.get_mut(&id) {
             // A runtime that got as far as WebSocket did not fall back.
-            inst.expects_ws = false;
+            inst.transport = Transport::Ws;
         }
-        self.park(id, Waiter::Ws(tx))
+        let parked = self.park(id, Waiter::Ws(tx));
+        self.checked();
+        parked
     }
 
     /// Whether `token` and `function_name` prove a WebSocket register comes from instance `id`.
     pub fn verify(&self, id: InstanceId, token: &str, function_name: &str) -> bool {
         self.instances.get(&id).is_some_and(|i| {
-            !i.killed && i.token == token && i.function.config.name == function_name
+            i.life != Life::Killed && i.token == token && i.function.config.name == function_name
         })
     }
 
@@ -446,12 +520,13 @@ impl Scheduler {
         let Some(inst) = self.instances.get_mut(&id) else {
             return;
         };
-        if inst.in_flight.is_some() && !inst.killed {
+        if inst.in_flight.is_some() && inst.life != Life::Killed {
             // Most often the runtime died: its exit, with the real status, is about to arrive.
             inst.disconnected_at = Some(Instant::now());
             return;
         }
         self.kill(id);
+        self.checked();
     }
 
     /// A disconnected instance whose exit did not come within `EXIT_GRACE`: fail and kill it.
@@ -472,7 +547,7 @@ impl Scheduler {
         let inst = self
             .instances
             .get_mut(&id)
-            .filter(|i| !i.killed)
+            .filter(|i| i.life != Life::Killed)
             .ok_or(RuntimeRefusal::UnknownInstance)?;
         if inst.state == State::Starting {
             let init = inst.started_at.elapsed();
@@ -493,18 +568,27 @@ impl Scheduler {
             );
         }
         let name = self.instances[&id].function.pool_key.clone();
-        if self.instances[&id].retiring {
+        if self.instances[&id].life == Life::Retiring {
+            self.kill(id);
+            return Err(RuntimeRefusal::UnknownInstance);
+        }
+        // An instance of an older generation (the update's Retire has not reached this core yet)
+        // must not run an invocation of a newer one: like `take_idle`, kill it; the pending
+        // invocation gets an instance of its own generation from `rebalance`.
+        let generation = self.instances[&id].function.generation;
+        let newer_waiting = self.pools.get(&name).and_then(|p| p.pending.front());
+        if newer_waiting.is_some_and(|inv| inv.function.generation > generation) {
             self.kill(id);
             return Err(RuntimeRefusal::UnknownInstance);
         }
         let inst = self.instances.get_mut(&id).expect("checked above");
         inst.waiter = Some(waiter);
-        if inst.state == State::Idle {
+        if inst.state.is_idle() {
             // A second parked request (a new connection) replaces the first; already listed idle.
             return Ok(());
         }
         inst.idle_since = Instant::now();
-        self.set_state(id, State::Idle);
+        self.set_state(id, State::idle());
         let pool = self.pools.entry(name.clone()).or_default();
         if let Some(inv) = pool.pending.pop_front() {
             self.dispatch(id, inv);
@@ -524,8 +608,9 @@ impl Scheduler {
         request_id: &str,
         outcome: InvokeOutcome,
     ) -> Result<(), RuntimeRefusal> {
-        let delivery = self.take_answer(id, request_id, outcome)?;
-        delivery.send();
+        let answer = self.take_answer(id, request_id, outcome);
+        self.checked();
+        answer?.send();
         Ok(())
     }
 
@@ -541,6 +626,7 @@ impl Scheduler {
     ) -> Result<(), RuntimeRefusal> {
         let delivery = self.take_answer(id, request_id, outcome)?;
         let parked = self.ready_ws(id, tx);
+        self.checked();
         delivery.send();
         parked
     }
@@ -562,7 +648,11 @@ impl Scheduler {
         let delivery = self
             .complete(id, outcome)
             .ok_or(RuntimeRefusal::NotYourRequest)?;
-        if self.instances.get(&id).is_some_and(|i| i.retiring) {
+        if self
+            .instances
+            .get(&id)
+            .is_some_and(|i| i.life == Life::Retiring)
+        {
             self.kill(id);
         }
         Ok(delivery)
@@ -577,6 +667,7 @@ impl Scheduler {
             .ok_or(RuntimeRefusal::UnknownInstance)?;
         inst.init_error = Some(body);
         self.kill(id);
+        self.checked();
         Ok(())
     }
 
@@ -626,26 +717,33 @@ impl Scheduler {
                 cold_start: f.cold,
             },
         };
-        self.set_state(id, State::Returning);
+        let since = Instant::now();
+        self.set_state(
+            id,
+            State::Returning {
+                since,
+                awaited: true,
+            },
+        );
         Some(delivery)
     }
 
     /// Asks the control plane to end the instance; it stays known until its exit arrives.
     fn kill(&mut self, id: InstanceId) {
-        let Some(inst) = self.instances.get_mut(&id) else {
+        let name = self.update(id, |inst| {
+            if inst.life == Life::Killed {
+                return None;
+            }
+            inst.life = Life::Killed;
+            inst.waiter = None;
+            if inst.state.is_paused() {
+                inst.state = State::idle();
+            }
+            Some(inst.function.pool_key.clone())
+        });
+        let Some(Some(name)) = name else {
             return;
         };
-        if inst.killed {
-            return;
-        }
-        inst.killed = true;
-        inst.retiring = true;
-        inst.waiter = None;
-        let name = inst.function.pool_key.clone();
-        if std::mem::take(&mut inst.paused) {
-            unpause_gauge(&self.shared);
-        }
-        self.set_supply(id, false);
         if let Some(pool) = self.pools.get_mut(&name) {
             if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
                 pool.idle.swap_remove(pos);
@@ -675,13 +773,14 @@ impl Scheduler {
         let Some(inst) = self.instances.get(&id) else {
             return;
         };
-        let counted = !inst.retiring;
+        let counted = inst.life == Life::Serving;
         let name = inst.function.pool_key.clone();
         self.remove(id);
         if counted {
             self.fail_pending(&name, 1, |_| InvokeOutcome::Service(error.clone()));
         }
         self.rebalance(&name);
+        self.checked();
     }
 
     /// The instance's process ended.
@@ -690,7 +789,7 @@ impl Scheduler {
             return;
         };
         let name = inst.function.pool_key.clone();
-        if !inst.killed {
+        if inst.life != Life::Killed {
             self.shared
                 .metrics
                 .instance_crashes
@@ -703,7 +802,8 @@ impl Scheduler {
         let inst = &self.instances[&id];
         // An instance that never served ended during init: that is the init failure of the
         // oldest pending invocation, unless we retired it (update, delete), which fails nothing.
-        let failed_init = inst.served == 0 && (inst.init_error.is_some() || !inst.retiring);
+        let failed_init =
+            inst.served == 0 && (inst.init_error.is_some() || inst.life == Life::Serving);
         let init_error = inst.init_error.clone();
         self.remove(id);
         if failed_init {
@@ -719,15 +819,18 @@ impl Scheduler {
             });
         }
         self.rebalance(&name);
+        self.checked();
     }
 
     fn remove(&mut self, id: InstanceId) {
-        self.set_supply(id, false);
         let Some(inst) = self.instances.remove(&id) else {
             return;
         };
         let name = &inst.function.pool_key;
         if let Some(pool) = self.pools.get_mut(name) {
+            if inst.is_supply() {
+                pool.supply -= 1;
+            }
             if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
                 pool.idle.swap_remove(pos);
                 if pool.idle.is_empty() {
@@ -736,9 +839,6 @@ impl Scheduler {
             }
         }
         self.gauge(inst.state, -1);
-        if inst.paused {
-            unpause_gauge(&self.shared);
-        }
         if let Some(fd) = inst.listener_fd {
             // SAFETY: the fd belongs to this instance's listener, still open (the accept loop owns
             // it); shutdown wakes its pending accept so the loop ends and closes it.
@@ -780,23 +880,20 @@ impl Scheduler {
         let ids: Vec<InstanceId> = self
             .instances
             .values()
-            .filter(|i| i.function.pool_key == name && !i.retiring)
+            .filter(|i| i.function.pool_key == name && i.life == Life::Serving)
             .map(|i| i.id)
             .collect();
         for id in ids {
             let state = self.instances[&id].state;
             match state {
-                State::Busy | State::Returning => {
-                    if state == State::Returning {
-                        self.kill(id);
-                    } else if let Some(i) = self.instances.get_mut(&id) {
-                        i.retiring = true;
-                    }
+                State::Busy => {
+                    self.update(id, |i| i.life = Life::Retiring);
                 }
-                State::Starting | State::Idle => self.kill(id),
+                State::Starting | State::Idle { .. } | State::Returning { .. } => self.kill(id),
             }
         }
         self.rebalance(name);
+        self.checked();
     }
 
     /// Deadlines, init limits, idle pause/removal, stale pending invocations. Called every tick.
@@ -811,7 +908,7 @@ impl Scheduler {
         let mut to_kill = Vec::new();
         let mut to_pause = Vec::new();
         for inst in self.instances.values() {
-            if inst.killed {
+            if inst.life == Life::Killed {
                 continue;
             }
             if inst
@@ -825,19 +922,19 @@ impl Scheduler {
                 State::Busy if inst.in_flight.as_ref().is_some_and(|f| now >= f.deadline) => {
                     timed_out.push(inst.id);
                 }
-                State::Returning
-                    if inst.supply && now.duration_since(inst.returning_since) >= RETURN_GRACE =>
+                State::Returning { since, .. }
+                    if inst.is_supply() && now.duration_since(since) >= RETURN_GRACE =>
                 {
                     slow_return.push(inst.id);
                 }
                 State::Starting if now.duration_since(inst.started_at) >= init_limit => {
                     to_kill.push(inst.id);
                 }
-                State::Idle => {
+                State::Idle { paused } => {
                     let idle = now.duration_since(inst.idle_since);
                     if idle >= remove_after {
                         to_kill.push(inst.id);
-                    } else if idle >= pause_after && !inst.paused {
+                    } else if idle >= pause_after && !paused {
                         to_pause.push(inst.id);
                     }
                 }
@@ -852,7 +949,11 @@ impl Scheduler {
         }
         for id in slow_return {
             // Not back at `/next` in time: pending invocations stop counting on it.
-            self.set_supply(id, false);
+            self.update(id, |inst| {
+                if let State::Returning { awaited, .. } = &mut inst.state {
+                    *awaited = false;
+                }
+            });
             if let Some(name) = self.function_name(id) {
                 self.rebalance(&name);
             }
@@ -869,18 +970,16 @@ impl Scheduler {
             self.kill(id);
         }
         for id in to_pause {
-            if let Some(inst) = self.instances.get_mut(&id) {
-                inst.paused = true;
-                self.shared
-                    .metrics
-                    .instances
-                    .paused
-                    .fetch_add(1, Ordering::Relaxed);
+            if self
+                .update(id, |inst| inst.state = State::Idle { paused: true })
+                .is_some()
+            {
                 self.shared.send_control(ControlMsg::PauseInstance { id });
             }
         }
         self.expire_pending(now, init_limit + Duration::from_secs(5));
         self.offload_pending();
+        self.checked();
     }
 
     /// Pending invocations wait for a cold start on this core while another core may have an
@@ -955,13 +1054,68 @@ impl Scheduler {
     pub fn function_of(&self, id: InstanceId) -> Option<Arc<Function>> {
         self.instances
             .get(&id)
-            .filter(|i| !i.killed)
+            .filter(|i| i.life != Life::Killed)
             .map(|i| i.function.clone())
     }
 
     /// Instances homed here (for shutdown and tests).
     pub fn instance_count(&self) -> usize {
         self.instances.len()
+    }
+
+    /// Panics if the scheduler's invariants (module doc) do not hold. Debug builds only: it walks
+    /// every instance and pool, so release builds never pay for it.
+    #[cfg(any(test, debug_assertions))]
+    pub fn check_invariants(&self) {
+        let mut supply: HashMap<&str, usize> = HashMap::new();
+        for (id, inst) in &self.instances {
+            let name = inst.function.pool_key.as_str();
+            assert_eq!(*id, inst.id);
+            assert_eq!(
+                inst.state == State::Busy,
+                inst.in_flight.is_some(),
+                "{id}: Busy exactly while an invocation is in flight"
+            );
+            if inst.is_supply() {
+                *supply.entry(name).or_default() += 1;
+            }
+            match inst.life {
+                Life::Serving => {}
+                // Retiring lasts while its invocation runs (and after `abort_all` at shutdown).
+                Life::Retiring => assert!(
+                    matches!(inst.state, State::Busy | State::Returning { .. }),
+                    "{id}: only a busy instance retires; any other is killed at once"
+                ),
+                Life::Killed => assert!(
+                    inst.waiter.is_none() && !inst.state.is_paused(),
+                    "{id}: a killed instance holds no waiter and is not counted paused"
+                ),
+            }
+            let listed = self.pools.get(name).is_some_and(|p| p.idle.contains(id));
+            let parked = inst.state.is_idle() && inst.life == Life::Serving;
+            assert_eq!(listed, parked, "{id}: listed idle exactly while parked");
+            if parked {
+                assert!(inst.waiter.is_some(), "{id}: an idle instance has a waiter");
+            }
+        }
+        for (name, pool) in &self.pools {
+            let counted = supply.get(name.as_str()).copied().unwrap_or(0);
+            assert_eq!(pool.supply, counted, "{name}: supply counts its instances");
+            assert!(
+                pool.pending.len() <= pool.supply,
+                "{name}: every pending invocation has an instance behind it"
+            );
+            let mut idle = pool.idle.clone();
+            idle.sort_unstable();
+            idle.dedup();
+            assert_eq!(idle.len(), pool.idle.len(), "{name}: listed idle once");
+        }
+    }
+
+    /// Checks the invariants at the end of a public entry point (debug builds only).
+    fn checked(&self) {
+        #[cfg(debug_assertions)]
+        self.check_invariants();
     }
 
     /// Fails everything still queued or running (shutdown after the grace period).
@@ -976,8 +1130,12 @@ impl Scheduler {
                 service_outcome("the server is shutting down")
             });
         }
+        self.checked();
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// LAMBDA_USE_WEBSOCKET as the instance will see it, for runtimes that speak WebSocket.
 fn expects_websocket(f: &Function, server_default: bool) -> bool {
@@ -989,14 +1147,6 @@ fn expects_websocket(f: &Function, server_default: bool) -> bool {
         .get("LAMBDA_USE_WEBSOCKET")
         .map(|v| v != "false");
     speaks_ws && setting.unwrap_or(server_default)
-}
-
-fn unpause_gauge(shared: &Switchboard) {
-    shared
-        .metrics
-        .instances
-        .paused
-        .fetch_add(-1, Ordering::Relaxed);
 }
 
 fn epoch_ms() -> u64 {

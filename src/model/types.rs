@@ -285,7 +285,7 @@ pub struct AliasRoute {
 
 /// What the data-plane cores look functions up in, published whole by the control plane
 /// (`ArcSwap`) before it acknowledges a change.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FunctionTable {
     /// Every runnable version by pool key (`NAME`, `NAME:N`).
     pub versions: HashMap<String, Arc<Function>>,

@@ -1,0 +1,1185 @@
+//! Unit tests of the scheduler on a socket-free rig: one rule of Lambda's execution-environment
+//! semantics, or one known race, per test.
+//!
+//! The rig is a `Scheduler` for core 0 of two, with the real channels it sends on: the control
+//! plane's receiver (what it asks of the executor: start, kill, pause, resume) and both cores'
+//! inboxes (hand-offs). Runtimes are played by calling `next`/`ready_ws`/`respond` directly, the
+//! executor by calling `start_failed`/`exited`, and time by calling `tick` with instants in the
+//! future. Runs on the test thread; nothing here needs a reactor. Every public entry point checks
+//! the scheduler's invariants itself in debug builds (`check_invariants`); the tests check them
+//! again after each scenario.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc::{self, error::TryRecvError as MpscEmpty, UnboundedReceiver};
+use tokio::sync::oneshot::error::TryRecvError;
+
+use super::*;
+use crate::config::Config;
+use crate::model::types::{Concurrency, FunctionConfig, FunctionCounters, FunctionTable};
+
+const NAME: &str = "f";
+/// Cores the rig's `Shared` knows; the scheduler under test is core 0.
+const CORES: usize = 2;
+const TIMEOUT_S: u32 = 3;
+const IDLE_PAUSE_S: u64 = 60;
+const IDLE_REMOVE_S: u64 = 120;
+const INIT_TIMEOUT_S: u64 = 10;
+
+/// What the scheduler asked of the control plane, in a form tests can compare.
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    Start { id: InstanceId, generation: u64 },
+    Kill(InstanceId),
+    Pause(InstanceId),
+    Resume(InstanceId),
+}
+
+struct Rig {
+    sched: Scheduler,
+    shared: Arc<Switchboard>,
+    table: Arc<ArcSwap<FunctionTable>>,
+    control: UnboundedReceiver<ControlMsg>,
+    cores: Vec<UnboundedReceiver<CoreMsg>>,
+    /// The function's counters: they survive updates, like the registry's.
+    counters: Arc<FunctionCounters>,
+    /// The function's concurrency (shared by every generation, like the registry's).
+    concurrency: Arc<Concurrency>,
+}
+
+fn exit_code(code: i32) -> ExitInfo {
+    ExitInfo {
+        code: Some(code),
+        signal: None,
+        oom_killed: false,
+    }
+}
+
+fn killed_by_signal() -> ExitInfo {
+    ExitInfo {
+        code: None,
+        signal: Some(libc::SIGKILL),
+        oom_killed: false,
+    }
+}
+
+fn success(body: &'static [u8]) -> InvokeOutcome {
+    InvokeOutcome::Success {
+        body: Bytes::from_static(body),
+    }
+}
+
+/// The invocation's result, which must have been delivered.
+fn result(rx: &mut oneshot::Receiver<InvokeResult>) -> InvokeResult {
+    rx.try_recv().expect("the invocation has its result")
+}
+
+fn still_waiting(rx: &mut oneshot::Receiver<InvokeResult>) -> bool {
+    matches!(rx.try_recv(), Err(TryRecvError::Empty))
+}
+
+/// The work handed to a parked runtime, which must have been handed.
+fn work(rx: &mut oneshot::Receiver<Work>) -> Work {
+    rx.try_recv().expect("the runtime was given work")
+}
+
+fn success_body(r: &InvokeResult) -> &[u8] {
+    match &r.outcome {
+        InvokeOutcome::Success { body } => body,
+        other => panic!("expected a success, got {other:?}"),
+    }
+}
+
+/// `(errorType, errorMessage)` of a function error (platform-made or the runtime's).
+fn function_error(r: &InvokeResult) -> (String, String) {
+    let InvokeOutcome::FunctionError {
+        function_error,
+        body,
+    } = &r.outcome
+    else {
+        panic!("expected a function error, got {:?}", r.outcome);
+    };
+    assert_eq!(*function_error, "Unhandled");
+    let v: serde_json::Value = serde_json::from_slice(body).expect("JSON error body");
+    let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    (field("errorType"), field("errorMessage"))
+}
+
+fn service_error(r: &InvokeResult) -> &ApiError {
+    match &r.outcome {
+        InvokeOutcome::Service(e) => e,
+        other => panic!("expected a service error, got {other:?}"),
+    }
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with(|_| {}, |_| {})
+    }
+
+    /// A rig whose server configuration and function configuration `tune_*` adjust.
+    fn with(
+        tune_config: impl FnOnce(&mut Config),
+        tune_function: impl FnOnce(&mut FunctionConfig),
+    ) -> Rig {
+        let mut config = Config::for_tests(PathBuf::from("data"), 0, 0);
+        config.use_websocket = false;
+        config.concurrency = 16;
+        config.idle_pause_s = IDLE_PAUSE_S;
+        config.idle_remove_s = IDLE_REMOVE_S;
+        config.init_timeout_s = INIT_TIMEOUT_S;
+        tune_config(&mut config);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let (core_txs, cores): (Vec<_>, Vec<_>) =
+            (0..CORES).map(|_| mpsc::unbounded_channel()).unzip();
+        let table = Arc::new(ArcSwap::from_pointee(FunctionTable::default()));
+        let shared = Arc::new(Switchboard::new(
+            Arc::new(config),
+            table.clone(),
+            core_txs,
+            control_tx,
+        ));
+        let rig = Rig {
+            sched: Scheduler::new(0, shared.clone()),
+            shared,
+            table,
+            control,
+            cores,
+            counters: Arc::new(FunctionCounters::default()),
+            concurrency: Arc::new(Concurrency::default()),
+        };
+        rig.publish(1, tune_function);
+        rig
+    }
+
+    /// Stores generation `generation` of the function in the table (as the control plane does
+    /// before it sends `Retire`), and returns it.
+    fn publish(&self, generation: u64, tune: impl FnOnce(&mut FunctionConfig)) -> Arc<Function> {
+        let mut config = FunctionConfig {
+            name: NAME.into(),
+            runtime: "python3.12".into(),
+            handler: "app.handler".into(),
+            role: String::new(),
+            description: String::new(),
+            timeout_s: TIMEOUT_S,
+            memory_mb: 128,
+            environment: BTreeMap::new(),
+            code_sha256: String::new(),
+            code_size: 0,
+            last_modified: String::new(),
+            revision_id: String::new(),
+            reserved_concurrency: None,
+            layers: Vec::new(),
+        };
+        tune(&mut config);
+        self.concurrency.set_reserved(config.reserved_concurrency);
+        let mut f = Function::latest(config, PathBuf::from("code"), generation);
+        f.counters = self.counters.clone();
+        f.concurrency = self.concurrency.clone();
+        let f = Arc::new(f);
+        let mut table = FunctionTable::clone(&self.table.load());
+        table.versions.insert(NAME.to_string(), f.clone());
+        self.table.store(Arc::new(table));
+        f
+    }
+
+    fn unpublish(&self) {
+        let mut table = FunctionTable::clone(&self.table.load());
+        table.versions.remove(NAME);
+        self.table.store(Arc::new(table));
+    }
+
+    fn function(&self) -> Arc<Function> {
+        self.shared.function(NAME).expect("published")
+    }
+
+    /// An admitted invocation of the current function (holding a concurrency permit).
+    fn invocation(&self, accepted_at: Instant) -> (Invocation, oneshot::Receiver<InvokeResult>) {
+        let function = self.function();
+        let (reply, rx) = oneshot::channel();
+        let inv = Invocation {
+            id: RequestId::random(),
+            permit: Permit::acquire(&self.shared, &function).expect("under the limits"),
+            function,
+            payload: Bytes::from_static(b"{}"),
+            context: InvokeContext::default(),
+            accepted_at,
+            want_log_tail: false,
+            reply,
+        };
+        (inv, rx)
+    }
+
+    /// Invokes the function on this core, as the User API does.
+    fn invoke(&mut self) -> oneshot::Receiver<InvokeResult> {
+        let (inv, rx) = self.invocation(Instant::now());
+        self.sched.submit(inv);
+        rx
+    }
+
+    /// Everything asked of the control plane since the last call.
+    fn asked(&mut self) -> Vec<Asked> {
+        let mut out = Vec::new();
+        loop {
+            let msg = match self.control.try_recv() {
+                Ok(msg) => msg,
+                Err(MpscEmpty::Empty) => return out,
+                Err(e) => panic!("control channel: {e}"),
+            };
+            out.push(match msg {
+                ControlMsg::StartInstance {
+                    id,
+                    token,
+                    function,
+                    core,
+                } => {
+                    assert_eq!(id.home_core(), core, "homed on the core that starts it");
+                    assert_eq!(InstanceId::from_token(&token), Some(id));
+                    Asked::Start {
+                        id,
+                        generation: function.generation,
+                    }
+                }
+                ControlMsg::KillInstance { id } => Asked::Kill(id),
+                ControlMsg::PauseInstance { id } => Asked::Pause(id),
+                ControlMsg::ResumeInstance { id } => Asked::Resume(id),
+                ControlMsg::Api { .. } | ControlMsg::Shutdown { .. } => {
+                    panic!("the scheduler sends no API or shutdown messages")
+                }
+            });
+        }
+    }
+
+    /// The ids of the cold starts asked since the last call; nothing else may have been asked.
+    fn starts(&mut self) -> Vec<InstanceId> {
+        self.asked()
+            .into_iter()
+            .map(|a| match a {
+                Asked::Start { id, .. } => id,
+                other => panic!("expected only cold starts, got {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The one cold start asked since the last call.
+    fn started_one(&mut self) -> InstanceId {
+        let starts = self.starts();
+        assert_eq!(starts.len(), 1, "exactly one cold start: {starts:?}");
+        starts[0]
+    }
+
+    /// Invocations handed to `core` since the last call.
+    fn handed_to(&mut self, core: usize) -> Vec<Invocation> {
+        let mut out = Vec::new();
+        loop {
+            match self.cores[core].try_recv() {
+                Ok(CoreMsg::Dispatch(inv)) => out.push(inv),
+                Ok(_) => panic!("the scheduler sends only Dispatch to cores"),
+                Err(MpscEmpty::Empty) => return out,
+                Err(e) => panic!("core channel: {e}"),
+            }
+        }
+    }
+
+    /// The runtime of `id` asks for work over HTTP.
+    fn next(&mut self, id: InstanceId) -> oneshot::Receiver<Work> {
+        self.sched
+            .next(id)
+            .expect("a live instance may ask for work")
+    }
+
+    fn respond(&mut self, id: InstanceId, work: &Work, body: &'static [u8]) {
+        self.sched
+            .respond(id, work.id.as_str(), success(body))
+            .expect("the instance answers its own invocation");
+    }
+
+    /// A started instance that has served one invocation (its cold start) and whose runtime
+    /// has not asked for the next one yet; tests park it with `next` or `ready_ws`.
+    fn warm_instance(&mut self) -> InstanceId {
+        let mut rx = self.invoke();
+        let id = self.started_one();
+        let w = work(&mut self.next(id));
+        self.respond(id, &w, b"warm-up");
+        assert!(result(&mut rx).cold_start);
+        id
+    }
+
+    fn idle_bit(&self, core: usize) -> bool {
+        self.counters.idle_cores.load(Ordering::Relaxed) & (1 << core) != 0
+    }
+
+    fn set_idle_bit(&self, core: usize) {
+        self.counters
+            .idle_cores
+            .fetch_or(1 << core, Ordering::Relaxed);
+    }
+
+    /// The scheduler's invariants, and the instance gauges against its instances (the rig's
+    /// `Shared` serves this one scheduler, so the gauges are its alone).
+    fn check(&self) {
+        self.sched.check_invariants();
+        let count =
+            |f: fn(&Instance) -> bool| self.sched.instances.values().filter(|i| f(i)).count();
+        let g = &self.shared.metrics.instances;
+        let gauges = [&g.starting, &g.idle, &g.busy, &g.paused].map(|g| g.load(Ordering::Relaxed));
+        let counted = [
+            count(|i| i.state == State::Starting),
+            count(|i| i.state.is_idle()),
+            count(|i| matches!(i.state, State::Busy | State::Returning { .. })),
+            count(|i| i.state.is_paused()),
+        ]
+        .map(|n| n as i64);
+        assert_eq!(gauges, counted, "gauges [starting, idle, busy, paused]");
+    }
+}
+
+fn later(d: Duration) -> Instant {
+    Instant::now() + d
+}
+
+#[test]
+fn cold_start_is_asked_on_demand_and_serves_the_pending_invocation() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = *rig.sched.instances.keys().next().expect("one instance");
+    assert_eq!(rig.asked(), vec![Asked::Start { id, generation: 1 }]);
+    assert!(still_waiting(&mut rx), "pending until the runtime asks");
+    let w = work(&mut rig.next(id));
+    assert_eq!(&w.payload[..], b"{}");
+    rig.respond(id, &w, b"\"ok\"");
+    let r = result(&mut rx);
+    assert_eq!(success_body(&r), b"\"ok\"");
+    assert!(r.cold_start);
+    assert_eq!(rig.shared.metrics.cold_starts.load(Ordering::Relaxed), 1);
+    rig.check();
+}
+
+#[test]
+fn an_instance_runs_one_invocation_at_a_time() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut work_rx = rig.next(id);
+    let mut first = rig.invoke();
+    let w = work(&mut work_rx);
+    // The instance is busy: the second invocation needs an instance of its own.
+    let mut second = rig.invoke();
+    let other = rig.started_one();
+    assert_ne!(other, id);
+    assert!(still_waiting(&mut second));
+    let w2 = work(&mut rig.next(other));
+    rig.respond(id, &w, b"1");
+    rig.respond(other, &w2, b"2");
+    let r1 = result(&mut first);
+    assert_eq!(success_body(&r1), b"1");
+    assert!(!r1.cold_start, "ran on the warm instance");
+    assert_eq!(success_body(&result(&mut second)), b"2");
+    rig.check();
+}
+
+#[test]
+fn warm_reuse_takes_the_most_recently_idle_instance_and_starts_nothing() {
+    let mut rig = Rig::new();
+    let mut rx1 = rig.invoke();
+    let mut rx2 = rig.invoke();
+    let starts = rig.starts();
+    let [a, b] = starts[..] else {
+        panic!("two cold starts: {starts:?}")
+    };
+    let wa = work(&mut rig.next(a));
+    let wb = work(&mut rig.next(b));
+    rig.respond(a, &wa, b"a");
+    rig.respond(b, &wb, b"b");
+    result(&mut rx1);
+    result(&mut rx2);
+    // `a` parks first, `b` last: `b` is the most recently idle.
+    let mut next_a = rig.next(a);
+    let mut next_b = rig.next(b);
+    let mut rx3 = rig.invoke();
+    let w3 = work(&mut next_b);
+    assert!(matches!(next_a.try_recv(), Err(TryRecvError::Empty)));
+    let mut rx4 = rig.invoke();
+    let w4 = work(&mut next_a);
+    assert!(
+        rig.asked().is_empty(),
+        "warm instances were idle: no cold start"
+    );
+    rig.respond(b, &w3, b"3");
+    rig.respond(a, &w4, b"4");
+    let (r3, r4) = (result(&mut rx3), result(&mut rx4));
+    assert!(!r3.cold_start && !r4.cold_start);
+    assert_eq!(success_body(&r3), b"3");
+    rig.check();
+}
+
+#[test]
+fn concurrency_permits_are_held_until_the_invocation_ends_however_it_ends() {
+    let mut rig = Rig::with(|c| c.concurrency = 2, |f| f.reserved_concurrency = Some(1));
+    let f = rig.function();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    // Pending (not yet running) still holds the function's only reserved slot.
+    let refused = Permit::acquire(&rig.shared, &f)
+        .err()
+        .expect("reserved limit reached");
+    assert_eq!(
+        refused.reason,
+        Some("ReservedFunctionConcurrentInvocationLimitExceeded")
+    );
+    let w = work(&mut rig.next(id));
+    assert!(
+        Permit::acquire(&rig.shared, &f).is_err(),
+        "running holds it"
+    );
+    rig.respond(id, &w, b"done");
+    result(&mut rx);
+    assert_eq!(rig.concurrency.in_flight.load(Ordering::Relaxed), 0);
+    assert_eq!(rig.shared.global_in_flight.load(Ordering::Relaxed), 0);
+    // A timed-out invocation gives its slot back too.
+    let mut work_rx = rig.next(id);
+    let mut rx = rig.invoke();
+    work(&mut work_rx);
+    assert_eq!(rig.shared.global_in_flight.load(Ordering::Relaxed), 1);
+    rig.sched
+        .tick(later(Duration::from_secs(TIMEOUT_S as u64 + 1)));
+    assert_eq!(function_error(&result(&mut rx)).0, "Sandbox.Timedout");
+    assert_eq!(rig.concurrency.in_flight.load(Ordering::Relaxed), 0);
+    assert_eq!(rig.shared.global_in_flight.load(Ordering::Relaxed), 0);
+    rig.check();
+}
+
+#[test]
+fn deadline_fails_with_sandbox_timedout_and_kills_the_instance() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut work_rx = rig.next(id);
+    let mut rx = rig.invoke();
+    let w = work(&mut work_rx);
+    // Just before the deadline nothing happens.
+    rig.sched.tick(later(
+        Duration::from_secs(TIMEOUT_S as u64) - Duration::from_millis(100),
+    ));
+    assert!(still_waiting(&mut rx));
+    rig.sched.tick(later(
+        Duration::from_secs(TIMEOUT_S as u64) + Duration::from_millis(1),
+    ));
+    let (kind, message) = function_error(&result(&mut rx));
+    assert_eq!(kind, "Sandbox.Timedout");
+    assert_eq!(
+        message,
+        format!(
+            "RequestId: {} Error: Task timed out after 3.00 seconds",
+            w.id
+        )
+    );
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    assert_eq!(rig.shared.metrics.timeouts.load(Ordering::Relaxed), 1);
+    assert!(
+        rig.sched.function_of(id).is_none(),
+        "a killed instance is gone for the API"
+    );
+    // Its exit ends it quietly: it was killed, not crashed, and it had served.
+    rig.sched.exited(id, killed_by_signal());
+    assert_eq!(rig.sched.instance_count(), 0);
+    assert_eq!(
+        rig.shared.metrics.instance_crashes.load(Ordering::Relaxed),
+        0
+    );
+    assert!(rig.asked().is_empty());
+    rig.check();
+}
+
+#[test]
+fn answer_after_the_deadline_is_refused_and_the_caller_keeps_the_timeout() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut work_rx = rig.next(id);
+    let mut rx = rig.invoke();
+    let w = work(&mut work_rx);
+    rig.sched
+        .tick(later(Duration::from_secs(TIMEOUT_S as u64 + 1)));
+    let late = rig.sched.respond(id, w.id.as_str(), success(b"too late"));
+    assert_eq!(late, Err(RuntimeRefusal::NotYourRequest));
+    assert_eq!(function_error(&result(&mut rx)).0, "Sandbox.Timedout");
+    // The killed instance is not parked again either.
+    assert_eq!(
+        rig.sched.next(id).err(),
+        Some(RuntimeRefusal::UnknownInstance)
+    );
+    rig.check();
+}
+
+#[test]
+fn exit_while_busy_fails_the_invocation_with_runtime_exit_error() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut work_rx = rig.next(id);
+    let mut rx = rig.invoke();
+    let w = work(&mut work_rx);
+    rig.sched.exited(id, exit_code(1));
+    let (kind, message) = function_error(&result(&mut rx));
+    assert_eq!(kind, "Runtime.ExitError");
+    assert_eq!(
+        message,
+        format!(
+            "RequestId: {} Error: Runtime exited with error: exit status 1",
+            w.id
+        )
+    );
+    assert_eq!(
+        rig.shared.metrics.instance_crashes.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(rig.sched.instance_count(), 0);
+    // Nothing was pending: no replacement is started ahead of demand.
+    assert!(rig.asked().is_empty());
+    rig.check();
+}
+
+#[test]
+fn exit_during_init_gives_the_pending_invocation_the_init_error_body() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    let body =
+        Bytes::from_static(br#"{"errorType":"Runtime.ImportModuleError","errorMessage":"no"}"#);
+    rig.sched
+        .init_error(id, body.clone())
+        .expect("known instance");
+    // Today the kill makes the pending invocation count on nobody, so a replacement is started at
+    // once; the invocation itself still gets this instance's init error when it exits.
+    let asked = rig.asked();
+    assert_eq!(asked[0], Asked::Kill(id));
+    let [_, Asked::Start {
+        id: replacement, ..
+    }] = asked[..]
+    else {
+        panic!("kill, then a replacement cold start: {asked:?}");
+    };
+    assert!(
+        still_waiting(&mut rx),
+        "the init error arrives with the exit"
+    );
+    rig.sched.exited(id, exit_code(1));
+    let r = result(&mut rx);
+    let InvokeOutcome::FunctionError {
+        function_error,
+        body: got,
+    } = &r.outcome
+    else {
+        panic!("expected the init error, got {:?}", r.outcome);
+    };
+    assert_eq!((*function_error, got), ("Unhandled", &body));
+    assert!(r.cold_start);
+    // The replacement stays, with nothing left to serve: it parks idle.
+    rig.next(replacement);
+    assert!(rig.sched.pools[NAME].pending.is_empty());
+    rig.check();
+}
+
+#[test]
+fn exit_during_init_without_init_error_gives_runtime_exit_error() {
+    let mut rig = Rig::new();
+    let mut first = rig.invoke();
+    let mut second = rig.invoke();
+    let starts = rig.starts();
+    assert_eq!(starts.len(), 2);
+    rig.sched.exited(starts[0], exit_code(127));
+    let (kind, message) = function_error(&result(&mut first));
+    assert_eq!(kind, "Runtime.ExitError");
+    assert!(message.ends_with("Runtime exited with error: exit status 127"));
+    // One failed init fails one invocation; the other still has its own instance behind it.
+    assert!(still_waiting(&mut second));
+    assert!(rig.asked().is_empty());
+    rig.check();
+}
+
+#[test]
+fn start_failed_fails_the_oldest_pending_invocation() {
+    let mut rig = Rig::new();
+    let mut oldest = rig.invoke();
+    let mut newer = rig.invoke();
+    let starts = rig.starts();
+    // Whichever instance failed, the oldest invocation gets the error.
+    rig.sched
+        .start_failed(starts[1], ApiError::service("no such executable"));
+    assert_eq!(
+        service_error(&result(&mut oldest)).message,
+        "no such executable"
+    );
+    assert!(still_waiting(&mut newer));
+    assert!(
+        rig.asked().is_empty(),
+        "the other start still covers the newer one"
+    );
+    let w = work(&mut rig.next(starts[0]));
+    rig.respond(starts[0], &w, b"ok");
+    assert_eq!(success_body(&result(&mut newer)), b"ok");
+    rig.check();
+}
+
+/// Today a second `/next` from an instance that is already parked (a second connection) silently
+/// replaces the first waiter: the first receiver is dropped and the instance stays listed idle
+/// once. A later change is to refuse the second request instead; this test pins today's behaviour.
+#[test]
+fn double_park_today_silently_replaces_the_first_waiter() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut first = rig.next(id);
+    assert!(matches!(first.try_recv(), Err(TryRecvError::Empty)));
+    let mut second = rig.next(id);
+    assert!(matches!(first.try_recv(), Err(TryRecvError::Closed)));
+    assert_eq!(rig.sched.pools[NAME].idle, vec![id], "listed idle once");
+    let mut rx = rig.invoke();
+    let w = work(&mut second);
+    // Only one idle entry: the next invocation needs a cold start.
+    let _rx2 = rig.invoke();
+    rig.started_one();
+    rig.respond(id, &w, b"ok");
+    assert_eq!(success_body(&result(&mut rx)), b"ok");
+    rig.check();
+}
+
+#[test]
+fn stale_generation_idle_instance_is_killed_when_taken_not_given_newer_work() {
+    let mut rig = Rig::new();
+    let old = rig.warm_instance();
+    let mut old_next = rig.next(old);
+    // The update is published; its Retire message has not reached this core yet.
+    rig.publish(2, |_| {});
+    let mut rx = rig.invoke();
+    assert!(matches!(old_next.try_recv(), Err(TryRecvError::Closed)));
+    let asked = rig.asked();
+    let [Asked::Kill(killed), Asked::Start {
+        id: new,
+        generation: 2,
+    }] = asked[..]
+    else {
+        panic!("kill the old instance, start one of generation 2: {asked:?}");
+    };
+    assert_eq!(killed, old);
+    let w = work(&mut rig.next(new));
+    assert_eq!(w.function.generation, 2);
+    rig.respond(new, &w, b"v2");
+    assert_eq!(success_body(&result(&mut rx)), b"v2");
+    rig.check();
+}
+
+#[test]
+fn stale_generation_starting_instance_is_not_given_newer_work_when_it_parks() {
+    let mut rig = Rig::new();
+    let mut old_rx = rig.invoke();
+    let old = rig.started_one();
+    let w = work(&mut rig.next(old));
+    rig.respond(old, &w, b"v1");
+    result(&mut old_rx);
+    // The old instance has just answered (it counts as supply for RETURN_GRACE) when the update
+    // is published and an invocation of the new generation is queued behind it.
+    rig.publish(2, |_| {});
+    let mut rx = rig.invoke();
+    assert!(
+        rig.asked().is_empty(),
+        "the returning instance is counted on"
+    );
+    assert_eq!(
+        rig.sched.next(old).err(),
+        Some(RuntimeRefusal::UnknownInstance),
+        "an instance of generation 1 must not run generation 2's invocation"
+    );
+    let asked = rig.asked();
+    let [Asked::Kill(killed), Asked::Start {
+        id: new,
+        generation: 2,
+    }] = asked[..]
+    else {
+        panic!("kill the old instance, start one of generation 2: {asked:?}");
+    };
+    assert_eq!(killed, old);
+    assert!(still_waiting(&mut rx));
+    let w = work(&mut rig.next(new));
+    assert_eq!(w.function.generation, 2);
+    rig.respond(new, &w, b"v2");
+    assert_eq!(success_body(&result(&mut rx)), b"v2");
+    rig.check();
+}
+
+#[test]
+fn exit_of_the_instance_pending_work_counted_on_starts_a_replacement() {
+    let mut rig = Rig::new();
+    let mut first = rig.invoke();
+    let id = rig.started_one();
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"1");
+    result(&mut first);
+    // Returning within RETURN_GRACE: the new invocation waits for it instead of a cold start.
+    let mut rx = rig.invoke();
+    assert!(rig.asked().is_empty());
+    rig.sched.exited(id, exit_code(0));
+    // It served before, so its exit fails nothing; the pending invocation gets a new instance.
+    assert!(still_waiting(&mut rx));
+    let replacement = rig.started_one();
+    assert_eq!(
+        rig.shared.metrics.instance_crashes.load(Ordering::Relaxed),
+        1
+    );
+    let w = work(&mut rig.next(replacement));
+    rig.respond(replacement, &w, b"2");
+    assert_eq!(success_body(&result(&mut rx)), b"2");
+    rig.check();
+}
+
+#[test]
+fn update_while_busy_lets_the_invocation_finish_then_kills_the_instance() {
+    let mut rig = Rig::new();
+    let mut first = rig.invoke();
+    let mut second = rig.invoke();
+    let starts = rig.starts();
+    let [busy, idle] = starts[..] else {
+        panic!("two cold starts")
+    };
+    let w_busy = work(&mut rig.next(busy));
+    let w_idle = work(&mut rig.next(idle));
+    rig.respond(idle, &w_idle, b"idle's");
+    result(&mut second);
+    let _idle_next = rig.next(idle);
+    rig.publish(2, |_| {});
+    rig.sched.retire(NAME);
+    // The idle one goes at once; the busy one keeps running.
+    assert_eq!(rig.asked(), vec![Asked::Kill(idle)]);
+    assert!(still_waiting(&mut first));
+    rig.respond(busy, &w_busy, b"finished on the old code");
+    assert_eq!(
+        success_body(&result(&mut first)),
+        b"finished on the old code"
+    );
+    assert_eq!(rig.asked(), vec![Asked::Kill(busy)]);
+    assert_eq!(
+        rig.sched.next(busy).err(),
+        Some(RuntimeRefusal::UnknownInstance)
+    );
+    rig.check();
+}
+
+#[test]
+fn update_kills_a_returning_instance_at_once() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"ok");
+    result(&mut rx);
+    rig.sched.retire(NAME);
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    rig.check();
+}
+
+#[test]
+fn update_kills_a_starting_instance_and_restarts_for_its_pending_invocation() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let old = rig.started_one();
+    rig.publish(2, |_| {});
+    rig.sched.retire(NAME);
+    let asked = rig.asked();
+    let [Asked::Kill(killed), Asked::Start {
+        id: new,
+        generation: 2,
+    }] = asked[..]
+    else {
+        panic!("kill the starting instance, start one of generation 2: {asked:?}");
+    };
+    assert_eq!(killed, old);
+    // The retired instance's exit during init fails nothing: we ended it.
+    rig.sched.exited(old, killed_by_signal());
+    assert!(still_waiting(&mut rx));
+    let w = work(&mut rig.next(new));
+    rig.respond(new, &w, b"v2");
+    assert_eq!(success_body(&result(&mut rx)), b"v2");
+    rig.check();
+}
+
+#[test]
+fn delete_while_pending_fails_the_pending_invocation_with_not_found() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    rig.unpublish();
+    rig.sched.retire(NAME);
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    assert_eq!(
+        service_error(&result(&mut rx)).kind,
+        ErrorKind::ResourceNotFound
+    );
+    rig.check();
+}
+
+#[test]
+fn submit_hands_off_to_a_core_that_advertises_an_idle_instance() {
+    let mut rig = Rig::new();
+    rig.set_idle_bit(1);
+    let mut rx = rig.invoke();
+    let handed = rig.handed_to(1);
+    assert_eq!(handed.len(), 1);
+    assert!(rig.asked().is_empty(), "no cold start here");
+    assert!(rig.handed_to(0).is_empty());
+    // Core 1 finds no idle instance after all (taken meanwhile): it queues and starts one, and
+    // never hands the invocation on, even to a core that advertises an idle instance.
+    rig.set_idle_bit(0);
+    let mut receiver = Scheduler::new(1, rig.shared.clone());
+    receiver.accept_handoff(handed.into_iter().next().expect("one"));
+    assert!(matches!(rig.asked()[..], [Asked::Start { id, .. }] if id.home_core() == 1));
+    assert!(rig.handed_to(0).is_empty() && rig.handed_to(1).is_empty());
+    assert!(still_waiting(&mut rx));
+    receiver.check_invariants();
+    rig.sched.check_invariants();
+}
+
+#[test]
+fn tick_offloads_pending_invocations_to_cores_that_became_idle() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    rig.sched.tick(Instant::now());
+    assert!(
+        rig.handed_to(1).is_empty(),
+        "no core advertised an idle instance"
+    );
+    rig.set_idle_bit(1);
+    rig.sched.tick(Instant::now());
+    let handed = rig.handed_to(1);
+    assert_eq!(handed.len(), 1);
+    assert!(rig.sched.pools[NAME].pending.is_empty());
+    assert!(still_waiting(&mut rx));
+    // The cold start already under way stays, and parks idle when ready.
+    assert!(rig.asked().is_empty());
+    rig.next(id);
+    assert_eq!(rig.sched.pools[NAME].idle, vec![id]);
+    rig.check();
+}
+
+#[test]
+fn idle_core_bit_follows_this_cores_idle_list() {
+    let mut rig = Rig::new();
+    assert!(!rig.idle_bit(0));
+    let id = rig.warm_instance();
+    assert!(
+        !rig.idle_bit(0),
+        "answered but not parked: nothing to advertise"
+    );
+    let mut next = rig.next(id);
+    assert!(rig.idle_bit(0), "parked idle: advertised");
+    let mut rx = rig.invoke();
+    assert!(!rig.idle_bit(0), "taken: no longer advertised");
+    let w = work(&mut next);
+    rig.respond(id, &w, b"ok");
+    result(&mut rx);
+    rig.next(id);
+    assert!(rig.idle_bit(0));
+    rig.sched.retire(NAME);
+    assert!(!rig.idle_bit(0), "killed: no longer advertised");
+    rig.check();
+}
+
+#[test]
+fn just_answered_instance_counts_as_supply_within_return_grace() {
+    let mut rig = Rig::new();
+    let mut first = rig.invoke();
+    let id = rig.started_one();
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"1");
+    result(&mut first);
+    let mut rx = rig.invoke();
+    assert!(
+        rig.asked().is_empty(),
+        "the instance that just answered is about to ask again: no cold start"
+    );
+    rig.sched.tick(Instant::now());
+    assert!(rig.asked().is_empty(), "still within RETURN_GRACE");
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"2");
+    let r = result(&mut rx);
+    assert!(!r.cold_start);
+    assert_eq!(success_body(&r), b"2");
+    rig.check();
+}
+
+#[test]
+fn slow_return_after_return_grace_starts_an_instance_for_the_pending_invocation() {
+    let mut rig = Rig::new();
+    let mut first = rig.invoke();
+    let id = rig.started_one();
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"1");
+    result(&mut first);
+    let mut rx = rig.invoke();
+    assert!(rig.asked().is_empty());
+    rig.sched
+        .tick(later(RETURN_GRACE + Duration::from_millis(1)));
+    let new = rig.started_one();
+    // Whichever asks first takes it: here the slow one comes back first after all.
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"2");
+    assert_eq!(success_body(&result(&mut rx)), b"2");
+    rig.next(new);
+    assert_eq!(rig.sched.pools[NAME].idle.len(), 1);
+    rig.check();
+}
+
+#[test]
+fn idle_instance_is_paused_then_resumed_when_dispatched_to() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut next = rig.next(id);
+    rig.sched.tick(later(
+        Duration::from_secs(IDLE_PAUSE_S) - Duration::from_secs(1),
+    ));
+    assert!(rig.asked().is_empty());
+    rig.sched.tick(later(Duration::from_secs(IDLE_PAUSE_S)));
+    assert_eq!(rig.asked(), vec![Asked::Pause(id)]);
+    assert_eq!(
+        rig.shared.metrics.instances.paused.load(Ordering::Relaxed),
+        1
+    );
+    // Paused once, not on every tick.
+    rig.sched.tick(later(Duration::from_secs(IDLE_PAUSE_S + 1)));
+    assert!(rig.asked().is_empty());
+    let mut rx = rig.invoke();
+    assert_eq!(rig.asked(), vec![Asked::Resume(id)]);
+    assert_eq!(
+        rig.shared.metrics.instances.paused.load(Ordering::Relaxed),
+        0
+    );
+    let w = work(&mut next);
+    rig.respond(id, &w, b"ok");
+    assert!(!result(&mut rx).cold_start);
+    rig.check();
+}
+
+#[test]
+fn idle_instance_is_removed_after_idle_remove() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let _next = rig.next(id);
+    rig.sched.tick(later(Duration::from_secs(IDLE_PAUSE_S)));
+    assert_eq!(rig.asked(), vec![Asked::Pause(id)]);
+    rig.sched.tick(later(Duration::from_secs(IDLE_REMOVE_S)));
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    assert_eq!(
+        rig.shared.metrics.instances.paused.load(Ordering::Relaxed),
+        0
+    );
+    assert!(rig.sched.pools[NAME].idle.is_empty());
+    assert!(!rig.idle_bit(0));
+    rig.sched.exited(id, killed_by_signal());
+    assert_eq!(rig.sched.instance_count(), 0);
+    let gauges = &rig.shared.metrics.instances;
+    let live = [&gauges.starting, &gauges.idle, &gauges.busy];
+    assert!(live.iter().all(|g| g.load(Ordering::Relaxed) == 0));
+    rig.check();
+}
+
+#[test]
+fn expire_pending_fails_invocations_older_than_an_init_can_take() {
+    let mut rig = Rig::new();
+    let limit = Duration::from_secs(INIT_TIMEOUT_S + 5);
+    let now = Instant::now();
+    let old = now
+        .checked_sub(limit + Duration::from_secs(1))
+        .expect("clock");
+    let (inv, mut stale) = rig.invocation(old);
+    rig.sched.submit(inv);
+    let mut fresh = rig.invoke();
+    rig.starts();
+    rig.sched.tick(now);
+    let r = result(&mut stale);
+    assert_eq!(service_error(&r).kind, ErrorKind::ResourceNotReady);
+    assert!(still_waiting(&mut fresh));
+    assert_eq!(rig.sched.pools[NAME].pending.len(), 1);
+    rig.check();
+}
+
+#[test]
+fn init_timeout_kills_the_instance_and_fails_its_invocation_with_runtime_init_timeout() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    rig.sched.tick(later(
+        Duration::from_secs(INIT_TIMEOUT_S) - Duration::from_secs(1),
+    ));
+    assert!(rig.asked().is_empty());
+    rig.sched.tick(later(Duration::from_secs(INIT_TIMEOUT_S)));
+    let asked = rig.asked();
+    assert_eq!(asked[0], Asked::Kill(id));
+    // As with an init error, a replacement is started for the pending invocation at once.
+    assert!(matches!(asked[1..], [Asked::Start { .. }]), "{asked:?}");
+    rig.sched.exited(id, killed_by_signal());
+    let (kind, message) = function_error(&result(&mut rx));
+    assert_eq!(kind, "Runtime.InitTimeout");
+    assert_eq!(message, "Init timed out after 10.00 seconds");
+    rig.check();
+}
+
+#[test]
+fn next_without_answering_fails_the_invocation_with_no_response() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut next = rig.next(id);
+    let mut rx = rig.invoke();
+    let w = work(&mut next);
+    let _again = rig.next(id);
+    assert_eq!(function_error(&result(&mut rx)).0, "Runtime.NoResponse");
+    assert_eq!(
+        rig.sched.respond(id, w.id.as_str(), success(b"late")),
+        Err(RuntimeRefusal::NotYourRequest)
+    );
+    assert_eq!(rig.sched.pools[NAME].idle, vec![id], "parked again");
+    rig.check();
+}
+
+#[test]
+fn answers_are_refused_for_another_request_or_an_unknown_instance() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut next = rig.next(id);
+    let mut rx = rig.invoke();
+    let w = work(&mut next);
+    let other = RequestId::random();
+    assert_eq!(
+        rig.sched.respond(id, other.as_str(), success(b"x")),
+        Err(RuntimeRefusal::NotYourRequest)
+    );
+    assert_eq!(
+        rig.sched
+            .respond(InstanceId(0xdead00), w.id.as_str(), success(b"x")),
+        Err(RuntimeRefusal::UnknownInstance)
+    );
+    assert!(
+        still_waiting(&mut rx),
+        "refused answers do not end the invocation"
+    );
+    rig.respond(id, &w, b"mine");
+    assert_eq!(success_body(&result(&mut rx)), b"mine");
+    rig.check();
+}
+
+#[test]
+fn websocket_close_mid_invocation_waits_exit_grace_then_fails_and_kills() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    let (tx, mut ws) = mpsc::unbounded_channel();
+    rig.sched.ready_ws(id, tx).expect("known instance");
+    let Ok(Outgoing::Work(w)) = ws.try_recv() else {
+        panic!("the session's writer got the invocation");
+    };
+    rig.sched.disconnected(id);
+    rig.sched.tick(Instant::now());
+    assert!(still_waiting(&mut rx), "its exit may still come");
+    rig.sched.tick(later(EXIT_GRACE + Duration::from_millis(1)));
+    let (kind, message) = function_error(&result(&mut rx));
+    assert_eq!(kind, "Runtime.ExitError");
+    assert!(message.starts_with(&format!(
+        "RequestId: {} Error: the runtime's WebSocket",
+        w.id
+    )));
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    rig.check();
+}
+
+#[test]
+fn websocket_close_then_exit_within_grace_reports_the_real_exit_status() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    let (tx, _ws) = mpsc::unbounded_channel();
+    rig.sched.ready_ws(id, tx).expect("known instance");
+    rig.sched.disconnected(id);
+    rig.sched.exited(id, exit_code(3));
+    let (kind, message) = function_error(&result(&mut rx));
+    assert_eq!(kind, "Runtime.ExitError");
+    assert!(message.ends_with("exit status 3"));
+    rig.check();
+}
+
+#[test]
+fn websocket_close_while_idle_kills_the_instance() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let (tx, _ws) = mpsc::unbounded_channel();
+    rig.sched.ready_ws(id, tx).expect("known instance");
+    rig.sched.disconnected(id);
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    assert!(rig.sched.pools[NAME].idle.is_empty());
+    rig.check();
+}
+
+#[test]
+fn respond_ws_parks_the_instance_before_the_caller_sees_the_result() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    let (tx, mut ws) = mpsc::unbounded_channel();
+    rig.sched.ready_ws(id, tx.clone()).expect("known instance");
+    let Ok(Outgoing::Work(w)) = ws.try_recv() else {
+        panic!("the session's writer got the invocation");
+    };
+    rig.sched
+        .respond_ws(id, w.id.as_str(), success(b"ok"), tx)
+        .expect("parked again");
+    assert_eq!(success_body(&result(&mut rx)), b"ok");
+    assert_eq!(rig.sched.pools[NAME].idle, vec![id]);
+    // A caller invoking again at once finds it idle.
+    let _rx = rig.invoke();
+    assert!(rig.asked().is_empty());
+    assert!(matches!(ws.try_recv(), Ok(Outgoing::Work(_))));
+    rig.check();
+}
+
+#[test]
+fn http_fallback_of_a_websocket_runtime_is_counted_once() {
+    let mut rig = Rig::with(|c| c.use_websocket = true, |_| {});
+    let _rx = rig.invoke();
+    let id = rig.started_one();
+    let mut next = rig.next(id);
+    let w = work(&mut next);
+    rig.respond(id, &w, b"ok");
+    rig.next(id);
+    let fallbacks = &rig.shared.metrics.ws.fallbacks_to_http;
+    assert_eq!(fallbacks.load(Ordering::Relaxed), 1);
+    rig.check();
+}
+
+#[test]
+fn verify_accepts_only_the_instances_own_token_and_function_while_alive() {
+    let mut rig = Rig::new();
+    let _rx = rig.invoke();
+    let (id, token) = match rig.control.try_recv() {
+        Ok(ControlMsg::StartInstance { id, token, .. }) => (id, token),
+        _ => panic!("a cold start"),
+    };
+    assert!(rig.sched.verify(id, &token, NAME));
+    assert!(!rig.sched.verify(id, "i-00000100-0000000000000000", NAME));
+    assert!(!rig.sched.verify(id, &token, "other"));
+    rig.sched.retire(NAME);
+    assert!(!rig.sched.verify(id, &token, NAME), "killed");
+    rig.check();
+}
+
+#[test]
+fn abort_all_fails_running_and_pending_invocations() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut next = rig.next(id);
+    let mut running = rig.invoke();
+    work(&mut next);
+    let mut pending = rig.invoke();
+    rig.starts();
+    rig.sched.abort_all();
+    for rx in [&mut running, &mut pending] {
+        assert_eq!(service_error(&result(rx)).kind, ErrorKind::Service);
+    }
+    assert_eq!(rig.shared.global_in_flight.load(Ordering::Relaxed), 0);
+    rig.check();
+}
