@@ -58,6 +58,7 @@ fn invocation(
         context: InvokeContext {
             client_context: None,
             trace_id: rig.trace.clone(),
+            alias_arn: None,
         },
         accepted_at: Instant::now(),
         want_log_tail: false,

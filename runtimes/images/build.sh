@@ -31,7 +31,7 @@ IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 PACKAGES_python="python3 ca-certificates"
 PACKAGES_nodejs="nodejs node-ws ca-certificates"
 PACKAGES_provided="ca-certificates"
-# Installed from PyPI into /opt/lambda/python (on the image's PYTHONPATH via the executor).
+# Installed from PyPI into /var/lang/lambda-at-home/python (on the image's PYTHONPATH via the executor).
 PIP_python="websockets>=11"
 PIP_nodejs=""
 PIP_provided=""
@@ -81,7 +81,7 @@ family_recipe() {
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
             --only-binary=:all: --python-version 3.11 --implementation cp \
             --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-            --target "$root/opt/lambda/python" "${!pip_var}"
+            --target "$root/var/lang/lambda-at-home/python" "${!pip_var}"
     fi
 }
 

@@ -115,7 +115,7 @@ pub fn next_response(work: Work) -> Response {
         .header("Lambda-Runtime-Deadline-Ms", work.deadline_ms.to_string())
         .header(
             "Lambda-Runtime-Invoked-Function-Arn",
-            work.function.arn.clone(),
+            work.context.invoked_arn(&work.function).to_string(),
         )
         .header("Lambda-Runtime-Trace-Id", work.context.trace_id.to_string());
     if let Some(cc) = &work.context.client_context {

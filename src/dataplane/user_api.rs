@@ -8,6 +8,7 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -161,6 +162,11 @@ fn parse_invoke(core: &Rc<Core>, raw_name: &str, req: &Request) -> Result<Invoke
                 )
             })?
     };
+    let alias_arn = target
+        .qualifier
+        .as_deref()
+        .filter(|q| *q != LATEST && !q.bytes().all(|b| b.is_ascii_digit()))
+        .map(|alias| Arc::from(format!("{}:{alias}", function_arn(&target.name))));
     let kind = match req.header_str("x-amz-invocation-type") {
         None | Some("RequestResponse") => InvocationType::RequestResponse,
         Some("Event") => InvocationType::Event,
@@ -211,6 +217,7 @@ fn parse_invoke(core: &Rc<Core>, raw_name: &str, req: &Request) -> Result<Invoke
         context: InvokeContext {
             client_context,
             trace_id,
+            alias_arn,
         },
         want_log_tail,
     })

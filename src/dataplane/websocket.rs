@@ -362,7 +362,7 @@ fn invocation_frame(work: Work, binary: bool) -> Vec<Bytes> {
         .map(|c| String::from_utf8_lossy(c).into_owned());
     let (id, arn, trace) = (
         work.id.as_str(),
-        work.function.arn.as_str(),
+        work.context.invoked_arn(&work.function),
         &*work.context.trace_id,
     );
     let mut head = Vec::with_capacity(320);

@@ -334,6 +334,16 @@ pub struct InvokeContext {
     pub client_context: Option<Bytes>,
     /// X-Amzn-Trace-Id, generated when the caller sent none.
     pub trace_id: Arc<str>,
+    /// The alias ARN the caller invoked, when it invoked an alias (the runtime's
+    /// Invoked-Function-Arn is then the alias's, as on AWS; otherwise the version's ARN).
+    pub alias_arn: Option<Arc<str>>,
+}
+
+impl InvokeContext {
+    /// The ARN the runtime reports as invoked: the alias's, or `function`'s.
+    pub fn invoked_arn<'a>(&'a self, function: &'a Function) -> &'a str {
+        self.alias_arn.as_deref().unwrap_or(&function.arn)
+    }
 }
 
 /// How an invocation ended, as the caller will see it.

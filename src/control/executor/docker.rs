@@ -30,8 +30,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::{BoxFuture, ExecError, Executor, Instance};
-use crate::model::types::{ExitInfo, InstanceSpec, LATEST};
+use super::{BoxFuture, ExecError, Executor, Instance, LayerPaths};
+use crate::model::types::{ExitInfo, InstanceSpec};
 
 /// Default bound of every Docker call.
 pub const OP_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -56,7 +56,10 @@ const CONTAINER_PATH: &str = "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bi
 /// Where Debian's node packages (node-ws) live, then the function's own modules.
 const CONTAINER_NODE_PATH: &str =
     "/usr/share/nodejs:/usr/lib/x86_64-linux-gnu/nodejs:/var/task/node_modules";
-const CONTAINER_PYTHON_PATH: &str = "/var/task:/opt/lambda/python";
+/// Where the Python image keeps `websockets` (outside `/opt`, which layers own).
+const IMAGE_PYTHON_PATH: &str = "/var/lang/lambda-at-home/python";
+/// Where the function's merged layers are mounted, as on AWS.
+const LAYERS_ROOT: &str = "/opt";
 
 /// Instances run as this unprivileged uid:gid (the images name it `sbx_user`).
 const CONTAINER_UID: u32 = 1000;
@@ -196,15 +199,25 @@ fn cpu_shares(memory_mb: u32) -> i64 {
 }
 
 /// `spec.env` plus the variables that depend on the container's layout; ours win.
-fn container_env(spec_env: &[(String, String)]) -> Vec<String> {
+fn container_env(spec_env: &[(String, String)], runtime: &str) -> Vec<String> {
+    let layers = LayerPaths::under(LAYERS_ROOT, runtime);
+    let python_path = [
+        vec![TASK_ROOT.to_string()],
+        layers.python,
+        vec![IMAGE_PYTHON_PATH.to_string()],
+    ]
+    .concat()
+    .join(":");
+    let node_path = [CONTAINER_NODE_PATH.to_string(), layers.node.join(":")].join(":");
     let ours = [
-        ("LAMBDA_TASK_ROOT", TASK_ROOT),
-        ("LAMBDA_RUNTIME_DIR", RUNTIME_ROOT),
-        ("PYTHONPATH", CONTAINER_PYTHON_PATH),
-        ("NODE_PATH", CONTAINER_NODE_PATH),
-        ("PATH", CONTAINER_PATH),
-        ("HOME", "/tmp"),
-        ("PYTHONUNBUFFERED", "1"),
+        ("LAMBDA_TASK_ROOT", TASK_ROOT.to_string()),
+        ("LAMBDA_RUNTIME_DIR", RUNTIME_ROOT.to_string()),
+        ("PYTHONPATH", python_path),
+        ("NODE_PATH", node_path),
+        ("PATH", CONTAINER_PATH.to_string()),
+        ("LD_LIBRARY_PATH", layers.lib),
+        ("HOME", "/tmp".to_string()),
+        ("PYTHONUNBUFFERED", "1".to_string()),
     ];
     spec_env
         .iter()
@@ -226,6 +239,19 @@ fn bind_mount(source: &Path, target: &str, read_only: bool) -> Mount {
     }
 }
 
+/// Code and runtimes read-only, the log FIFO, and the merged layers read-only at `/opt`.
+fn mounts(spec: &InstanceSpec, fifo: &Path) -> Vec<Mount> {
+    let mut mounts = vec![
+        bind_mount(&spec.function.code_dir, TASK_ROOT, true),
+        bind_mount(&spec.runtimes_dir, RUNTIME_ROOT, true),
+        bind_mount(fifo, LOG_FIFO_TARGET, false),
+    ];
+    if let Some(opt) = &spec.function.opt_dir {
+        mounts.push(bind_mount(opt, LAYERS_ROOT, true));
+    }
+    mounts
+}
+
 /// The hardened container of one instance.
 fn container_body(
     spec: &InstanceSpec,
@@ -239,7 +265,7 @@ fn container_body(
     let labels = HashMap::from([
         (LABEL_SERVER.to_string(), server_id.to_string()),
         (LABEL_FUNCTION.to_string(), config.name.clone()),
-        (LABEL_VERSION.to_string(), LATEST.to_string()),
+        (LABEL_VERSION.to_string(), spec.function.version.clone()),
         (LABEL_INSTANCE.to_string(), spec.id.to_string()),
     ]);
     let host_config = HostConfig {
@@ -261,11 +287,7 @@ fn container_body(
             soft: Some(NOFILE_MAX),
             hard: Some(NOFILE_MAX),
         }]),
-        mounts: Some(vec![
-            bind_mount(&spec.function.code_dir, TASK_ROOT, true),
-            bind_mount(&spec.runtimes_dir, RUNTIME_ROOT, true),
-            bind_mount(fifo, LOG_FIFO_TARGET, false),
-        ]),
+        mounts: Some(mounts(spec, fifo)),
         // The runtime writes into the FIFO: Docker's own log would stay empty.
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".to_string()),
@@ -284,7 +306,7 @@ fn container_body(
         image: Some(image.to_string()),
         entrypoint: Some(entrypoint.iter().map(|s| s.to_string()).collect()),
         cmd: Some(runtime_command(family)),
-        env: Some(container_env(&spec.env)),
+        env: Some(container_env(&spec.env, &spec.function.config.runtime)),
         working_dir: Some(TASK_ROOT.to_string()),
         user: Some(format!("{CONTAINER_UID}:{CONTAINER_GID}")),
         labels: Some(labels),
@@ -1313,7 +1335,7 @@ exit 3
             ("".to_string(), "x".to_string()),
             ("GREETING".to_string(), "a=b".to_string()),
         ];
-        let env = container_env(&spec_env);
+        let env = container_env(&spec_env, "python3.12");
         assert!(env.contains(&"AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001".to_string()));
         assert!(env.contains(&"GREETING=a=b".to_string()));
         assert!(env.contains(&format!("PATH={CONTAINER_PATH}")));
@@ -1322,6 +1344,11 @@ exit 3
             .iter()
             .any(|e| e == "PATH=/evil" || e.starts_with("BAD") || e.starts_with('=')));
         assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+        assert!(env.contains(&"PYTHONPATH=/var/task:/opt/python/lib/python3.12/site-packages:/opt/python:/var/lang/lambda-at-home/python".to_string()));
+        assert!(env.contains(&"LD_LIBRARY_PATH=/opt/lib".to_string()));
+        assert!(env
+            .iter()
+            .any(|e| e.starts_with("NODE_PATH=") && e.ends_with(":/opt/nodejs/node_modules")));
     }
 
     #[test]

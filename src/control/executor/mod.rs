@@ -31,6 +31,33 @@ pub enum ExecError {
     Timeout(u64),
 }
 
+/// Where a function's layers put things under an `/opt` root, as AWS's runtimes look for them:
+/// Python packages in `python` and `python/lib/pythonX.Y/site-packages`, Node modules in
+/// `nodejs/node_modules`, programs in `bin`, shared libraries in `lib`.
+pub struct LayerPaths {
+    pub python: Vec<String>,
+    pub node: Vec<String>,
+    pub bin: String,
+    pub lib: String,
+}
+
+impl LayerPaths {
+    /// The layer paths under `opt` (the merged layers' directory, `/opt` in containers) for
+    /// `runtime` (e.g. `python3.12`).
+    pub fn under(opt: &str, runtime: &str) -> LayerPaths {
+        let mut python = vec![format!("{opt}/python")];
+        if runtime.starts_with("python") {
+            python.insert(0, format!("{opt}/python/lib/{runtime}/site-packages"));
+        }
+        LayerPaths {
+            python,
+            node: vec![format!("{opt}/nodejs/node_modules")],
+            bin: format!("{opt}/bin"),
+            lib: format!("{opt}/lib"),
+        }
+    }
+}
+
 /// A backend that creates instances.
 pub trait Executor: Send + Sync + 'static {
     /// `process` or `docker`: reported in logs and `/metrics`.

@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use super::{BoxFuture, ExecError, Executor, Instance};
+use super::{BoxFuture, ExecError, Executor, Instance, LayerPaths};
 use crate::model::types::{ExitInfo, InstanceSpec};
 
 pub struct ProcessExecutor {
@@ -115,10 +115,15 @@ impl Executor for ProcessExecutor {
                 .stderr(Stdio::from(write2))
                 .process_group(0)
                 .kill_on_drop(true);
-            // SAFETY: prctl is async-signal-safe; the closure touches no allocator or lock.
+            let opt_source = opt_mount_source(&spec);
+            // SAFETY: prctl, unshare and mount are async-signal-safe syscalls; the closure only
+            // reads `opt_source`, prepared before the fork, and touches no allocator or lock.
             unsafe {
-                cmd.pre_exec(|| {
+                cmd.pre_exec(move || {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if let Some(source) = &opt_source {
+                        mount_opt(source);
+                    }
                     Ok(())
                 });
             }
@@ -135,11 +140,63 @@ impl Executor for ProcessExecutor {
     }
 }
 
-/// The variables that depend on where things are on this host.
+/// The merged layers to show at `/opt`, when the server can give the instance its own mount
+/// namespace (it runs as root); otherwise only the path variables point at them.
+fn opt_mount_source(spec: &InstanceSpec) -> Option<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let dir = spec.function.opt_dir.as_ref().filter(|_| root)?;
+    std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()
+}
+
+/// In the child, before exec: a private mount namespace with `source` bind-mounted read-only at
+/// `/opt`. Best effort: on any failure the instance runs without `/opt` (its path variables still
+/// name the layers' real directory).
+///
+/// # Safety
+/// Only between fork and exec (it changes the calling process's mount namespace).
+unsafe fn mount_opt(source: &std::ffi::CStr) {
+    let none = std::ptr::null();
+    // SAFETY: plain syscalls on NUL-terminated strings that outlive the calls.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return;
+        }
+        // Nothing this process mounts may propagate back to the host's namespace.
+        let private = libc::MS_REC | libc::MS_PRIVATE;
+        if libc::mount(c"none".as_ptr(), c"/".as_ptr(), none, private, none.cast()) != 0 {
+            return;
+        }
+        let bind = libc::MS_BIND | libc::MS_REC;
+        if libc::mount(source.as_ptr(), c"/opt".as_ptr(), none, bind, none.cast()) != 0 {
+            return;
+        }
+        let read_only = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
+        libc::mount(none, c"/opt".as_ptr(), none, read_only, none.cast());
+    }
+}
+
+/// The variables that depend on where things are on this host. With layers, their merged
+/// directory's `python`, `nodejs/node_modules`, `bin` and `lib` come first, as AWS's `/opt`
+/// paths do (the real directory, which works whether or not `/opt` could be mounted).
 fn path_env(spec: &InstanceSpec, deps: &Path) -> Vec<(String, String)> {
     let task_root = spec.function.code_dir.display().to_string();
-    let host_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut host_path =
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    let mut python_path = vec![task_root.clone()];
+    let mut node_path = vec![format!("{task_root}/node_modules")];
+    let mut lib_path = None;
+    if let Some(opt) = &spec.function.opt_dir {
+        let layers = LayerPaths::under(&opt.display().to_string(), &spec.function.config.runtime);
+        python_path.extend(layers.python);
+        node_path.extend(layers.node);
+        host_path = format!("{}:{host_path}", layers.bin);
+        lib_path = Some(layers.lib);
+    }
+    python_path.push(deps.join("python").display().to_string());
+    node_path.push(deps.join("node/node_modules").display().to_string());
     let mut env = vec![
         ("LAMBDA_TASK_ROOT".into(), task_root.clone()),
         (
@@ -150,18 +207,12 @@ fn path_env(spec: &InstanceSpec, deps: &Path) -> Vec<(String, String)> {
         ("HOME".into(), home),
         ("PYTHONUNBUFFERED".into(), "1".into()),
         ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
-        (
-            "PYTHONPATH".into(),
-            format!("{task_root}:{}", deps.join("python").display()),
-        ),
-        (
-            "NODE_PATH".into(),
-            format!(
-                "{task_root}/node_modules:{}",
-                deps.join("node/node_modules").display()
-            ),
-        ),
+        ("PYTHONPATH".into(), python_path.join(":")),
+        ("NODE_PATH".into(), node_path.join(":")),
     ];
+    if let Some(lib) = lib_path {
+        env.push(("LD_LIBRARY_PATH".into(), lib));
+    }
     // The pyenv shim on some hosts needs its root to find the interpreter.
     if let Ok(root) = std::env::var("PYENV_ROOT") {
         env.push(("PYENV_ROOT".into(), root));
