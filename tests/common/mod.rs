@@ -6,6 +6,8 @@
 //! server fails a test instead of hanging it. Only 127.0.0.1 is ever contacted.
 #![allow(dead_code)]
 
+pub mod boto3;
+
 use std::io::{Cursor, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
