@@ -212,7 +212,7 @@ fn aliases_route_and_split_by_weight() {
     expect_aws_error(
         &server.call_json("POST", &function_path(&name, "/aliases"), &bad),
         400,
-        "InvalidParameterValueException",
+        "ValidationException",
     );
     let to_missing = json!({"Name": "x", "FunctionVersion": "7"});
     expect_aws_error(

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     /// The server is shutting down and takes no new work.
     ServiceUnavailable,
     PreconditionFailed,
+    /// A request member fails its model constraint where AWS answers ValidationException (e.g. an
+    /// alias name that matches no pattern).
+    Validation,
     /// AddPermission would make the policy bigger than AWS's 20 KB.
     PolicyLengthExceeded,
     /// SigV4 verification failed (wrong signature).
@@ -49,7 +52,7 @@ impl ErrorKind {
             ErrorKind::UnknownOperation => 404,
             ErrorKind::ServiceUnavailable => 503,
             ErrorKind::PreconditionFailed => 412,
-            ErrorKind::PolicyLengthExceeded => 400,
+            ErrorKind::PolicyLengthExceeded | ErrorKind::Validation => 400,
             ErrorKind::InvalidSignature | ErrorKind::UnrecognizedClient => 403,
         }
     }
@@ -70,6 +73,7 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => "ServiceUnavailableException",
             ErrorKind::PreconditionFailed => "PreconditionFailedException",
             ErrorKind::PolicyLengthExceeded => "PolicyLengthExceededException",
+            ErrorKind::Validation => "ValidationException",
             ErrorKind::InvalidSignature => "InvalidSignatureException",
             ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
         }

@@ -6,6 +6,7 @@ use super::functions::function_configuration;
 use super::input::{opt_string, page, parse_object_or_empty, unqualified_name};
 use super::Call;
 use crate::model::error::ApiError;
+use crate::model::types::LATEST;
 use crate::model::ApiAnswer;
 
 /// PublishVersion: 201 with the version's configuration (an unchanged function returns its
@@ -32,9 +33,19 @@ pub fn list(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
     let marker = call.request.query_param("Marker");
     let max = call.request.query_param("MaxItems");
     let (items, next) = page(&all, marker.as_deref(), max.as_deref())?;
+    // Here AWS qualifies `$LATEST`'s ARN too (`...:function:NAME:$LATEST`).
     let versions: Vec<_> = items
         .iter()
-        .map(|f| function_configuration(f, &call.ctx))
+        .map(|f| {
+            let mut v = function_configuration(f, &call.ctx);
+            if f.is_latest() {
+                v["FunctionArn"] = json!(format!(
+                    "{}:{LATEST}",
+                    call.ctx.function_arn(&f.config.name)
+                ));
+            }
+            v
+        })
         .collect();
     let mut v = json!({ "Versions": versions });
     if let Some(m) = next {

@@ -272,9 +272,12 @@ pub fn validate_alias_name(alias: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid_param(format!(
-            "1 validation error detected: Value '{alias}' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: {ALIAS_NAME_PATTERN}"
-        )))
+        Err(ApiError::new(
+            ErrorKind::Validation,
+            format!(
+                "1 validation error detected: Value '{alias}' at 'name' failed to satisfy constraint: Member must satisfy regular expression pattern: {ALIAS_NAME_PATTERN}"
+            ),
+        ))
     }
 }
 
