@@ -387,7 +387,8 @@ fn pattern_error(value: &str) -> ApiError {
 /// (`ACCOUNT:function:NAME[:QUALIFIER]`) or a full ARN, percent-encoded or not. Only the
 /// `$LATEST` qualifier exists here; any other is not found.
 pub fn normalize_function_name(path_segment: &str) -> Result<String, ApiError> {
-    let decoded = percent_decode(path_segment).ok_or_else(|| pattern_error(path_segment))?;
+    let decoded = crate::protocols::percent::decode_path_segment(path_segment)
+        .ok_or_else(|| pattern_error(path_segment))?;
     function_name_from_ref(&decoded)
 }
 
@@ -415,24 +416,6 @@ fn function_name_from_ref(reference: &str) -> Result<String, ApiError> {
             ),
         )),
     }
-}
-
-/// `%XX` decoding; `None` on a malformed escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// AWS's runtime spelling for `runtime`, or AWS's enum error.

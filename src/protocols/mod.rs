@@ -4,5 +4,6 @@
 //! offset and fuzzed.
 
 pub mod http;
+pub mod percent;
 pub mod runtime_messages;
 pub mod ws;
