@@ -46,14 +46,14 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
                 let mut resp = error_response(&ApiError::new(kind, e.reason()), None);
                 resp.status = e.status();
                 resp.close = true;
-                let _ = conn.respond(resp, false).await;
+                let _ = conn.write_response(resp, false).await;
                 return;
             }
             Err(_) => return,
         };
         let keep_alive = req.keep_alive;
         let resp = route(&core, req).await;
-        if conn.respond(resp, keep_alive).await.is_err() || !keep_alive {
+        if conn.write_response(resp, keep_alive).await.is_err() || !keep_alive {
             return;
         }
     }

@@ -194,14 +194,16 @@ impl ChunkedBody {
     }
 }
 
+/// Most hex digits of a chunk size: 15 exceed any body limit yet cannot overflow a u64.
+const CHUNK_SIZE_DIGITS_MAX: usize = 15;
+
 /// Parses `1*HEXDIG [ BWS ";" chunk-ext ]`; extensions are ignored (RFC 9112 7.1.1).
 fn parse_chunk_size(line: &[u8]) -> Result<usize, HttpError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
         return Err(HttpError::BadChunk("missing chunk size"));
     }
-    // 15 hex digits exceed any body limit yet cannot overflow a u64.
-    if digits > 15 {
+    if digits > CHUNK_SIZE_DIGITS_MAX {
         return Err(HttpError::BodyTooLarge);
     }
     let rest = trim_ows(&line[digits..]);

@@ -96,8 +96,12 @@ pub fn http_date() -> DateString {
     })
 }
 
+/// Decimal digits of the largest `usize` (`u64::MAX` has 20).
+const USIZE_DIGITS_MAX: usize = 20;
+
+/// Appends `value` in decimal, without allocating.
 pub(super) fn push_decimal(out: &mut Vec<u8>, mut value: usize) {
-    let mut digits = [0u8; 20];
+    let mut digits = [0u8; USIZE_DIGITS_MAX];
     let mut at = digits.len();
     loop {
         at -= 1;
