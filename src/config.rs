@@ -11,6 +11,8 @@ use clap::{Parser, ValueEnum};
 
 /// AWS's synchronous invoke payload limit (request and response): 6 MB.
 pub const INVOKE_PAYLOAD_BYTES_MAX: usize = 6 * 1024 * 1024;
+/// AWS's asynchronous (`InvocationType: Event`) invoke payload limit: 256 KB.
+pub const EVENT_PAYLOAD_BYTES_MAX: usize = 256 * 1024;
 /// The User API carries base64 zips (50 MB zipped → ~67 MB encoded) in CreateFunction bodies.
 pub const USER_API_BODY_BYTES_MAX: usize = 70 * 1024 * 1024;
 /// What `X-Amz-Log-Type: Tail` returns: the last 4 KB of the invocation's log.
@@ -21,6 +23,13 @@ pub const LOG_RING_BYTES: usize = 64 * 1024;
 pub const EVENT_QUEUE_MAX: usize = 10_000;
 /// Cores are numbered in a 64-bit mask (`FunctionCounters::idle_cores`).
 pub const CORES_MAX: usize = 64;
+/// Seconds the control plane waits at shutdown, after killing every instance, for the instances
+/// to report that they ended; past it, shutdown goes on without the stragglers so it cannot hang.
+pub const SHUTDOWN_WAIT_S: u64 = 15;
+/// How many folders above the executable are searched for `runtimes/` (the executable sits in
+/// `target/<profile>/` or `target/<profile>/deps/` of a checkout, or next to `runtimes/` when
+/// installed).
+const RUNTIMES_DIR_ANCESTORS_MAX: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExecutorChoice {
@@ -135,7 +144,7 @@ impl Config {
         }
         let mut candidates = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtimes")];
         if let Ok(exe) = std::env::current_exe() {
-            for up in exe.ancestors().skip(1).take(4) {
+            for up in exe.ancestors().skip(1).take(RUNTIMES_DIR_ANCESTORS_MAX) {
                 candidates.push(up.join("runtimes"));
             }
         }

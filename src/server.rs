@@ -39,6 +39,13 @@ pub struct Server {
     control: JoinHandle<()>,
 }
 
+/// Pending connections each core's listener queues before the kernel refuses more: room for a
+/// burst of clients connecting at once while the core is busy.
+const LISTEN_BACKLOG: i32 = 1024;
+/// How often shutdown checks whether the in-flight invocations have finished during the grace
+/// period: short, so shutdown is not held up long after the last one ends.
+const IN_FLIGHT_POLL_MS: u64 = 10;
+
 /// A SO_REUSEPORT listener: every core binds its own on the same port and the kernel spreads
 /// connections across them.
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -48,7 +55,7 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuse_port(true)?;
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
 }
 
@@ -129,7 +136,7 @@ impl Server {
         let grace = Duration::from_secs(shared.config.shutdown_grace_s);
         let started = Instant::now();
         while shared.global_in_flight.load(Ordering::SeqCst) > 0 && started.elapsed() < grace {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(IN_FLIGHT_POLL_MS));
         }
         let (done, wait) = oneshot::channel();
         shared.send_control(ControlMsg::Shutdown { done });

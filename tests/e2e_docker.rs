@@ -326,14 +326,14 @@ fn timed_invoke(
     server: &TestServer,
     name: &str,
     payload: &Value,
-) -> (lambda_at_home::protocols::http::Response, Duration) {
+) -> (lambda_at_home::protocols::http::ClientResponse, Duration) {
     let started = Instant::now();
     let resp = server.invoke(name, payload.to_string().as_bytes(), &[]);
     (resp, started.elapsed())
 }
 
 /// Asserts a platform-made Runtime.ExitError-style function error and returns its message.
-fn expect_exit_error(resp: &lambda_at_home::protocols::http::Response) -> String {
+fn expect_exit_error(resp: &lambda_at_home::protocols::http::ClientResponse) -> String {
     let body = expect_function_error(resp);
     assert_eq!(body["errorType"], "Runtime.ExitError", "{}", describe(resp));
     body["errorMessage"].as_str().unwrap_or("").to_string()

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use lambda_at_home::protocols::http::Response;
+use lambda_at_home::protocols::http::ClientResponse;
 use lambda_at_home::protocols::ws::{self, Message, Role};
 use serde_json::{json, Value};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -122,7 +122,7 @@ impl FakeFunction {
     }
 }
 
-type PendingInvoke = JoinHandle<(std::io::Result<Response>, Instant)>;
+type PendingInvoke = JoinHandle<(std::io::Result<ClientResponse>, Instant)>;
 
 /// Invokes on another thread (the caller's side while the test plays the runtime).
 fn invoke_in_background(
@@ -149,7 +149,7 @@ fn invoke_in_background(
 }
 
 /// The caller's response and when it arrived.
-fn finished(pending: PendingInvoke) -> (Response, Instant) {
+fn finished(pending: PendingInvoke) -> (ClientResponse, Instant) {
     let (resp, at) = pending.join().expect("invoke thread panicked");
     (
         resp.unwrap_or_else(|e| panic!("invoke got no response: {e}")),
@@ -394,7 +394,7 @@ fn request_id(message: &Value) -> String {
 }
 
 /// Sends one raw request, asserts the refusal's `status`, and that it ended the connection.
-fn refused(addr: SocketAddr, request: &str, status: u16) -> Response {
+fn refused(addr: SocketAddr, request: &str, status: u16) -> ClientResponse {
     let mut stream = connect(addr);
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))

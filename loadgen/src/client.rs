@@ -11,7 +11,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use lambda_at_home::protocols::http::{write_request_head, HttpError, Response, ResponseDecoder};
+use lambda_at_home::protocols::http::{
+    write_request_head, ClientResponse, HttpError, ResponseDecoder,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -154,7 +156,7 @@ impl Conn {
         target: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> Result<Response, ClientError> {
+    ) -> Result<ClientResponse, ClientError> {
         self.write_buf.clear();
         write_request_head(
             &mut self.write_buf,
@@ -174,7 +176,7 @@ impl Conn {
         }
     }
 
-    async fn exchange(&mut self, head_request: bool) -> Result<Response, ClientError> {
+    async fn exchange(&mut self, head_request: bool) -> Result<ClientResponse, ClientError> {
         let limit = self.timeout;
         let result = tokio::time::timeout(limit, self.exchange_inner(head_request)).await;
         let result = result.unwrap_or(Err(ClientError::Timeout(limit)));
@@ -185,7 +187,7 @@ impl Conn {
         result
     }
 
-    async fn exchange_inner(&mut self, head_request: bool) -> Result<Response, ClientError> {
+    async fn exchange_inner(&mut self, head_request: bool) -> Result<ClientResponse, ClientError> {
         self.connect().await?;
         let Some(stream) = self.stream.as_mut() else {
             return Err(ClientError::Closed);
@@ -214,7 +216,7 @@ impl Conn {
     }
 }
 
-fn wants_close(resp: &Response) -> bool {
+fn wants_close(resp: &ClientResponse) -> bool {
     resp.header_str("connection")
         .is_some_and(|v| v.eq_ignore_ascii_case("close"))
 }

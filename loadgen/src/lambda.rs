@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use base64::Engine;
-use lambda_at_home::protocols::http::Response;
+use lambda_at_home::protocols::http::ClientResponse;
 use serde_json::{json, Value};
 
 use crate::client::{ClientError, Conn};
@@ -142,7 +142,7 @@ pub fn payload(bytes: usize) -> Vec<u8> {
 
 /// The error label of a response, `None` for a success. Labels: `function_error:<value>`,
 /// `http_<status>` or `http_<status>:<x-amzn-ErrorType>`.
-pub fn classify(resp: &Response) -> Option<String> {
+pub fn classify(resp: &ClientResponse) -> Option<String> {
     if let Some(kind) = resp.header_str("x-amz-function-error") {
         return Some(format!("function_error:{kind}"));
     }
@@ -162,7 +162,7 @@ pub fn invoke_path(function: &str) -> String {
 
 /// What a logged (`X-Amz-Log-Type: Tail`) invoke returned.
 pub struct TailedInvoke {
-    pub response: Response,
+    pub response: ClientResponse,
     /// The decoded log tail, if the server returned one.
     pub log: Option<String>,
 }
@@ -193,7 +193,7 @@ impl Api {
         method: &str,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<ClientResponse, ApiError> {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let headers: &[(&str, &str)] = if body.is_some() {
             &[("Content-Type", "application/json")]
@@ -390,8 +390,8 @@ mod tests {
         }
     }
 
-    fn response(status: u16, headers: &[(&str, &str)]) -> Response {
-        Response {
+    fn response(status: u16, headers: &[(&str, &str)]) -> ClientResponse {
+        ClientResponse {
             status,
             headers: headers
                 .iter()

@@ -212,7 +212,8 @@ impl ControlPlane {
         for tx in self.instances.values() {
             let _ = tx.send(InstanceCmd::Kill);
         }
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_secs(crate::config::SHUTDOWN_WAIT_S);
         while !self.instances.is_empty() {
             match tokio::time::timeout_at(deadline, self.ended_rx.recv()).await {
                 Ok(Some((id, _))) => {

@@ -16,8 +16,18 @@ use tokio_uring::net::TcpStream;
 
 use crate::protocols::http::{self, Decoder, HttpError, Limits, Request};
 
-/// Bytes asked of the kernel per read when nothing bigger is known to be coming.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Spare capacity a read buffer must have before each read, and what a read asks of the kernel
+/// when nothing bigger is known to be coming. Shared by the HTTP and WebSocket readers.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Most capacity reserved ahead of one read when the decoder announces a larger body: a bigger body
+/// grows the buffer over several reads, so a peer's declared length alone cannot make us allocate
+/// the whole of it at once.
+const READ_RESERVE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Starting capacity of the reusable response-head buffer; a typical head and its headers fit
+/// without growing it.
+const HEAD_BUFFER_BYTES: usize = 1024;
+/// Most buffers one `sendmsg` of `try_send_now` takes; `write_vectored` sends more through the ring.
+const SEND_NOW_PARTS_MAX: usize = 4;
 /// Bodies up to this size are copied next to their head and written with one `write`; larger
 /// ones go out with `writev` (copying 16 KB costs less than a second iovec round trip).
 const INLINE_BODY_BYTES_MAX: usize = 16 * 1024;
@@ -79,7 +89,7 @@ impl HttpConn {
             stream: Rc::new(stream),
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             decoder: Decoder::new(limits),
-            out: Vec::with_capacity(1024),
+            out: Vec::with_capacity(HEAD_BUFFER_BYTES),
         }
     }
 
@@ -108,15 +118,8 @@ impl HttpConn {
             .decoder
             .bytes_needed()
             .unwrap_or(0)
-            .clamp(READ_CHUNK_BYTES, 8 * 1024 * 1024);
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES {
-            self.buf.reserve(want);
-        }
-        let (len, cap) = (self.buf.len(), self.buf.capacity());
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = self.stream.read(buf.slice(len..cap)).await;
-        self.buf = slice.into_inner();
-        res
+            .clamp(READ_CHUNK_BYTES, READ_RESERVE_BYTES_MAX);
+        read_into(&self.stream, &mut self.buf, want).await
     }
 
     /// Bytes read past the last request (for a protocol upgrade).
@@ -137,7 +140,9 @@ impl HttpConn {
         res
     }
 
-    pub async fn respond(&mut self, resp: Response, keep_alive: bool) -> io::Result<()> {
+    /// Writes `resp` (head and body); the head says `Connection: close` unless `keep_alive` and the
+    /// response itself allows reuse.
+    pub async fn write_response(&mut self, resp: Response, keep_alive: bool) -> io::Result<()> {
         let keep_alive = keep_alive && !resp.close;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
@@ -151,7 +156,7 @@ impl HttpConn {
         }
         let head = Bytes::from(out);
         let res = write_vectored(&self.stream, vec![head, resp.body]).await;
-        self.out = Vec::with_capacity(1024);
+        self.out = Vec::with_capacity(HEAD_BUFFER_BYTES);
         res
     }
 
@@ -170,9 +175,28 @@ impl HttpConn {
         }
         let rest = Bytes::from(out).slice(sent..);
         let (res, _) = self.stream.write_all(rest).await;
-        self.out = Vec::with_capacity(1024);
+        self.out = Vec::with_capacity(HEAD_BUFFER_BYTES);
         res
     }
+}
+
+/// The one read primitive of the data plane: one ring read into `buf`'s spare capacity, after
+/// reserving `reserve` bytes if less than `READ_CHUNK_BYTES` is spare. Returns the bytes read (0 at
+/// end of stream). The buffer is handed to the ring and back, so it is whole again on return,
+/// also on error; callers must await it to the end (a dropped read would lose its bytes).
+pub async fn read_into(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    reserve: usize,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
+        buf.reserve(reserve);
+    }
+    let (len, cap) = (buf.len(), buf.capacity());
+    let owned = std::mem::take(buf);
+    let (res, slice) = stream.read(owned.slice(len..cap)).await;
+    *buf = slice.into_inner();
+    res
 }
 
 /// Sends what the socket takes right now without blocking, in one `sendmsg`. A small write to a
@@ -180,12 +204,11 @@ impl HttpConn {
 /// wake-up of the ring (which would cost a park/unpark of the core); what is left goes through
 /// the ring. Callers never have another write in flight on the same socket.
 fn try_send_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<usize> {
-    const PARTS_MAX: usize = 4;
-    debug_assert!(parts.len() <= PARTS_MAX);
+    debug_assert!(parts.len() <= SEND_NOW_PARTS_MAX);
     let mut iov = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
-    }; PARTS_MAX];
+    }; SEND_NOW_PARTS_MAX];
     for (slot, part) in iov.iter_mut().zip(parts) {
         slot.iov_base = part.as_ptr() as *mut libc::c_void;
         slot.iov_len = part.len();
@@ -193,7 +216,7 @@ fn try_send_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<usize> {
     // SAFETY: msghdr is plain data; zeroed is a valid empty header, filled in below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = parts.len().min(PARTS_MAX) as _;
+    msg.msg_iovlen = parts.len().min(SEND_NOW_PARTS_MAX) as _;
     // SAFETY: the iovecs point into `parts`, alive for the call; the kernel only reads them.
     let n = unsafe {
         libc::sendmsg(
@@ -217,7 +240,7 @@ fn try_send_now(stream: &TcpStream, parts: &[&[u8]]) -> io::Result<usize> {
 pub async fn write_vectored(stream: &TcpStream, parts: Vec<Bytes>) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_ref()).collect();
-    let mut written = if slices.len() <= 4 {
+    let mut written = if slices.len() <= SEND_NOW_PARTS_MAX {
         try_send_now(stream, &slices)?
     } else {
         0

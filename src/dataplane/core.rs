@@ -26,6 +26,14 @@ use crate::model::{CoreMsg, Switchboard};
 
 /// How often deadlines and idle limits are checked: timeouts fire within this of their deadline.
 const TICK: Duration = Duration::from_millis(10);
+/// Submission queue entries of each core's io_uring: enough for every connection's read and
+/// write to be queued in one batch without the ring pushing back.
+const RING_ENTRIES: u32 = 1024;
+/// Connections a core's table holds before it first grows.
+const CONNECTIONS_PREALLOCATED: usize = 1024;
+/// Pause after a failed accept (such as running out of file descriptors) before trying again, so
+/// the loop does not spin while the condition lasts.
+const ACCEPT_RETRY_MS: u64 = 10;
 
 /// Which API a connection speaks, and for the Runtime API, which instance it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,28 +71,30 @@ pub fn run(
     runtime: StdTcpListener,
     inbox: UnboundedReceiver<CoreMsg>,
 ) {
-    tokio_uring::builder().entries(1024).start(async move {
-        let core = Rc::new(Core {
-            index,
-            sched: RefCell::new(Scheduler::new(index, shared.clone())),
-            shared,
-            conns: RefCell::new(Slab::with_capacity(1024)),
-            listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
-            events_queued: Cell::new(0),
+    tokio_uring::builder()
+        .entries(RING_ENTRIES)
+        .start(async move {
+            let core = Rc::new(Core {
+                index,
+                sched: RefCell::new(Scheduler::new(index, shared.clone())),
+                shared,
+                conns: RefCell::new(Slab::with_capacity(CONNECTIONS_PREALLOCATED)),
+                listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
+                events_queued: Cell::new(0),
+            });
+            tokio_uring::spawn(accept_loop(
+                core.clone(),
+                TcpListener::from_std(user),
+                ConnKind::User,
+            ));
+            tokio_uring::spawn(accept_loop(
+                core.clone(),
+                TcpListener::from_std(runtime),
+                ConnKind::RuntimeShared,
+            ));
+            tokio_uring::spawn(tick_loop(core.clone()));
+            core.run_inbox(inbox).await;
         });
-        tokio_uring::spawn(accept_loop(
-            core.clone(),
-            TcpListener::from_std(user),
-            ConnKind::User,
-        ));
-        tokio_uring::spawn(accept_loop(
-            core.clone(),
-            TcpListener::from_std(runtime),
-            ConnKind::RuntimeShared,
-        ));
-        tokio_uring::spawn(tick_loop(core.clone()));
-        core.run_inbox(inbox).await;
-    });
 }
 
 impl Core {
@@ -179,7 +189,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
                     return;
                 }
                 tracing::warn!(core = core.index, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
                 continue;
             }
         };

@@ -17,6 +17,10 @@ use tokio::io::unix::AsyncFd;
 
 use crate::config::LOG_RING_BYTES;
 
+/// Bytes taken from the pipe per `read` while draining it: a stack buffer, so a chatty instance
+/// costs a few syscalls per drain and no allocation.
+const DRAIN_CHUNK_BYTES: usize = 8192;
+
 /// The last `LOG_RING_BYTES` bytes an instance wrote, with a running byte offset.
 #[derive(Default)]
 pub struct LogRing {
@@ -73,7 +77,7 @@ impl LogSource {
     /// Reads what is in the pipe now, without waiting. Returns false at end of file.
     pub fn drain(&self) -> bool {
         let Some(fd) = &self.fd else { return false };
-        let mut chunk = [0u8; 8192];
+        let mut chunk = [0u8; DRAIN_CHUNK_BYTES];
         loop {
             // SAFETY: reading into a stack buffer of the given length from a valid fd.
             let n = unsafe {

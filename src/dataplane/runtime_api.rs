@@ -38,7 +38,7 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn, kind: ConnKind) {
             Err(ConnError::Http(e)) => {
                 let mut resp = error(e.status(), "InvalidRequest", &e.reason());
                 resp.close = true;
-                let _ = conn.respond(resp, false).await;
+                let _ = conn.write_response(resp, false).await;
                 return;
             }
             Err(_) => return,
@@ -57,7 +57,7 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn, kind: ConnKind) {
             ),
         };
         let close = resp.close;
-        if conn.respond(resp, keep_alive).await.is_err() || !keep_alive || close {
+        if conn.write_response(resp, keep_alive).await.is_err() || !keep_alive || close {
             return;
         }
     }
@@ -69,14 +69,14 @@ async fn handle(core: &Rc<Core>, id: InstanceId, req: Request) -> Response {
     match (req.method, segs.as_slice()) {
         (Method::Get, ["2018-06-01", "runtime", "invocation", "next"]) => next(core, id).await,
         (Method::Post, ["2018-06-01", "runtime", "invocation", request_id, "response"]) => {
-            let resp = respond(core, id, request_id, response_outcome(&req));
+            let resp = deliver_outcome(core, id, request_id, response_outcome(&req));
             if resp.status == 202 && req.body.len() > INVOKE_PAYLOAD_BYTES_MAX {
                 return error(413, "RequestEntityTooLarge", "Response payload too large");
             }
             resp
         }
         (Method::Post, ["2018-06-01", "runtime", "invocation", request_id, "error"]) => {
-            respond(core, id, request_id, error_outcome(&req))
+            deliver_outcome(core, id, request_id, error_outcome(&req))
         }
         (Method::Post, ["2018-06-01", "runtime", "init", "error"]) => {
             let body = error_body(&req);
@@ -160,7 +160,14 @@ fn error_body(req: &Request) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-fn respond(core: &Rc<Core>, id: InstanceId, request_id: &str, outcome: InvokeOutcome) -> Response {
+/// Hands the runtime's answer to invocation `request_id` to the scheduler (`Scheduler::respond`)
+/// and says how that went: 202, or why the runtime may not answer it.
+fn deliver_outcome(
+    core: &Rc<Core>,
+    id: InstanceId,
+    request_id: &str,
+    outcome: InvokeOutcome,
+) -> Response {
     match core.sched.borrow_mut().respond(id, request_id, outcome) {
         Ok(()) => accepted(),
         Err(r) => refusal(r),

@@ -57,6 +57,10 @@ use crate::model::{CoreMsg, Invocation, Permit, Switchboard};
 /// waiting that long beats starting a new instance (a cold start is 10-100 ms).
 const RETURN_GRACE: Duration = Duration::from_millis(50);
 
+/// How much longer than the init limit a pending invocation may wait before it fails with
+/// ResourceNotReadyException: the safety net behind "every pending invocation has an instance".
+const PENDING_WAIT_SLACK: Duration = Duration::from_secs(5);
+
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
@@ -977,7 +981,7 @@ impl Scheduler {
                 self.shared.send_control(ControlMsg::PauseInstance { id });
             }
         }
-        self.expire_pending(now, init_limit + Duration::from_secs(5));
+        self.expire_pending(now, init_limit + PENDING_WAIT_SLACK);
         self.offload_pending();
         self.checked();
     }

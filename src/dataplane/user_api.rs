@@ -17,7 +17,9 @@ use tokio::sync::oneshot;
 
 use super::conn::{ConnError, HttpConn, Response};
 use super::core::Core;
-use crate::config::{EVENT_QUEUE_MAX, INVOKE_PAYLOAD_BYTES_MAX, USER_API_BODY_BYTES_MAX};
+use crate::config::{
+    EVENT_PAYLOAD_BYTES_MAX, EVENT_QUEUE_MAX, INVOKE_PAYLOAD_BYTES_MAX, USER_API_BODY_BYTES_MAX,
+};
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::names::{function_ref_from_path, validate_qualifier};
 use crate::model::types::{
@@ -47,14 +49,14 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
                 let mut resp = error_response(&ApiError::new(kind, e.reason()), None);
                 resp.status = e.status();
                 resp.close = true;
-                let _ = conn.respond(resp, false).await;
+                let _ = conn.write_response(resp, false).await;
                 return;
             }
             Err(_) => return,
         };
         let keep_alive = req.keep_alive;
         let resp = route(&core, req).await;
-        if conn.respond(resp, keep_alive).await.is_err() || !keep_alive {
+        if conn.write_response(resp, keep_alive).await.is_err() || !keep_alive {
             return;
         }
     }
@@ -178,7 +180,7 @@ fn parse_invoke(core: &Rc<Core>, raw_name: &str, req: &Request) -> Result<Invoke
         }
     };
     let limit = if kind == InvocationType::Event {
-        256 * 1024
+        EVENT_PAYLOAD_BYTES_MAX
     } else {
         INVOKE_PAYLOAD_BYTES_MAX
     };
@@ -318,6 +320,8 @@ fn result_response(result: InvokeResult, id: &RequestId, version: &str) -> Respo
 /// is retried (as Lambda's async queue does) with backoff for up to `EVENT_RETRY_FOR`.
 fn invoke_event(core: &Rc<Core>, p: InvokeRequest, id: RequestId) -> Response {
     const EVENT_RETRY_FOR: Duration = Duration::from_secs(300);
+    /// The longest wait between two admission attempts of a throttled event.
+    const EVENT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
     if core.events_queued.get() >= EVENT_QUEUE_MAX {
         return error_response(&ApiError::throttled("EventQueueFull"), Some(&id));
     }
@@ -336,7 +340,7 @@ fn invoke_event(core: &Rc<Core>, p: InvokeRequest, id: RequestId) -> Response {
                 Ok(permit) => break Some(permit),
                 Err(_) if started.elapsed() < EVENT_RETRY_FOR => {
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(EVENT_RETRY_BACKOFF_MAX);
                 }
                 Err(e) => {
                     tracing::warn!(request_id = %id2, "event dropped after retries: {e}");

@@ -17,23 +17,30 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
-use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 
-use super::conn::{write_vectored, HttpConn};
+use super::conn::{read_into, write_vectored, HttpConn, READ_CHUNK_BYTES};
 use super::core::{ConnKind, Core};
 use super::scheduler::{Outgoing, RuntimeRefusal, Work};
 use crate::model::metrics::WsMetrics;
 use crate::model::types::{InstanceId, InvokeOutcome};
 use crate::model::CoreMsg;
 use crate::protocols::http::Request;
-use crate::protocols::runtime_messages::{self as msg, error_code, ClientMessage, Register};
+use crate::protocols::runtime_messages::{
+    self as msg, error_code, ClientMessage, MessageError, Register,
+};
 use crate::protocols::ws::{self, Message, Role};
 
-/// A runtime must register this soon after the upgrade.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Seconds a runtime has to send `register` after the upgrade; a socket that never registers
+/// would otherwise hold a connection and a task forever.
+const REGISTER_WAIT_S: u64 = 10;
+/// Starting capacity of the `101 Switching Protocols` reply: its status line, three headers and
+/// the 28-byte accept key fit without growing the buffer.
+const HANDSHAKE_REPLY_BYTES: usize = 160;
+/// Starting capacity of an invocation frame's head: the frame head and the envelope prefix (ids,
+/// deadline, ARN, trace id) fit without growing it in the common case.
+const INVOCATION_HEAD_BYTES: usize = 320;
 
 /// Handles the upgrade request on a Runtime API connection. Returns when the session ends (the
 /// connection is then finished) or after writing a refusal.
@@ -55,7 +62,7 @@ pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: Con
             return;
         }
     };
-    let mut out = Vec::with_capacity(160);
+    let mut out = Vec::with_capacity(HANDSHAKE_REPLY_BYTES);
     ws::write_switching_protocols(&mut out, &accept);
     if conn.write_raw(&out).await.is_err() {
         return;
@@ -67,12 +74,13 @@ pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: Con
     let stream = conn.stream;
     let mut reader = Reader::new(stream.clone(), buffered, core.clone());
     let ws_metrics = &core.shared.metrics.ws;
-    let register = match tokio::time::timeout(REGISTER_TIMEOUT, reader.register()).await {
+    let register_wait = Duration::from_secs(REGISTER_WAIT_S);
+    let register = match tokio::time::timeout(register_wait, reader.register()).await {
         Ok(Ok(r)) => r,
         Ok(Err(why)) => return refuse(ws_metrics, &stream, &why, error_code::NOT_REGISTERED).await,
         Err(_) => {
-            let why = "no register message within 10 s";
-            return refuse(ws_metrics, &stream, why, error_code::NOT_REGISTERED).await;
+            let why = format!("no register message within {REGISTER_WAIT_S} s");
+            return refuse(ws_metrics, &stream, &why, error_code::NOT_REGISTERED).await;
         }
     };
     let id = match claimed_instance(&register, kind, &function, core.shared.cores.len()) {
@@ -151,7 +159,7 @@ async fn refuse(m: &WsMetrics, stream: &Rc<TcpStream>, why: &str, code: &str) {
     let mut out = Vec::new();
     ws::write_frame_head(&mut out, OpCode::Data(Data::Text), text.len(), None);
     out.extend_from_slice(&text);
-    ws::encode_close(&mut out, 1008, why);
+    ws::encode_close(&mut out, CloseCode::Policy.into(), why);
     let (_, _) = stream.write_all(out).await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
@@ -211,33 +219,18 @@ async fn read_loop(
 ) {
     let m = &core.shared.metrics.ws;
     loop {
-        let message = match reader.next().await {
-            Ok(Some(message)) => message,
+        let parsed = match reader.next_incoming().await {
+            Ok(Some(Incoming::Client(parsed))) => parsed,
+            Ok(Some(Incoming::Ping(pong))) => {
+                let _ = tx.send(Outgoing::Frame(Bytes::from(pong)));
+                continue;
+            }
+            Ok(Some(Incoming::Pong)) => continue,
+            Ok(Some(Incoming::Close)) => return send_close(tx, CloseCode::Normal.into(), ""),
             Ok(None) => return,
             Err(e) => {
                 m.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                let mut close = Vec::new();
-                ws::encode_close(&mut close, e.close_code(), &e.to_string());
-                let _ = tx.send(Outgoing::Frame(Bytes::from(close)));
-                return;
-            }
-        };
-        m.messages_in.fetch_add(1, Ordering::Relaxed);
-        let parsed = match message {
-            Message::Text(t) => msg::parse_client_message(&t),
-            Message::Binary(b) => msg::parse_client_binary(&b),
-            Message::Ping(p) => {
-                let mut out = Vec::new();
-                ws::encode_pong(&mut out, &p);
-                let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
-                continue;
-            }
-            Message::Pong(_) => continue,
-            Message::Close(_) => {
-                let mut out = Vec::new();
-                ws::encode_close(&mut out, 1000, "");
-                let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
-                return;
+                return send_close(tx, e.close_code(), &e.to_string());
             }
         };
         match parsed {
@@ -303,9 +296,7 @@ fn on_message(
         }
         Err(RuntimeRefusal::UnknownInstance) => {
             // Answered, but the instance is retired: the writer closes the connection.
-            let mut out = Vec::new();
-            ws::encode_close(&mut out, 1001, "instance retired");
-            let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
+            send_close(tx, CloseCode::Away.into(), "instance retired");
         }
     }
 }
@@ -316,8 +307,15 @@ fn send_error_response(tx: &mpsc::UnboundedSender<Outgoing>, message: &str, code
     let _ = tx.send(Outgoing::Frame(text_frame(&text)));
 }
 
+/// Queues a close frame; the writer ends the connection after sending it.
+fn send_close(tx: &mpsc::UnboundedSender<Outgoing>, code: u16, reason: &str) {
+    let mut out = Vec::new();
+    ws::encode_close(&mut out, code, reason);
+    let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
+}
+
 fn text_frame(text: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(text.len() + 10);
+    let mut out = Vec::with_capacity(text.len() + ws::UNMASKED_FRAME_HEAD_BYTES_MAX);
     ws::write_frame_head(&mut out, OpCode::Data(Data::Text), text.len(), None);
     out.extend_from_slice(text);
     Bytes::from(out)
@@ -339,7 +337,7 @@ async fn write_loop(
                 (invocation_frame(work, binary), false)
             }
             Outgoing::Frame(f) => {
-                let close = f.first().is_some_and(|b| b & 0x0f == 0x8);
+                let close = f.first().is_some_and(|&b| ws::is_close_frame_head(b));
                 (vec![f], close)
             }
         };
@@ -365,7 +363,7 @@ fn invocation_frame(work: Work, binary: bool) -> Vec<Bytes> {
         work.context.invoked_arn(&work.function),
         &*work.context.trace_id,
     );
-    let mut head = Vec::with_capacity(320);
+    let mut head = Vec::with_capacity(INVOCATION_HEAD_BYTES);
     if binary {
         let header = msg::invocation_binary_header(id, work.deadline_ms, arn, trace, cc.as_deref());
         let len = header.len() + work.payload.len();
@@ -386,6 +384,16 @@ fn invocation_frame(work: Work, binary: bool) -> Vec<Bytes> {
         work.payload,
         Bytes::from_static(env.suffix),
     ]
+}
+
+/// What one received message asks of the session; the same for the register phase and after.
+enum Incoming {
+    /// A Runtime API message (text or binary), or why it is not a valid one.
+    Client(Result<ClientMessage, MessageError>),
+    /// A ping, with the pong frame that answers it (RFC 6455 5.5.2).
+    Ping(Vec<u8>),
+    Pong,
+    Close,
 }
 
 /// Frame reader over the socket: owns the read buffer and the decoder.
@@ -415,14 +423,7 @@ impl Reader {
             if let Some(m) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(m));
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES {
-                self.buf.reserve(READ_CHUNK_BYTES);
-            }
-            let (len, cap) = (self.buf.len(), self.buf.capacity());
-            let buf = std::mem::take(&mut self.buf);
-            let (res, slice) = self.stream.read(buf.slice(len..cap)).await;
-            self.buf = slice.into_inner();
-            match res {
+            match read_into(&self.stream, &mut self.buf, READ_CHUNK_BYTES).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(n) => {
                     let m = &self.core.shared.metrics.ws;
@@ -432,33 +433,45 @@ impl Reader {
         }
     }
 
+    /// The next message, counted and classified; `None` at end of stream.
+    async fn next_incoming(&mut self) -> Result<Option<Incoming>, ws::WsError> {
+        let Some(message) = self.next().await? else {
+            return Ok(None);
+        };
+        self.core
+            .shared
+            .metrics
+            .ws
+            .messages_in
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Some(match message {
+            Message::Text(t) => Incoming::Client(msg::parse_client_message(&t)),
+            Message::Binary(b) => Incoming::Client(msg::parse_client_binary(&b)),
+            Message::Ping(p) => {
+                let mut pong = Vec::new();
+                ws::encode_pong(&mut pong, &p);
+                Incoming::Ping(pong)
+            }
+            Message::Pong(_) => Incoming::Pong,
+            Message::Close(_) => Incoming::Close,
+        }))
+    }
+
     /// The first message must be a valid `register`.
     async fn register(&mut self) -> Result<Register, String> {
         loop {
-            let message = match self.next().await {
-                Ok(Some(m)) => m,
-                Ok(None) => return Err("connection closed before register".into()),
-                Err(e) => return Err(e.to_string()),
-            };
-            self.core
-                .shared
-                .metrics
-                .ws
-                .messages_in
-                .fetch_add(1, Ordering::Relaxed);
-            let parsed = match message {
-                Message::Text(t) => msg::parse_client_message(&t),
-                Message::Binary(b) => msg::parse_client_binary(&b),
-                Message::Ping(p) => {
+            let parsed = match self.next_incoming().await {
+                Ok(Some(Incoming::Client(parsed))) => parsed,
+                Ok(Some(Incoming::Ping(pong))) => {
                     // No writer task exists yet: answer directly (RFC 6455 §5.5.2).
-                    let mut out = Vec::new();
-                    ws::encode_pong(&mut out, &p);
-                    let (res, _) = self.stream.write_all(out).await;
+                    let (res, _) = self.stream.write_all(pong).await;
                     res.map_err(|e| e.to_string())?;
                     continue;
                 }
-                Message::Pong(_) => continue,
-                Message::Close(_) => return Err("closed before register".into()),
+                Ok(Some(Incoming::Pong)) => continue,
+                Ok(Some(Incoming::Close)) => return Err("closed before register".into()),
+                Ok(None) => return Err("connection closed before register".into()),
+                Err(e) => return Err(e.to_string()),
             };
             return match parsed {
                 Ok(ClientMessage::Register(r)) => Ok(r),

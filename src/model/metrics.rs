@@ -11,6 +11,10 @@ const BUCKETS_US: [u64; 14] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
     5_000_000, 30_000_000,
 ];
+/// Microseconds per second: buckets and sums are kept in µs and exposed in seconds.
+const US_PER_S: f64 = 1e6;
+/// Starting capacity of the `/metrics` text; the whole page fits without growing it.
+const METRICS_TEXT_BYTES: usize = 4096;
 
 #[derive(Default)]
 pub struct Histogram {
@@ -37,11 +41,11 @@ impl Histogram {
         let mut cumulative = 0;
         for (i, bound) in BUCKETS_US.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let le = *bound as f64 / 1e6;
+            let le = *bound as f64 / US_PER_S;
             let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / US_PER_S;
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
     }
@@ -91,7 +95,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn render(&self, executor: &str) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(METRICS_TEXT_BYTES);
         let counters: [(&str, &str, &AtomicU64); 8] = [
             (
                 "lah_invocations_total",

@@ -119,20 +119,6 @@ pub fn validate_qualifier(q: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `%XX` decoding; `None` on a malformed escape or non-UTF-8 result.
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+/// A percent-encoded path segment, decoded (`+` stays `+`); `None` on a malformed escape or a
+/// non-UTF-8 result (see `protocols::percent`).
+pub use crate::protocols::percent::decode_path_segment as percent_decode;

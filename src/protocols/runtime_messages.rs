@@ -23,6 +23,13 @@ pub const PONG: &[u8] = br#"{"type":"pong"}"#;
 pub const BINARY_HEADER_BYTES_MAX: usize = 64 * 1024;
 /// Length of the big-endian `header_len` that opens a binary envelope.
 const BINARY_LEN_BYTES: usize = 4;
+/// Starting capacity of an invocation envelope's prefix or binary header: ids, deadline, ARN and
+/// trace id fit without growing it in the common case.
+const ENVELOPE_HEAD_BYTES: usize = 256;
+// The error messages of `parse_client_binary` are static text that spells out these two limits:
+// changing a limit fails the build here until its message is changed with it.
+const _: () = assert!(BINARY_HEADER_BYTES_MAX == 64 * 1024, "message says 64 KiB");
+const _: () = assert!(BINARY_LEN_BYTES == 4, "message says 4-byte");
 
 /// The `code` values of `error_response` messages. Codes marked fatal are followed by a close
 /// frame with status 1008 (policy violation); after the others the connection stays usable.
@@ -380,7 +387,7 @@ pub fn invocation_envelope(
     trace_id: &str,
     client_context: Option<&str>,
 ) -> InvocationEnvelope {
-    let mut prefix = Vec::with_capacity(256);
+    let mut prefix = Vec::with_capacity(ENVELOPE_HEAD_BYTES);
     write_invocation_fields(
         &mut prefix,
         request_id,
@@ -405,7 +412,7 @@ pub fn invocation_binary_header(
     trace_id: &str,
     client_context: Option<&str>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(ENVELOPE_HEAD_BYTES);
     out.extend_from_slice(&[0; BINARY_LEN_BYTES]);
     write_invocation_fields(
         &mut out,

@@ -23,6 +23,22 @@ const VERSION: &str = "13";
 /// Base64 of a 16-byte nonce: 22 significant characters and `==`.
 const KEY_BASE64_BYTES: usize = 24;
 
+// RFC 6455 §5.2 frame header. First byte: FIN, three reserved bits, the opcode.
+const FIN_BIT: u8 = 0x80;
+const RESERVED_BITS: u8 = 0x70;
+const OPCODE_BITS: u8 = 0x0F;
+// Second byte: MASK, then a 7-bit length, where two values announce a longer length after it.
+const MASK_BIT: u8 = 0x80;
+const LENGTH_BITS: u8 = 0x7F;
+/// Largest payload length the 7-bit field holds itself.
+const LENGTH_7_MAX: usize = 125;
+/// This 7-bit length means: a 16-bit length follows.
+const LENGTH_16_MARKER: u8 = 126;
+/// This 7-bit length means: a 64-bit length follows.
+const LENGTH_64_MARKER: u8 = 127;
+/// Longest head of an unmasked (server) frame: 2 bytes and 8 of extended length.
+pub const UNMASKED_FRAME_HEAD_BYTES_MAX: usize = 10;
+
 /// Why an upgrade request was refused; [`HandshakeError::status`] is the HTTP status to answer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HandshakeError {
@@ -224,28 +240,28 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, WsError> {
     let [first, second, ..] = *buf else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    if first & RESERVED_BITS != 0 {
         return Err(WsError::ReservedBits);
     }
-    let opcode = OpCode::from(first & 0x0F);
+    let opcode = OpCode::from(first & OPCODE_BITS);
     if matches!(
         opcode,
         OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_))
     ) {
-        return Err(WsError::UnknownOpcode(first & 0x0F));
+        return Err(WsError::UnknownOpcode(first & OPCODE_BITS));
     }
-    let (payload_bytes, mut at) = match second & 0x7F {
-        126 => match buf.get(2..4) {
+    let (payload_bytes, mut at) = match second & LENGTH_BITS {
+        LENGTH_16_MARKER => match buf.get(2..4) {
             Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
             None => return Ok(None),
         },
-        127 => match buf.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+        LENGTH_64_MARKER => match buf.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
             Some(b) => (u64::from_be_bytes(b), 10),
             None => return Ok(None),
         },
         n => (u64::from(n), 2),
     };
-    let mask = if second & 0x80 != 0 {
+    let mask = if second & MASK_BIT != 0 {
         match buf
             .get(at..at + 4)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -259,7 +275,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, WsError> {
     } else {
         None
     };
-    let fin = first & 0x80 != 0;
+    let fin = first & FIN_BIT != 0;
     Ok(Some(Head {
         fin,
         opcode,
@@ -445,22 +461,27 @@ fn parse_close(payload: &[u8]) -> Result<Message, WsError> {
 /// frames (the caller masks the payload).
 pub fn write_frame_head(out: &mut Vec<u8>, opcode: OpCode, len: usize, mask: Option<[u8; 4]>) {
     debug_assert!(matches!(opcode, OpCode::Data(_)) || len <= CONTROL_BYTES_MAX);
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    out.push(0x80 | u8::from(opcode));
+    let mask_bit = if mask.is_some() { MASK_BIT } else { 0 };
+    out.push(FIN_BIT | u8::from(opcode));
     match len {
-        0..=125 => out.push(mask_bit | len as u8),
-        126..=0xFFFF => {
-            out.push(mask_bit | 126);
+        0..=LENGTH_7_MAX => out.push(mask_bit | len as u8),
+        _ if len <= usize::from(u16::MAX) => {
+            out.push(mask_bit | LENGTH_16_MARKER);
             out.extend_from_slice(&(len as u16).to_be_bytes());
         }
         _ => {
-            out.push(mask_bit | 127);
+            out.push(mask_bit | LENGTH_64_MARKER);
             out.extend_from_slice(&(len as u64).to_be_bytes());
         }
     }
     if let Some(mask) = mask {
         out.extend_from_slice(&mask);
     }
+}
+
+/// Whether a frame starting with the byte `first` is a close frame.
+pub fn is_close_frame_head(first: u8) -> bool {
+    first & OPCODE_BITS == u8::from(OpCode::Control(Control::Close))
 }
 
 /// Appends a server close frame. The reason is cut at a character boundary so the payload
@@ -597,6 +618,19 @@ mod tests {
             Message::Close(Some((1000, "ok".to_owned()))),
         ];
         (bytes, expected)
+    }
+
+    #[test]
+    fn close_frames_are_recognised_by_their_first_byte() {
+        let mut close = Vec::new();
+        encode_close(&mut close, 1000, "");
+        assert!(is_close_frame_head(close[0]));
+        let mut pong = Vec::new();
+        encode_pong(&mut pong, b"p");
+        assert!(!is_close_frame_head(pong[0]));
+        let mut text = Vec::new();
+        write_frame_head(&mut text, OpCode::Data(Data::Text), 1, None);
+        assert!(!is_close_frame_head(text[0]));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::BytesMut;
 use lambda_at_home::config::Config;
-use lambda_at_home::protocols::http::{write_request_head, Response, ResponseDecoder};
+use lambda_at_home::protocols::http::{write_request_head, ClientResponse, ResponseDecoder};
 use lambda_at_home::server::Server;
 use serde_json::{json, Value};
 
@@ -158,13 +158,13 @@ impl TestServer {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> Response {
+    ) -> ClientResponse {
         http_call(self.addr, method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// `call` with a JSON body.
-    pub fn call_json(&self, method: &str, path: &str, body: &Value) -> Response {
+    pub fn call_json(&self, method: &str, path: &str, body: &Value) -> ClientResponse {
         self.call(method, path, &[], body.to_string().as_bytes())
     }
 
@@ -176,7 +176,7 @@ impl TestServer {
         handler: &str,
         files: &[(&str, &[u8], u32)],
         extra: Value,
-    ) -> Response {
+    ) -> ClientResponse {
         let mut body = json!({
             "FunctionName": name,
             "Runtime": runtime,
@@ -214,7 +214,7 @@ impl TestServer {
     }
 
     /// UpdateFunctionCode with a new zip.
-    pub fn update_code(&self, name: &str, files: &[(&str, &[u8], u32)]) -> Response {
+    pub fn update_code(&self, name: &str, files: &[(&str, &[u8], u32)]) -> ClientResponse {
         self.call_json(
             "PUT",
             &format!("/2015-03-31/functions/{name}/code"),
@@ -223,7 +223,7 @@ impl TestServer {
     }
 
     /// Invoke (RequestResponse unless `headers` say otherwise).
-    pub fn invoke(&self, name: &str, payload: &[u8], headers: &[(&str, &str)]) -> Response {
+    pub fn invoke(&self, name: &str, payload: &[u8], headers: &[(&str, &str)]) -> ClientResponse {
         self.call(
             "POST",
             &format!("/2015-03-31/functions/{name}/invocations"),
@@ -310,7 +310,7 @@ pub fn b64_decode(text: &str) -> Vec<u8> {
 }
 
 /// Status, headers and body of a response, for assertion messages.
-pub fn describe(resp: &Response) -> String {
+pub fn describe(resp: &ClientResponse) -> String {
     let headers: Vec<String> = resp
         .headers
         .iter()
@@ -326,19 +326,19 @@ pub fn describe(resp: &Response) -> String {
 }
 
 /// The body as JSON; panics with the whole response when it is not JSON.
-pub fn json_body(resp: &Response) -> Value {
+pub fn json_body(resp: &ClientResponse) -> Value {
     serde_json::from_slice(&resp.body)
         .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", describe(resp)))
 }
 
 /// Asserts the status and returns the JSON body.
-pub fn expect_json(resp: &Response, status: u16) -> Value {
+pub fn expect_json(resp: &ClientResponse, status: u16) -> Value {
     assert_eq!(resp.status, status, "{}", describe(resp));
     json_body(resp)
 }
 
 /// Asserts a successful invocation (200, no `X-Amz-Function-Error`) and returns its JSON body.
-pub fn expect_success(resp: &Response) -> Value {
+pub fn expect_success(resp: &ClientResponse) -> Value {
     assert_eq!(
         resp.header_str("X-Amz-Function-Error"),
         None,
@@ -362,7 +362,7 @@ pub fn assert_transport(server: &TestServer, ws: bool) {
 }
 
 /// Asserts an AWS error: status, `x-amzn-ErrorType`, body `{Type, Message, message}`.
-pub fn expect_aws_error(resp: &Response, status: u16, error_type: &str) -> Value {
+pub fn expect_aws_error(resp: &ClientResponse, status: u16, error_type: &str) -> Value {
     assert_eq!(resp.status, status, "{}", describe(resp));
     assert_eq!(
         resp.header_str("x-amzn-ErrorType"),
@@ -382,7 +382,7 @@ pub fn expect_aws_error(resp: &Response, status: u16, error_type: &str) -> Value
 }
 
 /// Asserts a function error (200 + `X-Amz-Function-Error`) and returns the error document.
-pub fn expect_function_error(resp: &Response) -> Value {
+pub fn expect_function_error(resp: &ClientResponse) -> Value {
     assert_eq!(resp.status, 200, "{}", describe(resp));
     assert!(
         resp.header_str("X-Amz-Function-Error").is_some(),
@@ -424,7 +424,7 @@ pub fn http_call(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<Response> {
+) -> std::io::Result<ClientResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -445,7 +445,10 @@ pub fn http_call(
 }
 
 /// Reads one response, bounded by `IO_TIMEOUT` overall.
-pub fn read_response(stream: &mut TcpStream, head_request: bool) -> std::io::Result<Response> {
+pub fn read_response(
+    stream: &mut TcpStream,
+    head_request: bool,
+) -> std::io::Result<ClientResponse> {
     let deadline = Instant::now() + IO_TIMEOUT;
     let mut decoder = ResponseDecoder::new(RESPONSE_BODY_BYTES_MAX);
     let mut buf = BytesMut::with_capacity(16 * 1024);

@@ -199,9 +199,9 @@ pub fn page<T: Clone>(
 pub const LIST_ITEMS_MAX: u32 = 10_000;
 pub const LIST_ITEMS_DEFAULT: u32 = 50;
 
-/// Every value of query parameter `name` (`?k=a&k=b`), `+` read as a space, percent-decoded;
-/// values that do not decode are skipped.
+/// Every value of query parameter `name` (`?k=a&k=b`), decoded as `Request::query_param` does.
 pub fn query_all(request: &crate::protocols::http::Request, name: &str) -> Vec<String> {
+    use crate::protocols::percent::decode_query;
     let Some(query) = request.query() else {
         return Vec::new();
     };
@@ -209,8 +209,7 @@ pub fn query_all(request: &crate::protocols::http::Request, name: &str) -> Vec<S
         .split('&')
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = percent_decode(&k.replace('+', " "))?;
-            (k == name).then(|| percent_decode(&v.replace('+', " ")))?
+            (decode_query(k) == name).then(|| decode_query(v))
         })
         .collect()
 }
