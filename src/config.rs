@@ -121,6 +121,42 @@ pub struct Config {
     /// Image per runtime family for the Docker executor, e.g. `python=lambda-at-home/python:bookworm`.
     #[arg(long = "image", env = "LAH_IMAGES", value_delimiter = ',')]
     pub images: Vec<String>,
+
+    /// Region of instances' `AWS_REGION`, and of ARNs when a request's SigV4 credential scope
+    /// names none.
+    #[arg(long, env = "LAH_REGION", default_value = crate::model::types::REGION_DEFAULT, value_parser = parse_region)]
+    pub region: String,
+
+    /// The 12-digit account id in every ARN.
+    #[arg(long, env = "LAH_ACCOUNT_ID", default_value = crate::model::types::ACCOUNT_ID_DEFAULT, value_parser = parse_account_id)]
+    pub account_id: String,
+}
+
+/// AWS's region shape (`us-east-1`): clients and Terraform parse ARNs with it.
+fn parse_region(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("a region looks like us-east-1, got {s:?}"))
+    }
+}
+
+fn parse_account_id(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("an account id is 12 digits, got {s:?}"))
+    }
 }
 
 impl Config {

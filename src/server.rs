@@ -72,6 +72,7 @@ fn bind_per_core(addr: SocketAddr, cores: usize) -> Result<Vec<TcpListener>, Ser
 
 impl Server {
     pub fn start(mut config: Config) -> Result<Server, ServerError> {
+        crate::model::types::set_identity(&config.region, &config.account_id);
         let cores = config.core_count();
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             ServerError::DataDir(config.data_dir.display().to_string(), e.to_string())
