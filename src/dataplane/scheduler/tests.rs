@@ -318,7 +318,7 @@ impl Rig {
     }
 
     /// The scheduler's invariants, and the instance gauges against its instances (the rig's
-    /// `Shared` serves this one scheduler, so the gauges are its alone).
+    /// `Switchboard` serves this one scheduler, so the gauges are its alone).
     fn check(&self) {
         self.sched.check_invariants();
         let count =
