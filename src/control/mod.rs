@@ -3,8 +3,10 @@
 //!
 //! The data plane talks to it only through `ControlMsg` and never waits on it on the warm invoke
 //! path: User API management calls await a reply here, cold starts are fire-and-forget requests
-//! answered with a `CoreMsg`. Slow work (unzipping code, starting containers) happens here so a
-//! core never blocks. Each instance gets a task that waits for its exit and obeys kill, pause
+//! answered with a `CoreMsg`. Slow work happens here so a core never blocks: starting processes
+//! and containers on this thread, management calls (which may unzip and fsync tens of megabytes)
+//! on tokio's blocking pool with the registry behind a mutex, so an upload never delays another
+//! function's cold start. Each instance gets a task that waits for its exit and obeys kill, pause
 //! and resume; its exit is reported to its home core.
 
 pub mod api;
@@ -16,9 +18,9 @@ pub mod registry;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::model::error::ApiError;
 use crate::model::types::{region, Function, InstanceId, InstanceSpec};
@@ -60,7 +62,9 @@ impl AddressPool {
 
 pub struct ControlPlane {
     shared: Arc<Switchboard>,
-    registry: Registry,
+    /// Locked only by management calls, which run on the blocking pool (`api`): a large upload
+    /// being unzipped and flushed never holds up this thread's instance starts.
+    registry: Arc<Mutex<Registry>>,
     executor: Arc<dyn Executor>,
     runtimes_dir: PathBuf,
     instances: HashMap<InstanceId, mpsc::UnboundedSender<InstanceCmd>>,
@@ -77,7 +81,7 @@ impl ControlPlane {
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         ControlPlane {
             shared,
-            registry,
+            registry: Arc::new(Mutex::new(registry)),
             executor,
             runtimes_dir,
             instances: HashMap::new(),
@@ -113,9 +117,7 @@ impl ControlPlane {
 
     fn handle(&mut self, msg: ControlMsg) {
         match msg {
-            ControlMsg::Api { request, reply } => {
-                let _ = reply.send(self.api(&request));
-            }
+            ControlMsg::Api { request, reply } => self.api(request, reply),
             ControlMsg::StartInstance {
                 id,
                 token,
@@ -135,33 +137,29 @@ impl ControlPlane {
         }
     }
 
-    /// A management call: routed and answered here, then the cores retire what it replaced.
-    fn api(&mut self, request: &Request) -> ApiAnswer {
-        let default_host = format!("127.0.0.1:{}", self.shared.config.user_api_port);
-        let mut call = api::Call {
-            ctx: api::Ctx::from_request(request, &default_host),
-            registry: &mut self.registry,
-            request,
-            concurrency_limit: self.shared.config.concurrency,
-            retire: Vec::new(),
-        };
-        let answer = api::route(&mut call).into();
-        for pool in std::mem::take(&mut call.retire) {
-            self.retire(&pool);
-        }
-        answer
-    }
-
-    /// Every core stops giving the instances of pool `pool` new work.
-    fn retire(&self, pool: &str) {
-        for core in 0..self.shared.cores.len() {
-            self.shared.send_core(
-                core,
-                CoreMsg::Retire {
-                    pool: pool.to_string(),
-                },
-            );
-        }
+    /// A management call, routed and answered on the blocking pool (it may unzip and fsync tens of
+    /// megabytes); then the cores retire what it replaced.
+    fn api(&mut self, request: Request, reply: oneshot::Sender<ApiAnswer>) {
+        let registry = self.registry.clone();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let default_host = format!("127.0.0.1:{}", shared.config.user_api_port);
+            // A panic in a handler must not wedge every later call: the registry's state is
+            // only ever replaced whole, so a poisoned lock still guards consistent data.
+            let mut registry = registry.lock().unwrap_or_else(|e| e.into_inner());
+            let mut call = api::Call {
+                ctx: api::Ctx::from_request(&request, &default_host),
+                registry: &mut registry,
+                request: &request,
+                concurrency_limit: shared.config.concurrency,
+                retire: Vec::new(),
+            };
+            let answer = api::route(&mut call).into();
+            for pool in std::mem::take(&mut call.retire) {
+                retire(&shared, &pool);
+            }
+            let _ = reply.send(answer);
+        });
     }
 
     fn start(&mut self, id: InstanceId, token: String, function: Arc<Function>, core: usize) {
@@ -291,6 +289,18 @@ async fn obey(instance: &mut dyn Instance, cmd: InstanceCmd, id: InstanceId) {
     };
     if let Err(e) = result {
         tracing::warn!(instance = %id, "instance command failed: {e}");
+    }
+}
+
+/// Every core stops giving the instances of pool `pool` new work.
+fn retire(shared: &Switchboard, pool: &str) {
+    for core in 0..shared.cores.len() {
+        shared.send_core(
+            core,
+            CoreMsg::Retire {
+                pool: pool.to_string(),
+            },
+        );
     }
 }
 
