@@ -106,6 +106,25 @@ pub struct Config {
     #[arg(long, env = "LAH_DEFAULT_MEMORY_MB", default_value_t = 128)]
     pub default_memory_mb: u32,
 
+    /// Client connections (User API and the shared Runtime API port) one core holds at most;
+    /// past it a new connection is closed at once. Instances' own Runtime API connections are
+    /// bounded by the instances and not counted.
+    #[arg(long, env = "LAH_CONNECTIONS_MAX", default_value_t = 4096)]
+    pub connections_max: usize,
+
+    /// Seconds a client connection may sit idle between requests before it is closed.
+    #[arg(long, env = "LAH_IDLE_CONNECTION_S", default_value_t = 60)]
+    pub idle_connection_s: u64,
+
+    /// Seconds a request head may take from its first byte to its end (slowloris bound).
+    #[arg(long, env = "LAH_HEADER_TIMEOUT_S", default_value_t = 10)]
+    pub header_timeout_s: u64,
+
+    /// The slowest body upload accepted, in KiB/s: a body of N KiB must arrive within
+    /// `--header-timeout-s` + N / this many seconds.
+    #[arg(long, env = "LAH_BODY_RATE_MIN_KIB_S", default_value_t = 64)]
+    pub body_rate_min_kib_s: u64,
+
     /// Seconds SIGTERM/SIGINT waits for in-flight invocations before stopping instances.
     #[arg(long, env = "LAH_SHUTDOWN_GRACE_S", default_value_t = 10)]
     pub shutdown_grace_s: u64,

@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio_uring::buf::BoundedBuf;
@@ -23,6 +24,9 @@ pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// grows the buffer over several reads, so a peer's declared length alone cannot make us allocate
 /// the whole of it at once.
 const READ_RESERVE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Most bytes, and longest time, read and discarded after an early error response (`linger`).
+const LINGER_BYTES_MAX: usize = 16 * 1024 * 1024;
+const LINGER_MS: u64 = 2_000;
 /// Starting capacity of the reusable response-head buffer; a typical head and its headers fit
 /// without growing it.
 const HEAD_BUFFER_BYTES: usize = 1024;
@@ -40,6 +44,35 @@ pub enum ConnError {
     Http(#[from] HttpError),
     #[error("connection closed mid-request")]
     UnexpectedEof,
+    #[error("request not received in time")]
+    TimedOut,
+}
+
+/// How long a peer may take to send a request (see `Config`'s connection flags). Bounds what a
+/// slow or silent client can hold: its connection slot and the bytes it sent.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadDeadlines {
+    /// Between requests; `None`: no limit (an instance's own Runtime API connection, idle while
+    /// its runtime runs an invocation).
+    pub idle: Option<Duration>,
+    /// From a request's first byte to the end of its head, and the base of its body's allowance.
+    pub head: Duration,
+    /// The slowest accepted body upload, bytes per second.
+    pub body_rate_bytes_s: u64,
+}
+
+impl ReadDeadlines {
+    /// When a request that started at `started` (`None`: not yet) must have arrived, given the
+    /// body bytes known (buffered plus still needed).
+    fn deadline(&self, started: Option<Instant>, body_bytes: usize) -> Option<Instant> {
+        match started {
+            None => self.idle.map(|idle| Instant::now() + idle),
+            Some(t) => {
+                let body_s = body_bytes as u64 / self.body_rate_bytes_s.max(1);
+                Some(t + self.head + Duration::from_secs(body_s))
+            }
+        }
+    }
 }
 
 /// A response ready to be written.
@@ -79,22 +112,27 @@ pub struct HttpConn {
     pub stream: Rc<TcpStream>,
     buf: BytesMut,
     decoder: Decoder,
+    deadlines: ReadDeadlines,
     /// Reused between responses so a warm connection does not allocate a head per response.
     out: Vec<u8>,
 }
 
 impl HttpConn {
-    pub fn new(stream: TcpStream, limits: Limits) -> HttpConn {
+    pub fn new(stream: TcpStream, limits: Limits, deadlines: ReadDeadlines) -> HttpConn {
         HttpConn {
             stream: Rc::new(stream),
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             decoder: Decoder::new(limits),
+            deadlines,
             out: Vec::with_capacity(HEAD_BUFFER_BYTES),
         }
     }
 
     /// The next complete request, or `None` when the peer closed cleanly between requests.
+    /// A peer that stays silent past the idle limit, or sends its request slower than
+    /// `ReadDeadlines` allow, gets `TimedOut` and its socket shut down.
     pub async fn next_request(&mut self) -> Result<Option<Request>, ConnError> {
+        let mut started = (!self.buf.is_empty()).then(Instant::now);
         loop {
             if let Some(req) = self.decoder.decode(&mut self.buf)? {
                 return Ok(Some(req));
@@ -102,24 +140,68 @@ impl HttpConn {
             if self.decoder.take_continue() {
                 self.write_raw(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
             }
-            if self.read_more().await? == 0 {
+            let body_bytes = self.buf.len() + self.decoder.bytes_needed().unwrap_or(0);
+            let n = match self.deadlines.deadline(started, body_bytes) {
+                None => self.read_more().await?,
+                Some(deadline) => {
+                    let read = tokio::time::timeout_at(deadline.into(), self.read_more()).await;
+                    match read {
+                        Ok(n) => n?,
+                        Err(_) => {
+                            // The dropped read is not cancelled by tokio-uring: shutting the
+                            // socket down completes it, and the connection ends here anyway.
+                            self.shut_down();
+                            return Err(ConnError::TimedOut);
+                        }
+                    }
+                }
+            };
+            if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
                     Err(ConnError::UnexpectedEof)
                 };
             }
+            started.get_or_insert_with(Instant::now);
         }
     }
 
     /// Reads what the peer has sent into the buffer's spare capacity; 0 means end of stream.
+    /// The buffer grows with what has arrived (at most doubling per read), never with what a
+    /// header announces: a `Content-Length` alone cannot make us allocate.
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        let want = self
-            .decoder
-            .bytes_needed()
-            .unwrap_or(0)
+        let announced = self.decoder.bytes_needed().unwrap_or(0);
+        let want = announced
+            .min(self.buf.len().max(READ_CHUNK_BYTES))
             .clamp(READ_CHUNK_BYTES, READ_RESERVE_BYTES_MAX);
         read_into(&self.stream, &mut self.buf, want).await
+    }
+
+    /// After an early error response (e.g. 413 from a `Content-Length`): stop sending, then read
+    /// and discard what the peer is still sending, for at most `LINGER_BYTES_MAX` bytes and
+    /// `LINGER_MS`, so a client that writes its whole body before reading sees the response
+    /// instead of a reset. Memory stays at one read buffer.
+    pub async fn linger(&mut self) {
+        // SAFETY: the fd is open (owned by `stream`); shutdown neither closes nor frees it.
+        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
+        let deadline = Instant::now() + Duration::from_millis(LINGER_MS);
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            self.buf.clear();
+            let read = tokio::time::timeout_at(deadline.into(), self.read_more()).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+        self.shut_down();
+    }
+
+    /// Shuts the socket down both ways (wakes any read in flight on it).
+    pub fn shut_down(&self) {
+        // SAFETY: the fd is open (owned by `stream`); shutdown neither closes nor frees it.
+        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_RDWR) };
     }
 
     /// Bytes read past the last request (for a protocol upgrade).

@@ -17,7 +17,7 @@ use slab::Slab;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_uring::net::{TcpListener, TcpStream};
 
-use super::conn::HttpConn;
+use super::conn::{HttpConn, ReadDeadlines};
 use super::logs::LogSource;
 use super::scheduler::Scheduler;
 use super::{runtime_api, user_api};
@@ -34,6 +34,8 @@ const CONNECTIONS_PREALLOCATED: usize = 1024;
 /// Pause after a failed accept (such as running out of file descriptors) before trying again, so
 /// the loop does not spin while the condition lasts.
 const ACCEPT_RETRY_MS: u64 = 10;
+/// At most one warning per this interval while accepts keep failing.
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Which API a connection speaks, and for the Runtime API, which instance it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +63,8 @@ pub struct Core {
     listener_fds: RefCell<Vec<RawFd>>,
     /// Event invocations accepted on this core and not yet finished (bounded by EVENT_QUEUE_MAX).
     pub events_queued: Cell<usize>,
+    /// Client connections open on this core (bounded by `--connections-max`).
+    clients: Cell<usize>,
 }
 
 /// Runs core `index` on the current thread until it is told to exit.
@@ -81,6 +85,7 @@ pub fn run(
                 conns: RefCell::new(Slab::with_capacity(CONNECTIONS_PREALLOCATED)),
                 listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
                 events_queued: Cell::new(0),
+                clients: Cell::new(0),
             });
             tokio_uring::spawn(accept_loop(
                 core.clone(),
@@ -168,6 +173,30 @@ impl Core {
         }
     }
 
+    /// How long a connection of `kind` may take to send its requests. An instance's own
+    /// connection has no idle limit: its runtime is silent while it runs an invocation.
+    fn read_deadlines(&self, kind: ConnKind) -> ReadDeadlines {
+        let c = &self.shared.config;
+        let idle = match kind {
+            ConnKind::Runtime(_) => None,
+            _ => Some(Duration::from_secs(c.idle_connection_s)),
+        };
+        ReadDeadlines {
+            idle,
+            head: Duration::from_secs(c.header_timeout_s),
+            body_rate_bytes_s: c.body_rate_min_kib_s.saturating_mul(1024),
+        }
+    }
+
+    /// Counts a connection closed for being too slow.
+    pub fn note_timeout(&self) {
+        self.shared
+            .metrics
+            .conns
+            .timed_out
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     fn register(&self, stream: &TcpStream, kind: ConnKind) -> usize {
         self.conns.borrow_mut().insert(ConnEntry {
             fd: stream.as_raw_fd(),
@@ -177,6 +206,7 @@ impl Core {
 }
 
 async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
+    let mut last_warning: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
@@ -188,25 +218,64 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
                 {
                     return;
                 }
-                tracing::warn!(core = core.index, "accept failed: {e}");
+                // Out of descriptors (EMFILE/ENFILE) lasts while it lasts: pause accepting, and
+                // say so once per interval rather than once per attempt.
+                core.shared
+                    .metrics
+                    .conns
+                    .accept_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                if last_warning.is_none_or(|t| t.elapsed() >= ACCEPT_WARNING_INTERVAL) {
+                    tracing::warn!(core = core.index, "accept failed (pausing accepts): {e}");
+                    last_warning = Some(Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
                 continue;
             }
         };
+        let client = !matches!(kind, ConnKind::Runtime(_));
+        if client && core.clients.get() >= core.shared.config.connections_max {
+            // Full: close at once (the peer sees a reset, not a hang).
+            core.shared
+                .metrics
+                .conns
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the fd is open and owned by `stream`, dropped right after.
+            unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let key = core.register(&stream, kind);
         let core2 = core.clone();
+        if client {
+            core.clients.set(core.clients.get() + 1);
+            core.shared
+                .metrics
+                .conns
+                .open
+                .fetch_add(1, Ordering::Relaxed);
+        }
         tokio_uring::spawn(async move {
             let limits = match kind {
                 ConnKind::User => user_api::limits(),
                 _ => runtime_api::limits(),
             };
-            let conn = HttpConn::new(stream, limits);
+            let conn = HttpConn::new(stream, limits, core2.read_deadlines(kind));
             match kind {
                 ConnKind::User => user_api::serve(core2.clone(), conn).await,
                 _ => runtime_api::serve(core2.clone(), conn, kind).await,
             }
             core2.conns.borrow_mut().remove(key);
+            if client {
+                core2.clients.set(core2.clients.get() - 1);
+                core2
+                    .shared
+                    .metrics
+                    .conns
+                    .open
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
         });
     }
 }

@@ -38,9 +38,12 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn, kind: ConnKind) {
             Err(ConnError::Http(e)) => {
                 let mut resp = error(e.status(), "InvalidRequest", &e.reason());
                 resp.close = true;
-                let _ = conn.write_response(resp, false).await;
+                if conn.write_response(resp, false).await.is_ok() {
+                    conn.linger().await;
+                }
                 return;
             }
+            Err(ConnError::TimedOut) => return core.note_timeout(),
             Err(_) => return,
         };
         // Any method: the upgrade check answers a non-GET with 400 and says why.

@@ -31,8 +31,16 @@ use crate::protocols::http::{Limits, Method, Request};
 pub fn limits() -> Limits {
     Limits {
         body_bytes_max: USER_API_BODY_BYTES_MAX,
+        body_bytes_max_for_path: Some(invoke_body_limit),
         ..Limits::default()
     }
+}
+
+/// Invoke takes at most AWS's 6 MB: a larger `Content-Length` is refused (413) before any of the
+/// body is read, although the same connection may carry 70 MB CreateFunction uploads.
+fn invoke_body_limit(path: &str) -> Option<usize> {
+    let invoke = path.ends_with("/invocations") || path.ends_with("/invoke-async");
+    invoke.then_some(INVOKE_PAYLOAD_BYTES_MAX)
 }
 
 /// Serves one User API connection until it closes.
@@ -49,9 +57,12 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
                 let mut resp = error_response(&ApiError::new(kind, e.reason()), None);
                 resp.status = e.status();
                 resp.close = true;
-                let _ = conn.write_response(resp, false).await;
+                if conn.write_response(resp, false).await.is_ok() {
+                    conn.linger().await;
+                }
                 return;
             }
+            Err(ConnError::TimedOut) => return core.note_timeout(),
             Err(_) => return,
         };
         let keep_alive = req.keep_alive;

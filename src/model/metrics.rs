@@ -75,6 +75,19 @@ pub struct WsMetrics {
     pub fallbacks_to_http: AtomicU64,
 }
 
+/// Client connections (User API and the shared Runtime API port).
+#[derive(Default)]
+pub struct ConnMetrics {
+    pub open: AtomicI64,
+    /// Closed at once because the core held `--connections-max` already.
+    pub refused: AtomicU64,
+    /// Closed because a request did not arrive (idle) or did not complete (slow head or body)
+    /// in time.
+    pub timed_out: AtomicU64,
+    /// Accepts that failed (e.g. out of file descriptors).
+    pub accept_errors: AtomicU64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub invocations: AtomicU64,
@@ -91,6 +104,7 @@ pub struct Metrics {
     pub executor_start: Histogram,
     pub instances: InstanceGauges,
     pub ws: WsMetrics,
+    pub conns: ConnMetrics,
 }
 
 impl Metrics {
@@ -178,7 +192,25 @@ impl Metrics {
             );
         }
         self.render_ws(&mut out);
+        self.render_conns(&mut out);
         out
+    }
+
+    fn render_conns(&self, out: &mut String) {
+        let c = &self.conns;
+        let open = c.open.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP lah_connections_open Client connections open (User API, shared Runtime API port).\n# TYPE lah_connections_open gauge\nlah_connections_open {open}"
+        );
+        for (name, v) in [
+            ("lah_connections_refused_total", &c.refused),
+            ("lah_connections_timed_out_total", &c.timed_out),
+            ("lah_accept_errors_total", &c.accept_errors),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
+        }
     }
 
     fn render_ws(&self, out: &mut String) {

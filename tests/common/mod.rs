@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod boto3;
+pub mod child;
 
 use std::io::{Cursor, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -48,6 +48,19 @@ pub struct Limits {
     pub headers_count_max: usize,
     /// Bytes of the (de-chunked) body.
     pub body_bytes_max: usize,
+    /// A smaller body limit for some paths (e.g. Invoke's 6 MB on a connection that also takes
+    /// 70 MB uploads), applied when the head is parsed: a `Content-Length` over it is refused
+    /// before any of the body is read.
+    pub body_bytes_max_for_path: Option<fn(&str) -> Option<usize>>,
+}
+
+impl Limits {
+    /// The body limit of a request for `path`.
+    pub fn body_bytes_max_of(&self, path: &str) -> usize {
+        self.body_bytes_max_for_path
+            .and_then(|f| f(path))
+            .map_or(self.body_bytes_max, |n| n.min(self.body_bytes_max))
+    }
 }
 
 impl Default for Limits {
@@ -56,6 +69,7 @@ impl Default for Limits {
             header_bytes_max: HEADER_BYTES_MAX,
             headers_count_max: HEADERS_COUNT_MAX,
             body_bytes_max: BODY_BYTES_MAX,
+            body_bytes_max_for_path: None,
         }
     }
 }

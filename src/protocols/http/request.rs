@@ -209,6 +209,8 @@ struct PendingRequest {
     /// Still owed a `100 Continue` if the body does not arrive with the head.
     expect_continue: bool,
     body: BodyDecoder,
+    /// This request's body limit (`Limits::body_bytes_max_of` its path).
+    body_bytes_max: usize,
 }
 
 impl PendingRequest {
@@ -274,7 +276,11 @@ impl Decoder {
         let DecodeState::Body(pending) = &mut self.state else {
             return Ok(None);
         };
-        match pending.body.decode(buf, &self.limits)? {
+        let limits = Limits {
+            body_bytes_max: pending.body_bytes_max,
+            ..self.limits
+        };
+        match pending.body.decode(buf, &limits)? {
             Some((body, trailers)) => {
                 let state = std::mem::replace(&mut self.state, DecodeState::Head { scanned: None });
                 match state {
@@ -366,7 +372,12 @@ fn parse_request_head(
         return Err(HttpError::Malformed("incomplete request line"));
     };
     let facts = FieldFacts::gather(parsed.headers)?;
-    let body = body_decoder(facts.framing()?, limits)?;
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let limits = Limits {
+        body_bytes_max: limits.body_bytes_max_of(path),
+        ..*limits
+    };
+    let body = body_decoder(facts.framing()?, &limits)?;
 
     let offset = |part: &str| part.as_ptr() as usize - head.as_ptr() as usize;
     let target_start = offset(target);
@@ -394,6 +405,7 @@ fn parse_request_head(
         // RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue expectation is ignored.
         expect_continue: facts.expect_continue && version_minor >= 1,
         body,
+        body_bytes_max: limits.body_bytes_max,
     };
     Ok(Some((end, pending)))
 }
@@ -859,7 +871,7 @@ mod tests {
         ) {
             let mut raw: Vec<u8> = picks.iter().flat_map(|&i| FRAGMENTS[i].iter().copied()).collect();
             raw.extend_from_slice(&noise);
-            let limits = Limits { header_bytes_max: 256, headers_count_max: 4, body_bytes_max: 64 };
+            let limits = Limits { header_bytes_max: 256, headers_count_max: 4, body_bytes_max: 64, body_bytes_max_for_path: None };
             let whole = decode_stream(&raw, &[raw.len().max(1)], limits);
             let pieces = decode_stream(&raw, &feeds, limits);
             prop_assert_eq!(&whole.0, &pieces.0);
