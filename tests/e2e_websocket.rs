@@ -1152,3 +1152,62 @@ fn binary_envelope_round_trip() {
         describe(&resp)
     );
 }
+
+/// A registered runtime that sends pings and never reads: the server stops reading it once
+/// `OUTGOING_FRAMES_MAX` pongs wait unwritten, so the runtime's own writes block (TCP
+/// backpressure) instead of the server queueing pongs without bound.
+#[test]
+fn ping_flood_without_reading_is_held_back() {
+    let server = TestServer::new();
+    let fake = FakeFunction::create(&server, "wsflood");
+    let _pending = invoke_in_background(&server, &fake.name, br#"{"i": 0}"#, &[]);
+    let inst = fake.instance(1);
+    let mut client = WsClient::connect(inst.addr, &fake.name);
+    client.register(&fake.name, &inst.token, false);
+    client
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    // 400,000 pings of 125 bytes ask for 50 MB of pongs: more than loopback's socket buffers
+    // (a few MB each way) can hold for a client that does not read.
+    let mut frame = Vec::new();
+    ws::encode_client_frame(&mut frame, OpCode::Control(Control::Ping), &[b'p'; 125]);
+    let batch: Vec<u8> = frame.repeat(1_000);
+    let mut written = 0usize;
+    let blocked = loop {
+        if written >= 400_000 {
+            break false;
+        }
+        match client.stream.write_all(&batch) {
+            Ok(()) => written += 1_000,
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        blocked,
+        "all {written} pings were taken without the client reading a pong"
+    );
+    let in_flight =
+        server.metric("lah_ws_messages_in_total") - server.metric("lah_ws_messages_out_total");
+    assert!(
+        in_flight < 10_000.0,
+        "{in_flight} pongs were queued for a runtime that does not read"
+    );
+}
+
+/// A WebSocket `response` over 6 MB fails the invocation as an HTTP one does.
+#[test]
+fn oversized_websocket_response_is_refused_like_http() {
+    let server = TestServer::new();
+    let fake = FakeFunction::create(&server, "wsbig");
+    let pending = invoke_in_background(&server, &fake.name, br#"{"i": 0}"#, &[]);
+    let inst = fake.instance(1);
+    let mut client = WsClient::connect(inst.addr, &fake.name);
+    client.register(&fake.name, &inst.token, false);
+    let (inv, _) = client.invocation();
+    let big = format!("\"{}\"", "x".repeat(6 * 1024 * 1024 + 1));
+    client.respond(&request_id(&inv), &big);
+    let (resp, _) = finished(pending);
+    let body = expect_function_error(&resp);
+    assert_eq!(body["errorType"], "Function.ResponseSizeTooLarge", "{body}");
+}

@@ -10,19 +10,21 @@
 //! and retires the instance. Upgrades on the shared Runtime API port are handed to the home core
 //! of the instance their `register` names.
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_uring::net::TcpStream;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 
 use super::conn::{read_into, write_vectored, HttpConn, READ_CHUNK_BYTES};
 use super::core::{ConnKind, Core};
-use super::scheduler::{Outgoing, RuntimeRefusal, Work};
+use super::scheduler::{runtime_error_outcome, Outgoing, RuntimeRefusal, Work};
+use crate::config::INVOKE_PAYLOAD_BYTES_MAX;
 use crate::model::metrics::WsMetrics;
 use crate::model::types::{InstanceId, InvokeOutcome};
 use crate::model::CoreMsg;
@@ -41,6 +43,9 @@ const HANDSHAKE_REPLY_BYTES: usize = 160;
 /// Starting capacity of an invocation frame's head: the frame head and the envelope prefix (ids,
 /// deadline, ARN, trace id) fit without growing it in the common case.
 const INVOCATION_HEAD_BYTES: usize = 320;
+/// Frames (pongs, error responses) the reader may queue before it stops reading until the writer
+/// has sent some: what a runtime that never reads can make us hold.
+const OUTGOING_FRAMES_MAX: usize = 64;
 
 /// Handles the upgrade request on a Runtime API connection. Returns when the session ends (the
 /// connection is then finished) or after writing a refusal.
@@ -189,15 +194,22 @@ async fn run_session(
     let m = &core.shared.metrics.ws;
     m.connections_open.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Rc::new(Backlog::default());
     let writer = tokio_uring::spawn(write_loop(
         core.clone(),
         stream.clone(),
         rx,
+        backlog.clone(),
         register.binary,
     ));
+    let out = Outbox {
+        tx: tx.clone(),
+        backlog,
+    };
     if core.sched.borrow_mut().ready_ws(id, tx.clone()).is_ok() {
-        read_loop(&core, &mut reader, id, &tx).await;
+        read_loop(&core, &mut reader, id, &out).await;
     }
+    drop(out);
     core.sched.borrow_mut().disconnected(id);
     drop(tx);
     let _ = writer.await;
@@ -211,50 +223,41 @@ async fn run_session(
 
 /// Reads messages until the connection ends; each `response`/`error` completes the in-flight
 /// invocation and parks the instance again.
-async fn read_loop(
-    core: &Rc<Core>,
-    reader: &mut Reader,
-    id: InstanceId,
-    tx: &mpsc::UnboundedSender<Outgoing>,
-) {
+async fn read_loop(core: &Rc<Core>, reader: &mut Reader, id: InstanceId, out: &Outbox) {
     let m = &core.shared.metrics.ws;
     loop {
+        out.room().await;
         let parsed = match reader.next_incoming().await {
             Ok(Some(Incoming::Client(parsed))) => parsed,
             Ok(Some(Incoming::Ping(pong))) => {
-                let _ = tx.send(Outgoing::Frame(Bytes::from(pong)));
+                out.frame(Bytes::from(pong));
                 continue;
             }
             Ok(Some(Incoming::Pong)) => continue,
-            Ok(Some(Incoming::Close)) => return send_close(tx, CloseCode::Normal.into(), ""),
+            Ok(Some(Incoming::Close)) => return send_close(out, CloseCode::Normal.into(), ""),
             Ok(None) => return,
             Err(e) => {
                 m.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                return send_close(tx, e.close_code(), &e.to_string());
+                return send_close(out, e.close_code(), &e.to_string());
             }
         };
         match parsed {
-            Ok(message) => on_message(core, id, message, tx),
+            Ok(message) => on_message(core, id, message, out),
             Err(e) => {
                 m.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                send_error_response(tx, &e.to_string(), e.code());
+                send_error_response(out, &e.to_string(), e.code());
             }
         }
     }
 }
 
-fn on_message(
-    core: &Rc<Core>,
-    id: InstanceId,
-    message: ClientMessage,
-    tx: &mpsc::UnboundedSender<Outgoing>,
-) {
+fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Outbox) {
     let (request_id, outcome) = match message {
         ClientMessage::Response {
             request_id,
             payload,
             ..
-        } => (request_id, InvokeOutcome::Success { body: payload }),
+        } => (request_id, response_outcome(payload)),
         ClientMessage::Error {
             request_id,
             error_message,
@@ -274,44 +277,74 @@ fn on_message(
             (request_id, outcome)
         }
         ClientMessage::Ping => {
-            let _ = tx.send(Outgoing::Frame(text_frame(msg::PONG)));
-            return;
+            return out.frame(text_frame(msg::PONG));
         }
         ClientMessage::Pong => return,
         ClientMessage::Register(_) => {
-            return send_error_response(tx, "already registered", error_code::ALREADY_REGISTERED);
+            return send_error_response(out, "already registered", error_code::ALREADY_REGISTERED);
         }
     };
     let answered = core
         .sched
         .borrow_mut()
-        .respond_ws(id, &request_id, outcome, tx.clone());
+        .respond_ws(id, &request_id, outcome, out.tx.clone());
     match answered {
         Ok(()) => {
             tracing::info!(target: "invocations", "Posted response for: {request_id}");
         }
         Err(RuntimeRefusal::NotYourRequest) => {
             let why = format!("request {request_id} is not the invocation this connection holds");
-            send_error_response(tx, &why, error_code::UNEXPECTED_REQUEST_ID);
+            send_error_response(out, &why, error_code::UNEXPECTED_REQUEST_ID);
         }
         Err(RuntimeRefusal::UnknownInstance) => {
             // Answered, but the instance is retired: the writer closes the connection.
-            send_close(tx, CloseCode::Away.into(), "instance retired");
+            send_close(out, CloseCode::Away.into(), "instance retired");
         }
     }
 }
 
-fn send_error_response(tx: &mpsc::UnboundedSender<Outgoing>, message: &str, code: &str) {
+/// The session's outgoing queue as its reader sees it: invocations come from the scheduler (at
+/// most one at a time), every other frame (pongs, error responses, close) from the reader, which
+/// waits while `OUTGOING_FRAMES_MAX` of them are unwritten. A runtime that sends without
+/// reading is thereby slowed to what it reads (TCP backpressure), never buffered.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    backlog: Rc<Backlog>,
+}
+
+/// Frames queued by the reader and not yet written (shared with the writer, same core).
+#[derive(Default)]
+struct Backlog {
+    frames: Cell<usize>,
+    drained: Notify,
+}
+
+impl Outbox {
+    fn frame(&self, frame: Bytes) {
+        if self.tx.send(Outgoing::Frame(frame)).is_ok() {
+            self.backlog.frames.set(self.backlog.frames.get() + 1);
+        }
+    }
+
+    /// Waits until the writer has caught up enough to queue another frame.
+    async fn room(&self) {
+        while self.backlog.frames.get() >= OUTGOING_FRAMES_MAX {
+            self.backlog.drained.notified().await;
+        }
+    }
+}
+
+fn send_error_response(out: &Outbox, message: &str, code: &str) {
     let mut text = Vec::new();
     msg::error_response(&mut text, message, code);
-    let _ = tx.send(Outgoing::Frame(text_frame(&text)));
+    out.frame(text_frame(&text));
 }
 
 /// Queues a close frame; the writer ends the connection after sending it.
-fn send_close(tx: &mpsc::UnboundedSender<Outgoing>, code: u16, reason: &str) {
-    let mut out = Vec::new();
-    ws::encode_close(&mut out, code, reason);
-    let _ = tx.send(Outgoing::Frame(Bytes::from(out)));
+fn send_close(out: &Outbox, code: u16, reason: &str) {
+    let mut frame = Vec::new();
+    ws::encode_close(&mut frame, code, reason);
+    out.frame(Bytes::from(frame));
 }
 
 fn text_frame(text: &[u8]) -> Bytes {
@@ -321,12 +354,27 @@ fn text_frame(text: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// A `response` over the size Invoke allows fails the invocation as over HTTP
+/// (`Function.ResponseSizeTooLarge`), rather than reaching the caller.
+fn response_outcome(payload: Bytes) -> InvokeOutcome {
+    if payload.len() > INVOKE_PAYLOAD_BYTES_MAX {
+        return runtime_error_outcome(
+            "Function.ResponseSizeTooLarge",
+            &format!(
+                "Response payload size exceeded maximum allowed payload size ({INVOKE_PAYLOAD_BYTES_MAX} bytes)."
+            ),
+        );
+    }
+    InvokeOutcome::Success { body: payload }
+}
+
 /// Writes everything the session sends, in order. Ends after a close frame or when the
 /// session drops its sender.
 async fn write_loop(
     core: Rc<Core>,
     stream: Rc<TcpStream>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    backlog: Rc<Backlog>,
     binary: bool,
 ) {
     let m = &core.shared.metrics.ws;
@@ -337,6 +385,8 @@ async fn write_loop(
                 (invocation_frame(work, binary), false)
             }
             Outgoing::Frame(f) => {
+                backlog.frames.set(backlog.frames.get().saturating_sub(1));
+                backlog.drained.notify_one();
                 let close = f.first().is_some_and(|&b| ws::is_close_frame_head(b));
                 (vec![f], close)
             }
