@@ -11,6 +11,7 @@
 pub mod conn;
 pub mod core;
 pub mod logs;
+pub mod peer;
 pub mod runtime_api;
 pub mod scheduler;
 pub mod user_api;
