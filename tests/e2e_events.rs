@@ -508,9 +508,33 @@ fn event_ack_latency() {
         (us[N / 2], us[N * 99 / 100])
     };
     let dry = measure("DryRun");
+    let syncs_before = server.metric("lah_event_log_sync_seconds_count");
     let event = measure("Event");
+    let syncs_sequential = server.metric("lah_event_log_sync_seconds_count") - syncs_before;
     println!(
-        "sequential, one connection per request: DryRun p50 {} us p99 {} us; Event p50 {} us p99 {} us",
+        "sequential, one connection per request: DryRun p50 {} us p99 {} us; Event p50 {} us p99 {} us; {syncs_sequential} syncs for {N} events",
         dry.0, dry.1, event.0, event.1
+    );
+    // Group commit: 8 clients at once share syncs.
+    const CLIENTS: usize = 8;
+    let syncs_before = server.metric("lah_event_log_sync_seconds_count");
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                for _ in 0..N / CLIENTS {
+                    let resp = server.invoke(&name, b"{}", &[("X-Amz-Invocation-Type", "Event")]);
+                    assert_eq!(resp.status, 202);
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let syncs = server.metric("lah_event_log_sync_seconds_count") - syncs_before;
+    println!(
+        "{CLIENTS} clients: {} events in {elapsed:?} ({:.0}/s), {syncs} syncs ({:.1} events per sync)",
+        N / CLIENTS * CLIENTS,
+        (N / CLIENTS * CLIENTS) as f64 / elapsed.as_secs_f64(),
+        (N / CLIENTS * CLIENTS) as f64 / syncs
     );
 }

@@ -95,6 +95,13 @@ impl EventLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        if !bytes.is_empty() && !bytes.starts_with(MAGIC) {
+            // Not ours, or a format this version does not know: refuse rather than overwrite.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not an event log of this version", path.display()),
+            ));
+        }
         let (events, good, records) = replay(&bytes);
         if good < bytes.len() {
             tracing::warn!(
@@ -379,10 +386,7 @@ fn decode(body: &[u8]) -> Option<Record> {
 /// Replays `bytes`: the live events in acceptance order, the length of the valid prefix, and
 /// the number of records in it.
 fn replay(bytes: &[u8]) -> (Vec<StoredEvent>, usize, usize) {
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        if !bytes.is_empty() {
-            tracing::error!("event log: unknown format, starting an empty queue");
-        }
+    if !bytes.starts_with(MAGIC) {
         return (Vec::new(), 0, 0);
     }
     let mut events: Vec<Option<StoredEvent>> = Vec::new();
@@ -586,6 +590,17 @@ mod tests {
         let (_, events) = reopen(dir.path());
         assert_eq!(events.len(), 1);
         assert_eq!(file_len(dir.path()), compact);
+    }
+
+    #[test]
+    fn a_file_of_another_format_is_refused_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(log_path(dir.path()), b"LAHEVQ99 something else").unwrap();
+        assert!(EventLog::open(dir.path(), COMPACT_MIN_BYTES).is_err());
+        assert_eq!(
+            fs::read(log_path(dir.path())).unwrap(),
+            b"LAHEVQ99 something else"
+        );
     }
 
     #[test]
