@@ -19,8 +19,23 @@ pub const USER_API_BODY_BYTES_MAX: usize = 70 * 1024 * 1024;
 pub const LOG_TAIL_BYTES: usize = 4 * 1024;
 /// Per-instance log memory kept for tails.
 pub const LOG_RING_BYTES: usize = 64 * 1024;
-/// Async (Event) invocations waiting on one core before new ones are refused with 429.
-pub const EVENT_QUEUE_MAX: usize = 10_000;
+/// Event invocations queued (accepted, not done) across all functions before new ones are
+/// refused with 429 (`--event-queue-max`).
+pub const EVENT_QUEUE_MAX: usize = 100_000;
+/// Payload bytes of the queued events across all functions (`--event-queue-bytes-max`): the
+/// queue keeps payloads in memory as well as on disk, so this bounds its memory.
+pub const EVENT_QUEUE_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// Event invocations queued for one function (`--event-queue-function-max`): one function's
+/// backlog cannot take the whole queue.
+pub const EVENT_QUEUE_FUNCTION_MAX: usize = 20_000;
+/// Payload bytes queued for one function (`--event-queue-function-bytes-max`).
+pub const EVENT_QUEUE_FUNCTION_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Messages waiting in the event queue's inbox before cores refuse events with 429: the cores
+/// never wait for room, and while the queue's thread syncs a batch the next one gathers here.
+pub const EVENT_INBOX_MAX: usize = 4096;
+/// AWS's retry interval after a function error: about one minute, then two
+/// (`--event-retry-base-ms` scales every event delay by itself / this).
+pub const EVENT_RETRY_BASE_MS: u64 = 60_000;
 /// Cores are numbered in a 64-bit mask (`FunctionCounters::idle_cores`).
 pub const CORES_MAX: usize = 64;
 /// Seconds the control plane waits at shutdown, after killing every instance, for the instances
@@ -140,6 +155,28 @@ pub struct Config {
     /// Image per runtime family for the Docker executor, e.g. `python=lambda-at-home/python:bookworm`.
     #[arg(long = "image", env = "LAH_IMAGES", value_delimiter = ',')]
     pub images: Vec<String>,
+
+    /// First retry delay of a failed Event invocation in ms (AWS: about 1 minute; the second is
+    /// twice this). Throttle and system-error backoff (AWS: 1 s growing to 5 min) scale with it.
+    /// Tests shorten it.
+    #[arg(long, env = "LAH_EVENT_RETRY_BASE_MS", default_value_t = EVENT_RETRY_BASE_MS)]
+    pub event_retry_base_ms: u64,
+
+    /// Event invocations queued across all functions before new ones get 429.
+    #[arg(long, env = "LAH_EVENT_QUEUE_MAX", default_value_t = EVENT_QUEUE_MAX)]
+    pub event_queue_max: usize,
+
+    /// Payload bytes queued across all functions before new events get 429.
+    #[arg(long, env = "LAH_EVENT_QUEUE_BYTES_MAX", default_value_t = EVENT_QUEUE_BYTES_MAX)]
+    pub event_queue_bytes_max: usize,
+
+    /// Event invocations queued for one function before its new events get 429.
+    #[arg(long, env = "LAH_EVENT_QUEUE_FUNCTION_MAX", default_value_t = EVENT_QUEUE_FUNCTION_MAX)]
+    pub event_queue_function_max: usize,
+
+    /// Payload bytes queued for one function before its new events get 429.
+    #[arg(long, env = "LAH_EVENT_QUEUE_FUNCTION_BYTES_MAX", default_value_t = EVENT_QUEUE_FUNCTION_BYTES_MAX)]
+    pub event_queue_function_bytes_max: usize,
 
     /// Region of instances' `AWS_REGION`, and of ARNs when a request's SigV4 credential scope
     /// names none.

@@ -7,6 +7,8 @@
 //!   connections), `conn` (socket + buffers), `user_api` (AWS Lambda REST API), `runtime_api`
 //!   (Runtime API 2018-06-01), `websocket` (the WebSocket Runtime API), `scheduler` (Lambda's
 //!   instance semantics), `logs` (instance output, log tails), `metrics`.
+//! - `events`: the durable queue of `Event` invocations (its own thread): on-disk log, retries,
+//!   destinations.
 //! - `protocols`: wire codecs (HTTP/1.1, WebSocket frames, WebSocket runtime messages).
 //! - `control`: the control-plane thread: `registry` (functions, persisted), `code` (safe unzip),
 //!   `executor` (`process`, `docker`).
@@ -16,6 +18,7 @@
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod events;
 pub mod model;
 pub mod protocols;
 pub mod server;

@@ -1,6 +1,7 @@
-//! Start-up and shutdown: binds the listeners, starts the control-plane thread and one data-plane
-//! thread per core, and on SIGTERM/SIGINT stops in order (stop accepting, let in-flight
-//! invocations finish within the grace period, stop every instance, exit).
+//! Start-up and shutdown: binds the listeners, starts the control-plane thread, the event queue's
+//! thread (which replays its log) and one data-plane thread per core, and on SIGTERM/SIGINT
+//! stops in order (stop accepting, let in-flight invocations finish within the grace period,
+//! stop the event queue with the rest of its events on disk, stop every instance, exit).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, ExecutorChoice};
+use crate::config::{Config, ExecutorChoice, EVENT_INBOX_MAX};
 use crate::control::executor::process::ProcessExecutor;
 use crate::control::executor::Executor;
 use crate::control::registry::{Defaults, Registry};
@@ -37,6 +38,8 @@ pub struct Server {
     pub shared: Arc<Switchboard>,
     cores: Vec<JoinHandle<()>>,
     control: JoinHandle<()>,
+    events_tx: mpsc::Sender<crate::model::EventMsg>,
+    events: JoinHandle<()>,
 }
 
 /// Pending connections each core's listener queues before the kernel refuses more: room for a
@@ -105,12 +108,21 @@ impl Server {
             control_tx,
         ));
         let control = start_control(shared.clone(), registry, control_rx)?;
+        // Bounded: a core that finds it full answers 429 instead of waiting (EVENT_INBOX_MAX).
+        let (events_tx, events_rx) = mpsc::channel(EVENT_INBOX_MAX);
+        let events = crate::events::start(shared.clone(), events_rx).map_err(|e| {
+            ServerError::DataDir(
+                shared.config.data_dir.display().to_string(),
+                format!("event log: {e}"),
+            )
+        })?;
         let mut handles = Vec::with_capacity(cores);
         for (i, ((u, r), rx)) in user.into_iter().zip(runtime).zip(core_rxs).enumerate() {
             let shared = shared.clone();
+            let events_tx = events_tx.clone();
             let h = std::thread::Builder::new()
                 .name(format!("core-{i}"))
-                .spawn(move || core::run(i, shared, u, r, rx))
+                .spawn(move || core::run(i, shared, u, r, rx, events_tx))
                 .map_err(ServerError::Thread)?;
             handles.push(h);
         }
@@ -124,6 +136,8 @@ impl Server {
             shared,
             cores: handles,
             control,
+            events_tx,
+            events,
         })
     }
 
@@ -139,6 +153,16 @@ impl Server {
         while shared.global_in_flight.load(Ordering::SeqCst) > 0 && started.elapsed() < grace {
             std::thread::sleep(Duration::from_millis(IN_FLIGHT_POLL_MS));
         }
+        // The event queue started no attempt since `shutting_down`; it records the attempts
+        // that ended and keeps the rest on disk for the next start.
+        let (done, wait) = oneshot::channel();
+        if self
+            .events_tx
+            .blocking_send(crate::model::EventMsg::Shutdown { done })
+            .is_ok()
+        {
+            let _ = wait.blocking_recv();
+        }
         let (done, wait) = oneshot::channel();
         shared.send_control(ControlMsg::Shutdown { done });
         let _ = wait.blocking_recv();
@@ -149,6 +173,8 @@ impl Server {
             let _ = h.join();
         }
         let _ = self.control.join();
+        drop(self.events_tx);
+        let _ = self.events.join();
         tracing::info!("Lambda@Home stopped");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns its SO_REUSEPORT listeners (User API and Runtime API), the listeners of the instances homed
 //! here, the slab of connections it accepted, and its scheduler. Its inbox carries hand-offs from
-//! other cores and instance events from the control plane. A 10 ms tick enforces deadlines and
+//! other cores and the event queue, and instance events from the control plane. A 10 ms tick enforces deadlines and
 //! idle limits. Everything is `Rc`/`RefCell`: no other thread ever touches it.
 
 use std::cell::{Cell, RefCell};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{Sender, UnboundedReceiver};
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::conn::{HttpConn, ReadDeadlines};
@@ -22,7 +22,7 @@ use super::logs::LogSource;
 use super::scheduler::Scheduler;
 use super::{runtime_api, user_api};
 use crate::model::types::InstanceId;
-use crate::model::{CoreMsg, Switchboard};
+use crate::model::{CoreMsg, EventMsg, Switchboard};
 
 /// How often deadlines and idle limits are checked: timeouts fire within this of their deadline.
 const TICK: Duration = Duration::from_millis(10);
@@ -61,8 +61,8 @@ pub struct Core {
     pub conns: RefCell<Slab<ConnEntry>>,
     /// The shared listeners' fds, shut down to stop accepting.
     listener_fds: RefCell<Vec<RawFd>>,
-    /// Event invocations accepted on this core and not yet finished (bounded by EVENT_QUEUE_MAX).
-    pub events_queued: Cell<usize>,
+    /// The event queue's inbox (bounded: a full inbox refuses the event with 429).
+    pub events: Sender<EventMsg>,
     /// Client connections open on this core (bounded by `--connections-max`).
     clients: Cell<usize>,
 }
@@ -74,6 +74,7 @@ pub fn run(
     user: StdTcpListener,
     runtime: StdTcpListener,
     inbox: UnboundedReceiver<CoreMsg>,
+    events: Sender<EventMsg>,
 ) {
     tokio_uring::builder()
         .entries(RING_ENTRIES)
@@ -84,7 +85,7 @@ pub fn run(
                 shared,
                 conns: RefCell::new(Slab::with_capacity(CONNECTIONS_PREALLOCATED)),
                 listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
-                events_queued: Cell::new(0),
+                events,
                 clients: Cell::new(0),
             });
             tokio_uring::spawn(accept_loop(

@@ -83,9 +83,8 @@ impl PeerLookup {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just created and is owned by nobody else.
-        Ok(PeerLookup {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(PeerLookup { fd })
     }
 
     /// The uid owning the socket at `peer` that is connected to our socket at `local` (both

@@ -9,7 +9,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -17,15 +17,13 @@ use tokio::sync::oneshot;
 
 use super::conn::{ConnError, HttpConn, Response};
 use super::core::Core;
-use crate::config::{
-    EVENT_PAYLOAD_BYTES_MAX, EVENT_QUEUE_MAX, INVOKE_PAYLOAD_BYTES_MAX, USER_API_BODY_BYTES_MAX,
-};
+use crate::config::{EVENT_PAYLOAD_BYTES_MAX, INVOKE_PAYLOAD_BYTES_MAX, USER_API_BODY_BYTES_MAX};
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::names::{function_ref_from_path, validate_qualifier};
 use crate::model::types::{
     function_arn, InvokeContext, InvokeOutcome, InvokeResult, RequestId, LATEST,
 };
-use crate::model::{ApiAnswer, ControlMsg, Invocation, Permit};
+use crate::model::{ApiAnswer, ControlMsg, EventMsg, Invocation, NewEvent, Permit};
 use crate::protocols::http::{Limits, Method, Request};
 
 pub fn limits() -> Limits {
@@ -131,6 +129,9 @@ enum InvocationType {
 /// Everything Invoke needs from the request, validated.
 struct InvokeRequest {
     function: std::sync::Arc<crate::model::types::Function>,
+    /// The qualifier the caller named (`$LATEST` when none): an Event keeps it, and the version
+    /// an alias routes to is chosen at each attempt.
+    qualifier: String,
     kind: InvocationType,
     payload: Bytes,
     context: InvokeContext,
@@ -225,6 +226,7 @@ fn parse_invoke(core: &Rc<Core>, raw_name: &str, req: &Request) -> Result<Invoke
     };
     Ok(InvokeRequest {
         function,
+        qualifier: target.qualifier.unwrap_or_else(|| LATEST.to_string()),
         kind,
         payload,
         context: InvokeContext {
@@ -277,7 +279,7 @@ async fn invoke(core: &Rc<Core>, raw_name: &str, req: Request) -> Response {
         InvocationType::DryRun => {
             Response::empty(204).header("x-amzn-RequestId", request_id.to_string())
         }
-        InvocationType::Event => invoke_event(core, parsed, request_id),
+        InvocationType::Event => invoke_event(core, parsed, request_id).await,
         InvocationType::RequestResponse => invoke_sync(core, parsed, request_id).await,
     }
 }
@@ -327,58 +329,49 @@ fn result_response(result: InvokeResult, id: &RequestId, version: &str) -> Respo
     resp
 }
 
-/// `Event`: acknowledged with 202 at once, run in the background on this core. A throttled event
-/// is retried (as Lambda's async queue does) with backoff for up to `EVENT_RETRY_FOR`.
-fn invoke_event(core: &Rc<Core>, p: InvokeRequest, id: RequestId) -> Response {
-    const EVENT_RETRY_FOR: Duration = Duration::from_secs(300);
-    /// The longest wait between two admission attempts of a throttled event.
-    const EVENT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
-    if core.events_queued.get() >= EVENT_QUEUE_MAX {
-        return error_response(&ApiError::throttled("EventQueueFull"), Some(&id));
-    }
-    core.events_queued.set(core.events_queued.get() + 1);
-    core.shared
-        .metrics
-        .invocations_event
-        .fetch_add(1, Ordering::Relaxed);
-    let core2 = core.clone();
-    let id2 = id.clone();
-    tokio_uring::spawn(async move {
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(20);
-        let permit = loop {
-            match Permit::acquire(&core2.shared, &p.function) {
-                Ok(permit) => break Some(permit),
-                Err(_) if started.elapsed() < EVENT_RETRY_FOR => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(EVENT_RETRY_BACKOFF_MAX);
-                }
-                Err(e) => {
-                    tracing::warn!(request_id = %id2, "event dropped after retries: {e}");
-                    break None;
-                }
+/// `Event`: handed to the event queue (`events`), answered 202 once the queue has it on disk.
+/// A full queue (its bounds, or its inbox) is 429 `TooManyRequestsException` (`EventQueueFull`).
+/// The core never waits for the disk itself: it awaits the queue's acknowledgement like any
+/// other reply.
+async fn invoke_event(core: &Rc<Core>, p: InvokeRequest, id: RequestId) -> Response {
+    let (ack, rx) = oneshot::channel();
+    let event = NewEvent {
+        id: id.clone(),
+        function: p.function.config.name.clone(),
+        qualifier: p.qualifier,
+        payload: p.payload,
+        trace_id: p.context.trace_id,
+        client_context: p.context.client_context,
+    };
+    if let Err(e) = core.events.try_send(EventMsg::Enqueue { event, ack }) {
+        let error = match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                core.shared
+                    .metrics
+                    .throttles
+                    .fetch_add(1, Ordering::Relaxed);
+                ApiError::throttled("EventQueueFull")
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                ApiError::new(ErrorKind::ServiceUnavailable, "The server is shutting down")
             }
         };
-        if let Some(permit) = permit {
-            let (reply, rx) = oneshot::channel();
-            let inv = Invocation {
-                id: id2.clone(),
-                function: p.function,
-                payload: p.payload,
-                context: p.context,
-                accepted_at: Instant::now(),
-                want_log_tail: false,
-                reply,
-                permit,
-            };
-            core2.sched.borrow_mut().submit(inv);
-            if let Ok(result) = rx.await {
-                tracing::debug!(request_id = %id2, outcome = ?result.outcome, "event invocation done");
-            }
+        return error_response(&error, Some(&id));
+    }
+    match rx.await {
+        Ok(Ok(())) => {
+            core.shared
+                .metrics
+                .invocations_event
+                .fetch_add(1, Ordering::Relaxed);
+            Response::empty(202).header("x-amzn-RequestId", id.to_string())
         }
-        core2.events_queued.set(core2.events_queued.get() - 1);
-    });
-    Response::empty(202).header("x-amzn-RequestId", id.to_string())
+        Ok(Err(e)) => error_response(&e, Some(&id)),
+        Err(_) => error_response(
+            &ApiError::new(ErrorKind::ServiceUnavailable, "The event queue has stopped"),
+            Some(&id),
+        ),
+    }
 }
 
 /// The deprecated InvokeAsync (2014-11-13): same as an Event invoke, answered `{"Status":202}`.
@@ -387,7 +380,7 @@ async fn invoke_async_legacy(core: &Rc<Core>, raw_name: &str, req: Request) -> R
     match parse_invoke(core, raw_name, &req) {
         Ok(mut p) => {
             p.kind = InvocationType::Event;
-            let resp = invoke_event(core, p, id);
+            let resp = invoke_event(core, p, id).await;
             if resp.status == 202 {
                 return Response::json(202, r#"{"Status":202}"#);
             }

@@ -1,6 +1,7 @@
 //! Messages between threads: `CoreMsg` (to a data-plane core, from other cores and the control
-//! plane), `ControlMsg` (to the control plane, from the cores), and `Invocation`, the unit of work
-//! that travels between cores.
+//! plane), `ControlMsg` (to the control plane, from the cores), `EventMsg` (to the event queue's
+//! thread, from the cores and `server`), and `Invocation`, the unit of work that travels between
+//! cores.
 //!
 //! Every value here is `Send` and moves by value over a channel; nothing is shared mutably.
 //! Channel bounds are documented where the channels are made (`server.rs`).
@@ -32,6 +33,32 @@ pub struct Invocation {
     pub reply: oneshot::Sender<InvokeResult>,
     /// Concurrency held until the invocation is dropped.
     pub permit: Permit,
+}
+
+/// An `Event` invocation a core accepted, on its way to the event queue (`events`), which
+/// acknowledges it once it is on disk.
+pub struct NewEvent {
+    pub id: RequestId,
+    /// The function's name and the qualifier the caller invoked (`$LATEST` when none): the
+    /// version an alias routes to is chosen at each attempt, as on AWS.
+    pub function: String,
+    pub qualifier: String,
+    pub payload: Bytes,
+    pub trace_id: Arc<str>,
+    pub client_context: Option<Bytes>,
+}
+
+/// Messages the event queue's thread receives (over a bounded channel: a full channel is 429).
+pub enum EventMsg {
+    /// Append the event to the log; `ack` answers once the append is on disk (`Ok`), or why it
+    /// was refused (queue bounds: `TooManyRequestsException`; the log failed: a service error).
+    Enqueue {
+        event: NewEvent,
+        ack: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Shutdown: start no attempt, record what the attempts that already ended returned, and
+    /// answer `done`; whatever is still queued stays on disk for the next start.
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 /// Messages a core receives (from other cores and from the control plane).

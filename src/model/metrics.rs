@@ -14,7 +14,7 @@ const BUCKETS_US: [u64; 14] = [
 /// Microseconds per second: buckets and sums are kept in µs and exposed in seconds.
 const US_PER_S: f64 = 1e6;
 /// Starting capacity of the `/metrics` text; the whole page fits without growing it.
-const METRICS_TEXT_BYTES: usize = 4096;
+const METRICS_TEXT_BYTES: usize = 8192;
 
 #[derive(Default)]
 pub struct Histogram {
@@ -105,6 +105,17 @@ pub struct Metrics {
     pub instances: InstanceGauges,
     pub ws: WsMetrics,
     pub conns: ConnMetrics,
+    /// Event invocations accepted and not done (the event queue sets it).
+    pub events_queued: AtomicI64,
+    pub event_attempts: AtomicU64,
+    pub events_succeeded: AtomicU64,
+    /// Retries exhausted or too old (sent to OnFailure when there is one).
+    pub events_failed: AtomicU64,
+    /// Dropped because their function or version no longer exists.
+    pub events_dropped: AtomicU64,
+    pub event_destinations: AtomicU64,
+    /// One write + `fdatasync` of a batch of the event log.
+    pub event_log_sync: Histogram,
 }
 
 impl Metrics {
@@ -159,6 +170,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        self.render_events(&mut out);
         self.duration.render(
             &mut out,
             "lah_invocation_duration_seconds",
@@ -211,6 +223,53 @@ impl Metrics {
             let v = v.load(Ordering::Relaxed);
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
         }
+    }
+
+    fn render_events(&self, out: &mut String) {
+        let queued = self.events_queued.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP lah_events_queued Event invocations accepted and not done.\n# TYPE lah_events_queued gauge\nlah_events_queued {queued}"
+        );
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            (
+                "lah_event_attempts_total",
+                "Attempts of Event invocations started.",
+                &self.event_attempts,
+            ),
+            (
+                "lah_events_succeeded_total",
+                "Event invocations whose function succeeded.",
+                &self.events_succeeded,
+            ),
+            (
+                "lah_events_failed_total",
+                "Event invocations discarded: retries exhausted or too old.",
+                &self.events_failed,
+            ),
+            (
+                "lah_events_dropped_total",
+                "Event invocations dropped because their function is gone.",
+                &self.events_dropped,
+            ),
+            (
+                "lah_event_destinations_total",
+                "Invocation records enqueued for OnSuccess/OnFailure destinations.",
+                &self.event_destinations,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        self.event_log_sync.render(
+            out,
+            "lah_event_log_sync_seconds",
+            "One write and fdatasync of a batch of the event log.",
+        );
     }
 
     fn render_ws(&self, out: &mut String) {

@@ -6,7 +6,8 @@
 //! inside; a type two planes share lives here, never in one plane's `mod.rs`.
 //! - `types`: functions, instances, invocation results (plain data, `Send`).
 //! - `error`: AWS's error shapes, the one place failures become what a client sees.
-//! - `messages`: `CoreMsg` (to a core), `ControlMsg` (to the control plane), `Invocation`.
+//! - `messages`: `CoreMsg` (to a core), `ControlMsg` (to the control plane), `EventMsg` (to the
+//!   event queue), `Invocation`.
 //! - `switchboard`: `Switchboard`, the state every thread reads (config, function table,
 //!   channels, counters), and `Permit`, one invocation's hold on concurrency.
 //! - `metrics`: the Prometheus counters every thread bumps.
@@ -19,6 +20,6 @@ pub mod names;
 pub mod switchboard;
 pub mod types;
 
-pub use messages::{ApiAnswer, ControlMsg, CoreMsg, Invocation};
+pub use messages::{ApiAnswer, ControlMsg, CoreMsg, EventMsg, Invocation, NewEvent};
 pub use metrics::Metrics;
 pub use switchboard::{Permit, Switchboard};

@@ -283,6 +283,32 @@ pub struct AliasRoute {
     pub additional: Option<(String, f64)>,
 }
 
+/// AWS's default for `MaximumRetryAttempts`: an event whose function fails is retried twice.
+pub const EVENT_RETRY_ATTEMPTS_DEFAULT: u32 = 2;
+/// AWS's default for `MaximumEventAgeInSeconds`: six hours.
+pub const EVENT_AGE_S_DEFAULT: u32 = 21_600;
+
+/// How asynchronous invocations of one function qualifier are handled (its event invoke config,
+/// or AWS's defaults when it has none). Destinations are function ARNs of this server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventSettings {
+    pub maximum_retry_attempts: u32,
+    pub maximum_event_age_s: u32,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            maximum_retry_attempts: EVENT_RETRY_ATTEMPTS_DEFAULT,
+            maximum_event_age_s: EVENT_AGE_S_DEFAULT,
+            on_success: None,
+            on_failure: None,
+        }
+    }
+}
+
 /// What the data-plane cores look functions up in, published whole by the control plane
 /// (`ArcSwap`) before it acknowledges a change.
 #[derive(Clone, Debug, Default)]
@@ -291,9 +317,21 @@ pub struct FunctionTable {
     pub versions: HashMap<String, Arc<Function>>,
     /// Aliases by `NAME:ALIAS`.
     pub aliases: HashMap<String, AliasRoute>,
+    /// Event invoke configs by `NAME:QUALIFIER` (`$LATEST` for unqualified invocations); a
+    /// qualifier without one gets `EventSettings::default()`.
+    pub event_settings: HashMap<String, EventSettings>,
 }
 
 impl FunctionTable {
+    /// How asynchronous invocations of `name` at `qualifier` are retried and where their
+    /// records go.
+    pub fn event_settings(&self, name: &str, qualifier: &str) -> EventSettings {
+        self.event_settings
+            .get(&format!("{name}:{qualifier}"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// `$LATEST` of `name`.
     pub fn latest(&self, name: &str) -> Option<&Arc<Function>> {
         self.versions.get(name)

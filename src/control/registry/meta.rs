@@ -2,8 +2,9 @@
 //! ListTags), the resource-based policy (AddPermission, RemovePermission, GetPolicy) and event
 //! invoke configs (Put/Update/Get/Delete/ListFunctionEventInvokeConfigs).
 //!
-//! Stored and returned as AWS does; none of it is enforced by the invoke path (see README,
-//! "Decisions"). Changes persist atomically with the rest of the function (`Registry::save`).
+//! Stored and returned as AWS does. Tags and policies are not enforced (see README,
+//! "Decisions"); event invoke configs are published with the function table and honoured by the
+//! asynchronous event queue (`events`). Changes persist atomically with the rest of the function (`Registry::save`).
 
 use std::collections::BTreeMap;
 

@@ -27,8 +27,8 @@ use crate::control::code::{sha256_base64, sync_dir, write_atomic};
 use crate::control::layers::LayerStore;
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::types::{
-    function_arn, pool_key, AliasRoute, Concurrency, Function, FunctionConfig, FunctionCounters,
-    FunctionTable, LayerRef, LATEST,
+    function_arn, pool_key, AliasRoute, Concurrency, EventSettings, Function, FunctionConfig,
+    FunctionCounters, FunctionTable, LayerRef, LATEST,
 };
 pub use store::civil_from_days;
 pub(crate) use store::now_aws;
@@ -509,6 +509,22 @@ impl Registry {
                 table
                     .aliases
                     .insert(format!("{name}:{}", alias.name), route);
+            }
+            for (qualifier, c) in &entry.stored.event_invoke_configs {
+                let defaults = EventSettings::default();
+                let settings = EventSettings {
+                    maximum_retry_attempts: c
+                        .maximum_retry_attempts
+                        .unwrap_or(defaults.maximum_retry_attempts),
+                    maximum_event_age_s: c
+                        .maximum_event_age_s
+                        .unwrap_or(defaults.maximum_event_age_s),
+                    on_success: c.on_success.clone(),
+                    on_failure: c.on_failure.clone(),
+                };
+                table
+                    .event_settings
+                    .insert(format!("{name}:{qualifier}"), settings);
             }
         }
         self.table.store(Arc::new(table));

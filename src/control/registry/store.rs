@@ -91,8 +91,7 @@ pub struct PolicyStatement {
     pub statement: serde_json::Value,
 }
 
-/// PutFunctionEventInvokeConfig's settings (stored; the async path's honouring of them is the
-/// event queue's).
+/// PutFunctionEventInvokeConfig's settings, published to the event queue as `EventSettings`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct EventInvokeConfig {
     pub maximum_retry_attempts: Option<u32>,
