@@ -10,6 +10,7 @@
 pub mod api;
 pub mod code;
 pub mod executor;
+pub mod held;
 pub mod layers;
 pub mod registry;
 
@@ -106,6 +107,9 @@ impl ControlPlane {
                 Some((id, addr)) = self.ended_rx.recv() => {
                     self.instances.remove(&id);
                     self.addresses.give_back(addr);
+                }
+                Some(path) = self.registry.held.next_released() => {
+                    self.registry.held.reap_one(path);
                 }
             }
         }
@@ -244,6 +248,9 @@ impl InstanceTask {
         mut rx: mpsc::UnboundedReceiver<InstanceCmd>,
     ) {
         let (id, core) = (self.id, self.core);
+        // Held until the instance is gone: its code and layers stay on disk while it runs, even
+        // when its function is updated or deleted meanwhile (see `held`).
+        let function = spec.function.clone();
         let started = std::time::Instant::now();
         let result = self.executor.start(spec).await;
         let start_us = started.elapsed().as_micros() as u64;
@@ -276,6 +283,7 @@ impl InstanceTask {
         tracing::debug!(instance = %id, ?exit, "instance ended");
         self.shared
             .send_core(core, CoreMsg::InstanceExited { id, exit });
+        drop(function);
         let _ = self.ended.send((id, self.addr));
     }
 }

@@ -69,7 +69,7 @@ pub fn command_for(
     } else if runtime.starts_with("python") {
         Ok((python.into(), vec![rt.join("python/bootstrap.py")]))
     } else if runtime.starts_with("provided") {
-        Ok((spec.function.code_dir.join("bootstrap"), vec![]))
+        Ok((spec.function.code_dir().join("bootstrap"), vec![]))
     } else {
         Err(ExecError::UnsupportedRuntime(runtime.to_string()))
     }
@@ -99,7 +99,7 @@ impl Executor for ProcessExecutor {
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, ExecError>> {
         Box::pin(async move {
             let (program, args) = self.command_for(&spec)?;
-            let code_dir = &spec.function.code_dir;
+            let code_dir = spec.function.code_dir();
             let (read, write) = pipe().map_err(|e| ExecError::Spawn(e.to_string()))?;
             let write2 = write
                 .try_clone()
@@ -146,7 +146,7 @@ fn opt_mount_source(spec: &InstanceSpec) -> Option<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let dir = spec.function.opt_dir.as_ref().filter(|_| root)?;
+    let dir = spec.function.opt_dir().filter(|_| root)?;
     std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()
 }
 
@@ -181,14 +181,14 @@ unsafe fn mount_opt(source: &std::ffi::CStr) {
 /// directory's `python`, `nodejs/node_modules`, `bin` and `lib` come first, as AWS's `/opt`
 /// paths do (the real directory, which works whether or not `/opt` could be mounted).
 fn path_env(spec: &InstanceSpec, deps: &Path) -> Vec<(String, String)> {
-    let task_root = spec.function.code_dir.display().to_string();
+    let task_root = spec.function.code_dir().display().to_string();
     let mut host_path =
         std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
     let mut python_path = vec![task_root.clone()];
     let mut node_path = vec![format!("{task_root}/node_modules")];
     let mut lib_path = None;
-    if let Some(opt) = &spec.function.opt_dir {
+    if let Some(opt) = spec.function.opt_dir() {
         let layers = LayerPaths::under(&opt.display().to_string(), &spec.function.config.runtime);
         python_path.extend(layers.python);
         node_path.extend(layers.node);
