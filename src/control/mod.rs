@@ -313,7 +313,8 @@ fn bind_instance_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpList
 }
 
 /// AWS's environment for an instance, plus ours (LAMBDA_INSTANCE_ID, LAMBDA_USE_WEBSOCKET,
-/// LAMBDA_RUNTIME_NAME), plus the function's own variables. Path-dependent variables
+/// LAMBDA_RUNTIME_NAME), plus the function's own variables, which replace any but the server's
+/// own (`SERVER_ENV_KEYS`). Path-dependent variables
 /// (LAMBDA_TASK_ROOT, LAMBDA_RUNTIME_DIR, PATH, NODE_PATH, PYTHONPATH) are the executor's.
 pub fn instance_env(
     f: &Function,
@@ -358,7 +359,12 @@ pub fn instance_env(
         ("LAMBDA_RUNTIME_NAME".into(), c.runtime.clone()),
         ("LAMBDA_USE_WEBSOCKET".into(), use_websocket.to_string()),
     ];
-    for (k, v) in &c.environment {
+    let ours = crate::control::api::functions::SERVER_ENV_KEYS;
+    for (k, v) in c
+        .environment
+        .iter()
+        .filter(|(k, _)| !ours.contains(&k.as_str()))
+    {
         match env.iter_mut().find(|(key, _)| key == k) {
             Some(slot) => slot.1 = v.clone(),
             None => env.push((k.clone(), v.clone())),

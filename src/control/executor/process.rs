@@ -362,11 +362,32 @@ fn path_env(spec: &InstanceSpec, deps: &Path) -> Vec<(String, String)> {
     if let Some(lib) = lib_path {
         env.push(("LD_LIBRARY_PATH".into(), lib));
     }
+    honour_user_paths(&mut env, &spec.function.config.environment);
     // The pyenv shim on some hosts needs its root to find the interpreter.
     if let Ok(root) = std::env::var("PYENV_ROOT") {
         env.push(("PYENV_ROOT".into(), root));
     }
     env
+}
+
+/// Search paths AWS lets a function set (not reserved): the function's value comes first, and
+/// the server's entries follow, so its own directories win lookups while the runtime still finds
+/// the handler, the layers and the WebSocket packages.
+const USER_PATH_KEYS: &[&str] = &["PATH", "PYTHONPATH", "NODE_PATH", "LD_LIBRARY_PATH"];
+
+fn honour_user_paths(
+    env: &mut Vec<(String, String)>,
+    user: &std::collections::BTreeMap<String, String>,
+) {
+    for key in USER_PATH_KEYS {
+        let Some(value) = user.get(*key).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = format!("{value}:{}", slot.1),
+            None => env.push((key.to_string(), value.clone())),
+        }
+    }
 }
 
 struct ProcessInstance {
@@ -446,5 +467,34 @@ impl Instance for ProcessInstance {
 
     fn resume(&mut self) -> BoxFuture<'_, Result<(), ExecError>> {
         Box::pin(async move { self.signal_group(libc::SIGCONT) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn user_search_paths_come_first_and_the_servers_follow() {
+        let mut env = vec![
+            ("PATH".to_string(), "/usr/bin".to_string()),
+            ("PYTHONPATH".to_string(), "/task".to_string()),
+        ];
+        let user = BTreeMap::from([
+            ("PATH".to_string(), "/mine/bin".to_string()),
+            ("PYTHONPATH".to_string(), "/mine/py".to_string()),
+            ("LD_LIBRARY_PATH".to_string(), "/mine/lib".to_string()),
+            ("NODE_PATH".to_string(), String::new()),
+        ]);
+        honour_user_paths(&mut env, &user);
+        assert_eq!(
+            env,
+            [
+                ("PATH".to_string(), "/mine/bin:/usr/bin".to_string()),
+                ("PYTHONPATH".to_string(), "/mine/py:/task".to_string()),
+                ("LD_LIBRARY_PATH".to_string(), "/mine/lib".to_string()),
+            ]
+        );
     }
 }
