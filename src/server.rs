@@ -226,8 +226,12 @@ fn start_control(
 
 async fn choose_executor(shared: &Arc<Switchboard>) -> Result<Arc<dyn Executor>, String> {
     let config = &shared.config;
-    let process =
-        || Arc::new(ProcessExecutor::new(config.resolve_runtime_deps_dir())) as Arc<dyn Executor>;
+    let process = || {
+        Arc::new(ProcessExecutor::new(
+            config.resolve_runtime_deps_dir(),
+            &config.data_dir,
+        )) as Arc<dyn Executor>
+    };
     match config.executor {
         ExecutorChoice::Process => Ok(process()),
         ExecutorChoice::Docker => crate::control::executor::connect_docker(config)

@@ -69,10 +69,36 @@ impl From<CodeError> for ApiError {
             CodeError::TooLarge => ApiError::invalid_param(format!(
                 "Unzipped size must be smaller than {UNZIPPED_BYTES_MAX} bytes"
             )),
+            // Names too long for the filesystem, a file and a directory of the same name:
+            // the zip's content is at fault, not the server.
+            CodeError::Io(e) if caused_by_content(&e) => ApiError::invalid_param(format!(
+                "{UNZIP_MESSAGE} (an entry cannot be written: {})",
+                io_reason(&e)
+            )),
             // A full disk or a permission problem is ours, not the caller's.
-            CodeError::Io(e) => ApiError::service(format!("Could not store the code: {e}")),
+            CodeError::Io(e) => {
+                ApiError::service(format!("Could not store the code: {}", io_reason(&e)))
+            }
             other => ApiError::invalid_param(format!("{UNZIP_MESSAGE} ({other})")),
         }
+    }
+}
+
+/// Whether writing an entry failed because of what the zip holds (over-long names, an entry
+/// that is both a file and a directory, names the filesystem refuses).
+fn caused_by_content(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENAMETOOLONG | libc::ENOTDIR | libc::EEXIST | libc::EISDIR | libc::EILSEQ)
+    )
+}
+
+/// An I/O error's reason without the context it may carry (never a host path in a message a
+/// caller sees).
+fn io_reason(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code).to_string(),
+        None => e.kind().to_string(),
     }
 }
 
@@ -198,12 +224,12 @@ fn entry_relative_path(name: &str) -> Option<PathBuf> {
 }
 
 /// 0755 when the zip marks the file executable, else 0644 (setuid and friends are dropped).
-/// Zips made without unix modes (Windows tools) get 0755 for a top-level `bootstrap`, which
-/// could not run otherwise.
+/// A `bootstrap` at the root is always 0755: a `provided` runtime must be able to run it, and zips
+/// made on Windows carry no unix modes (or DOS ones without an executable bit).
 fn file_mode(unix_mode: Option<u32>, rel: &Path) -> u32 {
     match unix_mode {
+        _ if rel == Path::new("bootstrap") => 0o755,
         Some(m) if m & 0o111 != 0 => 0o755,
-        None if rel == Path::new("bootstrap") => 0o755,
         _ => 0o644,
     }
 }
@@ -340,6 +366,71 @@ mod tests {
         SimpleFileOptions::default()
             .compression_method(CompressionMethod::Deflated)
             .unix_permissions(mode)
+    }
+
+    /// `zip` as a Windows tool writes it: "version made by" MS-DOS and DOS attributes (archive)
+    /// in every central directory entry, so no unix mode.
+    fn as_made_on_windows(mut zip: Vec<u8>) -> Vec<u8> {
+        let mut i = 0;
+        while i + 46 <= zip.len() {
+            if zip[i..i + 4] == [0x50, 0x4b, 0x01, 0x02] {
+                zip[i + 5] = 0; // made by: MS-DOS
+                zip[i + 38..i + 42].copy_from_slice(&0x20u32.to_le_bytes());
+                i += 46;
+            } else {
+                i += 1;
+            }
+        }
+        zip
+    }
+
+    #[test]
+    fn bootstrap_from_a_windows_zip_is_executable() {
+        let zip = as_made_on_windows(build_zip(|w| {
+            w.start_file("bootstrap", opts(0o644)).unwrap();
+            w.write_all(b"#!/bin/sh\n").unwrap();
+            w.start_file("lib.sh", opts(0o644)).unwrap();
+            w.write_all(b"x\n").unwrap();
+        }));
+        let archive = zip::ZipArchive::new(Cursor::new(zip.clone())).unwrap();
+        let mut archive = archive;
+        let mode = archive.by_index(0).unwrap().unix_mode();
+        assert!(mode.is_none_or(|m| m & 0o111 == 0), "{mode:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("code");
+        unpack_zip(&zip, &dest).unwrap();
+        let mode = |f: &str| fs::metadata(dest.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("bootstrap"), 0o755);
+        assert_eq!(mode("lib.sh"), 0o644);
+    }
+
+    #[test]
+    fn unwritable_entries_are_the_callers_fault_and_name_no_host_path() {
+        let long = format!("{}.txt", "a".repeat(300));
+        let file_then_dir = build_zip(|w| {
+            w.start_file("x", opts(0o644)).unwrap();
+            w.write_all(b"file").unwrap();
+            w.start_file("x/y", opts(0o644)).unwrap();
+            w.write_all(b"under a file").unwrap();
+        });
+        let too_long = build_zip(|w| {
+            w.start_file(long.as_str(), opts(0o644)).unwrap();
+            w.write_all(b"x").unwrap();
+        });
+        for zip in [file_then_dir, too_long] {
+            let dir = tempfile::tempdir().unwrap();
+            let e = ApiError::from(unpack_zip(&zip, &dir.path().join("code")).unwrap_err());
+            assert_eq!(
+                e.kind,
+                crate::model::error::ErrorKind::InvalidParameterValue,
+                "{e:?}"
+            );
+            let text = format!("{e:?}");
+            assert!(!text.contains(dir.path().to_str().unwrap()), "{text}");
+        }
+        let ours = CodeError::Io(io::Error::from_raw_os_error(libc::ENOSPC));
+        let e = ApiError::from(ours);
+        assert_eq!(e.kind, crate::model::error::ErrorKind::Service, "{e:?}");
     }
 
     #[test]

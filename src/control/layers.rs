@@ -10,7 +10,8 @@
 //!   its content once nothing does. Numbers are never reused.
 //! - `.merged/KEY/`: a function's layers merged in order (later layers override earlier files),
 //!   built from hard links, keyed by the hash of the layer list, shared by every version that
-//!   uses the same list.
+//!   uses the same list. `collect` releases a tree no function names to `HeldDirs`, which keeps
+//!   it while instances still run it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::control::code::{self, sha256_base64, sync_filesystem, write_atomic};
+use crate::control::held::HeldDirs;
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::types::{account_id, LayerRef};
 
@@ -234,7 +236,9 @@ impl LayerStore {
 
     /// Removes what nothing needs any more: deleted versions no function references, and
     /// merged trees of layer lists no function uses.
-    pub fn collect(&mut self, in_use: &[Vec<LayerRef>]) {
+    /// Merged trees that instances still run are released to `held`, which removes them once
+    /// the last one is gone.
+    pub fn collect(&mut self, in_use: &[Vec<LayerRef>], held: &mut HeldDirs) {
         let referenced: BTreeSet<(String, u64)> = in_use
             .iter()
             .flatten()
@@ -263,7 +267,7 @@ impl LayerStore {
             for entry in entries.flatten() {
                 let key = entry.file_name().to_string_lossy().to_string();
                 if !merged_keys.contains(&key) {
-                    let _ = fs::remove_dir_all(entry.path());
+                    held.release(&entry.path());
                 }
             }
         }
@@ -473,11 +477,11 @@ mod tests {
         assert!(store.merged_dir(&[]).unwrap().is_none());
         store.delete("a", 1).unwrap();
         // Still used by a function: content and merged tree stay.
-        store.collect(&[layers.to_vec()]);
+        store.collect(&[layers.to_vec()], &mut HeldDirs::default());
         assert!(merged.join("bin/only-a").exists());
         assert!(dir.path().join("layers/a/1/content").exists());
         // Nothing uses it: both go; the tombstone keeps the number.
-        store.collect(&[]);
+        store.collect(&[], &mut HeldDirs::default());
         assert!(!merged.exists());
         assert!(!dir.path().join("layers/a/1/content").exists());
         assert!(dir.path().join("layers/a/1/layer.json").exists());

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod code;
 pub mod executor;
+pub mod held;
 pub mod layers;
 pub mod registry;
 
@@ -96,6 +97,13 @@ impl ControlPlane {
     }
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ControlMsg>) {
+        let mut released = self
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .held
+            .take_released()
+            .expect("the control plane is the only taker");
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -110,6 +118,13 @@ impl ControlPlane {
                 Some((id, addr)) = self.ended_rx.recv() => {
                     self.instances.remove(&id);
                     self.addresses.give_back(addr);
+                }
+                Some(path) = released.recv() => {
+                    // On the blocking pool: the registry may be locked by a long upload.
+                    let registry = self.registry.clone();
+                    tokio::task::spawn_blocking(move || {
+                        registry.lock().unwrap_or_else(|e| e.into_inner()).held.reap_one(path);
+                    });
                 }
             }
         }
@@ -242,6 +257,9 @@ impl InstanceTask {
         mut rx: mpsc::UnboundedReceiver<InstanceCmd>,
     ) {
         let (id, core) = (self.id, self.core);
+        // Held until the instance is gone: its code and layers stay on disk while it runs, even
+        // when its function is updated or deleted meanwhile (see `held`).
+        let function = spec.function.clone();
         let started = std::time::Instant::now();
         let result = self.executor.start(spec).await;
         let start_us = started.elapsed().as_micros() as u64;
@@ -274,6 +292,7 @@ impl InstanceTask {
         tracing::debug!(instance = %id, ?exit, "instance ended");
         self.shared
             .send_core(core, CoreMsg::InstanceExited { id, exit });
+        drop(function);
         let _ = self.ended.send((id, self.addr));
     }
 }
@@ -315,7 +334,8 @@ fn bind_instance_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpList
 }
 
 /// AWS's environment for an instance, plus ours (LAMBDA_INSTANCE_ID, LAMBDA_USE_WEBSOCKET,
-/// LAMBDA_RUNTIME_NAME), plus the function's own variables. Path-dependent variables
+/// LAMBDA_RUNTIME_NAME), plus the function's own variables, which replace any but the server's
+/// own (`SERVER_ENV_KEYS`). Path-dependent variables
 /// (LAMBDA_TASK_ROOT, LAMBDA_RUNTIME_DIR, PATH, NODE_PATH, PYTHONPATH) are the executor's.
 pub fn instance_env(
     f: &Function,
@@ -360,7 +380,12 @@ pub fn instance_env(
         ("LAMBDA_RUNTIME_NAME".into(), c.runtime.clone()),
         ("LAMBDA_USE_WEBSOCKET".into(), use_websocket.to_string()),
     ];
-    for (k, v) in &c.environment {
+    let ours = crate::control::api::functions::SERVER_ENV_KEYS;
+    for (k, v) in c
+        .environment
+        .iter()
+        .filter(|(k, _)| !ours.contains(&k.as_str()))
+    {
         match env.iter_mut().find(|(key, _)| key == k) {
             Some(slot) => slot.1 = v.clone(),
             None => env.push((k.clone(), v.clone())),

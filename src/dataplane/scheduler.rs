@@ -57,6 +57,12 @@ use crate::model::{CoreMsg, Invocation, Permit, Switchboard};
 /// waiting that long beats starting a new instance (a cold start is 10-100 ms).
 const RETURN_GRACE: Duration = Duration::from_millis(50);
 
+/// How long an instance that has answered may stay away from `/next` before it is killed. A
+/// runtime asks for its next invocation right after posting a response; one that does not come
+/// back within this bound has stopped serving (hung, or a client that answers once and leaves)
+/// and would otherwise hold its process and count as busy for ever.
+const RETURN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How much longer than the init limit a pending invocation may wait before it fails with
 /// ResourceNotReadyException: the safety net behind "every pending invocation has an instance".
 const PENDING_WAIT_SLACK: Duration = Duration::from_secs(5);
@@ -900,7 +906,8 @@ impl Scheduler {
         self.checked();
     }
 
-    /// Deadlines, init limits, idle pause/removal, stale pending invocations. Called every tick.
+    /// Deadlines, init limits, runtimes that never come back after answering (`RETURN_TIMEOUT`),
+    /// idle pause/removal, stale pending invocations. Called every tick.
     pub fn tick(&mut self, now: Instant) {
         let cfg = &self.shared.config;
         let init_limit = Duration::from_secs(cfg.init_timeout_s);
@@ -925,6 +932,9 @@ impl Scheduler {
             match inst.state {
                 State::Busy if inst.in_flight.as_ref().is_some_and(|f| now >= f.deadline) => {
                     timed_out.push(inst.id);
+                }
+                State::Returning { since, .. } if now.duration_since(since) >= RETURN_TIMEOUT => {
+                    to_kill.push(inst.id);
                 }
                 State::Returning { since, .. }
                     if inst.is_supply() && now.duration_since(since) >= RETURN_GRACE =>

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -220,6 +220,64 @@ impl Concurrency {
     }
 }
 
+/// A directory of code (a function's unpacked code, or merged layers) that running instances
+/// use, shared by every `Function` that names it. The directory outlives every holder: the
+/// registry marks it `obsolete` when no configuration names it any more, and the last holder to
+/// let go (the function table, a scheduler's instance, the control plane's instance task) sends
+/// its path to the registry's reaper, which removes it on the control-plane thread. The drop
+/// itself never touches the disk, so it may happen on a data-plane core.
+#[derive(Debug)]
+pub struct CodeDir {
+    path: PathBuf,
+    obsolete: AtomicBool,
+    /// Where the path goes once the last holder of an obsolete dir lets go; `None`: never
+    /// removed (a dir the registry does not manage, as in tests and benches).
+    reaper: Option<tokio::sync::mpsc::UnboundedSender<PathBuf>>,
+}
+
+impl CodeDir {
+    /// A directory that is never removed through its handle.
+    pub fn fixed(path: PathBuf) -> Arc<CodeDir> {
+        Arc::new(CodeDir {
+            path,
+            obsolete: AtomicBool::new(false),
+            reaper: None,
+        })
+    }
+
+    /// A directory that `reaper` removes once it is obsolete and nothing holds it.
+    pub fn reaped(path: PathBuf, reaper: tokio::sync::mpsc::UnboundedSender<PathBuf>) -> CodeDir {
+        CodeDir {
+            path,
+            obsolete: AtomicBool::new(false),
+            reaper: Some(reaper),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Marks the directory to be removed when its last holder lets go (or, when `false`, keeps
+    /// it: a merged layer tree that a configuration names again).
+    pub fn set_obsolete(&self, obsolete: bool) {
+        self.obsolete.store(obsolete, Ordering::Release);
+    }
+
+    pub fn is_obsolete(&self) -> bool {
+        self.obsolete.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for CodeDir {
+    fn drop(&mut self) {
+        if let (true, Some(reaper)) = (self.is_obsolete(), &self.reaper) {
+            // A closed reaper (the registry is gone) leaves the dir to the next start's cleanup.
+            let _ = reaper.send(std::mem::take(&mut self.path));
+        }
+    }
+}
+
 /// A function version as the data plane sees it: an immutable snapshot of one generation of its
 /// configuration and code. `$LATEST` changes by replacement: an update makes a new `Function`
 /// with a higher `generation` and instances of older generations are retired. A published
@@ -229,11 +287,12 @@ pub struct Function {
     pub config: FunctionConfig,
     /// `$LATEST` or the version number (`"1"`, `"2"`, ...).
     pub version: String,
-    /// Where the unpacked code lives (mounted at /var/task in containers).
-    pub code_dir: PathBuf,
+    /// Where the unpacked code lives (mounted at /var/task in containers); held, so it stays on
+    /// disk while an instance of this version runs.
+    pub code: Arc<CodeDir>,
     /// The function's layers merged in order (mounted at /opt in containers); `None` without
-    /// layers.
-    pub opt_dir: Option<PathBuf>,
+    /// layers. Held like `code`.
+    pub opt: Option<Arc<CodeDir>>,
     /// Increases on every code or configuration change; instances remember theirs.
     pub generation: u64,
     /// The version's ARN (qualified for published versions, as AWS's FunctionArn).
@@ -254,8 +313,8 @@ impl Function {
             concurrency: Arc::new(Concurrency::new(config.reserved_concurrency)),
             config,
             version: LATEST.to_string(),
-            code_dir,
-            opt_dir: None,
+            code: CodeDir::fixed(code_dir),
+            opt: None,
             generation,
             counters: Arc::default(),
         }
@@ -263,6 +322,16 @@ impl Function {
 
     pub fn is_latest(&self) -> bool {
         self.version == LATEST
+    }
+
+    /// Where the unpacked code lives.
+    pub fn code_dir(&self) -> &Path {
+        self.code.path()
+    }
+
+    /// Where the merged layers live, if the function has layers.
+    pub fn opt_dir(&self) -> Option<&Path> {
+        self.opt.as_deref().map(CodeDir::path)
     }
 }
 

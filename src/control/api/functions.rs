@@ -387,8 +387,23 @@ fn validated_memory(v: Option<i64>) -> Result<Option<u32>, ApiError> {
     validated_range(v, "memorySize", MEMORY_MB_MIN, MEMORY_MB_MAX)
 }
 
-/// Keys `[a-zA-Z][a-zA-Z0-9_]+` (AWS refuses one-letter keys too), none reserved, 4 KB in all.
+/// Variables the server sets for its own runtimes and bootstraps (`control::instance_env`): a
+/// function's Environment cannot replace them, so an instance's token and the runtime's view of
+/// its name and timeout stay the server's. Set by a function, they are ignored.
+pub const SERVER_ENV_KEYS: &[&str] = &[
+    "LAMBDA_INSTANCE_ID",
+    "LAMBDA_RUNTIME_NAME",
+    "AWS_LAMBDA_FUNCTION_TIMEOUT",
+];
+
+/// Keys `[a-zA-Z][a-zA-Z0-9_]+` (AWS refuses one-letter keys too), none reserved, values without
+/// NUL (no process environment can carry one), 4 KB in all.
 pub fn validate_environment(vars: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if let Some(key) = vars.iter().find(|(_, v)| v.contains('\0')).map(|(k, _)| k) {
+        return Err(ApiError::invalid_param(format!(
+            "Lambda was unable to configure your environment variables because the value of {key} contains a NUL character."
+        )));
+    }
     if let Some(key) = vars.keys().find(|k| !is_env_key(k)) {
         return Err(ApiError::invalid_param(format!(
             "1 validation error detected: Value at 'environment.variables' failed to satisfy constraint: Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+] (key '{key}')"
@@ -959,6 +974,51 @@ mod tests {
             region: region.into(),
             host: "127.0.0.1:9000".into(),
         }
+    }
+
+    #[test]
+    fn nul_in_a_value_is_refused_and_server_variables_are_not_overridden() {
+        let vars = BTreeMap::from([("GOOD".to_string(), "a\0b".to_string())]);
+        let e = validate_environment(&vars).unwrap_err();
+        assert_eq!(
+            e.kind,
+            crate::model::error::ErrorKind::InvalidParameterValue
+        );
+        assert!(e.message.contains("GOOD"), "{e:?}");
+
+        let f = sample_function(
+            &[
+                ("LAMBDA_INSTANCE_ID", "forged"),
+                ("LAMBDA_RUNTIME_NAME", "forged"),
+                ("AWS_LAMBDA_FUNCTION_TIMEOUT", "999"),
+                ("LAMBDA_USE_WEBSOCKET", "false"),
+                ("MINE", "1"),
+            ],
+            None,
+        );
+        let addr = "127.10.0.1:9001".parse().unwrap();
+        let env = crate::control::instance_env(
+            &f,
+            addr,
+            crate::model::types::InstanceId(1),
+            "token",
+            true,
+        );
+        let get = |k: &str| {
+            let found: Vec<&str> = env
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(found.len(), 1, "{k}: {found:?}");
+            found[0].to_string()
+        };
+        assert_eq!(get("LAMBDA_INSTANCE_ID"), "token");
+        assert_eq!(get("LAMBDA_RUNTIME_NAME"), "python3.12");
+        assert_eq!(get("AWS_LAMBDA_FUNCTION_TIMEOUT"), "3");
+        // Ours to offer: a function may choose its Runtime API transport.
+        assert_eq!(get("LAMBDA_USE_WEBSOCKET"), "false");
+        assert_eq!(get("MINE"), "1");
     }
 
     #[test]

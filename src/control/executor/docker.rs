@@ -242,11 +242,11 @@ fn bind_mount(source: &Path, target: &str, read_only: bool) -> Mount {
 /// Code and runtimes read-only, the log FIFO, and the merged layers read-only at `/opt`.
 fn mounts(spec: &InstanceSpec, fifo: &Path) -> Vec<Mount> {
     let mut mounts = vec![
-        bind_mount(&spec.function.code_dir, TASK_ROOT, true),
+        bind_mount(spec.function.code_dir(), TASK_ROOT, true),
         bind_mount(&spec.runtimes_dir, RUNTIME_ROOT, true),
         bind_mount(fifo, LOG_FIFO_TARGET, false),
     ];
-    if let Some(opt) = &spec.function.opt_dir {
+    if let Some(opt) = spec.function.opt_dir() {
         mounts.push(bind_mount(opt, LAYERS_ROOT, true));
     }
     mounts
@@ -501,7 +501,7 @@ impl DockerExecutor {
         let image = self.config.images.get(family).ok_or_else(|| {
             ExecError::UnsupportedRuntime(format!("{runtime} (no image for {family})"))
         })?;
-        for dir in [&spec.function.code_dir, &spec.runtimes_dir] {
+        for dir in [spec.function.code_dir(), spec.runtimes_dir.as_path()] {
             check_readable_by_container(dir)?;
         }
         let name = container_name(&self.config.server_id, &spec.id.to_string());

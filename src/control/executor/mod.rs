@@ -8,6 +8,7 @@
 //! carries the instance's stdout and stderr; the instance's home core reads it, so the log tail of
 //! an invocation is exact (see `dataplane::logs`).
 
+pub mod cgroup;
 pub mod docker;
 pub mod process;
 

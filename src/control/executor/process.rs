@@ -2,14 +2,23 @@
 //!
 //! The embedded default, for machines without Docker. Isolation is that of a process (same user,
 //! same filesystem): fast, but not a security boundary. The runtime's stdout and stderr share one
-//! pipe whose read end goes to the home core. Every instance dies with the server
-//! (PR_SET_PDEATHSIG) and is killed as a whole group, so no grandchild outlives it.
+//! pipe whose read end goes to the home core.
+//!
+//! Where the server can write cgroups (root; see `cgroup`), each instance runs in its own cgroup:
+//! everything it starts dies with it (also processes that left its process group), its memory is
+//! limited to MemorySize without swap, and an OOM kill is reported as Docker's is. Without
+//! cgroups, the instance's process group is killed, plus every process that carries its
+//! `LAMBDA_INSTANCE_ID` in its environment; memory is not limited (a warning at start).
+//! The runtime itself dies with the server (PR_SET_PDEATHSIG); what it started is killed at the
+//! next start (`cleanup_orphans`: the data dir's cgroups, and processes whose `LAMBDA_TASK_ROOT`
+//! is under this data dir's functions).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use super::cgroup::{Cgroups, InstanceCgroup};
 use super::{BoxFuture, ExecError, Executor, Instance, LayerPaths};
 use crate::model::types::{ExitInfo, InstanceSpec};
 
@@ -21,18 +30,41 @@ pub struct ProcessExecutor {
     /// script that costs ~45 ms per start), and every cold start would pay for it.
     node: PathBuf,
     python: PathBuf,
+    /// This data dir's cgroups, when the server can write them.
+    cgroups: Option<Cgroups>,
+    /// `<data-dir>/functions`, absolute: instances' `LAMBDA_TASK_ROOT` is under it, which is how
+    /// `cleanup_orphans` recognises their processes without cgroups.
+    functions_dir: PathBuf,
 }
 
 impl ProcessExecutor {
-    pub fn new(deps_dir: PathBuf) -> ProcessExecutor {
+    pub fn new(deps_dir: PathBuf, data_dir: &Path) -> ProcessExecutor {
         let node = resolve_interpreter("node", &["-p", "process.execPath"]);
         let python = resolve_interpreter("python3", &["-c", "import sys; print(sys.executable)"]);
         tracing::debug!(node = %node.display(), python = %python.display(), "interpreters");
+        let detected = Cgroups::detect(&super::cgroup::data_dir_key(data_dir));
+        if let Some(reason) = &detected.no_memory_limit {
+            tracing::warn!(
+                "MemorySize is not enforced by the process executor ({reason}); run the server \
+                 as root on a host with writable cgroups, or use --executor docker"
+            );
+        }
+        if detected.cgroups.is_none() {
+            tracing::warn!("no per-instance cgroups: processes an instance starts outside its process group are found by their environment only");
+        }
+        let functions_dir = data_dir.join("functions");
         ProcessExecutor {
             deps_dir,
             node,
             python,
+            cgroups: detected.cgroups,
+            functions_dir: std::path::absolute(&functions_dir).unwrap_or(functions_dir),
         }
+    }
+
+    /// Whether instances get their own cgroup (and MemorySize is enforced when `memory`).
+    pub fn has_cgroups(&self) -> bool {
+        self.cgroups.is_some()
     }
 
     /// Which program runs a runtime family, and with which arguments.
@@ -69,7 +101,7 @@ pub fn command_for(
     } else if runtime.starts_with("python") {
         Ok((python.into(), vec![rt.join("python/bootstrap.py")]))
     } else if runtime.starts_with("provided") {
-        Ok((spec.function.code_dir.join("bootstrap"), vec![]))
+        Ok((spec.function.code_dir().join("bootstrap"), vec![]))
     } else {
         Err(ExecError::UnsupportedRuntime(runtime.to_string()))
     }
@@ -96,10 +128,34 @@ impl Executor for ProcessExecutor {
         "process"
     }
 
+    /// Kills what an earlier run of the server on this data dir left running: the processes in
+    /// its instance cgroups, and any process whose environment names an instance
+    /// (`LAMBDA_INSTANCE_ID`) with its code under this data dir (`LAMBDA_TASK_ROOT`).
+    fn cleanup_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
+        Box::pin(async move {
+            let mut found = match &self.cgroups {
+                Some(cgroups) => cgroups.cleanup_orphans().await,
+                None => 0,
+            };
+            let mut root = b"LAMBDA_TASK_ROOT=".to_vec();
+            root.extend_from_slice(self.functions_dir.as_os_str().as_encoded_bytes());
+            root.push(b'/');
+            let id = format!("{INSTANCE_ID_VAR}=").into_bytes();
+            let scan = move || {
+                kill_by_environ(|vars| {
+                    vars.iter().any(|v| v.starts_with(&root))
+                        && vars.iter().any(|v| v.starts_with(&id))
+                })
+            };
+            found += tokio::task::spawn_blocking(scan).await.unwrap_or(0);
+            Ok(found)
+        })
+    }
+
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, ExecError>> {
         Box::pin(async move {
             let (program, args) = self.command_for(&spec)?;
-            let code_dir = &spec.function.code_dir;
+            let code_dir = spec.function.code_dir();
             let (read, write) = pipe().map_err(|e| ExecError::Spawn(e.to_string()))?;
             let write2 = write
                 .try_clone()
@@ -116,28 +172,121 @@ impl Executor for ProcessExecutor {
                 .process_group(0)
                 .kill_on_drop(true);
             let opt_source = opt_mount_source(&spec);
-            // SAFETY: prctl, unshare and mount are async-signal-safe syscalls; the closure only
-            // reads `opt_source`, prepared before the fork, and touches no allocator or lock.
+            let mut cgroup = match &self.cgroups {
+                Some(cgroups) => Some(
+                    cgroups
+                        .create(&spec.id.to_string(), spec.function.config.memory_mb)
+                        .map_err(|e| ExecError::Spawn(format!("cannot create its cgroup: {e}")))?,
+                ),
+                None => None,
+            };
+            let join = cgroup
+                .as_mut()
+                .map(InstanceCgroup::take_join_fds)
+                .unwrap_or_default();
+            let join_raw: Vec<i32> = join.iter().map(|fd| fd.as_raw_fd()).collect();
+            // SAFETY: prctl, write, unshare and mount are async-signal-safe syscalls; the closure
+            // only reads `opt_source` and `join_raw`, prepared before the fork, and touches no
+            // allocator or lock.
             unsafe {
                 cmd.pre_exec(move || {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    // Join the instance's cgroups before exec: everything the runtime starts is
+                    // in them. An instance that cannot join must not run outside them.
+                    for &fd in &join_raw {
+                        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                     if let Some(source) = &opt_source {
                         mount_opt(source);
                     }
                     Ok(())
                 });
             }
-            let child = cmd
-                .spawn()
-                .map_err(|e| ExecError::Spawn(format!("{}: {e}", program.display())))?;
+            let spawned = cmd.spawn();
+            drop(join);
+            let child = match spawned {
+                Ok(child) => child,
+                Err(e) => {
+                    if let Some(cg) = cgroup.as_mut() {
+                        cg.kill_and_remove().await;
+                    }
+                    return Err(ExecError::Spawn(spawn_error(&spec, &program, &e)));
+                }
+            };
             let pgid = child.id().map(|p| p as i32);
+            let token = spec
+                .env
+                .iter()
+                .find(|(k, _)| k == INSTANCE_ID_VAR)
+                .map(|(_, v)| v.clone());
             Ok(Box::new(ProcessInstance {
                 child,
                 pgid,
                 log: Some(read),
+                cgroup,
+                token,
             }) as Box<dyn Instance>)
         })
     }
+}
+
+/// The variable that carries an instance's token (set by the control plane, never by a function).
+const INSTANCE_ID_VAR: &str = "LAMBDA_INSTANCE_ID";
+
+/// Why the runtime could not be started, without host paths: callers see this message, and
+/// where the server keeps its data is none of theirs. A `provided` function's `bootstrap` is
+/// named as such; an interpreter by its file name.
+fn spawn_error(spec: &InstanceSpec, program: &Path, e: &std::io::Error) -> String {
+    let what = if program.starts_with(spec.function.code_dir()) {
+        "bootstrap".to_string()
+    } else {
+        program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "the runtime".into())
+    };
+    let reason = match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => e.kind().to_string(),
+    };
+    format!("{what}: {reason}")
+}
+
+/// Sends SIGKILL (and SIGCONT, so a stopped one dies) to every process but this one whose
+/// environment `matches`; returns how many. Reads `/proc`, so it runs on a blocking thread.
+fn kill_by_environ(matches: impl Fn(&[&[u8]]) -> bool) -> usize {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        if matches(&vars) {
+            // SAFETY: kill has no memory preconditions; a pid that is gone yields ESRCH.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::kill(pid as i32, libc::SIGCONT);
+            }
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// The merged layers to show at `/opt`, when the server can give the instance its own mount
@@ -146,7 +295,7 @@ fn opt_mount_source(spec: &InstanceSpec) -> Option<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let dir = spec.function.opt_dir.as_ref().filter(|_| root)?;
+    let dir = spec.function.opt_dir().filter(|_| root)?;
     std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()
 }
 
@@ -181,14 +330,14 @@ unsafe fn mount_opt(source: &std::ffi::CStr) {
 /// directory's `python`, `nodejs/node_modules`, `bin` and `lib` come first, as AWS's `/opt`
 /// paths do (the real directory, which works whether or not `/opt` could be mounted).
 fn path_env(spec: &InstanceSpec, deps: &Path) -> Vec<(String, String)> {
-    let task_root = spec.function.code_dir.display().to_string();
+    let task_root = spec.function.code_dir().display().to_string();
     let mut host_path =
         std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
     let mut python_path = vec![task_root.clone()];
     let mut node_path = vec![format!("{task_root}/node_modules")];
     let mut lib_path = None;
-    if let Some(opt) = &spec.function.opt_dir {
+    if let Some(opt) = spec.function.opt_dir() {
         let layers = LayerPaths::under(&opt.display().to_string(), &spec.function.config.runtime);
         python_path.extend(layers.python);
         node_path.extend(layers.node);
@@ -213,6 +362,7 @@ fn path_env(spec: &InstanceSpec, deps: &Path) -> Vec<(String, String)> {
     if let Some(lib) = lib_path {
         env.push(("LD_LIBRARY_PATH".into(), lib));
     }
+    honour_user_paths(&mut env, &spec.function.config.environment);
     // The pyenv shim on some hosts needs its root to find the interpreter.
     if let Ok(root) = std::env::var("PYENV_ROOT") {
         env.push(("PYENV_ROOT".into(), root));
@@ -220,11 +370,35 @@ fn path_env(spec: &InstanceSpec, deps: &Path) -> Vec<(String, String)> {
     env
 }
 
+/// Search paths AWS lets a function set (not reserved): the function's value comes first, and
+/// the server's entries follow, so its own directories win lookups while the runtime still finds
+/// the handler, the layers and the WebSocket packages.
+const USER_PATH_KEYS: &[&str] = &["PATH", "PYTHONPATH", "NODE_PATH", "LD_LIBRARY_PATH"];
+
+fn honour_user_paths(
+    env: &mut Vec<(String, String)>,
+    user: &std::collections::BTreeMap<String, String>,
+) {
+    for key in USER_PATH_KEYS {
+        let Some(value) = user.get(*key).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = format!("{value}:{}", slot.1),
+            None => env.push((key.to_string(), value.clone())),
+        }
+    }
+}
+
 struct ProcessInstance {
     child: tokio::process::Child,
     /// The child's process group (its pid): killed as a whole.
     pgid: Option<i32>,
     log: Option<OwnedFd>,
+    /// Its cgroup: killed as a whole, then removed.
+    cgroup: Option<InstanceCgroup>,
+    /// Its `LAMBDA_INSTANCE_ID`: without a cgroup, what finds processes that left its group.
+    token: Option<String>,
 }
 
 impl ProcessInstance {
@@ -251,11 +425,13 @@ impl Instance for ProcessInstance {
 
     fn wait(&mut self) -> BoxFuture<'_, ExitInfo> {
         Box::pin(async move {
-            match self.child.wait().await {
+            let status = self.child.wait().await;
+            let oom_killed = self.cgroup.as_ref().is_some_and(InstanceCgroup::oom_killed);
+            match status {
                 Ok(status) => ExitInfo {
                     code: status.code(),
                     signal: status.signal(),
-                    oom_killed: false,
+                    oom_killed,
                 },
                 Err(_) => ExitInfo {
                     code: None,
@@ -268,10 +444,20 @@ impl Instance for ProcessInstance {
 
     fn kill(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            // SIGCONT first: a paused (SIGSTOPped) group must be able to die and be reaped.
+            // SIGCONT after SIGKILL: a paused (SIGSTOPped) group must be able to die and be
+            // reaped.
             let _ = self.signal_group(libc::SIGKILL);
             let _ = self.signal_group(libc::SIGCONT);
             let _ = self.child.start_kill();
+            match (&mut self.cgroup, self.token.take()) {
+                (Some(cgroup), _) => cgroup.kill_and_remove().await,
+                (None, Some(token)) => {
+                    let entry = format!("{INSTANCE_ID_VAR}={token}").into_bytes();
+                    let scan = move || kill_by_environ(|vars| vars.contains(&entry.as_slice()));
+                    let _ = tokio::task::spawn_blocking(scan).await;
+                }
+                (None, None) => {}
+            }
         })
     }
 
@@ -281,5 +467,34 @@ impl Instance for ProcessInstance {
 
     fn resume(&mut self) -> BoxFuture<'_, Result<(), ExecError>> {
         Box::pin(async move { self.signal_group(libc::SIGCONT) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn user_search_paths_come_first_and_the_servers_follow() {
+        let mut env = vec![
+            ("PATH".to_string(), "/usr/bin".to_string()),
+            ("PYTHONPATH".to_string(), "/task".to_string()),
+        ];
+        let user = BTreeMap::from([
+            ("PATH".to_string(), "/mine/bin".to_string()),
+            ("PYTHONPATH".to_string(), "/mine/py".to_string()),
+            ("LD_LIBRARY_PATH".to_string(), "/mine/lib".to_string()),
+            ("NODE_PATH".to_string(), String::new()),
+        ]);
+        honour_user_paths(&mut env, &user);
+        assert_eq!(
+            env,
+            [
+                ("PATH".to_string(), "/mine/bin:/usr/bin".to_string()),
+                ("PYTHONPATH".to_string(), "/mine/py:/task".to_string()),
+                ("LD_LIBRARY_PATH".to_string(), "/mine/lib".to_string()),
+            ]
+        );
     }
 }

@@ -24,11 +24,12 @@ use arc_swap::ArcSwap;
 use crate::control::api::functions::{CreateFunctionInput, UpdateCodeInput, UpdateConfigInput};
 use crate::control::api::input::validate_name;
 use crate::control::code::{sha256_base64, sync_dir, write_atomic};
+use crate::control::held::HeldDirs;
 use crate::control::layers::LayerStore;
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::types::{
-    function_arn, pool_key, AliasRoute, Concurrency, EventSettings, Function, FunctionConfig,
-    FunctionCounters, FunctionTable, LayerRef, LATEST,
+    function_arn, pool_key, AliasRoute, CodeDir, Concurrency, EventSettings, Function,
+    FunctionConfig, FunctionCounters, FunctionTable, LayerRef, LATEST,
 };
 pub use store::civil_from_days;
 pub(crate) use store::now_aws;
@@ -87,6 +88,8 @@ pub struct Registry {
     table: Arc<ArcSwap<FunctionTable>>,
     /// The next `Function::generation`.
     next_generation: u64,
+    /// The code dirs and merged layer trees handed to `Function`s: kept while instances run.
+    pub held: HeldDirs,
 }
 
 impl Registry {
@@ -114,6 +117,7 @@ impl Registry {
             entries: BTreeMap::new(),
             table: Arc::new(ArcSwap::from_pointee(FunctionTable::default())),
             next_generation: 1,
+            held: HeldDirs::default(),
         };
         for entry in fs::read_dir(&functions_dir).map_err(io_err)? {
             let path = entry.map_err(io_err)?.path();
@@ -137,7 +141,7 @@ impl Registry {
             .flat_map(|e| std::iter::once(&e.latest).chain(e.versions.values()))
             .map(|f| f.config.layers.clone())
             .collect();
-        self.layers.collect(&in_use);
+        self.layers.collect(&in_use, &mut self.held);
     }
 
     /// Function count and total code size (GetAccountSettings' AccountUsage).
@@ -180,7 +184,7 @@ impl Registry {
         let dir = self.function_dir(&input.name);
         fs::create_dir_all(&dir).map_err(|e| store_error(&dir, e))?;
         self.create_in(&dir, input, tags)
-            .inspect_err(|_| remove_unconfigured(&dir))
+            .inspect_err(|_| remove_unconfigured(&dir, &self.held.held_in(&dir)))
     }
 
     fn create_in(
@@ -282,7 +286,12 @@ impl Registry {
         }
         let entry = self.entries.remove(name).expect("checked above");
         self.publish();
-        remove_tree(&dir);
+        // Code that running instances still use stays until they are gone (`HeldDirs`); the
+        // rest of the dir goes now, and the dir itself once empty (or at the next start).
+        for code_dir in entry.stored.code_dirs() {
+            self.held.release(&dir.join(code_dir));
+        }
+        remove_unconfigured(&dir, &self.held.held_in(&dir));
         self.collect_layers();
         Ok(entry)
     }
@@ -367,7 +376,7 @@ impl Registry {
     pub fn zip_path(&self, name: &str, qualifier: Option<&str>) -> Option<PathBuf> {
         self.resolve(name, qualifier)
             .ok()
-            .map(|f| zip_path_of(&f.code_dir))
+            .map(|f| zip_path_of(f.code_dir()))
     }
 
     fn set_concurrency(&mut self, name: &str, n: Option<u32>) -> Result<Arc<Function>, ApiError> {
@@ -398,8 +407,8 @@ impl Registry {
         }
     }
 
-    /// Persists `stored` as the function's config.json, then publishes it, then removes the
-    /// code dirs nothing refers to any more.
+    /// Persists `stored` as the function's config.json, then publishes it, then releases the
+    /// code dirs nothing refers to any more (removed once no instance runs them).
     fn save(
         &mut self,
         name: &str,
@@ -422,7 +431,7 @@ impl Registry {
         self.entries.insert(name.to_string(), entry);
         self.publish();
         for code_dir in unreferenced {
-            remove_code(&self.function_dir(name).join(code_dir));
+            self.held.release(&self.function_dir(name).join(code_dir));
         }
         self.collect_layers();
         Ok(())
@@ -450,12 +459,10 @@ impl Registry {
                     (Some(old), LatestChange::Refresh) => old.latest.generation,
                     _ => self.take_generation(),
                 };
-                let mut f = Function::latest(
-                    stored.config.clone(),
-                    dir.join(&stored.code_dir),
-                    generation,
-                );
-                f.opt_dir = self.opt_dir(&stored.config);
+                let code = dir.join(&stored.code_dir);
+                let mut f = Function::latest(stored.config.clone(), code.clone(), generation);
+                f.code = self.held.hold(&code);
+                f.opt = self.opt_dir(&stored.config);
                 f.counters = counters;
                 f.concurrency = concurrency.clone();
                 Arc::new(f)
@@ -469,7 +476,8 @@ impl Registry {
                 None => {
                     let generation = self.take_generation();
                     let mut f = version_function(&dir, n, v, generation, &concurrency);
-                    f.opt_dir = self.opt_dir(&v.config);
+                    f.code = self.held.hold(&dir.join(&v.code_dir));
+                    f.opt = self.opt_dir(&v.config);
                     Arc::new(f)
                 }
             };
@@ -484,9 +492,9 @@ impl Registry {
 
     /// The merged layers of `config` (`None` without layers, or when the merge failed: logged,
     /// and the instance then starts without them).
-    fn opt_dir(&self, config: &FunctionConfig) -> Option<PathBuf> {
+    fn opt_dir(&mut self, config: &FunctionConfig) -> Option<Arc<CodeDir>> {
         match self.layers.merged_dir(&config.layers) {
-            Ok(dir) => dir,
+            Ok(dir) => dir.map(|d| self.held.hold(&d)),
             Err(e) => {
                 tracing::error!(function = config.name, error = %e, "could not merge layers");
                 None
@@ -605,8 +613,8 @@ mod tests {
         assert_eq!(f.config.timeout_s, 3);
         assert_eq!(f.config.memory_mb, 256);
         assert_eq!(f.arn, function_arn("f"));
-        assert!(f.code_dir.is_absolute());
-        assert_eq!(fs::read(f.code_dir.join("bootstrap")).unwrap(), b"v1");
+        assert!(f.code_dir().is_absolute());
+        assert_eq!(fs::read(f.code_dir().join("bootstrap")).unwrap(), b"v1");
         let zip = input("f", b"v1").zip;
         assert_eq!(f.config.code_sha256, sha256_base64(&zip));
         assert_eq!(f.config.code_size, zip.len() as u64);
@@ -661,9 +669,14 @@ mod tests {
         assert_ne!(v2.config.code_sha256, v1.config.code_sha256);
         assert!(Arc::ptr_eq(&v1.counters, &v2.counters));
         assert!(Arc::ptr_eq(&v1.concurrency, &v2.concurrency));
-        assert_eq!(fs::read(v2.code_dir.join("bootstrap")).unwrap(), b"v2");
-        assert!(!v1.code_dir.exists());
-        assert!(!zip_path_of(&v1.code_dir).exists());
+        assert_eq!(fs::read(v2.code_dir().join("bootstrap")).unwrap(), b"v2");
+        // `v1` is held here as a running instance holds it: its code stays until let go.
+        let old_code = v1.code_dir().to_path_buf();
+        assert!(old_code.join("bootstrap").exists());
+        drop(v1);
+        reg.held.reap();
+        assert!(!old_code.exists());
+        assert!(!zip_path_of(&old_code).exists());
         assert_eq!(reg.table().load().versions["f"].generation, v2.generation);
         let missing = UpdateCodeInput {
             zip: vec![],
@@ -692,7 +705,7 @@ mod tests {
         assert_eq!(v2.config.description, "d");
         assert_eq!(v2.config.handler, "h");
         assert!(v2.config.environment.is_empty());
-        assert_eq!(v2.code_dir, v1.code_dir);
+        assert_eq!(v2.code_dir(), v1.code_dir());
         assert!(v2.generation > v1.generation);
         assert_ne!(v2.config.revision_id, v1.config.revision_id);
         let reserved = UpdateConfigInput {
@@ -708,8 +721,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = open(dir.path());
         let v1 = reg.create_plain(input("f", b"v1")).unwrap();
+        let v1_counters = v1.counters.clone();
         let deleted = reg.delete("f").unwrap();
         assert!(Arc::ptr_eq(&deleted.latest, &v1));
+        // Held (as by a running instance): the code stays, the config is gone.
+        assert!(v1.code_dir().join("bootstrap").exists());
+        assert!(!dir.path().join("functions/f/config.json").exists());
+        drop((deleted, v1));
+        reg.held.reap();
         assert!(!dir.path().join("functions/f").exists());
         assert!(reg.table().load().latest("f").is_none());
         assert_eq!(
@@ -717,7 +736,7 @@ mod tests {
             ErrorKind::ResourceNotFound
         );
         let again = reg.create_plain(input("f", b"v1")).unwrap();
-        assert!(!Arc::ptr_eq(&again.counters, &v1.counters));
+        assert!(!Arc::ptr_eq(&again.counters, &v1_counters));
     }
 
     #[test]
@@ -788,8 +807,8 @@ mod tests {
         let reg = open(dir.path());
         let after = reg.get("f").unwrap();
         assert_eq!(after.config, before.config);
-        assert_eq!(after.code_dir, before.code_dir);
-        assert_eq!(fs::read(after.code_dir.join("bootstrap")).unwrap(), b"v2");
+        assert_eq!(after.code_dir(), before.code_dir());
+        assert_eq!(fs::read(after.code_dir().join("bootstrap")).unwrap(), b"v2");
         assert!(Arc::ptr_eq(&reg.table().load().versions["f"], &after));
     }
 
@@ -814,14 +833,17 @@ mod tests {
         let reg = open(dir.path());
         let loaded = reg.get("f").unwrap();
         assert_eq!(loaded.config, f.config);
-        assert_eq!(fs::read(loaded.code_dir.join("bootstrap")).unwrap(), b"v1");
+        assert_eq!(
+            fs::read(loaded.code_dir().join("bootstrap")).unwrap(),
+            b"v1"
+        );
         let mut left: Vec<String> = fs::read_dir(&fdir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
         let code = f
-            .code_dir
+            .code_dir()
             .file_name()
             .unwrap()
             .to_str()

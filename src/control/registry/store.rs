@@ -133,28 +133,15 @@ pub(super) fn zip_path_of(code_dir: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Removes a code dir and its zip; a failure only leaks disk space until the next `open`.
-pub(super) fn remove_code(code_dir: &Path) {
-    remove_tree(code_dir);
-    remove_tree(&zip_path_of(code_dir));
-}
+pub(super) use crate::control::held::{remove_dir_and_zip as remove_code, remove_tree};
 
-pub(super) fn remove_tree(path: &Path) {
-    let result = match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        _ => fs::remove_file(path),
-    };
-    if let Err(e) = result {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove");
-    }
-}
-
-/// Removes a function dir that a failed create made, unless a config.json (a broken function
-/// left for the operator to inspect) is in it.
-pub(super) fn remove_unconfigured(dir: &Path) {
+/// Cleans up a function dir that a failed create made, unless a config.json (a broken function
+/// left for the operator to inspect) is in it: what is ours and not `held` (code that instances
+/// of a deleted function of the same name still run) goes, then the dir if it is empty.
+pub(super) fn remove_unconfigured(dir: &Path, held: &BTreeSet<String>) {
     if !dir.join(CONFIG_FILE).exists() {
-        remove_tree(dir);
+        remove_leftovers(dir, held);
+        let _ = fs::remove_dir(dir);
     }
 }
 

@@ -928,6 +928,27 @@ fn slow_return_after_return_grace_starts_an_instance_for_the_pending_invocation(
 }
 
 #[test]
+fn instance_that_never_comes_back_after_answering_is_killed_after_return_timeout() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    rig.sched
+        .tick(later(RETURN_TIMEOUT - Duration::from_millis(100)));
+    assert!(rig.asked().is_empty(), "still within RETURN_TIMEOUT");
+    rig.sched.tick(later(RETURN_TIMEOUT));
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    // Killed once, not on every tick.
+    rig.sched
+        .tick(later(RETURN_TIMEOUT + Duration::from_secs(1)));
+    assert!(rig.asked().is_empty());
+    rig.check();
+    rig.sched.exited(id, killed_by_signal());
+    assert_eq!(rig.sched.instance_count(), 0);
+    let busy = rig.shared.metrics.instances.busy.load(Ordering::Relaxed);
+    assert_eq!(busy, 0, "the instance no longer counts as busy");
+    rig.check();
+}
+
+#[test]
 fn idle_instance_is_paused_then_resumed_when_dispatched_to() {
     let mut rig = Rig::new();
     let id = rig.warm_instance();
