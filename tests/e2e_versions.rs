@@ -479,6 +479,10 @@ fn versions_aliases_layers_and_metadata_survive_restart() {
         404,
         "ResourceNotFoundException",
     );
-    assert!(!dir.path().join("functions").join(&name).exists());
+    // Its files go once its last instance (killed by the delete) has let go of them.
+    let function_dir = dir.path().join("functions").join(&name);
+    assert!(wait_until(std::time::Duration::from_secs(10), || {
+        !function_dir.exists()
+    }));
     server.shutdown();
 }
