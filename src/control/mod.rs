@@ -137,6 +137,17 @@ impl ControlPlane {
 
     /// A management call: routed and answered here, then the cores retire what it replaced.
     fn api(&mut self, request: &Request) -> ApiAnswer {
+        // The core checked the header, key and clock; the signature, which hashes a body of up
+        // to 70 MB, is checked here so that no core stalls on it.
+        if let Some(credentials) = &self.shared.auth {
+            if let Err(e) = credentials.verify(request, std::time::SystemTime::now()) {
+                self.shared
+                    .metrics
+                    .auth_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return ApiAnswer::error(&e);
+            }
+        }
         let default_host = format!("127.0.0.1:{}", self.shared.config.user_api_port);
         let mut call = api::Call {
             ctx: api::Ctx::from_request(request, &default_host),
