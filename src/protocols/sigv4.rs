@@ -5,7 +5,8 @@
 //!
 //! Runs on whichever thread verifies a request: a data-plane core for Invoke, the control plane
 //! for management calls. Cost: one SHA-256 over the canonical request, one over the body, five
-//! HMAC-SHA256 (about 5 µs for a small request; the body hash grows with the body).
+//! HMAC-SHA256 (`benches/sigv4.rs`: 17 µs for a 100-byte Invoke, measured on a loaded 2-core
+//! VM; the body hash adds ~1.7 µs per KB there).
 //!
 //! Canonicalisation follows what AWS's SDKs sign for every service but S3 (botocore's `SigV4Auth`,
 //! the AWS SigV4 test suite): the canonical URI is the path *as sent* (already percent-encoded by
