@@ -56,6 +56,35 @@ pub enum ExecutorChoice {
     Auto,
 }
 
+/// Whether the User API checks SigV4 signatures (`--auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthChoice {
+    /// On when `--bind` is not a loopback address, off on loopback.
+    Auto,
+    /// Every User API request but `/healthz` and `/metrics` must be signed.
+    On,
+    /// Signatures are not checked (the region of a signature still names ARNs).
+    Off,
+}
+
+/// A secret from a flag or the environment: never printed, not even by `{:?}` of the `Config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "lambda-at-home-server",
@@ -186,6 +215,28 @@ pub struct Config {
     /// The 12-digit account id in every ARN.
     #[arg(long, env = "LAH_ACCOUNT_ID", default_value = crate::model::types::ACCOUNT_ID_DEFAULT, value_parser = parse_account_id)]
     pub account_id: String,
+
+    /// SigV4 authentication of the User API: `auto` is on unless `--bind` is a loopback address.
+    #[arg(long, value_enum, env = "LAH_AUTH", default_value = "auto")]
+    pub auth: AuthChoice,
+
+    /// AWS shared credentials file (`[profile]` sections with `aws_access_key_id` and
+    /// `aws_secret_access_key`); every key in it is accepted.
+    #[arg(long, env = "LAH_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
+
+    /// An accepted access key id (with `--secret-access-key`).
+    #[arg(long, env = "LAH_ACCESS_KEY_ID", requires = "secret_access_key")]
+    pub access_key_id: Option<String>,
+
+    /// The secret of `--access-key-id`; prefer the environment variable, which `ps` does not show.
+    #[arg(
+        long,
+        env = "LAH_SECRET_ACCESS_KEY",
+        requires = "access_key_id",
+        hide_env_values = true
+    )]
+    pub secret_access_key: Option<Secret>,
 }
 
 /// AWS's region shape (`us-east-1`): clients and Terraform parse ARNs with it.

@@ -17,6 +17,7 @@ use crate::control::executor::Executor;
 use crate::control::registry::{Defaults, Registry};
 use crate::control::ControlPlane;
 use crate::dataplane::core;
+use crate::model::auth::AuthSetup;
 use crate::model::{ControlMsg, CoreMsg, Switchboard};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum ServerError {
     Thread(std::io::Error),
     #[error("no usable executor: {0}")]
     Executor(String),
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// A running server (also used by the end-to-end tests, which start it in-process).
@@ -76,6 +79,8 @@ fn bind_per_core(addr: SocketAddr, cores: usize) -> Result<Vec<TcpListener>, Ser
 impl Server {
     pub fn start(mut config: Config) -> Result<Server, ServerError> {
         crate::model::types::set_identity(&config.region, &config.account_id);
+        // Decided before anything is bound, so a server that would run unprotected never listens.
+        let auth = AuthSetup::from_config(&config).map_err(ServerError::Auth)?;
         let cores = config.core_count();
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             ServerError::DataDir(config.data_dir.display().to_string(), e.to_string())
@@ -101,12 +106,26 @@ impl Server {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (core_txs, core_rxs): (Vec<_>, Vec<_>) =
             (0..cores).map(|_| mpsc::unbounded_channel()).unzip();
-        let shared = Arc::new(Switchboard::new(
-            Arc::new(config),
-            registry.table(),
-            core_txs,
-            control_tx,
-        ));
+        let auth_on = auth.credentials.is_some();
+        match &auth.credentials {
+            Some(keys) => tracing::info!(
+                "User API authentication: on ({}); SigV4 signatures checked against {} access key(s)",
+                auth.reason,
+                keys.len()
+            ),
+            None if auth.credentials_unused => tracing::warn!(
+                "User API authentication: off ({}); the configured credentials are not used (pass --auth on to check them)",
+                auth.reason
+            ),
+            None => tracing::info!(
+                "User API authentication: off ({}); anyone who can connect may manage and invoke functions",
+                auth.reason
+            ),
+        }
+        let shared = Arc::new(
+            Switchboard::new(Arc::new(config), registry.table(), core_txs, control_tx)
+                .with_auth(auth.credentials),
+        );
         let control = start_control(shared.clone(), registry, control_rx)?;
         // Bounded: a core that finds it full answers 429 instead of waiting (EVENT_INBOX_MAX).
         let (events_tx, events_rx) = mpsc::channel(EVENT_INBOX_MAX);
@@ -127,7 +146,7 @@ impl Server {
             handles.push(h);
         }
         tracing::info!(
-            %user_addr, %runtime_addr, cores, executor = shared.executor_name(),
+            %user_addr, %runtime_addr, cores, executor = shared.executor_name(), auth = auth_on,
             "Lambda@Home listening: User API http://{user_addr}, Runtime API http://{runtime_addr}"
         );
         Ok(Server {

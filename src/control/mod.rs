@@ -158,6 +158,18 @@ impl ControlPlane {
         let registry = self.registry.clone();
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
+            // The core checked the header, key and clock; the signature, which hashes a body of
+            // up to 70 MB, is checked here so that no core stalls on it.
+            if let Some(credentials) = &shared.auth {
+                if let Err(e) = credentials.verify(&request, std::time::SystemTime::now()) {
+                    shared
+                        .metrics
+                        .auth_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = reply.send(ApiAnswer::error(&e));
+                    return;
+                }
+            }
             let default_host = format!("127.0.0.1:{}", shared.config.user_api_port);
             // A panic in a handler must not wedge every later call: the registry's state is
             // only ever replaced whole, so a poisoned lock still guards consistent data.

@@ -4,12 +4,15 @@
 //! Runs on every core. Routing is one `match` on (method, path). Invoke never waits for the
 //! control plane: it admits (concurrency), submits to this core's scheduler and awaits the result.
 //! Management calls send their raw body to the control plane and await its reply. Every error
-//! leaves here in AWS's shape (`error::ApiError`).
+//! leaves here in AWS's shape (`error::ApiError`). With authentication on (`--auth`), every
+//! request but `/healthz` and `/metrics` is checked before routing (`model::auth`): Invoke's
+//! whole SigV4 signature here, a management call's header, key and clock here and its signature
+//! on the control plane.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -77,6 +80,28 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
 async fn route(core: &Rc<Core>, req: Request) -> Response {
     let path = req.path();
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    if let Some(credentials) = &core.shared.auth {
+        let now = SystemTime::now();
+        let checked = match (req.method, segs.as_slice()) {
+            // Probes and scrapers cannot sign; neither answer names a function.
+            (Method::Get, ["healthz"] | ["metrics"]) => Ok(()),
+            // Invoke is served here: its whole signature is checked here (payload ≤ 6 MB).
+            (Method::Post, ["2015-03-31", "functions", _, "invocations"])
+            | (Method::Post, ["2014-11-13", "functions", _, "invoke-async"]) => {
+                credentials.verify(&req, now)
+            }
+            // Management calls: the cheap part here, so an unsigned or unknown caller never
+            // reaches the control plane; the signature over the body there.
+            _ => credentials.precheck(&req, now).map(|_| ()),
+        };
+        if let Err(e) = checked {
+            core.shared
+                .metrics
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return error_response(&e, None);
+        }
+    }
     match (req.method, segs.as_slice()) {
         (Method::Post, ["2015-03-31", "functions", name, "invocations"]) => {
             let name = name.to_string();

@@ -35,6 +35,10 @@ pub enum ErrorKind {
     InvalidSignature,
     /// SigV4 verification failed (unknown access key).
     UnrecognizedClient,
+    /// Authentication is on and the request carries no `Authorization` header.
+    MissingAuthenticationToken,
+    /// The `Authorization` header is not a complete SigV4 header, or names no date.
+    IncompleteSignature,
 }
 
 impl ErrorKind {
@@ -53,7 +57,10 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => 503,
             ErrorKind::PreconditionFailed => 412,
             ErrorKind::PolicyLengthExceeded | ErrorKind::Validation => 400,
-            ErrorKind::InvalidSignature | ErrorKind::UnrecognizedClient => 403,
+            ErrorKind::InvalidSignature
+            | ErrorKind::UnrecognizedClient
+            | ErrorKind::MissingAuthenticationToken
+            | ErrorKind::IncompleteSignature => 403,
         }
     }
 
@@ -76,6 +83,8 @@ impl ErrorKind {
             ErrorKind::Validation => "ValidationException",
             ErrorKind::InvalidSignature => "InvalidSignatureException",
             ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ErrorKind::IncompleteSignature => "IncompleteSignatureException",
         }
     }
 

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub throttles: AtomicU64,
     pub cold_starts: AtomicU64,
     pub instance_crashes: AtomicU64,
+    /// User API requests refused by authentication (any of its 403s).
+    pub auth_failures: AtomicU64,
     pub duration: Histogram,
     pub init_duration: Histogram,
     /// The executor's part of a cold start (process spawn; container create + start).
@@ -121,7 +123,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, executor: &str) -> String {
         let mut out = String::with_capacity(METRICS_TEXT_BYTES);
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "lah_invocations_total",
                 "Invocations completed (all types).",
@@ -161,6 +163,11 @@ impl Metrics {
                 "lah_instance_crashes_total",
                 "Instances that exited on their own.",
                 &self.instance_crashes,
+            ),
+            (
+                "lah_auth_failures_total",
+                "User API requests refused by SigV4 authentication.",
+                &self.auth_failures,
             ),
         ];
         for (name, help, v) in counters {

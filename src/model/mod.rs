@@ -4,6 +4,7 @@
 //! Dependency arrows run one way: `protocols` (wire codecs) ← `model` ← the planes
 //! (`dataplane`, `control`) ← `server`. Nothing here knows how a core or the control plane works
 //! inside; a type two planes share lives here, never in one plane's `mod.rs`.
+//! - `auth`: the accepted credentials and SigV4 verification of User API requests.
 //! - `types`: functions, instances, invocation results (plain data, `Send`).
 //! - `error`: AWS's error shapes, the one place failures become what a client sees.
 //! - `messages`: `CoreMsg` (to a core), `ControlMsg` (to the control plane), `EventMsg` (to the
@@ -13,6 +14,7 @@
 //! - `metrics`: the Prometheus counters every thread bumps.
 //! - `names`: function references, qualifiers and their validation, as AWS spells them.
 
+pub mod auth;
 pub mod error;
 pub mod messages;
 pub mod metrics;

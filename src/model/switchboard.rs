@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::auth::Credentials;
 use super::error::ApiError;
 use super::messages::{ControlMsg, CoreMsg};
 use super::metrics::Metrics;
@@ -33,6 +34,8 @@ pub struct Switchboard {
     pub shutting_down: AtomicBool,
     /// `process` or `docker`, set once the control plane has chosen.
     pub executor_name: std::sync::OnceLock<&'static str>,
+    /// The keys User API requests must be signed with; `None` when authentication is off.
+    pub auth: Option<Credentials>,
 }
 
 impl Switchboard {
@@ -52,7 +55,14 @@ impl Switchboard {
             next_instance: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             executor_name: std::sync::OnceLock::new(),
+            auth: None,
         }
+    }
+
+    /// The same switchboard, with User API authentication on for `credentials` (`Some`).
+    pub fn with_auth(mut self, credentials: Option<Credentials>) -> Switchboard {
+        self.auth = credentials;
+        self
     }
 
     pub fn executor_name(&self) -> &'static str {

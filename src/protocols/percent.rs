@@ -1,5 +1,6 @@
-//! The one percent-decoder (RFC 3986 2.1 `%XX` escapes) of the server, in the two rule sets its
-//! callers need. Pure functions over strings: no I/O, no state, callable from any thread.
+//! The one percent-decoder (RFC 3986 2.1 `%XX` escapes) of the server, in the rule sets its
+//! callers need, and the one percent-encoder (SigV4's `UriEncode`, for canonical requests).
+//! Pure functions over strings: no I/O, no state, callable from any thread.
 //!
 //! Both rule sets share one scanner, `decode_bytes`, and differ only in the points below:
 //!
@@ -67,6 +68,30 @@ pub fn decode_query(text: &str) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Decodes a SigV4 query-string key or value to bytes: `+` stays `+` (SigV4 clients encode a
+/// space as `%20`), an invalid escape is kept as written, and the bytes need not be UTF-8, since
+/// the result is only re-encoded (`encode_unreserved`) to rebuild what the client signed.
+pub fn decode_component(text: &str) -> Vec<u8> {
+    decode_bytes(text, Plus::Literal).0
+}
+
+/// Appends `bytes` to `out` percent-encoded as SigV4's `UriEncode` does: every byte but the
+/// unreserved characters of RFC 3986 (`A-Z a-z 0-9 - _ . ~`), and `/` when `keep_slash`, becomes
+/// `%XX` with upper-case hexadecimal digits.
+pub fn encode_unreserved(bytes: &[u8], keep_slash: bool, out: &mut String) {
+    const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+    for &byte in bytes {
+        let unreserved = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~');
+        if unreserved || (keep_slash && byte == b'/') {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX_UPPER[usize::from(byte >> 4)]));
+            out.push(char::from(HEX_UPPER[usize::from(byte & 0x0f)]));
+        }
+    }
+}
+
 /// Decodes one URL path segment (RFC 3986): `+` stays `+`; `None` if any `%` does not begin a
 /// valid escape or the decoded bytes are not UTF-8, since a path that names a resource must
 /// decode to exactly one name.
@@ -116,6 +141,30 @@ mod tests {
         }
         assert_eq!(decode_path_segment("a%FFb"), None);
         assert_eq!(decode_path_segment("%C3%A9").as_deref(), Some("é"));
+    }
+
+    #[test]
+    fn component_decoding_keeps_plus_and_bytes() {
+        assert_eq!(decode_component("a+b%2B%20"), b"a+b+ ");
+        assert_eq!(decode_component("%zz%"), b"%zz%");
+        assert_eq!(decode_component("%FF"), vec![0xFF]);
+    }
+
+    #[test]
+    fn encoding_is_sigv4_uri_encode() {
+        let mut out = String::new();
+        encode_unreserved(b"-._~09AZaz", false, &mut out);
+        assert_eq!(out, "-._~09AZaz");
+        out.clear();
+        encode_unreserved("a b/+:%ሴ".as_bytes(), false, &mut out);
+        assert_eq!(out, "a%20b%2F%2B%3A%25%E1%88%B4");
+        out.clear();
+        encode_unreserved(b"/a b/", true, &mut out);
+        assert_eq!(out, "/a%20b/");
+        // Decoding then encoding normalises escapes to upper case and unreserved characters.
+        out.clear();
+        encode_unreserved(&decode_component("%7e%3a"), false, &mut out);
+        assert_eq!(out, "~%3A");
     }
 
     #[test]

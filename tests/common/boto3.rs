@@ -41,9 +41,20 @@ pub struct ScriptRun {
 
 /// Runs `tests/<script>` against `server`, killing it after `timeout`.
 pub fn run_script(server: &TestServer, script: &str, timeout: Duration) -> ScriptRun {
+    run_script_with_env(server, script, &[], timeout)
+}
+
+/// `run_script` with extra environment variables for the script (e.g. the keys to sign with).
+pub fn run_script_with_env(
+    server: &TestServer,
+    script: &str,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> ScriptRun {
     let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let endpoint = format!("http://{}", server.addr);
     let mut child = python3()
+        .envs(env.iter().copied())
         .arg(&path)
         .arg(&endpoint)
         // No profile, proxy or region from the machine may change what the SDK sends.
