@@ -15,7 +15,7 @@ use super::conn::{ConnError, HttpConn, Response};
 use super::core::{ConnKind, Core};
 use super::scheduler::{runtime_error_outcome, RuntimeRefusal, Work};
 use crate::config::INVOKE_PAYLOAD_BYTES_MAX;
-use crate::model::types::{InstanceId, InvokeOutcome};
+use crate::model::types::{function_error_body, InstanceId, InvokeOutcome};
 use crate::protocols::http::{Limits, Method, Request};
 
 /// A response may exceed the invoke limit a little so the runtime is told 413 (and the caller
@@ -159,8 +159,7 @@ fn error_body(req: &Request) -> Bytes {
     let error_type = req
         .header_str("lambda-runtime-function-error-type")
         .unwrap_or("Unhandled");
-    let body = serde_json::json!({ "errorType": error_type, "errorMessage": "" });
-    Bytes::from(body.to_string())
+    function_error_body(error_type, "", None)
 }
 
 /// Hands the runtime's answer to invocation `request_id` to the scheduler (`Scheduler::respond`)
@@ -202,7 +201,7 @@ fn gone() -> Response {
     resp
 }
 
+/// The Runtime API's own error answers to the runtime share the document's shape.
 fn error(status: u16, error_type: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "errorType": error_type, "errorMessage": message });
-    Response::json(status, body.to_string())
+    Response::json(status, function_error_body(error_type, message, None))
 }

@@ -47,7 +47,8 @@ use super::logs::LogSource;
 use crate::config::LOG_TAIL_BYTES;
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::types::{
-    ExitInfo, Function, InstanceId, InvokeContext, InvokeOutcome, InvokeResult, RequestId,
+    function_error_body, ExitInfo, Function, InstanceId, InvokeContext, InvokeOutcome,
+    InvokeResult, RequestId,
 };
 use crate::model::ControlMsg;
 use crate::model::{CoreMsg, Invocation, Permit, Switchboard};
@@ -976,9 +977,11 @@ impl Scheduler {
             if let Some(inst) = self.instances.get_mut(&id) {
                 if inst.state == State::Starting && inst.init_error.is_none() {
                     let secs = init_limit.as_secs_f64();
-                    inst.init_error = Some(Bytes::from(format!(
-                        r#"{{"errorType":"Runtime.InitTimeout","errorMessage":"Init timed out after {secs:.2} seconds"}}"#
-                    )));
+                    inst.init_error = Some(function_error_body(
+                        "Runtime.InitTimeout",
+                        &format!("Init timed out after {secs:.2} seconds"),
+                        None,
+                    ));
                 }
             }
             self.kill(id);
@@ -1176,11 +1179,7 @@ fn service_outcome(why: &str) -> InvokeOutcome {
 
 /// A platform-made function error, shaped as Lambda's (`{"errorType","errorMessage"}`).
 pub fn runtime_error_outcome(error_type: &str, message: &str) -> InvokeOutcome {
-    let body = serde_json::json!({ "errorType": error_type, "errorMessage": message });
-    InvokeOutcome::FunctionError {
-        function_error: "Unhandled",
-        body: Bytes::from(body.to_string()),
-    }
+    InvokeOutcome::function_error(error_type, message)
 }
 
 /// The invocation's log as Lambda tails it: START, the function's output, END and REPORT.

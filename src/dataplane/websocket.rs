@@ -26,7 +26,7 @@ use super::core::{ConnKind, Core};
 use super::scheduler::{runtime_error_outcome, Outgoing, RuntimeRefusal, Work};
 use crate::config::INVOKE_PAYLOAD_BYTES_MAX;
 use crate::model::metrics::WsMetrics;
-use crate::model::types::{InstanceId, InvokeOutcome};
+use crate::model::types::{function_error_body, InstanceId, InvokeOutcome};
 use crate::model::CoreMsg;
 use crate::protocols::http::Request;
 use crate::protocols::runtime_messages::{
@@ -265,14 +265,13 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
             stack_trace,
             ..
         } => {
-            let body = serde_json::json!({
-                "errorMessage": error_message,
-                "errorType": error_type,
-                "stackTrace": stack_trace,
-            });
             let outcome = InvokeOutcome::FunctionError {
                 function_error: "Unhandled",
-                body: Bytes::from(body.to_string()),
+                body: function_error_body(
+                    &error_type,
+                    &error_message,
+                    Some(&serde_json::json!(stack_trace)),
+                ),
             };
             (request_id, outcome)
         }

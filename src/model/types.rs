@@ -468,6 +468,31 @@ pub enum InvokeOutcome {
     Service(crate::model::error::ApiError),
 }
 
+/// Lambda's function-error document, `{"errorType","errorMessage"[,"stackTrace"]}`: the one
+/// builder for every error the platform or a runtime reports (timeouts, crashes, WebSocket
+/// `error` messages, error types without a body).
+pub fn function_error_body(
+    error_type: &str,
+    message: &str,
+    stack_trace: Option<&serde_json::Value>,
+) -> Bytes {
+    let mut body = serde_json::json!({ "errorType": error_type, "errorMessage": message });
+    if let Some(trace) = stack_trace {
+        body["stackTrace"] = trace.clone();
+    }
+    Bytes::from(body.to_string())
+}
+
+impl InvokeOutcome {
+    /// A function error (`X-Amz-Function-Error: Unhandled`) with Lambda's error document.
+    pub fn function_error(error_type: &str, message: &str) -> InvokeOutcome {
+        InvokeOutcome::FunctionError {
+            function_error: "Unhandled",
+            body: function_error_body(error_type, message, None),
+        }
+    }
+}
+
 /// The finished invocation as delivered back to the caller's core.
 #[derive(Debug)]
 pub struct InvokeResult {
