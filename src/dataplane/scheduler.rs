@@ -188,6 +188,12 @@ struct Instance {
     id: InstanceId,
     function: Arc<Function>,
     started_at: Instant,
+    /// When its init limit (`init_timeout_s`) began: when the executor reported it running
+    /// (`running`), or its start request until then. Lambda's init limit covers the runtime's
+    /// init, not the provisioning of the sandbox: under load a container may take longer to be
+    /// created than the whole init limit, and was killed (and its invocation failed with
+    /// `Runtime.InitTimeout`) before its runtime had run at all.
+    init_since: Instant,
     state: State,
     life: Life,
     waiter: Option<Waiter>,
@@ -243,6 +249,9 @@ struct Pool {
     capped: usize,
     /// The last observed init duration of this pool's instances (0 before the first).
     init_estimate: Duration,
+    /// When the executor last reported an instance of this pool running: pending invocations
+    /// are not expired as stale within an init limit (plus slack) of it (`expire_pending`).
+    last_running: Option<Instant>,
 }
 
 impl Pool {
@@ -410,6 +419,7 @@ impl Scheduler {
                 id,
                 function: function.clone(),
                 started_at: now,
+                init_since: now,
                 state: State::Starting,
                 life: Life::Serving,
                 waiter: None,
@@ -875,9 +885,25 @@ impl Scheduler {
             Some(inst) => {
                 inst.log = Some(log);
                 inst.listener_fd = Some(listener_fd);
+                self.running(id, Instant::now());
                 true
             }
             None => false,
+        }
+    }
+
+    /// The executor reports the instance's process or container running at `at`: its init
+    /// limit counts from here (see `Instance::init_since`).
+    pub fn running(&mut self, id: InstanceId, at: Instant) {
+        if let Some(inst) = self.instances.get_mut(&id) {
+            if inst.state == State::Starting {
+                inst.init_since = at;
+                let pool = self
+                    .pools
+                    .entry(inst.function.pool_key.clone())
+                    .or_default();
+                pool.last_running = Some(pool.last_running.map_or(at, |t| t.max(at)));
+            }
         }
     }
 
@@ -1051,7 +1077,7 @@ impl Scheduler {
                 {
                     slow_return.push(inst.id);
                 }
-                State::Starting if now.duration_since(inst.started_at) >= init_limit => {
+                State::Starting if now.duration_since(inst.init_since) >= init_limit => {
                     to_kill.push(inst.id);
                 }
                 State::Idle { paused } => {
@@ -1086,6 +1112,12 @@ impl Scheduler {
             if let Some(inst) = self.instances.get_mut(&id) {
                 if inst.state == State::Starting && inst.init_error.is_none() {
                     let secs = init_limit.as_secs_f64();
+                    tracing::warn!(
+                        instance = %id,
+                        function = %inst.function.pool_key,
+                        "init timed out after {secs:.2} s ({:.2} s since the start request)",
+                        now.duration_since(inst.started_at).as_secs_f64()
+                    );
                     inst.init_error = Some(Bytes::from(format!(
                         r#"{{"errorType":"Runtime.InitTimeout","errorMessage":"Init timed out after {secs:.2} seconds"}}"#
                     )));
@@ -1154,25 +1186,30 @@ impl Scheduler {
         self.kill(id);
     }
 
-    /// Safety net: a pending invocation never waits longer than an init can take.
+    /// Safety net: a pending invocation never waits longer than an init can take, counted from
+    /// when it was accepted or, if later, when the executor last reported an instance of its
+    /// pool running (a slow container start under load is not the invocation's init).
     fn expire_pending(&mut self, now: Instant, limit: Duration) {
-        let names: Vec<String> = self
+        let stale_in = |p: &Pool| {
+            p.pending
+                .iter()
+                .take_while(|i| {
+                    let since = p
+                        .last_running
+                        .map_or(i.accepted_at, |r| r.max(i.accepted_at));
+                    now.saturating_duration_since(since) > limit
+                })
+                .count()
+        };
+        let stale: Vec<(String, usize)> = self
             .pools
             .iter()
-            .filter(|(_, p)| {
-                p.pending
-                    .front()
-                    .is_some_and(|i| now.duration_since(i.accepted_at) > limit)
-            })
-            .map(|(n, _)| n.clone())
+            .map(|(n, p)| (n, stale_in(p)))
+            .filter(|(_, count)| *count > 0)
+            .map(|(n, count)| (n.clone(), count))
             .collect();
-        for name in names {
-            let stale = self.pools[&name]
-                .pending
-                .iter()
-                .take_while(|i| now.duration_since(i.accepted_at) > limit)
-                .count();
-            self.fail_pending(&name, stale, |_| {
+        for (name, count) in stale {
+            self.fail_pending(&name, count, |_| {
                 InvokeOutcome::Service(ApiError::new(
                     ErrorKind::ResourceNotReady,
                     "No instance of the function became ready in time",

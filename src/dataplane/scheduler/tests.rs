@@ -1474,3 +1474,32 @@ fn return_grace_follows_the_init_duration_under_contention() {
     rig.next(new);
     rig.check();
 }
+
+#[test]
+fn init_limit_counts_from_when_the_executor_reports_the_instance_running() {
+    // Cause of `Runtime.InitTimeout` under load with Docker: creating and starting a container
+    // took longer than the whole init limit, which counted from the start request, so the
+    // instance was killed before its runtime had run. The limit counts from `running`.
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    let provisioned = later(Duration::from_secs(INIT_TIMEOUT_S));
+    rig.sched.running(id, provisioned);
+    rig.sched
+        .tick(provisioned + Duration::from_secs(INIT_TIMEOUT_S / 2));
+    assert!(
+        rig.asked().is_empty(),
+        "a slow container start does not eat into the init limit"
+    );
+    assert!(still_waiting(&mut rx));
+    rig.sched
+        .tick(provisioned + Duration::from_secs(INIT_TIMEOUT_S + 1));
+    // Killed, and (as after any failed init) a replacement is started at once.
+    let asked = rig.asked();
+    assert_eq!(asked[0], Asked::Kill(id));
+    assert!(matches!(asked[1..], [Asked::Start { .. }]), "{asked:?}");
+    rig.sched.exited(id, killed_by_signal());
+    let (kind, _) = function_error(&result(&mut rx));
+    assert_eq!(kind, "Runtime.InitTimeout");
+    rig.check();
+}
