@@ -444,6 +444,10 @@ impl Scheduler {
             .or_default()
             .supply += 1;
         self.gauge(State::Starting, 1);
+        self.shared
+            .metrics
+            .instance_starts
+            .fetch_add(1, Ordering::Relaxed);
         self.shared.send_control(ControlMsg::StartInstance {
             id,
             token,

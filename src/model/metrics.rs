@@ -80,6 +80,8 @@ pub struct Metrics {
     pub timeouts: AtomicU64,
     pub throttles: AtomicU64,
     pub cold_starts: AtomicU64,
+    /// Instances asked of the control plane (every cold start, whether or not it became ready).
+    pub instance_starts: AtomicU64,
     pub instance_crashes: AtomicU64,
     pub duration: Histogram,
     pub init_duration: Histogram,
@@ -92,7 +94,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, executor: &str) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "lah_invocations_total",
                 "Invocations completed (all types).",
@@ -127,6 +129,11 @@ impl Metrics {
                 "lah_cold_starts_total",
                 "Invocations that started a new instance.",
                 &self.cold_starts,
+            ),
+            (
+                "lah_instance_starts_total",
+                "Instances asked of the executor (started for pending invocations).",
+                &self.instance_starts,
             ),
             (
                 "lah_instance_crashes_total",
