@@ -294,15 +294,15 @@ fn docker_server_gated(
     for path in [dir.path(), data.as_path()] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let start = if exclusive {
-        TestServer::start_exclusive_in
-    } else {
-        TestServer::start_in
-    };
-    let server = start(&data, &mut |c: &mut Config| {
+    let configure = |c: &mut Config| {
         c.executor = executor;
         adjust(c);
-    });
+    };
+    let server = if exclusive {
+        TestServer::start_exclusive_in(&data, configure)
+    } else {
+        TestServer::start_in(&data, configure)
+    };
     DockerServer { server, _dir: dir }
 }
 
