@@ -26,10 +26,15 @@
 //! - an instance is in its pool's idle list exactly while it is `Idle` and `Serving`, once, and
 //!   then has a waiter; a `Killed` instance has none; only a busy instance is `Retiring`;
 //! - a pool's `supply` equals the number of its instances for which `is_supply` holds;
-//! - every pending invocation has an instance behind it (`pending.len() <= supply`, kept by
-//!   `rebalance`): one starting, or one that has just answered and is on its way back to `/next`
-//!   (for `RETURN_GRACE`), so a pending invocation ends on a warm instance, on its cold start, or
-//!   with that cold start's error;
+//! - every pending invocation has an instance behind it (`pending.len() <= supply + capped`, kept
+//!   by `rebalance`): one starting, or one that has just answered and is on its way back to
+//!   `/next` (for the pool's return grace), or, when the cap held a start back (`capped`), one of
+//!   another core, which hands itself over (`CoreMsg::IdleInstance`, `tick`); so a pending
+//!   invocation ends on a warm instance, on its cold start, or with that cold start's error;
+//! - a pool never has more instances holding a slot (`Instance::holds_slot`, counted on every
+//!   core in `FunctionCounters::instances`) than its function has admitted invocations, except
+//!   for slow returners that come back after their grace (docs/scheduler.md, "Instances track
+//!   concurrency");
 //! - an instance never takes an invocation of a newer generation of its function;
 //! - every in-flight invocation ends: response, error, deadline (`tick`), or instance exit.
 

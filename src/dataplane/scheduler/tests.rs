@@ -1386,12 +1386,12 @@ fn closed_loop_on_two_cores_never_runs_more_instances_than_callers() {
                 let rx = scheds[core].next(id).expect("live");
                 parked.insert(id, rx);
             }
-            for core in 0..2 {
-                while let Ok(msg) = rig.cores[core].try_recv() {
+            for (sched, inbox) in scheds.iter_mut().zip(rig.cores.iter_mut()) {
+                while let Ok(msg) = inbox.try_recv() {
                     match msg {
-                        CoreMsg::Dispatch(inv) => scheds[core].accept_handoff(inv),
+                        CoreMsg::Dispatch(inv) => sched.accept_handoff(inv),
                         CoreMsg::IdleInstance { pool, core: idle } => {
-                            scheds[core].idle_instance_on(&pool, idle)
+                            sched.idle_instance_on(&pool, idle)
                         }
                         _ => panic!("unexpected core message"),
                     }
