@@ -718,18 +718,24 @@ impl Scheduler {
     }
 
     /// Core `core` has an idle instance of `pool` (`CoreMsg::IdleInstance`): hand it the oldest
-    /// pending invocation, if this core still has one waiting for another core's instance.
+    /// pending invocation, if this core still has one.
     pub fn idle_instance_on(&mut self, pool: &str, core: usize) {
-        let Some(p) = self.pools.get_mut(pool) else {
-            return;
-        };
-        if core == self.core || p.pending.len() <= p.supply {
+        if core == self.core {
             return;
         }
-        if let Some(inv) = p.pending.pop_front() {
+        // Even an invocation a returning instance of this core would take goes: the idle
+        // instance takes it now. With nothing pending any more (this core's own instances took
+        // it), `rebalance` stops the advertising, or every instance of another core that parks
+        // idle would send a wake-up for nothing.
+        let oldest = self.pools.get_mut(pool).and_then(|p| p.pending.pop_front());
+        if let Some(inv) = oldest {
             self.shared.send_core(core, CoreMsg::Dispatch(inv));
         }
-        self.rebalance(pool);
+        if self.pools.contains_key(pool) {
+            self.rebalance(pool);
+        } else {
+            self.hint_waiting(pool, false);
+        }
         self.checked();
     }
 

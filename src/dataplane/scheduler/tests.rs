@@ -1503,3 +1503,26 @@ fn init_limit_counts_from_when_the_executor_reports_the_instance_running() {
     assert_eq!(kind, "Runtime.InitTimeout");
     rig.check();
 }
+
+#[test]
+fn a_wake_up_with_nothing_left_pending_stops_the_advertising() {
+    // The `waiting_cores` hint must not outlive what waited, or every instance of another core
+    // that parks idle sends a wake-up for nothing.
+    let mut rig = Rig::new();
+    let mut other = core_1(&rig);
+    let remote = returning_instance_on_core_1(&mut rig, &mut other);
+    // Core 0 advertised waiting invocations; its own instances have taken them since.
+    rig.counters.waiting_cores.fetch_or(1, Ordering::Relaxed);
+    let _next = other.next(remote).expect("live");
+    let woken = rig.woken(0);
+    assert_eq!(woken, vec![(NAME.to_string(), 1)]);
+    rig.sched.idle_instance_on(&woken[0].0, woken[0].1);
+    assert!(rig.handed_to(1).is_empty(), "nothing to hand over");
+    assert_eq!(
+        rig.counters.waiting_cores.load(Ordering::Relaxed) & 1,
+        0,
+        "no longer advertised"
+    );
+    other.check_invariants();
+    rig.sched.check_invariants();
+}
