@@ -278,6 +278,15 @@ fn docker_server(adjust: impl FnOnce(&mut Config)) -> DockerServer {
 }
 
 fn docker_server_with(executor: ExecutorChoice, adjust: impl FnOnce(&mut Config)) -> DockerServer {
+    docker_server_gated(false, executor, adjust)
+}
+
+/// `exclusive`: no other test server runs meanwhile (`TestServer::exclusive`).
+fn docker_server_gated(
+    exclusive: bool,
+    executor: ExecutorChoice,
+    adjust: impl FnOnce(&mut Config),
+) -> DockerServer {
     let dir = tempfile::tempdir().expect("create a temporary dir");
     let data = dir.path().join("data");
     std::fs::create_dir(&data).expect("create the data dir");
@@ -285,10 +294,15 @@ fn docker_server_with(executor: ExecutorChoice, adjust: impl FnOnce(&mut Config)
     for path in [dir.path(), data.as_path()] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let server = TestServer::start_in(&data, |c| {
+    let configure = |c: &mut Config| {
         c.executor = executor;
         adjust(c);
-    });
+    };
+    let server = if exclusive {
+        TestServer::start_exclusive_in(&data, configure)
+    } else {
+        TestServer::start_in(&data, configure)
+    };
     DockerServer { server, _dir: dir }
 }
 
@@ -878,4 +892,50 @@ fn auto_executor_picks_docker_when_the_daemon_answers() {
     assert_eq!(server.invoke_ok(&name, &json!({})), json!({"v": 1}));
     let id = only_container_of(&name);
     check_hardened(&id, &name, 128);
+}
+
+/// Init limit of the load test's server. Not timed: on a shared 2-CPU machine 50 runtimes
+/// initialising at once beside other builds can take longer than Lambda's 10 s, which is not
+/// what this test checks (the scheduler's and the executor's behaviour under load is).
+const LOAD_INIT_TIMEOUT_S: u64 = 120;
+/// Closed-loop workers of the load test (the middle level).
+const LOAD_CONCURRENCY: usize = 50;
+/// Its measured part, after every worker has been answered twice.
+const LOAD_MEASURED: Duration = Duration::from_secs(4);
+
+#[test]
+fn closed_loop_at_concurrency_50_fails_nothing_and_runs_at_most_c_plus_10_percent_containers() {
+    // The Docker executor holds the process executor's behaviour (e2e_load.rs) under load:
+    // no failed invocation (no init timeout while dozens of containers are created at once) and
+    // no more containers than the load needs.
+    let Some(_docker) = docker_ready("closed_loop_docker") else {
+        return;
+    };
+    let server = docker_server_gated(true, ExecutorChoice::Docker, |c| {
+        c.init_timeout_s = LOAD_INIT_TIMEOUT_S
+    });
+    let name = unique_name("dload");
+    server.create_python(&name, PY_V1, json!({}));
+    let run = closed_loop(&server, &name, LOAD_CONCURRENCY, LOAD_MEASURED);
+    eprintln!("closed loop, docker executor: {run:?}");
+    assert!(
+        run.errors.is_empty(),
+        "{} of {} invokes failed, first: {:?}",
+        run.errors.len(),
+        run.ok + run.errors.len() as u64,
+        run.errors.first()
+    );
+    assert!(run.ok > 0);
+    let bound = instance_bound(LOAD_CONCURRENCY);
+    assert!(
+        run.instances_max <= bound,
+        "{} instances for {LOAD_CONCURRENCY} workers (bound {bound})",
+        run.instances_max
+    );
+    let containers = containers_of(&name).len() as u64;
+    assert!(
+        containers <= bound,
+        "{containers} containers (bound {bound})"
+    );
+    server.shutdown();
 }

@@ -350,6 +350,18 @@ impl Metrics {
         })
     }
 
+    /// Instances the server is still starting (the sum of its `lah_instances{state="starting"}`
+    /// series); None when it exports none.
+    pub fn starting(&self) -> Option<f64> {
+        let mut series = self
+            .series
+            .iter()
+            .filter(|(k, _)| k.starts_with("lah_instances{") && k.contains("state=\"starting\""))
+            .peekable();
+        series.peek()?;
+        Some(series.map(|(_, v)| v).sum())
+    }
+
     /// Changes of the `_total` counters between `before` and `self` (unchanged ones omitted).
     pub fn counter_deltas(&self, before: &Metrics) -> BTreeMap<String, f64> {
         self.series
@@ -449,5 +461,14 @@ mod tests {
         assert_eq!(d.get("lah_invocations_total"), Some(&15.0));
         assert_eq!(d.get("lah_cold_starts_total"), Some(&1.0));
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn starting_instances_sum_the_starting_series() {
+        let m = Metrics::parse(
+            "lah_instances{state=\"starting\",executor=\"docker\"} 3\nlah_instances{state=\"idle\",executor=\"docker\"} 7\n",
+        );
+        assert_eq!(m.starting(), Some(3.0));
+        assert_eq!(Metrics::parse("lah_invocations_total 1\n").starting(), None);
     }
 }

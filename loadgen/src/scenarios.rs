@@ -571,6 +571,16 @@ pub async fn throughput(
     while ready.load(Ordering::Relaxed) < concurrency && warm_started.elapsed() < READY_WAIT_MAX {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Instances the warm-up asked for may still be starting (a container start under load takes
+    // seconds): their first invokes would count as cold starts in the measured window.
+    while warm_started.elapsed() < READY_WAIT_MAX {
+        match bench.api.metrics().await.and_then(|m| m.starting()) {
+            Some(starting) if starting > 0.0 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => break,
+        }
+    }
     let ready_now = ready.load(Ordering::Relaxed);
     if ready_now < concurrency {
         phase.notes.push(format!(

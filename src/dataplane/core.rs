@@ -116,6 +116,9 @@ impl Core {
                 }
                 CoreMsg::InstanceExited { id, exit } => self.sched.borrow_mut().exited(id, exit),
                 CoreMsg::Retire { pool } => self.sched.borrow_mut().retire(&pool),
+                CoreMsg::IdleInstance { pool, core } => {
+                    self.sched.borrow_mut().idle_instance_on(&pool, core)
+                }
                 CoreMsg::AdoptWebSocket {
                     id,
                     fd,

@@ -26,10 +26,15 @@
 //! - an instance is in its pool's idle list exactly while it is `Idle` and `Serving`, once, and
 //!   then has a waiter; a `Killed` instance has none; only a busy instance is `Retiring`;
 //! - a pool's `supply` equals the number of its instances for which `is_supply` holds;
-//! - every pending invocation has an instance behind it (`pending.len() <= supply`, kept by
-//!   `rebalance`): one starting, or one that has just answered and is on its way back to `/next`
-//!   (for `RETURN_GRACE`), so a pending invocation ends on a warm instance, on its cold start, or
-//!   with that cold start's error;
+//! - every pending invocation has an instance behind it (`pending.len() <= supply + capped`, kept
+//!   by `rebalance`): one starting, or one that has just answered and is on its way back to
+//!   `/next` (for the pool's return grace), or, when the cap held a start back (`capped`), one of
+//!   another core, which hands itself over (`CoreMsg::IdleInstance`, `tick`); so a pending
+//!   invocation ends on a warm instance, on its cold start, or with that cold start's error;
+//! - a pool never has more instances holding a slot (`Instance::holds_slot`, counted on every
+//!   core in `FunctionCounters::instances`) than its function has admitted invocations, except
+//!   for slow returners that come back after their grace (docs/scheduler.md, "Instances track
+//!   concurrency");
 //! - an instance never takes an invocation of a newer generation of its function;
 //! - every in-flight invocation ends: response, error, deadline (`tick`), or instance exit.
 
@@ -47,15 +52,16 @@ use super::logs::LogSource;
 use crate::config::LOG_TAIL_BYTES;
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::types::{
-    function_error_body, ExitInfo, Function, InstanceId, InvokeContext, InvokeOutcome,
-    InvokeResult, RequestId,
+    function_error_body, ExitInfo, Function, FunctionCounters, InstanceId, InvokeContext,
+    InvokeOutcome, InvokeResult, RequestId,
 };
 use crate::model::ControlMsg;
 use crate::model::{CoreMsg, Invocation, Permit, Switchboard};
 
-/// How long an instance that has just answered counts as about to take the next pending
-/// invocation. Runtimes post a response and ask for the next invocation microseconds apart;
-/// waiting that long beats starting a new instance (a cold start is 10-100 ms).
+/// How long, at least, an instance that has just answered counts as about to take the next
+/// pending invocation. Runtimes post a response and ask for the next invocation microseconds
+/// apart on an idle machine; waiting that long beats starting a new instance (a cold start is
+/// 10-100 ms).
 const RETURN_GRACE: Duration = Duration::from_millis(50);
 
 /// How long an instance that has answered may stay away from `/next` before it is killed. A
@@ -67,6 +73,14 @@ const RETURN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than the init limit a pending invocation may wait before it fails with
 /// ResourceNotReadyException: the safety net behind "every pending invocation has an instance".
 const PENDING_WAIT_SLACK: Duration = Duration::from_secs(5);
+
+/// How long, at most, a returning instance counts as about to come back. Between the two bounds
+/// the grace is the pool's last observed init duration (`Pool::return_grace`): under CPU
+/// contention a runtime may take hundreds of milliseconds to ask again, and a cold start started
+/// in its place would take at least as long as an init does, and leave an instance too many
+/// once the slow one is back. Beyond this a runtime that answered is doing work after its answer
+/// (or is stuck), and pending invocations stop waiting for it.
+const RETURN_GRACE_MAX: Duration = Duration::from_secs(1);
 
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status.
@@ -189,6 +203,12 @@ struct Instance {
     id: InstanceId,
     function: Arc<Function>,
     started_at: Instant,
+    /// When its init limit (`init_timeout_s`) began: when the executor reported it running
+    /// (`running`), or its start request until then. Lambda's init limit covers the runtime's
+    /// init, not the provisioning of the sandbox: under load a container may take longer to be
+    /// created than the whole init limit, and was killed (and its invocation failed with
+    /// `Runtime.InitTimeout`) before its runtime had run at all.
+    init_since: Instant,
     state: State,
     life: Life,
     waiter: Option<Waiter>,
@@ -219,6 +239,13 @@ impl Instance {
                 State::Starting | State::Returning { awaited: true, .. }
             )
     }
+
+    /// Whether the instance counts in its pool's cross-core instance count
+    /// (`FunctionCounters::instances`), which caps cold starts: serving, and not a returning
+    /// instance past its grace. Derived, never stored.
+    fn holds_slot(&self) -> bool {
+        self.life == Life::Serving && !matches!(self.state, State::Returning { awaited: false, .. })
+    }
 }
 
 #[derive(Default)]
@@ -230,6 +257,24 @@ struct Pool {
     /// whose `Instance::is_supply` holds, kept in step by `update`. `rebalance` starts instances
     /// only beyond these.
     supply: usize,
+    /// Pending invocations beyond `supply` that `rebalance` left without a cold start because
+    /// the pool's instances on all cores already match the function's admitted invocations:
+    /// each waits for an instance of another core (hand-off by `tick`, or at once when that
+    /// core's instance parks and sends `CoreMsg::IdleInstance`). Recomputed by `rebalance`.
+    capped: usize,
+    /// The last observed init duration of this pool's instances (0 before the first).
+    init_estimate: Duration,
+    /// When the executor last reported an instance of this pool running: pending invocations
+    /// are not expired as stale within an init limit (plus slack) of it (`expire_pending`).
+    last_running: Option<Instant>,
+}
+
+impl Pool {
+    /// How long a returning instance of this pool counts as supply: about as long as a cold
+    /// start would take, within `RETURN_GRACE..=RETURN_GRACE_MAX`.
+    fn return_grace(&self) -> Duration {
+        self.init_estimate.clamp(RETURN_GRACE, RETURN_GRACE_MAX)
+    }
 }
 
 /// Why a runtime's request was refused (mapped to the Runtime API's status codes).
@@ -326,25 +371,58 @@ impl Scheduler {
         }
     }
 
-    /// Starts instances until every pending invocation has one behind it (see `Pool::supply`).
+    /// Starts instances until every pending invocation has one behind it (see `Pool::supply`),
+    /// but never more instances of the pool, counted on every core, than the function has
+    /// admitted invocations: a pending invocation beyond that waits for an instance of another
+    /// core, which is free (idle, or about to be) because fewer invocations than instances run.
+    /// Without this cap a core whose own instances are all busy starts one while another core's
+    /// instance is just coming back, and under a steady closed-loop load the pool outgrows the
+    /// load. The excess is `Pool::capped`; `tick` hands it to idle cores and re-runs this.
     fn rebalance(&mut self, name: &str) {
-        let Some(pool) = self.pools.get(name) else {
+        let Some(pool) = self.pools.get_mut(name) else {
             return;
         };
         let missing = pool.pending.len().saturating_sub(pool.supply);
+        pool.capped = 0;
+        self.hint_waiting(name, missing > 0);
         if missing == 0 {
             return;
         }
         let Some(function) = self.shared.function(name) else {
             let error = ApiError::not_found_function(name);
             self.fail_pending(name, usize::MAX, |_| InvokeOutcome::Service(error.clone()));
+            self.hint_waiting(name, false);
             return;
         };
-        for _ in 0..missing {
+        let demand = function.concurrency.in_flight.load(Ordering::Acquire);
+        let mut started = 0;
+        while started < missing && reserve_slot(&function.counters, demand) {
             self.start_instance(function.clone());
+            started += 1;
+        }
+        let pool = self.pools.get_mut(name).expect("looked up above");
+        pool.capped = missing - started;
+        if pool.capped == 0 {
+            self.hint_waiting(name, false);
         }
     }
 
+    /// Sets or clears this core's bit in the pool's `waiting_cores` hint.
+    fn hint_waiting(&self, name: &str, waiting: bool) {
+        let Some(f) = self.shared.function(name) else {
+            return;
+        };
+        let bit = 1u64 << self.core;
+        let waiting_cores = &f.counters.waiting_cores;
+        if waiting {
+            waiting_cores.fetch_or(bit, Ordering::Relaxed);
+        } else if waiting_cores.load(Ordering::Relaxed) & bit != 0 {
+            waiting_cores.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Creates a `Starting` instance and asks the control plane for it. Its slot in the pool's
+    /// cross-core instance count was reserved by the caller (`reserve_slot`).
     fn start_instance(&mut self, function: Arc<Function>) {
         let id = self.shared.new_instance_id(self.core);
         let token = format!("{id}-{:016x}", rand::random::<u64>());
@@ -356,6 +434,7 @@ impl Scheduler {
                 id,
                 function: function.clone(),
                 started_at: now,
+                init_since: now,
                 state: State::Starting,
                 life: Life::Serving,
                 waiter: None,
@@ -380,6 +459,10 @@ impl Scheduler {
             .or_default()
             .supply += 1;
         self.gauge(State::Starting, 1);
+        self.shared
+            .metrics
+            .instance_starts
+            .fetch_add(1, Ordering::Relaxed);
         self.shared.send_control(ControlMsg::StartInstance {
             id,
             token,
@@ -403,13 +486,22 @@ impl Scheduler {
     }
 
     /// Applies `change` to instance `id` and keeps what is derived from its `state` and `life`
-    /// in step: its pool's `supply` count and the instance gauges. Every change of an existing
+    /// in step: its pool's `supply` count, the pool's cross-core instance count and the instance
+    /// gauges. Every change of an existing
     /// instance's `state` or `life` goes through here.
     fn update<R>(&mut self, id: InstanceId, change: impl FnOnce(&mut Instance) -> R) -> Option<R> {
         let inst = self.instances.get_mut(&id)?;
-        let (was_supply, was) = (inst.is_supply(), inst.state);
+        let (was_supply, was, had_slot) = (inst.is_supply(), inst.state, inst.holds_slot());
         let r = change(inst);
-        let (is_supply, is) = (inst.is_supply(), inst.state);
+        let (is_supply, is, has_slot) = (inst.is_supply(), inst.state, inst.holds_slot());
+        if had_slot != has_slot {
+            let slots = &inst.function.counters.instances;
+            if has_slot {
+                slots.fetch_add(1, Ordering::Relaxed);
+            } else {
+                slots.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         if was_supply != is_supply {
             let name = inst.function.pool_key.clone();
             let pool = self.pools.entry(name).or_default();
@@ -567,6 +659,8 @@ impl Scheduler {
                 .metrics
                 .init_duration
                 .observe_us(init.as_micros() as u64);
+            let name = inst.function.pool_key.clone();
+            self.pools.entry(name).or_default().init_estimate = init;
         }
         if inst.in_flight.is_some() {
             // Asking for more work without answering: Lambda treats the invocation as failed.
@@ -608,8 +702,51 @@ impl Scheduler {
             if pool.idle.len() == 1 {
                 self.mark_idle_core(&name, true);
             }
+            self.wake_a_waiting_core(&name);
         }
         Ok(())
+    }
+
+    /// An instance of `name` parked here with nothing to do: if another core holds invocations
+    /// that wait for an instance of another core, tell one such core now (it hands one over)
+    /// rather than leave them until its next tick.
+    fn wake_a_waiting_core(&self, name: &str) {
+        let Some(f) = self.shared.function(name) else {
+            return;
+        };
+        let others = f.counters.waiting_cores.load(Ordering::Relaxed) & !(1u64 << self.core);
+        if others != 0 {
+            let target = others.trailing_zeros() as usize;
+            self.shared.send_core(
+                target,
+                CoreMsg::IdleInstance {
+                    pool: name.to_string(),
+                    core: self.core,
+                },
+            );
+        }
+    }
+
+    /// Core `core` has an idle instance of `pool` (`CoreMsg::IdleInstance`): hand it the oldest
+    /// pending invocation, if this core still has one.
+    pub fn idle_instance_on(&mut self, pool: &str, core: usize) {
+        if core == self.core {
+            return;
+        }
+        // Even an invocation a returning instance of this core would take goes: the idle
+        // instance takes it now. With nothing pending any more (this core's own instances took
+        // it), `rebalance` stops the advertising, or every instance of another core that parks
+        // idle would send a wake-up for nothing.
+        let oldest = self.pools.get_mut(pool).and_then(|p| p.pending.pop_front());
+        if let Some(inv) = oldest {
+            self.shared.send_core(core, CoreMsg::Dispatch(inv));
+        }
+        if self.pools.contains_key(pool) {
+            self.rebalance(pool);
+        } else {
+            self.hint_waiting(pool, false);
+        }
+        self.checked();
     }
 
     /// The runtime's answer for `request_id`.
@@ -773,9 +910,25 @@ impl Scheduler {
             Some(inst) => {
                 inst.log = Some(log);
                 inst.listener_fd = Some(listener_fd);
+                self.running(id, Instant::now());
                 true
             }
             None => false,
+        }
+    }
+
+    /// The executor reports the instance's process or container running at `at`: its init
+    /// limit counts from here (see `Instance::init_since`).
+    pub fn running(&mut self, id: InstanceId, at: Instant) {
+        if let Some(inst) = self.instances.get_mut(&id) {
+            if inst.state == State::Starting {
+                inst.init_since = at;
+                let pool = self
+                    .pools
+                    .entry(inst.function.pool_key.clone())
+                    .or_default();
+                pool.last_running = Some(pool.last_running.map_or(at, |t| t.max(at)));
+            }
         }
     }
 
@@ -838,6 +991,12 @@ impl Scheduler {
             return;
         };
         let name = &inst.function.pool_key;
+        if inst.holds_slot() {
+            inst.function
+                .counters
+                .instances
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some(pool) = self.pools.get_mut(name) {
             if inst.is_supply() {
                 pool.supply -= 1;
@@ -938,11 +1097,16 @@ impl Scheduler {
                     to_kill.push(inst.id);
                 }
                 State::Returning { since, .. }
-                    if inst.is_supply() && now.duration_since(since) >= RETURN_GRACE =>
+                    if inst.is_supply()
+                        && now.duration_since(since)
+                            >= self
+                                .pools
+                                .get(&inst.function.pool_key)
+                                .map_or(RETURN_GRACE, Pool::return_grace) =>
                 {
                     slow_return.push(inst.id);
                 }
-                State::Starting if now.duration_since(inst.started_at) >= init_limit => {
+                State::Starting if now.duration_since(inst.init_since) >= init_limit => {
                     to_kill.push(inst.id);
                 }
                 State::Idle { paused } => {
@@ -977,6 +1141,12 @@ impl Scheduler {
             if let Some(inst) = self.instances.get_mut(&id) {
                 if inst.state == State::Starting && inst.init_error.is_none() {
                     let secs = init_limit.as_secs_f64();
+                    tracing::warn!(
+                        instance = %id,
+                        function = %inst.function.pool_key,
+                        "init timed out after {secs:.2} s ({:.2} s since the start request)",
+                        now.duration_since(inst.started_at).as_secs_f64()
+                    );
                     inst.init_error = Some(function_error_body(
                         "Runtime.InitTimeout",
                         &format!("Init timed out after {secs:.2} seconds"),
@@ -996,6 +1166,17 @@ impl Scheduler {
         }
         self.expire_pending(now, init_limit + PENDING_WAIT_SLACK);
         self.offload_pending();
+        // Pending invocations left waiting for another core's instance: the cap may allow a
+        // start by now (an instance went away, or demand grew), and the hint must stay current.
+        let capped: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|(_, p)| p.capped > 0 || p.pending.len() > p.supply)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in capped {
+            self.rebalance(&name);
+        }
         self.checked();
     }
 
@@ -1036,25 +1217,30 @@ impl Scheduler {
         self.kill(id);
     }
 
-    /// Safety net: a pending invocation never waits longer than an init can take.
+    /// Safety net: a pending invocation never waits longer than an init can take, counted from
+    /// when it was accepted or, if later, when the executor last reported an instance of its
+    /// pool running (a slow container start under load is not the invocation's init).
     fn expire_pending(&mut self, now: Instant, limit: Duration) {
-        let names: Vec<String> = self
+        let stale_in = |p: &Pool| {
+            p.pending
+                .iter()
+                .take_while(|i| {
+                    let since = p
+                        .last_running
+                        .map_or(i.accepted_at, |r| r.max(i.accepted_at));
+                    now.saturating_duration_since(since) > limit
+                })
+                .count()
+        };
+        let stale: Vec<(String, usize)> = self
             .pools
             .iter()
-            .filter(|(_, p)| {
-                p.pending
-                    .front()
-                    .is_some_and(|i| now.duration_since(i.accepted_at) > limit)
-            })
-            .map(|(n, _)| n.clone())
+            .map(|(n, p)| (n, stale_in(p)))
+            .filter(|(_, count)| *count > 0)
+            .map(|(n, count)| (n.clone(), count))
             .collect();
-        for name in names {
-            let stale = self.pools[&name]
-                .pending
-                .iter()
-                .take_while(|i| now.duration_since(i.accepted_at) > limit)
-                .count();
-            self.fail_pending(&name, stale, |_| {
+        for (name, count) in stale {
+            self.fail_pending(&name, count, |_| {
                 InvokeOutcome::Service(ApiError::new(
                     ErrorKind::ResourceNotReady,
                     "No instance of the function became ready in time",
@@ -1119,8 +1305,9 @@ impl Scheduler {
             let counted = supply.get(name.as_str()).copied().unwrap_or(0);
             assert_eq!(pool.supply, counted, "{name}: supply counts its instances");
             assert!(
-                pool.pending.len() <= pool.supply,
-                "{name}: every pending invocation has an instance behind it"
+                pool.pending.len() <= pool.supply + pool.capped,
+                "{name}: every pending invocation has an instance behind it (here, or on \
+                 another core when the cap held a start back)"
             );
             let mut idle = pool.idle.clone();
             idle.sort_unstable();
@@ -1153,6 +1340,18 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests;
+
+/// Takes one slot in the pool's cross-core instance count if it is below `demand` (the
+/// function's admitted invocations). Atomic, so two cores racing for the last slot start one
+/// instance between them, not two.
+fn reserve_slot(counters: &FunctionCounters, demand: u32) -> bool {
+    counters
+        .instances
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < demand).then_some(n + 1)
+        })
+        .is_ok()
+}
 
 /// LAMBDA_USE_WEBSOCKET as the instance will see it, for runtimes that speak WebSocket.
 fn expects_websocket(f: &Function, server_default: bool) -> bool {

@@ -87,6 +87,9 @@ pub enum CoreMsg {
         buffered: BytesMut,
         register: Register,
     },
+    /// Another core (`core`) parked an instance of `pool` with nothing to do, and this core
+    /// advertised pending invocations that wait for another core's instance: hand one over.
+    IdleInstance { pool: String, core: usize },
     /// Stop accepting connections (shutdown has begun).
     StopAccepting,
     /// Leave the event loop.

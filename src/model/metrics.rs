@@ -97,6 +97,8 @@ pub struct Metrics {
     pub timeouts: AtomicU64,
     pub throttles: AtomicU64,
     pub cold_starts: AtomicU64,
+    /// Instances asked of the control plane (every cold start, whether or not it became ready).
+    pub instance_starts: AtomicU64,
     pub instance_crashes: AtomicU64,
     /// User API requests refused by authentication (any of its 403s).
     pub auth_failures: AtomicU64,
@@ -123,7 +125,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, executor: &str) -> String {
         let mut out = String::with_capacity(METRICS_TEXT_BYTES);
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "lah_invocations_total",
                 "Invocations completed (all types).",
@@ -158,6 +160,11 @@ impl Metrics {
                 "lah_cold_starts_total",
                 "Invocations that started a new instance.",
                 &self.cold_starts,
+            ),
+            (
+                "lah_instance_starts_total",
+                "Instances asked of the executor (started for pending invocations).",
+                &self.instance_starts,
             ),
             (
                 "lah_instance_crashes_total",

@@ -165,6 +165,16 @@ pub fn function_arn_in(region: &str, name: &str) -> String {
 pub struct FunctionCounters {
     /// Bit `c` set: core `c` has at least one idle instance of this pool (hand-off hint).
     pub idle_cores: AtomicU64,
+    /// Bit `c` set: core `c` holds pending invocations of this pool beyond what its own
+    /// instances cover; they wait for an instance of another core (wake-up hint: a core whose
+    /// instance parks with nothing to do tells such a core at once instead of waiting for its
+    /// tick).
+    pub waiting_cores: AtomicU64,
+    /// Instances of this pool, on every core, that can take an invocation now or soon: serving
+    /// and starting, idle, busy, or returning within their grace. A core starts an instance only
+    /// while this is below the function's admitted invocations (`Concurrency::in_flight`), so a
+    /// pool never has more instances than invocations that need one (the scheduler's cap).
+    pub instances: AtomicU32,
 }
 
 /// Concurrency of a function, shared by all its versions (AWS reserves per function).

@@ -131,6 +131,11 @@ impl TestServer {
         Self::start(data_dir, GateGuard::acquire(false), adjust)
     }
 
+    /// Like `start_in`, for a test that loads the machine (see `exclusive`).
+    pub fn start_exclusive_in(data_dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start(data_dir, GateGuard::acquire(true), adjust)
+    }
+
     fn start(data_dir: &Path, gate: GateGuard, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = test_config(data_dir.to_path_buf());
         adjust(&mut config);
@@ -481,4 +486,117 @@ pub fn read_response(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// What a closed-loop run (`closed_loop`) saw.
+#[derive(Debug)]
+pub struct LoadRun {
+    /// Invokes answered 200 without a function error, warm-up included.
+    pub ok: u64,
+    /// Every other outcome, as `status function-error: body`, warm-up included.
+    pub errors: Vec<String>,
+    /// The most instances (starting + idle + busy, from `/metrics`) seen at any sample.
+    pub instances_max: u64,
+    /// `lah_cold_starts_total` gained during the measured part (after warm-up): invocations
+    /// that were an instance's first, whenever that instance was started.
+    pub cold_starts_measured: u64,
+    /// `lah_instance_starts_total` gained during the measured part: instances started then.
+    pub starts_measured: u64,
+}
+
+/// Longest the warm-up of `closed_loop` may take (every worker answered twice): on a loaded
+/// machine with the Docker executor, dozens of containers start.
+pub const WARMUP_MAX: Duration = Duration::from_secs(180);
+/// Interval at which `closed_loop` samples the instance gauges.
+const INSTANCE_SAMPLE_MS: u64 = 50;
+
+/// The instances the server has now: the sum of its `lah_instances` gauges but `paused` (a
+/// paused instance is also counted idle).
+pub fn instances_now(server: &TestServer) -> u64 {
+    let resp = server.call("GET", "/metrics", &[], b"");
+    assert_eq!(resp.status, 200, "{}", describe(&resp));
+    String::from_utf8_lossy(&resp.body)
+        .lines()
+        .filter(|l| l.starts_with("lah_instances{") && !l.contains("state=\"paused\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Drives `function` with `concurrency` closed-loop workers (each invokes again as soon as it has
+/// its answer, on its own connections): a warm-up until every worker has been answered twice,
+/// then `measured` more, while a sampler reads the instance gauges. Not timed: it asserts
+/// nothing itself; the caller checks the errors and the instance count.
+pub fn closed_loop(
+    server: &TestServer,
+    function: &str,
+    concurrency: usize,
+    measured: Duration,
+) -> LoadRun {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    let warm = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let ok = AtomicU64::new(0);
+    let instances_max = AtomicU64::new(0);
+    let errors = Mutex::new(Vec::new());
+    let mut cold_starts_measured = 0;
+    let mut starts_measured = 0;
+    std::thread::scope(|s| {
+        for _ in 0..concurrency {
+            s.spawn(|| {
+                let mut answered = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let resp = server.invoke(function, br#"{"load":true}"#, &[]);
+                    if resp.status == 200 && resp.header_str("X-Amz-Function-Error").is_none() {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
+                        errors.push(format!(
+                            "{} {:?}: {}",
+                            resp.status,
+                            resp.header_str("X-Amz-Function-Error"),
+                            String::from_utf8_lossy(&resp.body)
+                        ));
+                    }
+                    answered += 1;
+                    if answered == 2 {
+                        warm.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                instances_max.fetch_max(instances_now(server), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(INSTANCE_SAMPLE_MS));
+            }
+        });
+        let warmed = wait_until(WARMUP_MAX, || warm.load(Ordering::Relaxed) == concurrency);
+        let before = server.metrics();
+        if warmed {
+            std::thread::sleep(measured);
+        }
+        let after = server.metrics();
+        let gained = |name: &str| (after[name] - before[name]) as u64;
+        cold_starts_measured = gained("lah_cold_starts_total");
+        starts_measured = gained("lah_instance_starts_total");
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            warmed,
+            "only {} of {concurrency} workers were answered twice within {WARMUP_MAX:?}",
+            warm.load(Ordering::Relaxed)
+        );
+    });
+    LoadRun {
+        ok: ok.into_inner(),
+        errors: errors.into_inner().unwrap_or_else(|e| e.into_inner()),
+        instances_max: instances_max.into_inner(),
+        cold_starts_measured,
+        starts_measured,
+    }
+}
+
+/// The documented slack of the instance bound under a closed loop of `concurrency` workers
+/// (docs/scheduler.md): at most 10 % more instances than workers, at least one.
+pub fn instance_bound(concurrency: usize) -> u64 {
+    (concurrency + concurrency.div_ceil(10)) as u64
 }

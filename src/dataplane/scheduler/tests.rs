@@ -276,11 +276,33 @@ impl Rig {
         loop {
             match self.cores[core].try_recv() {
                 Ok(CoreMsg::Dispatch(inv)) => out.push(inv),
-                Ok(_) => panic!("the scheduler sends only Dispatch to cores"),
+                Ok(CoreMsg::IdleInstance { .. }) => {
+                    panic!("unexpected IdleInstance wake-up: read it with `woken`")
+                }
+                Ok(_) => panic!("the scheduler sends only Dispatch and IdleInstance to cores"),
                 Err(MpscEmpty::Empty) => return out,
                 Err(e) => panic!("core channel: {e}"),
             }
         }
+    }
+
+    /// `IdleInstance` wake-ups sent to `core` since the last call, as `(pool, idle core)`; no
+    /// other message may have been sent to it.
+    fn woken(&mut self, core: usize) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        loop {
+            match self.cores[core].try_recv() {
+                Ok(CoreMsg::IdleInstance { pool, core }) => out.push((pool, core)),
+                Ok(_) => panic!("expected only IdleInstance wake-ups"),
+                Err(MpscEmpty::Empty) => return out,
+                Err(e) => panic!("core channel: {e}"),
+            }
+        }
+    }
+
+    /// The pool's instances counted on every core (the cold-start cap's count).
+    fn slots(&self) -> u32 {
+        self.counters.instances.load(Ordering::Relaxed)
     }
 
     /// The runtime of `id` asks for work over HTTP.
@@ -1203,4 +1225,325 @@ fn abort_all_fails_running_and_pending_invocations() {
     }
     assert_eq!(rig.shared.global_in_flight.load(Ordering::Relaxed), 0);
     rig.check();
+}
+
+// Under a steady closed-loop load the pool must not outgrow the load. Each test below is one
+// cause of a cold start under steady load that the cap on the pool's instances (counted on every
+// core against the function's admitted invocations) or the return grace removes.
+
+/// A scheduler for core 1 sharing the rig's channels and function (a second data-plane core).
+fn core_1(rig: &Rig) -> Scheduler {
+    Scheduler::new(1, rig.shared.clone())
+}
+
+/// An instance homed on core 1 (`other`) that has served its cold start and answered (so it is
+/// `Returning`); its runtime has not asked again yet.
+fn returning_instance_on_core_1(rig: &mut Rig, other: &mut Scheduler) -> InstanceId {
+    let (inv, mut rx) = rig.invocation(Instant::now());
+    other.submit(inv);
+    let id = rig.started_one();
+    assert_eq!(id.home_core(), 1);
+    let w = work(&mut other.next(id).expect("live"));
+    other
+        .respond(id, w.id.as_str(), success(b"warm-up"))
+        .expect("its own invocation");
+    result(&mut rx);
+    id
+}
+
+#[test]
+fn cross_core_pending_waits_for_the_other_cores_returning_instance_instead_of_starting_one() {
+    // Cause: a core whose own instances are all busy starts an instance for a new invocation
+    // while another core's instance has just answered and is coming back.
+    let mut rig = Rig::new();
+    let mut other = core_1(&rig);
+    let remote = returning_instance_on_core_1(&mut rig, &mut other);
+    assert!(rig.asked().is_empty());
+    assert_eq!(rig.slots(), 1);
+    // One invocation admitted on core 0, one instance in the pool (on core 1): no cold start.
+    let mut rx = rig.invoke();
+    assert!(
+        rig.asked().is_empty(),
+        "the pool already has an instance for the one invocation in flight"
+    );
+    assert!(rig.handed_to(1).is_empty());
+    assert_eq!(rig.sched.pools[NAME].capped, 1);
+    assert!(rig.counters.waiting_cores.load(Ordering::Relaxed) & 1 != 0);
+    // Core 1's instance parks with nothing to do: it wakes core 0 at once, which hands it over.
+    let mut next = other.next(remote).expect("live");
+    let woken = rig.woken(0);
+    assert_eq!(woken, vec![(NAME.to_string(), 1)]);
+    rig.sched.idle_instance_on(&woken[0].0, woken[0].1);
+    let handed = rig.handed_to(1);
+    assert_eq!(handed.len(), 1);
+    other.accept_handoff(handed.into_iter().next().expect("one"));
+    let w = work(&mut next);
+    other
+        .respond(remote, w.id.as_str(), success(b"served across cores"))
+        .expect("its own invocation");
+    assert_eq!(success_body(&result(&mut rx)), b"served across cores");
+    assert!(rig.asked().is_empty(), "no cold start at any point");
+    assert_eq!(rig.slots(), 1);
+    other.check_invariants();
+    rig.sched.check_invariants();
+}
+
+#[test]
+fn stale_idle_hint_hand_off_waits_for_an_instance_instead_of_starting_one() {
+    // Cause: core 0 hands an invocation to core 1 for its advertised idle instance, core 1's own
+    // caller takes that instance first, and core 1 started an instance for the hand-off although
+    // core 0 had one coming back.
+    let mut rig = Rig::new();
+    let mut other = core_1(&rig);
+    // Two invocations at once, one per core: an instance each.
+    let mut first = rig.invoke();
+    let mine = rig.started_one();
+    let (inv, mut second) = rig.invocation(Instant::now());
+    other.submit(inv);
+    let remote = rig.started_one();
+    assert_eq!((mine.home_core(), remote.home_core()), (0, 1));
+    let w = work(&mut rig.next(mine));
+    rig.respond(mine, &w, b"1");
+    let w = work(&mut other.next(remote).expect("live"));
+    other
+        .respond(remote, w.id.as_str(), success(b"2"))
+        .expect("its own invocation");
+    result(&mut first);
+    result(&mut second);
+    let mut remote_next = other.next(remote).expect("live");
+    assert!(rig.idle_bit(1), "core 1 advertises its idle instance");
+    assert_eq!(rig.slots(), 2);
+    // Core 0's caller invokes: no idle instance here, core 1 advertises one: hand-off.
+    let mut handed_rx = rig.invoke();
+    let handed = rig.handed_to(1);
+    assert_eq!(handed.len(), 1);
+    // Before it arrives, core 1's own caller takes the idle instance.
+    let (inv, mut local_rx) = rig.invocation(Instant::now());
+    other.submit(inv);
+    let w = work(&mut remote_next);
+    // The hand-off arrives: two invocations, two instances (one returning on core 0): no start.
+    other.accept_handoff(handed.into_iter().next().expect("one"));
+    assert!(rig.asked().is_empty(), "the stale hint costs no cold start");
+    assert_eq!(other.pools[NAME].capped, 1);
+    // Core 0's instance comes back with nothing to do here and wakes core 1, which hands over.
+    let mut mine_next = rig.next(mine);
+    let woken = rig.woken(1);
+    assert_eq!(woken, vec![(NAME.to_string(), 0)]);
+    other.idle_instance_on(&woken[0].0, woken[0].1);
+    let back = rig.handed_to(0);
+    assert_eq!(back.len(), 1);
+    rig.sched
+        .accept_handoff(back.into_iter().next().expect("one"));
+    let w2 = work(&mut mine_next);
+    rig.respond(mine, &w2, b"handed back");
+    other
+        .respond(remote, w.id.as_str(), success(b"local"))
+        .expect("its own invocation");
+    assert_eq!(success_body(&result(&mut handed_rx)), b"handed back");
+    assert_eq!(success_body(&result(&mut local_rx)), b"local");
+    assert!(rig.asked().is_empty());
+    assert_eq!(rig.slots(), 2);
+    other.check_invariants();
+    rig.sched.check_invariants();
+}
+
+#[test]
+fn capped_pending_invocation_starts_an_instance_when_the_remote_one_goes_away() {
+    // The cap never strands an invocation: when the instance it waited for on another core is
+    // gone, this core's tick starts one.
+    let mut rig = Rig::new();
+    let mut other = core_1(&rig);
+    let remote = returning_instance_on_core_1(&mut rig, &mut other);
+    let mut rx = rig.invoke();
+    assert!(rig.asked().is_empty());
+    other.retire(NAME);
+    assert_eq!(rig.asked(), vec![Asked::Kill(remote)]);
+    rig.sched.tick(Instant::now());
+    let id = rig.started_one();
+    assert_eq!(id.home_core(), 0);
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"started after all");
+    assert_eq!(success_body(&result(&mut rx)), b"started after all");
+    other.check_invariants();
+    rig.sched.check_invariants();
+}
+
+#[test]
+fn closed_loop_on_two_cores_never_runs_more_instances_than_callers() {
+    // A steady closed loop of `CALLERS` callers spread over two cores, whose runtimes come back
+    // in a shuffled order and whose answers reach callers on either core: the pool never holds
+    // more instances than callers, and after the first round nothing cold-starts.
+    const CALLERS: usize = 6;
+    const ROUNDS: usize = 40;
+    let mut rig = Rig::new();
+    let mut scheds = [Scheduler::new(0, rig.shared.clone()), core_1(&rig)];
+    let mut started: Vec<InstanceId> = Vec::new();
+    let mut parked: HashMap<InstanceId, oneshot::Receiver<Work>> = HashMap::new();
+    let mut calls: Vec<oneshot::Receiver<InvokeResult>> = Vec::new();
+    let mut seed = 0x9e37_79b9_u64;
+    let mut rand = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for round in 0..ROUNDS {
+        // Every caller invokes on a core of the kernel's choosing.
+        for _ in 0..CALLERS {
+            let (inv, rx) = rig.invocation(Instant::now());
+            scheds[rand(2)].submit(inv);
+            calls.push(rx);
+        }
+        // Deliver messages between cores, and let runtimes come back in any order until every
+        // invocation of the round is answered.
+        let mut answered = 0;
+        let mut steps = 0;
+        while answered < CALLERS {
+            steps += 1;
+            assert!(steps < 10_000, "round {round}: invocations stuck");
+            for id in rig.starts() {
+                started.push(id);
+                let core = id.home_core();
+                let rx = scheds[core].next(id).expect("live");
+                parked.insert(id, rx);
+            }
+            for (sched, inbox) in scheds.iter_mut().zip(rig.cores.iter_mut()) {
+                while let Ok(msg) = inbox.try_recv() {
+                    match msg {
+                        CoreMsg::Dispatch(inv) => sched.accept_handoff(inv),
+                        CoreMsg::IdleInstance { pool, core: idle } => {
+                            sched.idle_instance_on(&pool, idle)
+                        }
+                        _ => panic!("unexpected core message"),
+                    }
+                }
+            }
+            let ids: Vec<InstanceId> = parked.keys().copied().collect();
+            if ids.is_empty() {
+                for s in scheds.iter_mut() {
+                    s.tick(Instant::now());
+                }
+                continue;
+            }
+            let id = ids[rand(ids.len())];
+            let mut rx = parked.remove(&id).expect("listed");
+            match rx.try_recv() {
+                Ok(w) => {
+                    let core = id.home_core();
+                    scheds[core]
+                        .respond(id, w.id.as_str(), success(b"ok"))
+                        .expect("its own invocation");
+                    answered += 1;
+                    // The runtime asks again (the instance returns).
+                    parked.insert(id, scheds[core].next(id).expect("live"));
+                }
+                Err(TryRecvError::Empty) => {
+                    parked.insert(id, rx);
+                    for s in scheds.iter_mut() {
+                        s.tick(Instant::now());
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(
+                rig.slots() as usize <= CALLERS,
+                "round {round}: {} instances for {CALLERS} callers",
+                rig.slots()
+            );
+        }
+        for mut rx in calls.drain(..) {
+            assert_eq!(success_body(&result(&mut rx)), b"ok");
+        }
+    }
+    assert!(
+        started.len() <= CALLERS,
+        "{} instances started for {CALLERS} callers",
+        started.len()
+    );
+    for s in &scheds {
+        s.check_invariants();
+    }
+}
+
+#[test]
+fn return_grace_follows_the_init_duration_under_contention() {
+    // Cause: on a loaded machine a runtime takes longer than RETURN_GRACE to ask again after
+    // answering, and a cold start, which takes at least as long as an init, is started in its
+    // place. The grace follows the pool's last init duration (within RETURN_GRACE_MAX).
+    const INIT: Duration = Duration::from_millis(120);
+    let mut rig = Rig::new();
+    let mut first = rig.invoke();
+    let id = rig.started_one();
+    std::thread::sleep(INIT);
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"1");
+    result(&mut first);
+    let grace = rig.sched.pools[NAME].return_grace();
+    assert!(grace >= INIT && grace <= RETURN_GRACE_MAX, "{grace:?}");
+    let mut rx = rig.invoke();
+    rig.sched
+        .tick(later(RETURN_GRACE + Duration::from_millis(1)));
+    assert!(
+        rig.asked().is_empty(),
+        "past RETURN_GRACE but within an init's duration: still waited for"
+    );
+    rig.sched.tick(later(grace + Duration::from_millis(10)));
+    let new = rig.started_one();
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"2");
+    assert_eq!(success_body(&result(&mut rx)), b"2");
+    rig.next(new);
+    rig.check();
+}
+
+#[test]
+fn init_limit_counts_from_when_the_executor_reports_the_instance_running() {
+    // Cause of `Runtime.InitTimeout` under load with Docker: creating and starting a container
+    // took longer than the whole init limit, which counted from the start request, so the
+    // instance was killed before its runtime had run. The limit counts from `running`.
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    let provisioned = later(Duration::from_secs(INIT_TIMEOUT_S));
+    rig.sched.running(id, provisioned);
+    rig.sched
+        .tick(provisioned + Duration::from_secs(INIT_TIMEOUT_S / 2));
+    assert!(
+        rig.asked().is_empty(),
+        "a slow container start does not eat into the init limit"
+    );
+    assert!(still_waiting(&mut rx));
+    rig.sched
+        .tick(provisioned + Duration::from_secs(INIT_TIMEOUT_S + 1));
+    // Killed, and (as after any failed init) a replacement is started at once.
+    let asked = rig.asked();
+    assert_eq!(asked[0], Asked::Kill(id));
+    assert!(matches!(asked[1..], [Asked::Start { .. }]), "{asked:?}");
+    rig.sched.exited(id, killed_by_signal());
+    let (kind, _) = function_error(&result(&mut rx));
+    assert_eq!(kind, "Runtime.InitTimeout");
+    rig.check();
+}
+
+#[test]
+fn a_wake_up_with_nothing_left_pending_stops_the_advertising() {
+    // The `waiting_cores` hint must not outlive what waited, or every instance of another core
+    // that parks idle sends a wake-up for nothing.
+    let mut rig = Rig::new();
+    let mut other = core_1(&rig);
+    let remote = returning_instance_on_core_1(&mut rig, &mut other);
+    // Core 0 advertised waiting invocations; its own instances have taken them since.
+    rig.counters.waiting_cores.fetch_or(1, Ordering::Relaxed);
+    let _next = other.next(remote).expect("live");
+    let woken = rig.woken(0);
+    assert_eq!(woken, vec![(NAME.to_string(), 1)]);
+    rig.sched.idle_instance_on(&woken[0].0, woken[0].1);
+    assert!(rig.handed_to(1).is_empty(), "nothing to hand over");
+    assert_eq!(
+        rig.counters.waiting_cores.load(Ordering::Relaxed) & 1,
+        0,
+        "no longer advertised"
+    );
+    other.check_invariants();
+    rig.sched.check_invariants();
 }
