@@ -1,23 +1,33 @@
 'use strict';
 // WebSocket transport of the Lambda@Home Node.js runtime (docs/websocket-protocol.md):
 // connects to ws://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/websocket?fn=NAME, sends
-// `register`, answers `ping`, runs `invocation`s one at a time and sends `response` /
-// `error`. runWebSocket() resolves with a reason string when the caller must fall
-// back to HTTP: the first connection failed (connect error, close or error_response
-// before any invocation), or reconnecting after a drop gave up. Needs `ws` ^8.14.
+// `register`, answers `ping`, runs `invocation`s one at a time and sends each `response` as
+// a binary envelope (the server then never parses the payload) and each `error` as a text
+// message. runWebSocket() resolves with a reason string when the caller must fall back to
+// HTTP: the first connection failed (connect error, close or error_response before any
+// invocation), or reconnecting after a drop gave up. Runs on the runtime's event loop.
+//
+// The client is the built-in one (websocket-client.js, node core only) unless the caller
+// passes the `ws` package's constructor (LAMBDA_WS_CLIENT=library): both sit behind the same
+// small connection interface (sendText, sendEnvelope, close, terminate, setRef, isOpen).
 
 const common = require('./runtime-common');
+const { RawWebSocket, HANDSHAKE_TIMEOUT_MS } = require('./websocket-client');
 
 const RECONNECT_DELAY_INITIAL_MS = 50;
 const RECONNECT_DELAY_MAX_MS = 2000;
 const RECONNECT_ATTEMPTS_MAX = 10;
 // A reconnected socket that stays up this long counts as healthy again.
 const CONNECTION_HEALTHY_MS = 5000;
-const HANDSHAKE_TIMEOUT_MS = 5000;
+// Largest JSON header of a binary envelope (the server's BINARY_HEADER_BYTES_MAX).
+const BINARY_HEADER_BYTES_MAX = 64 * 1024;
+
+function websocketPath(config) {
+  return `/2018-06-01/runtime/websocket?fn=${encodeURIComponent(config.functionName)}`;
+}
 
 function websocketUrl(config) {
-  const fn = encodeURIComponent(config.functionName);
-  return `ws://${config.runtimeApi}/2018-06-01/runtime/websocket?fn=${fn}`;
+  return `ws://${config.runtimeApi}${websocketPath(config)}`;
 }
 
 function registerMessage(config) {
@@ -28,6 +38,56 @@ function registerMessage(config) {
     version: config.functionVersion,
     instance_id: config.instanceId,
   });
+}
+
+// The `ws` package behind the connection interface of RawWebSocket.
+class LibraryWebSocket {
+  constructor(WebSocket, config, handlers) {
+    this.WebSocket = WebSocket;
+    const ws = new WebSocket(websocketUrl(config), {
+      perMessageDeflate: false,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    });
+    this.ws = ws;
+    ws.on('open', () => {
+      if (ws._socket) ws._socket.setNoDelay(true);
+      handlers.open();
+    });
+    ws.on('message', (data, isBinary) => handlers.message(data, isBinary));
+    ws.on('error', (err) => handlers.error((err && err.message) || String(err)));
+    ws.on('close', (code, reason) => handlers.close(code, reason ? reason.toString() : ''));
+  }
+
+  get isOpen() {
+    return this.ws.readyState === this.WebSocket.OPEN;
+  }
+
+  setRef(referenced) {
+    const socket = this.ws._socket;
+    if (!socket) return;
+    if (referenced) socket.ref();
+    else socket.unref();
+  }
+
+  sendText(text, cb) {
+    this.ws.send(text, cb);
+  }
+
+  sendEnvelope(header, payload, cb) {
+    const head = Buffer.from(header);
+    const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32BE(head.length, 0);
+    this.ws.send(Buffer.concat([len, head, body]), { binary: true }, cb);
+  }
+
+  close() {
+    this.ws.close();
+  }
+
+  terminate() {
+    this.ws.terminate();
+  }
 }
 
 function toInvocation(msg) {
@@ -42,6 +102,19 @@ function toInvocation(msg) {
   };
 }
 
+// A binary envelope from the server: its JSON header, with the payload bytes as `payloadBytes`
+// (an invocation's event is parsed when it runs, so a bad one fails that invocation only).
+function parseEnvelope(data) {
+  if (data.length < 4) throw new Error('binary envelope shorter than 4 bytes');
+  const headerBytes = data.readUInt32BE(0);
+  if (headerBytes > BINARY_HEADER_BYTES_MAX || 4 + headerBytes > data.length) {
+    throw new Error('binary envelope header length out of range');
+  }
+  const msg = JSON.parse(data.toString('utf8', 4, 4 + headerBytes));
+  if (msg && typeof msg === 'object') msg.payloadBytes = data.subarray(4 + headerBytes);
+  return msg;
+}
+
 function errorMessage(requestId, error) {
   return JSON.stringify({
     type: 'error',
@@ -53,17 +126,14 @@ function errorMessage(requestId, error) {
   });
 }
 
-// Serialises the outcome; a result JSON cannot represent becomes an error message.
-function outcomeMessage(requestId, outcome, config) {
+// Serialises the outcome: { ok: true, header, payload } for a response envelope, or
+// { ok: false, text } for an error; a result JSON cannot represent becomes an error.
+function outcomeMessage(requestId, outcome, headersJson) {
   if (outcome.ok) {
     try {
       const payload = common.serializeResult(outcome.result);
-      return {
-        ok: true,
-        text:
-          `{"type":"response","request_id":${JSON.stringify(requestId)},"payload":${payload},` +
-          `"headers":${JSON.stringify({ 'X-Amz-Executed-Version': config.functionVersion })}}`,
-      };
+      const header = `{"type":"response","request_id":${JSON.stringify(requestId)},"headers":${headersJson}}`;
+      return { ok: true, header, payload };
     } catch (err) {
       outcome = { ok: false, error: common.formatError(err) };
     }
@@ -72,26 +142,18 @@ function outcomeMessage(requestId, outcome, config) {
   return { ok: false, text: errorMessage(requestId, outcome.error) };
 }
 
-// The socket must not keep the event loop alive while a handler runs, so that an
-// empty loop (AWS's callbackWaitsForEmptyEventLoop) can be detected.
-function setSocketRef(ws, referenced) {
-  const socket = ws._socket;
-  if (!socket) return;
-  if (referenced) socket.ref();
-  else socket.unref();
-}
-
 class WebSocketSession {
   constructor({ WebSocket, handler, config }) {
-    this.WebSocket = WebSocket;
+    this.WebSocket = WebSocket || null; // the `ws` package, or null for the built-in client
     this.handler = handler;
     this.config = config;
     this.debug = common.makeDebugLog(config);
+    this.headersJson = JSON.stringify({ 'X-Amz-Executed-Version': config.functionVersion });
     this.hadInvocation = false; // any invocation ever received: drops then reconnect
     this.attempts = 0;
-    this.queue = []; // [{ ws, msg }] waiting for the running invocation
+    this.queue = []; // [{ conn, msg }] waiting for the running invocation
     this.running = null; // promise of the invocation in flight
-    this.ws = null;
+    this.conn = null;
     this.stopped = false;
   }
 
@@ -103,31 +165,37 @@ class WebSocketSession {
   }
 
   connect() {
-    const ws = new this.WebSocket(websocketUrl(this.config), {
-      perMessageDeflate: false,
-      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-    });
-    const conn = { ws, failure: null, openedAt: 0 };
-    this.ws = ws;
-    ws.on('open', () => this.onOpen(conn));
-    ws.on('message', (data) => this.onMessage(conn, data));
-    ws.on('error', (err) => {
-      conn.failure = conn.failure || (err && err.message) || String(err);
-    });
-    ws.on('close', (code, reason) => this.onClose(conn, code, reason));
+    const state = { conn: null, failure: null, openedAt: 0 };
+    const handlers = {
+      open: () => this.onOpen(state),
+      message: (data, isBinary) => this.onMessage(state, data, isBinary),
+      error: (message) => {
+        state.failure = state.failure || message;
+      },
+      close: (code, reason) => this.onClose(state, code, reason),
+    };
+    if (this.WebSocket) {
+      state.conn = new LibraryWebSocket(this.WebSocket, this.config, handlers);
+    } else {
+      const { host, port } = common.parseHostPort(this.config.runtimeApi);
+      state.conn = new RawWebSocket(
+        { host, port, hostHeader: this.config.runtimeApi, path: websocketPath(this.config) },
+        handlers,
+      );
+    }
+    this.conn = state.conn;
   }
 
-  onOpen(conn) {
-    conn.openedAt = Date.now();
-    if (conn.ws._socket) conn.ws._socket.setNoDelay(true);
+  onOpen(state) {
+    state.openedAt = Date.now();
     this.debug('WebSocket connected');
-    conn.ws.send(registerMessage(this.config));
+    state.conn.sendText(registerMessage(this.config));
   }
 
-  onMessage(conn, data) {
+  onMessage(state, data, isBinary) {
     let msg;
     try {
-      msg = JSON.parse(data.toString());
+      msg = isBinary ? parseEnvelope(data) : JSON.parse(data.toString());
     } catch (_err) {
       this.debug('Ignoring non-JSON WebSocket message');
       return;
@@ -135,42 +203,42 @@ class WebSocketSession {
     if (!msg || typeof msg !== 'object') return;
     switch (msg.type) {
       case 'ping':
-        conn.ws.send('{"type":"pong"}');
+        state.conn.sendText('{"type":"pong"}');
         break;
       case 'invocation':
         this.hadInvocation = true;
         this.attempts = 0;
         this.debug(`Got invocation: ${msg.request_id}`);
-        this.queue.push({ ws: conn.ws, msg });
+        this.queue.push({ conn: state.conn, msg });
         this.pump();
         break;
       case 'error_response':
-        this.onErrorResponse(conn, msg);
+        this.onErrorResponse(state, msg);
         break;
       default:
         this.debug(`Ignoring WebSocket message of type ${msg.type}`);
     }
   }
 
-  onErrorResponse(conn, msg) {
+  onErrorResponse(state, msg) {
     const text = `error_response ${msg.code}: ${msg.message}`;
     common.runtimeLog(`WebSocket ${text}`);
     if (!this.hadInvocation) {
-      conn.failure = text;
-      conn.ws.close();
+      state.failure = text;
+      state.conn.close();
     }
   }
 
-  onClose(conn, code, reason) {
-    if (this.stopped || this.ws !== conn.ws) return;
-    const why = conn.failure || `closed with code ${code}${reason && reason.length ? ` ${reason}` : ''}`;
+  onClose(state, code, reason) {
+    if (this.stopped || this.conn !== state.conn) return;
+    const why = state.failure || `closed with code ${code}${reason && reason.length ? ` ${reason}` : ''}`;
     // Invocations of a dead connection are failed by the server; never run them.
-    this.queue = this.queue.filter((item) => item.ws !== conn.ws);
+    this.queue = this.queue.filter((item) => item.conn !== state.conn);
     if (!this.hadInvocation) {
       this.stop(why);
       return;
     }
-    if (conn.openedAt && Date.now() - conn.openedAt >= CONNECTION_HEALTHY_MS) this.attempts = 0;
+    if (state.openedAt && Date.now() - state.openedAt >= CONNECTION_HEALTHY_MS) this.attempts = 0;
     this.attempts += 1;
     if (this.attempts > RECONNECT_ATTEMPTS_MAX) {
       this.stop(`gave up reconnecting after ${RECONNECT_ATTEMPTS_MAX} attempts: ${why}`);
@@ -188,42 +256,60 @@ class WebSocketSession {
   stop(reason) {
     this.stopped = true;
     this.queue = [];
-    if (this.ws) this.ws.terminate();
+    if (this.conn) this.conn.terminate();
     Promise.resolve(this.running).then(() => this.resolveFallback(reason));
   }
 
   pump() {
     if (this.running || this.queue.length === 0 || this.stopped) return;
-    const { ws, msg } = this.queue.shift();
-    this.running = this.execute(ws, msg).then(() => {
+    const { conn, msg } = this.queue.shift();
+    this.running = this.execute(conn, msg).then(() => {
       this.running = null;
       this.pump();
     });
   }
 
-  async execute(ws, msg) {
+  async execute(conn, msg) {
     const requestId = msg.request_id;
-    setSocketRef(ws, false);
+    // The socket must not keep the event loop alive while a handler runs, so that an
+    // empty loop (AWS's callbackWaitsForEmptyEventLoop) can be detected.
+    conn.setRef(false);
     let outcome;
     try {
-      outcome = await common.invoke(this.handler, this.config, toInvocation(msg));
+      const inv = toInvocation(msg);
+      if (msg.payloadBytes !== undefined) {
+        inv.event = msg.payloadBytes.length === 0 ? {} : JSON.parse(msg.payloadBytes.toString());
+      }
+      outcome = await common.invoke(this.handler, this.config, inv);
+    } catch (err) {
+      outcome = { ok: false, error: common.formatError(err) };
     } finally {
-      setSocketRef(ws, true);
+      conn.setRef(true);
     }
-    const { ok, text } = outcomeMessage(requestId, outcome, this.config);
-    if (ws.readyState !== this.WebSocket.OPEN) {
+    const message = outcomeMessage(requestId, outcome, this.headersJson);
+    if (!conn.isOpen) {
       this.debug(`Dropped result for ${requestId}: connection closed`);
     } else {
-      await new Promise((resolve) => ws.send(text, resolve));
-      this.debug(`Posted ${ok ? 'response' : 'error'} for: ${requestId}`);
+      await new Promise((resolve) => {
+        if (message.ok) conn.sendEnvelope(message.header, message.payload, resolve);
+        else conn.sendText(message.text, resolve);
+      });
+      this.debug(`Posted ${message.ok ? 'response' : 'error'} for: ${requestId}`);
     }
     if (outcome.exitCode !== undefined) process.exit(outcome.exitCode);
   }
 }
 
 // Serves invocations over WebSocket; resolves with the reason to fall back to HTTP.
+// `WebSocket` is the `ws` package's constructor, or undefined for the built-in client.
 function runWebSocket({ WebSocket, handler, config }) {
   return new WebSocketSession({ WebSocket, handler, config }).run();
 }
 
-module.exports = { runWebSocket, websocketUrl, registerMessage, RECONNECT_ATTEMPTS_MAX };
+module.exports = {
+  RECONNECT_ATTEMPTS_MAX,
+  parseEnvelope,
+  registerMessage,
+  runWebSocket,
+  websocketUrl,
+};

@@ -2,7 +2,8 @@
 'use strict';
 // Entry point of the Lambda@Home Node.js runtime: `node bootstrap.js`, cwd = code dir.
 // Loads the handler (init errors go to /runtime/init/error), then serves invocations
-// over the WebSocket Runtime API (bootstrap-websocket.js, needs the `ws` package) when
+// over the WebSocket Runtime API (bootstrap-websocket.js with the built-in client of
+// websocket-client.js, or the `ws` package when LAMBDA_WS_CLIENT=library) when
 // LAMBDA_USE_WEBSOCKET is not "false", falling back to the AWS Runtime API 2018-06-01
 // over HTTP, with the minimal keep-alive client below (node's net module only).
 // One invocation at a time; a single keep-alive connection to the Runtime API.
@@ -23,12 +24,7 @@ const CRLF = Buffer.from('\r\n');
 // What node's http module accepts in a header value (it throws on anything else).
 const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 
-function parseHostPort(runtimeApi) {
-  const idx = runtimeApi.lastIndexOf(':');
-  const host = idx > 0 ? runtimeApi.slice(0, idx) : runtimeApi;
-  const port = idx > 0 ? Number(runtimeApi.slice(idx + 1)) : 80;
-  return { host: host.replace(/^\[(.*)\]$/, '$1'), port };
-}
+const { parseHostPort } = common;
 
 function protocolError(message) {
   const err = new Error(`Runtime API: ${message}`);
@@ -323,7 +319,8 @@ async function reportInitError(config, err) {
   }
 }
 
-// Returns the ws constructor, or null (with the reason logged) when unusable.
+// Returns the ws constructor, or null (with the reason logged) when unusable (only with
+// LAMBDA_WS_CLIENT=library: the default client is built in).
 // Looked up via the runtime's own paths and NODE_PATH, then in the function's code.
 function loadWebSocketModule(taskRoot) {
   try {
@@ -357,8 +354,9 @@ async function main() {
     process.exit(1);
   }
   if (config.useWebSocket) {
-    const WebSocket = loadWebSocketModule(config.taskRoot);
-    if (WebSocket) {
+    // The built-in client needs nothing installed; LAMBDA_WS_CLIENT=library opts into `ws`.
+    const WebSocket = config.wsClient === 'library' ? loadWebSocketModule(config.taskRoot) : undefined;
+    if (WebSocket !== null) {
       const { runWebSocket } = require('./bootstrap-websocket');
       const reason = await runWebSocket({ WebSocket, handler, config });
       common.runtimeLog(`WebSocket connection failed (${reason}), falling back to HTTP`);

@@ -28,10 +28,20 @@ function readConfig(env = process.env) {
     logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME || '',
     logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME || '',
     useWebSocket: env.LAMBDA_USE_WEBSOCKET !== 'false',
+    // `library` opts into the `ws` package; anything else uses the built-in client.
+    wsClient: env.LAMBDA_WS_CLIENT === 'library' ? 'library' : 'builtin',
     instanceId: env.LAMBDA_INSTANCE_ID || '',
     runtimeName: env.LAMBDA_RUNTIME_NAME || `nodejs${process.versions.node.split('.')[0]}.x`,
     debug: Boolean(env.LAMBDA_RUNTIME_DEBUG),
   };
+}
+
+// `host:port` of AWS_LAMBDA_RUNTIME_API (an IPv6 host may be in brackets); port 80 if absent.
+function parseHostPort(runtimeApi) {
+  const idx = runtimeApi.lastIndexOf(':');
+  const host = idx > 0 ? runtimeApi.slice(0, idx) : runtimeApi;
+  const port = idx > 0 ? Number(runtimeApi.slice(idx + 1)) : 80;
+  return { host: host.replace(/^\[(.*)\]$/, '$1'), port };
 }
 
 // Runtime diagnostics are plain lines on stdout (not request-prefixed), written
@@ -406,6 +416,7 @@ module.exports = {
   logInvokeError,
   makeDebugLog,
   parseHandlerString,
+  parseHostPort,
   patchConsole,
   readConfig,
   runtimeLog,

@@ -5,7 +5,8 @@ Owns handler loading (with AWS's init error types), LambdaContext, error formatt
 result marshalling and the AWS Runtime API 2018-06-01 client over one keep-alive
 http.client connection (standard library only). Unless LAMBDA_USE_WEBSOCKET=false it
 first tries the WebSocket Runtime API (bootstrap-websocket.py, loaded by path, which
-reuses the pieces defined here) and falls back to HTTP when that is unavailable.
+reuses the pieces defined here; its client is built in, or the websockets package with
+LAMBDA_WS_CLIENT=library) and falls back to HTTP when that is unavailable.
 Invariant: one invocation at a time; nothing is logged on the warm success path.
 Specs: AWS Lambda Runtime API 2018-06-01; docs/websocket-protocol.md in the repository.
 """
@@ -491,12 +492,14 @@ def _on_sigterm(signum, frame):
 
 
 def _websocket_loop():
-    """Returns the WebSocket module's `run`, or None when websockets>=11 is missing."""
-    try:
-        import websockets.sync.client  # noqa: F401  (only probing availability)
-    except ImportError:
-        print("WebSocket unavailable (websockets package not found), falling back to HTTP")
-        return None
+    """Returns the WebSocket module's `run`, or None when LAMBDA_WS_CLIENT=library asks for
+    the websockets package and it is missing (the default client is built in)."""
+    if os.environ.get("LAMBDA_WS_CLIENT", "").lower() == "library":
+        try:
+            import websockets.sync.client  # noqa: F401  (only probing availability)
+        except ImportError:
+            print("WebSocket unavailable (websockets package not found), falling back to HTTP")
+            return None
     import importlib.util
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap-websocket.py")

@@ -41,6 +41,17 @@ function parseMaybe(text) {
   }
 }
 
+// A binary envelope ([u32 BE header_len][JSON header][payload]) as the message it stands
+// for: the header's fields plus `payload` (parsed when it is JSON), and what came how.
+function decodeEnvelope(data) {
+  const headerBytes = data.readUInt32BE(0);
+  const msg = JSON.parse(data.toString('utf8', 4, 4 + headerBytes));
+  const raw = data.subarray(4 + headerBytes);
+  if (raw.length || msg.type === 'response') msg.payload = parseMaybe(raw.toString('utf8'));
+  Object.defineProperty(msg, 'envelope', { value: { rawPayload: raw }, enumerable: false });
+  return msg;
+}
+
 // Options: websocket: 'serve' | '404' (default '404'), errorResponse: send an
 // error_response instead of accepting registrations.
 async function startMockApi(options = {}) {
@@ -105,7 +116,7 @@ async function startMockApi(options = {}) {
   server.on('upgrade', (req, socket, head) => {
     api.wsUpgrades += 1;
     api.lastUpgradeUrl = req.url;
-    if (!wss || !req.url.startsWith(WS_PATH)) {
+    if (!wss || !req.url.startsWith(WS_PATH) || api.refuseUpgrades) {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
       return;
     }
@@ -113,8 +124,8 @@ async function startMockApi(options = {}) {
   });
 
   api.onWsClient = (ws) => {
-    ws.on('message', (data) => {
-      const msg = JSON.parse(data.toString());
+    ws.on('message', (data, isBinary) => {
+      const msg = isBinary ? decodeEnvelope(data) : JSON.parse(data.toString());
       if (msg.type === 'register') {
         api.registers.push(msg);
         if (options.errorResponse) {
@@ -127,7 +138,12 @@ async function startMockApi(options = {}) {
         api.pongs += 1;
         api.pongWaiters.splice(0).forEach((w) => w());
       } else if (msg.type === 'response' || msg.type === 'error') {
-        api.complete(msg.request_id, { via: 'ws', kind: msg.type, body: msg });
+        api.complete(msg.request_id, {
+          via: 'ws',
+          kind: msg.type,
+          body: msg,
+          frame: isBinary ? 'binary' : 'text',
+        });
       }
     });
     ws.on('close', () => api.wsClients.delete(ws));
@@ -146,6 +162,26 @@ async function startMockApi(options = {}) {
     while (api.pending.length) {
       const inv = api.pending[0];
       const [ws] = api.wsClients;
+      if (ws && inv.binary) {
+        // Binary envelope invocation: the header is the message without `payload`.
+        api.pending.shift();
+        const header = Buffer.from(
+          JSON.stringify({
+            type: 'invocation',
+            request_id: inv.requestId,
+            deadline_ms: inv.deadlineMs,
+            invoked_function_arn: inv.arn,
+            trace_id: inv.traceId,
+            client_context: null,
+            cognito_identity: null,
+          }),
+        );
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(header.length, 0);
+        const body = Buffer.from(inv.rawBody !== undefined ? inv.rawBody : JSON.stringify(inv.event));
+        ws.send(Buffer.concat([len, header, body]), { binary: true });
+        continue;
+      }
       if (ws) {
         api.pending.shift();
         ws.send(
@@ -192,6 +228,7 @@ async function startMockApi(options = {}) {
       traceId: spec.traceId,
       clientContext: spec.clientContext,
       cognitoIdentity: spec.cognitoIdentity,
+      binary: Boolean(spec.binary),
     };
     const promise = new Promise((resolve) => api.waiting.set(inv.requestId, resolve));
     promise.requestId = inv.requestId;
@@ -391,6 +428,7 @@ if (require.main === module) {
 
 module.exports = {
   FIXTURE_HANDLER,
+  decodeEnvelope,
   BOOTSTRAP,
   RUNTIME_DIR,
   WS_SKIP_REASON,

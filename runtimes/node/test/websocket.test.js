@@ -58,6 +58,7 @@ test('WebSocket mode: register, invocations, errors, ping/pong, no HTTP polling'
       },
     ]);
     assert.equal(echo.via, 'ws');
+    assert.equal(echo.frame, 'binary', 'responses travel as binary envelopes');
     assert.equal(echo.body.type, 'response');
     assert.equal(echo.body.request_id, echo.body.payload.context.awsRequestId);
     assert.deepEqual(echo.body.headers, { 'X-Amz-Executed-Version': '$LATEST' });
@@ -69,6 +70,7 @@ test('WebSocket mode: register, invocations, errors, ping/pong, no HTTP polling'
 
     const err = await within(api.invoke({ event: { mode: 'throwType' } }), TIMEOUT_MS, 'error');
     assert.equal(err.body.type, 'error');
+    assert.equal(err.frame, 'text');
     assert.equal(err.body.error_type, 'TypeError');
     assert.equal(err.body.error_message, 'bad input');
     assert.equal(err.body.stack_trace[0], 'TypeError: bad input');
@@ -109,15 +111,12 @@ test('fallback: WebSocket endpoint answers 404 -> HTTP', async () => {
     const result = await within(api.invoke({ event: { mode: 'echo' } }), TIMEOUT_MS, 'invoke');
     assert.equal(result.via, 'http');
     assert.equal(result.kind, 'response');
-    if (wsSkip) {
-      assert.match(child.stdoutText, /WebSocket unavailable \(ws package not found\)/);
-    } else {
-      assert.equal(api.wsUpgrades, 1);
-      assert.match(
-        child.stdoutText,
-        /^WebSocket connection failed \(Unexpected server response: 404\), falling back to HTTP$/m,
-      );
-    }
+    // The built-in client needs no package, so the attempt is made whatever is installed.
+    assert.equal(api.wsUpgrades, 1);
+    assert.match(
+      child.stdoutText,
+      /^WebSocket connection failed \(Unexpected server response: 404\), falling back to HTTP$/m,
+    );
   });
 });
 
@@ -144,16 +143,72 @@ function wsResolvableWithoutNodePath() {
   return probe.status === 0;
 }
 
-test('fallback: ws package missing (empty NODE_PATH, LAMBDA_USE_WEBSOCKET unset) -> HTTP', async (t) => {
+test('fallback: LAMBDA_WS_CLIENT=library and ws package missing (empty NODE_PATH) -> HTTP', async (t) => {
   if (wsResolvableWithoutNodePath()) {
     t.skip('ws is installed next to the runtime; cannot simulate a missing ws package');
     return;
   }
-  await withRuntime({ websocket: 'serve' }, { NODE_PATH: '' }, async (api, child) => {
+  const env = { NODE_PATH: '', LAMBDA_WS_CLIENT: 'library' };
+  await withRuntime({ websocket: 'serve' }, env, async (api, child) => {
     const result = await within(api.invoke({ event: { mode: 'echo' } }), TIMEOUT_MS, 'invoke');
     assert.equal(result.via, 'http');
     assert.equal(api.wsUpgrades, 0);
     const lines = child.stdoutText.split('\n').filter((l) => l.includes('WebSocket'));
     assert.deepEqual(lines, ['WebSocket unavailable (ws package not found), falling back to HTTP']);
+  });
+});
+
+test('built-in client: no ws package needed (empty NODE_PATH), binary envelopes both ways', { skip: wsSkip }, async () => {
+  await withRuntime({ websocket: 'serve' }, { NODE_PATH: '' }, async (api, child) => {
+    const text = await within(api.invoke({ event: { mode: 'echo', n: 1 } }), TIMEOUT_MS, 'text');
+    assert.equal(text.via, 'ws');
+    assert.deepEqual(text.body.payload.event, { mode: 'echo', n: 1 });
+    // An invocation sent as a binary envelope (what `"binary": true` asks for) is understood.
+    const bin = await within(
+      api.invoke({ event: { mode: 'echo', s: 'é✓'.repeat(40000) }, binary: true }),
+      TIMEOUT_MS,
+      'binary invocation',
+    );
+    assert.equal(bin.via, 'ws');
+    assert.equal(bin.frame, 'binary');
+    assert.equal(bin.body.payload.event.s, 'é✓'.repeat(40000));
+    assert.equal(bin.body.payload.context.awsRequestId, bin.body.request_id);
+    // Large results (> 64 KiB: 64-bit frame lengths) arrive intact, byte for byte.
+    assert.ok(bin.body.envelope.rawPayload.length > 65536);
+    assert.equal(api.httpNextCount, 0);
+    assert.equal(child.stdoutText.includes('falling back'), false);
+  });
+});
+
+test('LAMBDA_WS_CLIENT=library uses the ws package with the same messages', { skip: wsSkip }, async () => {
+  await withRuntime({ websocket: 'serve' }, { LAMBDA_WS_CLIENT: 'library' }, async (api) => {
+    const echo = await within(api.invoke({ event: { mode: 'echo', via: 'ws' } }), TIMEOUT_MS, 'echo');
+    assert.equal(echo.via, 'ws');
+    assert.equal(echo.frame, 'binary');
+    assert.deepEqual(echo.body.payload.event, { mode: 'echo', via: 'ws' });
+    const bin = await within(api.invoke({ event: { mode: 'echo' }, binary: true }), TIMEOUT_MS, 'bin');
+    assert.deepEqual(bin.body.payload.event, { mode: 'echo' });
+    await within(api.sendPing(), TIMEOUT_MS, 'pong');
+    assert.equal(api.registers.length, 1);
+  });
+});
+
+test('reconnect gives up after 10 refused attempts with backoff, then falls back to HTTP', { skip: wsSkip }, async () => {
+  await withRuntime({ websocket: 'serve' }, {}, async (api, child) => {
+    const first = await within(api.invoke({ event: { mode: 'echo' } }), TIMEOUT_MS, 'first');
+    assert.equal(first.via, 'ws');
+    api.refuseUpgrades = true;
+    const droppedAt = Date.now();
+    api.dropWebSockets();
+    // Backoff 50, 100, ... ms capped at 2 s: about 11 s for 10 attempts.
+    const second = await within(api.invoke({ event: { mode: 'echo' } }), 20000, 'after giving up');
+    const waitedMs = Date.now() - droppedAt;
+    assert.equal(second.via, 'http');
+    assert.equal(api.wsUpgrades, 11, 'the first connection and 10 reconnection attempts');
+    assert.ok(waitedMs >= 9000, `gave up after ${waitedMs} ms, backoff too short`);
+    assert.match(
+      child.stdoutText,
+      /^WebSocket connection failed \(gave up reconnecting after 10 attempts: Unexpected server response: 404\), falling back to HTTP$/m,
+    );
   });
 });

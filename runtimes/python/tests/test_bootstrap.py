@@ -6,13 +6,18 @@ Runtime API (websockets, when importable), and kills it afterwards.
 WebSocket tests need `websockets>=11` importable by this process (e.g. PYTHONPATH).
 """
 
+import base64
+import hashlib
 import http.server
+import importlib.util
 import json
 import os
 import queue
 import select
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -72,6 +77,9 @@ USER_CODE = {
 
         def unserializable(event, context):
             return {"values": {1, 2}}
+
+        def raw_bytes(event, context):
+            return b"not json \\xff" + b"z" * event.get("pad", 0)
         """,
     "pkg/__init__.py": "",
     "pkg/mod.py": """
@@ -228,6 +236,163 @@ class MockWebSocketApi:
         self.server.shutdown()
 
 
+class Decoded(dict):
+    """A received message; `envelope` says whether it came as a binary envelope."""
+
+    envelope = False
+
+
+def decode_message(message):
+    """A text message as JSON; a binary envelope as its header plus the parsed payload."""
+    if isinstance(message, str):
+        return Decoded(json.loads(message))
+    header_bytes = struct.unpack("!I", message[:4])[0]
+    decoded = Decoded(json.loads(message[4 : 4 + header_bytes]))
+    raw = message[4 + header_bytes :]
+    if raw or decoded.get("type") == "response":
+        try:
+            decoded["payload"] = json.loads(raw)
+        except ValueError:
+            decoded["payload_bytes"] = raw
+    decoded.envelope = True
+    return decoded
+
+
+def load_websocket_module():
+    path = os.path.join(RUNTIME_DIR, "bootstrap-websocket.py")
+    spec = importlib.util.spec_from_file_location("bootstrap_websocket_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+WS = load_websocket_module()
+
+
+def naive_mask(data, key):
+    return bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+def server_frame(opcode, payload, fin=True, masked=False):
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head = bytes((first, bit | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, bit | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, bit | 127, n)
+    if masked:
+        return head + b"\0\0\0\0" + payload
+    return head + payload
+
+
+class RawConnection:
+    """Server side of one upgraded connection, framing written from RFC 6455 (no library)."""
+
+    def __init__(self, sock, rest):
+        self.sock = sock
+        self.data = rest
+
+    def _need(self, n):
+        while len(self.data) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("client closed")
+            self.data += chunk
+
+    def read_frame(self):
+        """(fin, opcode, unmasked payload, masked, length form 7/16/64)."""
+        self._need(2)
+        b0, b1 = self.data[0], self.data[1]
+        n, at, form = b1 & 0x7F, 2, 7
+        if n == 126:
+            self._need(4)
+            n, at, form = struct.unpack("!H", self.data[2:4])[0], 4, 16
+        elif n == 127:
+            self._need(10)
+            n, at, form = struct.unpack("!Q", self.data[2:10])[0], 10, 64
+        masked = bool(b1 & 0x80)
+        self._need(at + (4 if masked else 0) + n)
+        key = self.data[at : at + 4] if masked else b"\0\0\0\0"
+        at += 4 if masked else 0
+        payload = naive_mask(self.data[at : at + n], key)
+        self.data = self.data[at + n :]
+        return bool(b0 & 0x80), b0 & 0x0F, payload, masked, form
+
+    def read_data(self):
+        """The next text (str) or binary (bytes) message, skipping nothing else."""
+        fin, opcode, payload, masked, _ = self.read_frame()
+        assert fin and masked, (fin, masked)
+        return payload.decode() if opcode == 1 else payload
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+
+class RawServer:
+    """A WebSocket server on 127.0.0.1 from RFC 6455: each upgrade gets `reply(accept, n)`'s
+    head (default a correct 101; n counts upgrades from 1), then `script(RawConnection)`."""
+
+    def __init__(self, script, reply=None):
+        self.script = script
+        self.reply = reply
+        self.upgrades = 0
+        self.heads = []
+        self.errors = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        with sock:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            self.upgrades += 1
+            self.heads.append(head.decode("latin-1"))
+            key = [
+                line.split(":", 1)[1].strip()
+                for line in head.decode("latin-1").split("\r\n")
+                if line.lower().startswith("sec-websocket-key:")
+            ][0]
+            accept = base64.b64encode(
+                hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+            ).decode()
+            if self.reply is not None:
+                response = self.reply(accept, self.upgrades)
+            else:
+                response = None
+            if response is None:
+                response = (
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept
+                )
+            sock.sendall(response.encode())
+            if not response.startswith("HTTP/1.1 101"):
+                return
+            try:
+                self.script(RawConnection(sock, rest))
+            except Exception as e:  # reported to the test through self.errors
+                self.errors.append(e)
+
+    def close(self):
+        self.listener.close()
+
+
 # ----------------------------------------------------------------------------- harness
 
 
@@ -274,9 +439,9 @@ class RuntimeTestCase(unittest.TestCase):
         self.children.append(child)
         return child
 
-    def wait_for_line(self, child, text):
+    def wait_for_line(self, child, text, wait_s=WAIT_S):
         """Read the child's stdout until a line containing `text` appears."""
-        deadline = time.time() + WAIT_S
+        deadline = time.time() + wait_s
         while time.time() < deadline:
             ready, _, _ = select.select([child.stdout], [], [], deadline - time.time())
             if not ready:
@@ -465,9 +630,13 @@ class HttpTests(RuntimeTestCase):
         self.assertNotIn("WebSocket", out)
 
     def test_fallback_when_websockets_missing(self):
+        # Only the opt-in library client needs the package; the default one is built in.
         api = self.http_api()
         child = self.spawn(
-            api.address, "app.echo", pythonpath=os.path.join(CODE_DIR, "no-websockets")
+            api.address,
+            "app.echo",
+            pythonpath=os.path.join(CODE_DIR, "no-websockets"),
+            LAMBDA_WS_CLIENT="library",
         )
         self.assert_http_invocation(api, "req-1", {"x": 2}, {"echo": {"x": 2}})
         out, _ = self.stop(child)
@@ -502,6 +671,10 @@ class WebSocketTests(RuntimeTestCase):
         return api
 
     def invoke(self, connection, request_id, payload):
+        self.send_invocation(connection, request_id, payload)
+        return decode_message(connection.recv(timeout=WAIT_S))
+
+    def send_invocation(self, connection, request_id, payload):
         connection.send(
             json.dumps(
                 {
@@ -516,7 +689,6 @@ class WebSocketTests(RuntimeTestCase):
                 }
             )
         )
-        return json.loads(connection.recv(timeout=WAIT_S))
 
     def test_full_loop(self):
         api = self.ws_api()
@@ -610,6 +782,208 @@ class WebSocketTests(RuntimeTestCase):
         second, _, register = api.accept()
         self.assertEqual(register["type"], "register")
         self.assertEqual(self.invoke(second, "b", 2)["payload"], {"echo": 2})
+
+    def test_builtin_client_needs_no_websockets_package(self):
+        api = self.ws_api()
+        child = self.spawn(
+            api.address, "app.echo", pythonpath=os.path.join(CODE_DIR, "no-websockets")
+        )
+        connection, _, register = api.accept()
+        self.assertEqual(register["instance_id"], "instance-7")
+        reply = self.invoke(connection, "ws-b", {"k": "é✓"})
+        self.assertTrue(reply.envelope, "responses travel as binary envelopes")
+        self.assertEqual(
+            reply,
+            {
+                "type": "response",
+                "request_id": "ws-b",
+                "payload": {"echo": {"k": "é✓"}},
+                "headers": {"X-Amz-Executed-Version": "$LATEST"},
+            },
+        )
+        out, _ = self.stop(child)
+        self.assertNotIn("falling back", out)
+
+    def test_library_client_opt_in(self):
+        api = self.ws_api()
+        self.spawn(api.address, "app.echo", pythonpath=WEBSOCKETS_PATH, LAMBDA_WS_CLIENT="library")
+        connection, _, _ = api.accept()
+        connection.send('{"type":"ping"}')
+        self.assertEqual(json.loads(connection.recv(timeout=WAIT_S)), {"type": "pong"})
+        reply = self.invoke(connection, "lib-1", [1, 2])
+        self.assertTrue(reply.envelope)
+        self.assertEqual(reply["payload"], {"echo": [1, 2]})
+
+    def test_binary_invocation_and_bytes_result_verbatim(self):
+        api = self.ws_api()
+        self.spawn(api.address, "app.raw_bytes", pythonpath=WEBSOCKETS_PATH)
+        connection, _, _ = api.accept()
+        header = json.dumps(
+            {"type": "invocation", "request_id": "bin-1", "deadline_ms": 0,
+             "invoked_function_arn": "arn", "trace_id": None,
+             "client_context": None, "cognito_identity": None}
+        ).encode()
+        event = json.dumps({"pad": 70000}).encode()
+        connection.send(struct.pack("!I", len(header)) + header + event)
+        reply = decode_message(connection.recv(timeout=WAIT_S))
+        self.assertEqual(reply["request_id"], "bin-1")
+        # Like a POST /response over HTTP, a handler's bytes reach the server unchanged.
+        self.assertEqual(reply["payload_bytes"], b"not json \xff" + b"z" * 70000)
+        # A binary invocation whose payload is not JSON fails as Runtime.UnmarshalError.
+        connection.send(struct.pack("!I", len(header)) + header.replace(b"bin-1", b"bin-2") + b"{")
+        error = decode_message(connection.recv(timeout=WAIT_S))
+        self.assertEqual((error["type"], error["request_id"]), ("error", "bin-2"))
+        self.assertEqual(error["error_type"], "Runtime.UnmarshalError")
+
+
+class RawClientTests(unittest.TestCase):
+    """The built-in client (bootstrap-websocket.py's RawWebSocket) against RawServer."""
+
+    def serve(self, script, reply=None):
+        server = RawServer(script, reply)
+        self.addCleanup(server.close)
+        return server
+
+    def connect(self, server):
+        host, port = server.address.split(":")
+        ws = WS.RawWebSocket(host, int(port), server.address, "/ws?fn=f")
+        self.addCleanup(ws.sock.close)
+        return ws
+
+    def test_mask_matches_the_rfc_loop_and_is_its_own_inverse(self):
+        key = b"\x12\xab\xff\x01"
+        for n in (0, 1, 3, 4, 5, 125, 1000, 70001):
+            data = os.urandom(n)
+            for offset in range(4):
+                masked = WS.mask(data, key, offset)
+                self.assertEqual(masked, naive_mask(data, key[offset:] + key[:offset]))
+                self.assertEqual(WS.mask(masked, key, offset), data)
+
+    def test_handshake_masking_lengths_and_envelope_both_ways(self):
+        frames = queue.Queue()
+        mid, big = b"m" * 60000, os.urandom(300000)
+
+        def script(conn):
+            for _ in range(4):
+                frames.put(conn.read_frame())
+            conn.send(server_frame(1, mid) + server_frame(2, big) + server_frame(1, b"{}"))
+            conn.read_frame()
+
+        server = self.serve(script)
+        ws = self.connect(server)
+        self.assertTrue(server.heads[0].startswith("GET /ws?fn=f HTTP/1.1\r\n"))
+        self.assertIn("\r\nSec-WebSocket-Version: 13", server.heads[0])
+        self.assertEqual(WS.accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        ws.send_text("héllo ✓")
+        ws.send_text("x" * 126)
+        ws.send_text("y" * 70000)
+        ws.send_envelope(b'{"type":"response","request_id":"r-1"}', b"hello")
+        got = [frames.get(timeout=WAIT_S) for _ in range(4)]
+        self.assertEqual([(f[1], f[3], f[4]) for f in got], [(1, True, 7), (1, True, 16), (1, True, 64), (2, True, 7)])
+        self.assertEqual(got[0][2].decode(), "héllo ✓")
+        self.assertEqual(got[2][2], b"y" * 70000)
+        # The example envelope of docs/websocket-protocol.md.
+        self.assertEqual(got[3][2], b"\0\0\0\x26" + b'{"type":"response","request_id":"r-1"}hello')
+        self.assertEqual(ws.recv(), (mid, False))
+        self.assertEqual(ws.recv(), (big, True))
+        self.assertEqual(ws.recv(), (b"{}", False))
+        self.assertEqual(server.errors, [])
+
+    def test_fragmented_message_with_a_ping_in_between(self):
+        pongs = queue.Queue()
+
+        def script(conn):
+            conn.send(
+                server_frame(1, b'{"type":', fin=False)
+                + server_frame(0, b'"invo', fin=False)
+                + server_frame(9, b"are you there")
+                + server_frame(0, b'cation"}')
+            )
+            pongs.put(conn.read_frame())
+            conn.read_frame()
+
+        ws = self.connect(self.serve(script))
+        self.assertEqual(ws.recv(), (b'{"type":"invocation"}', False))
+        fin, opcode, payload, masked, _ = pongs.get(timeout=WAIT_S)
+        self.assertEqual((fin, opcode, payload, masked), (True, 10, b"are you there", True))
+
+    def test_close_frame_is_echoed_and_ends_recv(self):
+        echoes = queue.Queue()
+
+        def script(conn):
+            conn.send(server_frame(8, struct.pack("!H", 1008) + b"policy"))
+            echoes.put(conn.read_frame())
+
+        ws = self.connect(self.serve(script))
+        with self.assertRaisesRegex(WS.ConnectionClosed, r"received close frame 1008 \(policy\)"):
+            ws.recv()
+        _, opcode, payload, masked, _ = echoes.get(timeout=WAIT_S)
+        self.assertEqual((opcode, payload, masked), (8, struct.pack("!H", 1008), True))
+
+    def test_protocol_errors_close_the_connection(self):
+        for frame, code, why in (
+            (server_frame(1, b"hi", masked=True), 1002, "masked server frame"),
+            (server_frame(0, b"x"), 1002, "continuation without a message"),
+            (bytes((0x81 | 0x40, 0)), 1002, "RSV bits set"),
+            (bytes((0x82, 127)) + struct.pack("!Q", 1 << 40), 1009, "frame of"),
+        ):
+            with self.subTest(why=why):
+                closes = queue.Queue()
+
+                def script(conn, frame=frame, closes=closes):
+                    conn.send(frame)
+                    closes.put(conn.read_frame())
+
+                ws = self.connect(self.serve(script))
+                with self.assertRaisesRegex(WS.ConnectionClosed, why):
+                    ws.recv()
+                _, opcode, payload, _, _ = closes.get(timeout=WAIT_S)
+                self.assertEqual((opcode, payload), (8, struct.pack("!H", code)))
+
+    def test_refused_and_invalid_upgrades(self):
+        not_found = self.serve(None, lambda accept, n: "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        with self.assertRaisesRegex(WS.InvalidStatus, "^server rejected WebSocket connection: HTTP 404$"):
+            self.connect(not_found)
+        bad_accept = self.serve(
+            None,
+            lambda accept, n: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n\r\n",
+        )
+        with self.assertRaisesRegex(WS.InvalidHandshake, "Sec-WebSocket-Accept"):
+            self.connect(bad_accept)
+
+
+class ReconnectTests(RuntimeTestCase):
+    def test_reconnect_gives_up_after_ten_attempts_then_falls_back(self):
+        replies = queue.Queue()
+
+        def script(conn):
+            register = json.loads(conn.read_data())
+            self.assertEqual(register["type"], "register")
+            conn.send(server_frame(1, json.dumps(
+                {"type": "invocation", "request_id": "r-1", "deadline_ms": 0,
+                 "invoked_function_arn": "arn", "trace_id": None, "client_context": None,
+                 "cognito_identity": None, "payload": {"n": 1}}).encode()))
+            replies.put(decode_message(conn.read_data()))
+            conn.sock.shutdown(socket.SHUT_RDWR)  # dropped without a close frame
+
+        refuse_after_first = (
+            lambda accept, n: None if n == 1 else "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        )
+        server = RawServer(script, refuse_after_first)
+        self.addCleanup(server.close)
+        started = time.time()
+        child = self.spawn(server.address, "app.echo")
+        self.assertEqual(replies.get(timeout=WAIT_S)["payload"], {"echo": {"n": 1}})
+        # 50 ms doubling to 2 s between the 10 attempts: about 9 s.
+        line = self.wait_for_line(child, "falling back to HTTP", wait_s=30)
+        self.assertEqual(
+            line,
+            "WebSocket connection failed (reconnect failed after 10 attempts: InvalidStatus: "
+            "server rejected WebSocket connection: HTTP 404), falling back to HTTP\n",
+        )
+        self.assertEqual(server.upgrades, 11)
+        self.assertGreater(time.time() - started, 8)
 
 
 if __name__ == "__main__":
