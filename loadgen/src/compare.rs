@@ -282,7 +282,9 @@ pub fn run(files: &[PathBuf], out: Option<&Path>) -> Result<String, String> {
         if view.phases.is_empty() {
             return Err(format!("{} holds no phases", f.display()));
         }
-        reports.push((f.clone(), view));
+        // The Markdown names the files the way results name paths: never absolute.
+        let shown = crate::paths::Scrub::from_env().path(&f.display().to_string());
+        reports.push((PathBuf::from(shown), view));
     }
     let mut md = markdown(&reports);
     if let Some(dir) = out {

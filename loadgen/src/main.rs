@@ -349,13 +349,23 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
     let mut machine = Machine::collect();
     let mut server = server_info(&endpoint, &opts, metrics.as_ref(), &scrub);
     let git = GitInfo::collect();
-    if let Some(why) = git.stale_binary(&server) {
+    // Only a server that identified itself as Lambda@Home (its /metrics) is built from this
+    // checkout; another endpoint's binary has nothing to do with the commit.
+    let stale = server
+        .has_metrics
+        .then(|| git.stale_binary(&server))
+        .flatten();
+    if let Some(why) = stale {
         if !opts.allow_stale {
             return Err(RunError::Stale(why));
         }
         server.stale = true;
     }
-    let mut warnings = git.warnings(&server);
+    let mut warnings = if server.has_metrics {
+        git.warnings(&server)
+    } else {
+        Vec::new()
+    };
     for w in &warnings {
         eprintln!("loadgen: warning: {w}");
     }

@@ -95,7 +95,8 @@ pub struct GitInfo {
     /// not built into anything).
     pub dirty: bool,
     /// Commit time of the last commit that changed what the server binary is built from
-    /// (`src/`, `runtimes/`, `Cargo.toml`, `Cargo.lock`): a binary older than that is stale.
+    /// (`src/`, `runtimes/`, `Cargo.toml`; not `Cargo.lock`, which loadgen's own dependencies
+    /// also change without the server being rebuilt): a binary older than that is stale.
     pub server_sources_commit_unix_s: Option<u64>,
 }
 
