@@ -116,7 +116,6 @@ impl GitInfo {
                 ":/src",
                 ":/runtimes",
                 ":/Cargo.toml",
-                ":/Cargo.lock",
             ],
         )
         .and_then(|t| t.parse().ok());
