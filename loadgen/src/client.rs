@@ -8,6 +8,7 @@
 //! `timeout` error instead of a hung run.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -16,6 +17,8 @@ use lambda_at_home::protocols::http::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::sigv4::{sign_now, Credentials};
 
 /// Largest response body we accept: AWS's 6 MB synchronous payload limit plus framing slack.
 pub const RESPONSE_BYTES_MAX: usize = 6 * 1024 * 1024 + 64 * 1024;
@@ -66,12 +69,14 @@ impl ClientError {
     }
 }
 
-/// Where requests go: a resolved address plus the `Host` header value.
+/// Where requests go: a resolved address plus the `Host` header value, and the credentials
+/// every request is signed with (SigV4, `--sign`), if any.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     pub url: String,
     pub addr: SocketAddr,
     pub host: String,
+    pub sign: Option<Arc<Credentials>>,
 }
 
 impl Endpoint {
@@ -103,6 +108,7 @@ impl Endpoint {
             url: format!("http://{authority}"),
             addr,
             host: authority.to_owned(),
+            sign: None,
         })
     }
 
@@ -116,6 +122,7 @@ impl Endpoint {
 pub struct Conn {
     addr: SocketAddr,
     host: String,
+    sign: Option<Arc<Credentials>>,
     stream: Option<TcpStream>,
     read_buf: BytesMut,
     write_buf: Vec<u8>,
@@ -128,6 +135,7 @@ impl Conn {
         Conn {
             addr: endpoint.addr,
             host: endpoint.host.clone(),
+            sign: endpoint.sign.clone(),
             stream: None,
             read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             write_buf: Vec::with_capacity(1024),
@@ -158,12 +166,19 @@ impl Conn {
         body: &[u8],
     ) -> Result<ClientResponse, ClientError> {
         self.write_buf.clear();
+        let signed = self
+            .sign
+            .as_ref()
+            .map(|creds| sign_now(creds, method, target, &self.host, body))
+            .unwrap_or_default();
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        all.extend(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         write_request_head(
             &mut self.write_buf,
             method,
             target,
             &self.host,
-            headers,
+            &all,
             body.len(),
         );
         self.write_buf.extend_from_slice(body);

@@ -180,11 +180,17 @@ impl TailedInvoke {
 /// The control connection: every User API call that is not on the measured path.
 pub struct Api {
     pub conn: Conn,
+    /// Whether `metrics` asks the server (off for `--invoke-only`: a Lambda-style endpoint has
+    /// no `/metrics`, and the request would be a stray one).
+    pub metrics_enabled: bool,
 }
 
 impl Api {
     pub fn new(conn: Conn) -> Api {
-        Api { conn }
+        Api {
+            conn,
+            metrics_enabled: true,
+        }
     }
 
     async fn call(
@@ -318,6 +324,9 @@ impl Api {
 
     /// The server's Prometheus metrics, if it has a `/metrics` page.
     pub async fn metrics(&mut self) -> Option<Metrics> {
+        if !self.metrics_enabled {
+            return None;
+        }
         let resp = self.conn.request("GET", "/metrics", &[], b"").await.ok()?;
         (resp.status == 200).then(|| Metrics::parse(&String::from_utf8_lossy(&resp.body)))
     }

@@ -4,18 +4,31 @@
 //! transport (HTTP, WebSocket) — and reports the tables, the full detail, JSON, and the server's
 //! CPU and memory when it runs on this machine.
 //!
-//! Module map: `client` (HTTP/1.1 keep-alive client), `lambda` (User API, test functions),
-//! `scenarios` (the four measurements), `stats` (HdrHistogram tallies), `procstat` (`/proc`),
-//! `progress` (stderr line), `report` (Markdown, JSON, files). Test functions loadgen creates
-//! are deleted at the end, also when a phase fails.
+//! Module map: `client` (HTTP/1.1 keep-alive client), `sigv4` (request signing), `lambda`
+//! (User API, test functions), `scenarios` (the four measurements), `floor` (the machine's own
+//! floor), `stats` (HdrHistogram tallies), `procstat` (`/proc`), `progress` (stderr line),
+//! `report` (Markdown, JSON, files), `view` (reading reports back), `plots` and `html` (charts,
+//! HTML page), `compare` (A/B with noise bands), `paths` (no machine paths in results). Test
+//! functions loadgen creates are deleted at the end, also when a phase fails.
+//!
+//! Threads: one tokio runtime (`--threads` workers, default 1) runs everything; the
+//! high-frequency schedule has its own OS thread; `compare` runs without a runtime; the hidden
+//! `floor-serve` and `floor-runtime` subcommands are the floor's server and runtime processes.
 
 mod client;
+mod compare;
+mod floor;
+mod html;
 mod lambda;
+mod paths;
+mod plots;
 mod procstat;
 mod progress;
 mod report;
 mod scenarios;
+mod sigv4;
 mod stats;
+mod view;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +40,11 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use client::{ClientError, Conn, Endpoint};
+use paths::Scrub;
+
+/// Repetitions of a run at most: each repeats every phase, and 20 already gives a band that
+/// more would not narrow much.
+const REPEAT_MAX: usize = 20;
 use lambda::{Api, ApiError, RuntimeKind, Transport, TRANSPORT_ENV};
 use procstat::Watch;
 use report::{GitInfo, Machine, Report, ServerInfo, Settings};
@@ -48,7 +66,7 @@ struct Cli {
     opts: Options,
 }
 
-#[derive(Clone, Copy, Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 enum Command {
     /// Every scenario (the default).
     Full,
@@ -60,20 +78,38 @@ enum Command {
     Highfreq,
     /// Closed-loop load at each concurrency level.
     Throughput,
+    /// The machine's floor: the same exchange through a trivial Rust server and runtime.
+    Floor,
+    /// Compare reports: each against the first, with noise bands from their repetitions.
+    Compare {
+        /// Report JSON files; the first is the baseline.
+        #[arg(required = true, num_args = 2..=compare::REPORTS_MAX)]
+        files: Vec<PathBuf>,
+    },
+    /// The floor's server process (started by `floor`).
+    #[command(hide = true)]
+    FloorServe,
+    /// The floor's runtime process (started by the floor server).
+    #[command(hide = true)]
+    FloorRuntime,
 }
 
 impl Command {
-    fn label(self) -> &'static str {
+    fn label(&self) -> &'static str {
         match self {
             Command::Full => "full",
             Command::Cold => "cold",
             Command::Warm => "warm",
             Command::Highfreq => "highfreq",
             Command::Throughput => "throughput",
+            Command::Floor => "floor",
+            Command::Compare { .. } => "compare",
+            Command::FloorServe => "floor-serve",
+            Command::FloorRuntime => "floor-runtime",
         }
     }
 
-    fn scenarios(self) -> Vec<Scenario> {
+    fn scenarios(&self) -> Vec<Scenario> {
         match self {
             Command::Full => vec![
                 Scenario::Cold,
@@ -85,6 +121,10 @@ impl Command {
             Command::Warm => vec![Scenario::Warm],
             Command::Highfreq => vec![Scenario::Highfreq],
             Command::Throughput => vec![Scenario::Throughput],
+            Command::Floor
+            | Command::Compare { .. }
+            | Command::FloorServe
+            | Command::FloorRuntime => Vec::new(),
         }
     }
 }
@@ -98,6 +138,28 @@ struct Options {
     /// read from its configuration; cold starts change one env variable, restored at the end).
     #[arg(long, global = true)]
     function: Option<String>,
+    /// With --function: only invoke it (`POST /2015-03-31/functions/NAME/invocations`), no
+    /// other call at all (no ListFunctions, no configuration read or change, no /metrics), so
+    /// any Lambda-style endpoint can be measured. No cold starts then; the runtime and
+    /// transport named in the report are the first of --runtimes and --transports.
+    #[arg(long, global = true, requires = "function")]
+    invoke_only: bool,
+    /// Sign every request with AWS SigV4 (service `lambda`), credentials from
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_REGION.
+    #[arg(long, global = true)]
+    sign: bool,
+    /// Run the scenario sequence this many times; the JSON keeps every repetition, and
+    /// `compare` takes its noise band from them.
+    #[arg(long, global = true, default_value_t = 1)]
+    repeat: usize,
+    /// Relate the figures to this floor: a `loadgen floor` JSON, or a report that holds one
+    /// (`full` measures its own floor when this is not given).
+    #[arg(long, global = true)]
+    floor: Option<PathBuf>,
+    /// Measure even when the server binary is older than the checked-out code (refused
+    /// otherwise); the report then carries the warning.
+    #[arg(long, global = true)]
+    allow_stale: bool,
     #[arg(
         long,
         global = true,
@@ -151,7 +213,7 @@ struct Options {
     /// Tokio worker threads of loadgen (it shares the CPUs with the server).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
-    /// Write `<DIR>/<YYYY-MM-DD>-<name>.json` and `.md`.
+    /// Write `<DIR>/<YYYY-MM-DD>-<name>.json`, `.md`, `.html` and the charts as `.svg`.
     #[arg(long, global = true)]
     out: Option<PathBuf>,
     /// Report name; default `<executor>-<subcommand>`, e.g. `process-full`.
@@ -180,6 +242,10 @@ enum RunError {
     Function { name: String, source: ApiError },
     #[error("no function could be set up; nothing was measured")]
     NothingToRun,
+    #[error("{0}\n  (pass --allow-stale to measure it anyway; the report will say so)")]
+    Stale(String),
+    #[error("floor: {0}")]
+    Floor(String),
     #[error(transparent)]
     Report(#[from] report::ReportError),
     #[error("cannot start the tokio runtime: {0}")]
@@ -190,6 +256,23 @@ enum RunError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::FloorServe) => return floor::serve_main(),
+        Some(Command::FloorRuntime) => return floor::runtime_main(&cli.opts.endpoint),
+        Some(Command::Compare { files }) => {
+            return match compare::run(files, cli.opts.out.as_deref()) {
+                Ok(md) => {
+                    print!("{md}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("loadgen: error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        _ => {}
+    }
     let threads = cli.opts.threads.clamp(1, 64);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -226,6 +309,9 @@ fn validate(o: &Options) -> Result<(), RunError> {
     if o.runtimes.is_empty() || o.transports.is_empty() {
         return bad("--runtimes and --transports need at least one value");
     }
+    if !(1..=REPEAT_MAX).contains(&o.repeat) {
+        return bad("--repeat must be between 1 and 20");
+    }
     Ok(())
 }
 
@@ -234,30 +320,52 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
     let opts = cli.opts;
     validate(&opts)?;
     let command = cli.command.unwrap_or(Command::Full);
+    if matches!(command, Command::Floor) {
+        return run_floor(&opts).await;
+    }
     let started = Instant::now();
     let (date, started_unix_s) = report::today();
-    let endpoint = Endpoint::parse(&opts.endpoint).map_err(|e| match e {
+    let scrub = Scrub::from_env();
+    let mut endpoint = Endpoint::parse(&opts.endpoint).map_err(|e| match e {
         ClientError::Endpoint(..) => RunError::Usage(e.to_string()),
         source => RunError::Unreachable {
             url: opts.endpoint.clone(),
             source,
         },
     })?;
+    if opts.sign {
+        let creds = sigv4::Credentials::from_env().map_err(RunError::Usage)?;
+        endpoint.sign = Some(Arc::new(creds));
+    }
     let timeout = Duration::from_secs_f64(opts.timeout_s);
     let mut api = Api::new(Conn::new(&endpoint, timeout));
-    preflight(&mut api, &endpoint).await?;
-    let metrics = api.metrics().await;
-    let mut machine = Machine::collect();
-    let server = server_info(&endpoint, &opts, metrics.as_ref());
-    let mut bench = Bench {
-        endpoint: endpoint.clone(),
-        api,
-        watch: Watch::new(server.pid),
-        request_timeout: timeout,
-        quiet: opts.quiet,
+    let metrics = if opts.invoke_only {
+        api.metrics_enabled = false;
+        None
+    } else {
+        preflight(&mut api, &endpoint).await?;
+        api.metrics().await
     };
+    let mut machine = Machine::collect();
+    let mut server = server_info(&endpoint, &opts, metrics.as_ref(), &scrub);
     let git = GitInfo::collect();
-    let mut warnings = git.warnings(&server);
+    // Only a server that identified itself as Lambda@Home (its /metrics) is built from this
+    // checkout; another endpoint's binary has nothing to do with the commit.
+    let stale = server
+        .has_metrics
+        .then(|| git.stale_binary(&server))
+        .flatten();
+    if let Some(why) = stale {
+        if !opts.allow_stale {
+            return Err(RunError::Stale(why));
+        }
+        server.stale = true;
+    }
+    let mut warnings = if server.has_metrics {
+        git.warnings(&server)
+    } else {
+        Vec::new()
+    };
     for w in &warnings {
         eprintln!("loadgen: warning: {w}");
     }
@@ -265,14 +373,41 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
         warnings.push("server process not found: no server CPU or memory figures".to_owned());
     }
     let payload = Arc::new(lambda::payload(opts.payload_bytes));
+    let (floor, floor_source) =
+        floor_for(&opts, &command, &payload, timeout, &scrub, &mut warnings).await?;
+    let mut bench = Bench {
+        endpoint: endpoint.clone(),
+        api,
+        watch: Watch::new(server.pid),
+        request_timeout: timeout,
+        quiet: opts.quiet,
+    };
     let run_id = format!("{}-{started_unix_s}", std::process::id());
-    let scenarios = command.scenarios();
+    let mut scenarios = command.scenarios();
+    if opts.invoke_only && scenarios.contains(&Scenario::Cold) {
+        scenarios.retain(|s| *s != Scenario::Cold);
+        warnings.push(
+            "--invoke-only: no cold starts measured (forcing one needs a configuration change)"
+                .to_owned(),
+        );
+    }
     let (mut targets, created) =
         setup_targets(&mut bench, &opts, &payload, &run_id, &mut warnings).await;
     if targets.is_empty() {
         return Err(RunError::NothingToRun);
     }
-    let phases = run_phases(&mut bench, &opts, &scenarios, &mut targets, &run_id).await;
+    let mut phases = Vec::new();
+    for repetition in 1..=opts.repeat {
+        let mut more = run_phases(&mut bench, &opts, &scenarios, &mut targets, &run_id).await;
+        for p in &mut more {
+            p.repetition = repetition;
+        }
+        phases.extend(more);
+        // The first invoke after CreateFunction is a cold sample of the first repetition only.
+        for t in &mut targets {
+            t.first_invoke = None;
+        }
+    }
     teardown(&mut bench, &opts, &targets, created, &mut warnings).await;
     machine.loadavg_end = report::loadavg();
     warnings.extend(report::phase_warnings(&phases));
@@ -280,23 +415,120 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
         let executor = server.executor.clone().unwrap_or_else(|| "remote".into());
         format!("{executor}-{}", command.label())
     });
+    let args: Vec<String> = std::env::args().collect();
     let report = Report {
         name,
         date,
         started_unix_s,
         total_s: started.elapsed().as_secs_f64(),
-        command_line: report::shell_line(std::env::args()),
+        command_line: report::shell_line(scrub.args(&args)),
         git,
         loadgen_version: env!("CARGO_PKG_VERSION"),
         machine,
         server,
         settings: settings(&opts, scenarios),
+        floor,
+        floor_source,
         targets,
         phases,
         warnings,
     };
     emit(&report, &opts)?;
     Ok(report.warnings.is_empty())
+}
+
+/// The floor to relate this run to: read from `--floor FILE`, or measured now for `full`.
+async fn floor_for(
+    opts: &Options,
+    command: &Command,
+    payload: &Arc<Vec<u8>>,
+    timeout: Duration,
+    scrub: &Scrub,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<Value>, Option<String>), RunError> {
+    if let Some(file) = &opts.floor {
+        let (_, value) = view::ReportView::load(file).map_err(RunError::Usage)?;
+        let floor = value.get("floor").filter(|f| f.is_object()).cloned();
+        if floor.is_none() {
+            return Err(RunError::Usage(format!(
+                "{} holds no floor (write one with `loadgen floor --out DIR`)",
+                file.display()
+            )));
+        }
+        return Ok((floor, Some(scrub.path(&file.display().to_string()))));
+    }
+    if !matches!(command, Command::Full) {
+        return Ok((None, None));
+    }
+    eprintln!(
+        "loadgen: measuring this machine's floor ({} exchanges)",
+        opts.warm_invokes
+    );
+    match floor::measure(opts.warm_invokes, payload.clone(), timeout).await {
+        Ok(f) => {
+            eprintln!("loadgen: floor {}", floor_line(&f));
+            let value = serde_json::to_value(&f).map_err(report::ReportError::from)?;
+            Ok((Some(value), Some("measured in this run".to_owned())))
+        }
+        Err(e) => {
+            warnings.push(format!("the floor could not be measured: {e}"));
+            Ok((None, None))
+        }
+    }
+}
+
+fn floor_line(f: &floor::Floor) -> String {
+    format!(
+        "p50 {} ms, p99 {} ms, {} ok, {} errors",
+        f.latency
+            .as_ref()
+            .map_or("–".into(), |l| format!("{:.3}", l.p50_ms)),
+        f.latency
+            .as_ref()
+            .map_or("–".into(), |l| format!("{:.3}", l.p99_ms)),
+        f.invokes,
+        f.errors
+    )
+}
+
+/// `loadgen floor`: measures the floor and reports it on its own.
+async fn run_floor(opts: &Options) -> Result<bool, RunError> {
+    let (date, started_unix_s) = report::today();
+    let scrub = Scrub::from_env();
+    let payload = Arc::new(lambda::payload(opts.payload_bytes));
+    let timeout = Duration::from_secs_f64(opts.timeout_s);
+    let measured = floor::measure(opts.warm_invokes, payload, timeout)
+        .await
+        .map_err(RunError::Floor)?;
+    eprintln!("loadgen: floor {}", floor_line(&measured));
+    let args: Vec<String> = std::env::args().collect();
+    let mut machine = Machine::collect();
+    machine.loadavg_end = report::loadavg();
+    let report = floor::FloorReport {
+        kind: "floor",
+        name: opts.name.clone().unwrap_or_else(|| "floor".into()),
+        date,
+        started_unix_s,
+        command_line: report::shell_line(scrub.args(&args)),
+        git: GitInfo::collect(),
+        loadgen_version: env!("CARGO_PKG_VERSION"),
+        machine,
+        floor: measured,
+    };
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(report::ReportError::from)?
+        );
+    } else {
+        print!("{}", report.markdown());
+    }
+    if let Some(dir) = &opts.out {
+        for path in report.write_files(dir)? {
+            eprintln!("loadgen: wrote {}", path.display());
+        }
+    }
+    Ok(report.floor.errors == 0)
 }
 
 async fn preflight(api: &mut Api, endpoint: &Endpoint) -> Result<(), RunError> {
@@ -317,6 +549,7 @@ fn server_info(
     endpoint: &Endpoint,
     opts: &Options,
     metrics: Option<&lambda::Metrics>,
+    scrub: &Scrub,
 ) -> ServerInfo {
     let pid = opts.server_pid.or_else(|| {
         if !endpoint.is_local() {
@@ -334,12 +567,22 @@ fn server_info(
     ServerInfo {
         endpoint: endpoint.url.clone(),
         pid,
-        cmdline: pid.and_then(|p| procstat::cmdline(p).ok()),
-        exe: exe.as_ref().map(|e| e.display().to_string()),
-        exe_modified_unix_s: exe
-            .and_then(|e| std::fs::metadata(e).ok()?.modified().ok())
+        cmdline: pid
+            .and_then(|p| procstat::cmdline_args(p).ok())
+            .map(|args| report::shell_line(scrub.args(&args))),
+        exe: exe.as_ref().map(|e| scrub.path(&e.display().to_string())),
+        // The link itself, not the path it names: it still reaches the running binary when
+        // that was replaced on disk ("(deleted)").
+        exe_modified_unix_s: pid
+            .and_then(|p| {
+                std::fs::metadata(format!("/proc/{p}/exe"))
+                    .ok()?
+                    .modified()
+                    .ok()
+            })
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs()),
+        stale: false,
         executor: metrics.and_then(|m| m.executor()),
         has_metrics: metrics.is_some(),
     }
@@ -354,6 +597,24 @@ async fn setup_targets(
     run_id: &str,
     warnings: &mut Vec<String>,
 ) -> (Vec<Target>, bool) {
+    if let (Some(name), true) = (&opts.function, opts.invoke_only) {
+        let target = Target {
+            function: name.clone(),
+            runtime: opts.runtimes[0],
+            transport: opts.transports[0],
+            base_env: BTreeMap::new(),
+            payload: payload.clone(),
+            first_invoke: None,
+        };
+        return match check_echo(bench, &target).await {
+            Ok(()) => (vec![target], false),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                warnings.push(e);
+                (Vec::new(), false)
+            }
+        };
+    }
     if let Some(name) = &opts.function {
         return match existing_target(bench, name, payload).await {
             Ok(target) => (vec![target], false),
@@ -536,7 +797,7 @@ async fn run_phases(
 /// Frees the instances a throughput run left behind (up to the highest concurrency each) before
 /// the next target starts, so they do not sit in memory while others are measured.
 async fn retire_instances(bench: &mut Bench, opts: &Options, target: &Target, run_id: &str) {
-    if opts.function.is_some() {
+    if opts.function.is_some() || opts.invoke_only {
         return;
     }
     let mut env = target.base_env.clone();
@@ -554,7 +815,7 @@ async fn teardown(
     for target in targets {
         let result = if created {
             bench.api.delete_function(&target.function).await
-        } else if opts.function.is_some() && opts.samples > 0 {
+        } else if opts.function.is_some() && !opts.invoke_only && opts.samples > 0 {
             bench
                 .api
                 .set_environment(&target.function, &target.base_env)
@@ -584,6 +845,7 @@ fn settings(opts: &Options, scenarios: Vec<Scenario>) -> Settings {
         concurrency: opts.concurrency.clone(),
         memory_mb: opts.memory_mb,
         loadgen_threads: opts.threads,
+        repeat: opts.repeat,
     }
 }
 
@@ -597,8 +859,9 @@ fn emit(report: &Report, opts: &Options) -> Result<(), RunError> {
         print!("{}", report::markdown(report));
     }
     if let Some(dir) = &opts.out {
-        let (json, md) = report::write_files(dir, report)?;
-        eprintln!("loadgen: wrote {} and {}", json.display(), md.display());
+        for path in report::write_files(dir, report)? {
+            eprintln!("loadgen: wrote {}", path.display());
+        }
     }
     Ok(())
 }

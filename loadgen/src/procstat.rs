@@ -303,15 +303,20 @@ fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
         .collect()
 }
 
-/// The command line of `pid`, arguments joined by spaces.
+/// The command line of `pid`, arguments joined by spaces (reports scrub `cmdline_args` instead).
+#[cfg(test)]
 pub fn cmdline(pid: u32) -> Result<String, ProcError> {
+    Ok(cmdline_args(pid)?.join(" "))
+}
+
+/// The arguments of `pid`'s command line.
+pub fn cmdline_args(pid: u32) -> Result<Vec<String>, ProcError> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).map_err(|_| ProcError::Gone(pid))?;
-    let args: Vec<String> = raw
+    Ok(raw
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    Ok(args.join(" "))
+        .collect())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::lambda::{RuntimeKind, Transport};
 use crate::scenarios::{Phase, Scenario, Target};
+use crate::view::{FloorView, ReportView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -90,37 +91,73 @@ pub struct GitInfo {
     pub commit_unix_s: Option<u64>,
     /// Tracked files that differ from the commit (`git diff --name-only HEAD`).
     pub modified: Vec<String>,
+    /// Whether the working tree differs from the commit (tracked files; untracked ones are
+    /// not built into anything).
+    pub dirty: bool,
+    /// Commit time of the last commit that changed what the server binary is built from
+    /// (`src/`, `runtimes/`, `Cargo.toml`; not `Cargo.lock`, which loadgen's own dependencies
+    /// also change without the server being rebuilt): a binary older than that is stale.
+    pub server_sources_commit_unix_s: Option<u64>,
 }
 
 impl GitInfo {
     /// Read-only git queries; every field is empty outside a repository.
     pub fn collect() -> GitInfo {
-        let modified = command_output("git", &["diff", "--name-only", "HEAD"])
+        let modified: Vec<String> = command_output("git", &["diff", "--name-only", "HEAD"])
             .map(|out| out.lines().map(str::to_owned).collect())
             .unwrap_or_default();
+        let server_sources_commit_unix_s = command_output(
+            "git",
+            &[
+                "log",
+                "-1",
+                "--format=%ct",
+                "--",
+                ":/src",
+                ":/runtimes",
+                ":/Cargo.toml",
+            ],
+        )
+        .and_then(|t| t.parse().ok());
         GitInfo {
             commit: command_output("git", &["rev-parse", "HEAD"]),
             commit_unix_s: command_output("git", &["log", "-1", "--format=%ct"])
                 .and_then(|t| t.parse().ok()),
+            dirty: !modified.is_empty(),
             modified,
+            server_sources_commit_unix_s,
         }
+    }
+
+    /// Why the server binary does not match the checked-out code, if it does not: it was
+    /// written before the last commit that changed the server's sources (or, when that is
+    /// unknown, before the checked-out commit), or it was replaced on disk after the server
+    /// started (`/proc/<pid>/exe` reads "(deleted)").
+    pub fn stale_binary(&self, server: &ServerInfo) -> Option<String> {
+        let exe = server.exe.as_deref().unwrap_or("?");
+        if exe.ends_with(" (deleted)") {
+            return Some(format!(
+                "the running server binary {exe} was replaced on disk after the server started: \
+                 restart the server"
+            ));
+        }
+        let built = server.exe_modified_unix_s?;
+        let sources = self.server_sources_commit_unix_s.or(self.commit_unix_s)?;
+        (built < sources).then(|| {
+            format!(
+                "the server binary {exe} is older than the checked-out commit {} (binary \
+                 written at Unix time {built}, server sources last changed at {sources}): \
+                 rebuild it (`cargo build --release -p lambda-at-home --bin lambda-at-home-server`) \
+                 and restart the server",
+                self.commit.as_deref().unwrap_or("?")
+            )
+        })
     }
 
     /// Why the results might not describe `commit`: a server binary older than the commit, or
     /// uncommitted changes to the server's sources.
     pub fn warnings(&self, server: &ServerInfo) -> Vec<String> {
-        let mut out = Vec::new();
-        if let (Some(built), Some(committed), Some(commit)) =
-            (server.exe_modified_unix_s, self.commit_unix_s, &self.commit)
-        {
-            if built < committed {
-                out.push(format!(
-                    "the server binary {} is older than the checked-out commit {commit}: \
-                     these results may be of an earlier version; rebuild it",
-                    server.exe.as_deref().unwrap_or("?")
-                ));
-            }
-        }
+        let mut out: Vec<String> = self.stale_binary(server).into_iter().collect();
         let server_sources: Vec<&str> = self
             .modified
             .iter()
@@ -145,6 +182,9 @@ pub struct ServerInfo {
     /// The server's executable (`/proc/<pid>/exe`) and when it was last written.
     pub exe: Option<String>,
     pub exe_modified_unix_s: Option<u64>,
+    /// The binary is older than the checked-out server sources and the run went ahead anyway
+    /// (`--allow-stale`): these results may not describe the commit.
+    pub stale: bool,
     pub executor: Option<String>,
     pub has_metrics: bool,
 }
@@ -166,6 +206,8 @@ pub struct Settings {
     pub concurrency: Vec<usize>,
     pub memory_mb: u32,
     pub loadgen_threads: usize,
+    /// Repetitions of the whole scenario sequence (`--repeat`); each phase records its own.
+    pub repeat: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -180,6 +222,10 @@ pub struct Report {
     pub machine: Machine,
     pub server: ServerInfo,
     pub settings: Settings,
+    /// The floor (`loadgen floor`) the figures are related to: measured in this run, or read
+    /// from `--floor FILE`.
+    pub floor: Option<serde_json::Value>,
+    pub floor_source: Option<String>,
     pub targets: Vec<Target>,
     pub phases: Vec<Phase>,
     pub warnings: Vec<String>,
@@ -209,16 +255,41 @@ pub fn shell_line(args: impl IntoIterator<Item = String>) -> String {
     args.into_iter().map(quote).collect::<Vec<_>>().join(" ")
 }
 
-pub fn write_files(dir: &Path, report: &Report) -> Result<(PathBuf, PathBuf), ReportError> {
+/// Writes `<dir>/<stem>.json`, `.md`, `.html` and one `<stem>-<chart>.svg` per chart (the
+/// Markdown links them, so they render on a code host; the HTML has them inline). Returns the
+/// paths written.
+pub fn write_files(dir: &Path, report: &Report) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::Write(dir.to_owned(), e))?;
     let stem = format!("{}-{}", report.date, report.name);
-    let json_path = dir.join(format!("{stem}.json"));
-    let md_path = dir.join(format!("{stem}.md"));
-    let json = serde_json::to_string_pretty(report)? + "\n";
-    std::fs::write(&json_path, json).map_err(|e| ReportError::Write(json_path.clone(), e))?;
-    std::fs::write(&md_path, markdown(report))
-        .map_err(|e| ReportError::Write(md_path.clone(), e))?;
-    Ok((json_path, md_path))
+    let value = serde_json::to_value(report)?;
+    let charts = crate::html::all_charts(&ReportView::from_value(&value));
+    let mut md = markdown(report);
+    if !charts.is_empty() {
+        md.push_str("\n## Charts\n\n");
+    }
+    let mut written = Vec::new();
+    let mut write = |name: String, data: &str| -> Result<(), ReportError> {
+        let path = dir.join(name);
+        std::fs::write(&path, data).map_err(|e| ReportError::Write(path.clone(), e))?;
+        written.push(path);
+        Ok(())
+    };
+    write(
+        format!("{stem}.json"),
+        &(serde_json::to_string_pretty(&value)? + "\n"),
+    )?;
+    for chart in &charts {
+        let name = format!("{stem}-{}.svg", chart.suffix);
+        let _ = writeln!(md, "![{}]({name})\n", chart.title);
+        write(name, &chart.svg)?;
+    }
+    write(format!("{stem}.md"), &md)?;
+    let title = format!("loadgen report: {} ({})", report.name, report.date);
+    write(
+        format!("{stem}.html"),
+        &crate::html::page(&title, &charts, &md),
+    )?;
+    Ok(written)
 }
 
 fn num(v: Option<f64>, decimals: usize) -> String {
@@ -252,19 +323,26 @@ fn improvement(http: Option<f64>, ws: Option<f64>, lower_is_better: bool) -> Str
     }
 }
 
-fn find(
+/// The median of `pick` over the repetitions of one phase (`None` if none has a value).
+fn median_of(
     phases: &[Phase],
     runtime: RuntimeKind,
     transport: Transport,
     scenario: Scenario,
     concurrency: Option<usize>,
-) -> Option<&Phase> {
-    phases.iter().find(|p| {
-        p.runtime == runtime
-            && p.transport == transport
-            && p.scenario == scenario
-            && (concurrency.is_none() || p.concurrency == concurrency)
-    })
+    pick: impl Fn(&Phase) -> Option<f64>,
+) -> Option<f64> {
+    let values: Vec<f64> = phases
+        .iter()
+        .filter(|p| {
+            p.runtime == runtime
+                && p.transport == transport
+                && p.scenario == scenario
+                && (concurrency.is_none() || p.concurrency == concurrency)
+        })
+        .filter_map(pick)
+        .collect();
+    crate::compare::Spread::of(&values).map(|s| s.median)
 }
 
 pub fn markdown(r: &Report) -> String {
@@ -279,6 +357,7 @@ pub fn markdown(r: &Report) -> String {
     for runtime in runtimes {
         comparison(&mut out, r, runtime);
     }
+    floor_section(&mut out, r);
     resources(&mut out, r);
     detail(&mut out, r);
     cold_detail(&mut out, r);
@@ -335,11 +414,20 @@ fn header(out: &mut String, r: &Report) {
         s.warmup_s,
         s.loadgen_threads
     );
+    if s.repeat > 1 {
+        let _ = writeln!(
+            out,
+            "- Repetitions: {} (the scenario sequence ran {} times; the comparison tables show \
+             the median of the repetitions, the detail tables every repetition)",
+            s.repeat, s.repeat
+        );
+    }
     let _ = writeln!(out, "- Total run time: {:.0} s\n", r.total_s);
 }
 
 fn comparison(out: &mut String, r: &Report, runtime: RuntimeKind) {
-    let ph = |t, s, c| find(&r.phases, runtime, t, s, c);
+    let med =
+        |t, s, c, pick: fn(&Phase) -> Option<f64>| median_of(&r.phases, runtime, t, s, c, pick);
     let _ = writeln!(out, "## {} ({})\n", runtime.label(), runtime.aws_runtime());
     for (title, pick) in [
         (
@@ -354,8 +442,8 @@ fn comparison(out: &mut String, r: &Report, runtime: RuntimeKind) {
             "| Scenario | HTTP (ms) | WebSocket (ms) | Improvement |\n|----------|-----------|----------------|-------------|"
         );
         for scenario in [Scenario::Cold, Scenario::Warm, Scenario::Highfreq] {
-            let h = ph(Transport::Http, scenario, None).and_then(pick);
-            let w = ph(Transport::Ws, scenario, None).and_then(pick);
+            let h = med(Transport::Http, scenario, None, pick);
+            let w = med(Transport::Ws, scenario, None, pick);
             if h.is_none() && w.is_none() {
                 continue;
             }
@@ -387,7 +475,11 @@ fn comparison(out: &mut String, r: &Report, runtime: RuntimeKind) {
         "| Concurrent Invocations | HTTP (req/s) | WebSocket (req/s) | Improvement |\n|------------------------|--------------|-------------------|-------------|"
     );
     for c in levels {
-        let rps = |t| ph(t, Scenario::Throughput, Some(c)).map(|p| p.throughput_per_s);
+        let rps = |t| {
+            med(t, Scenario::Throughput, Some(c), |p| {
+                Some(p.throughput_per_s)
+            })
+        };
         let (h, w) = (rps(Transport::Http), rps(Transport::Ws));
         let _ = writeln!(
             out,
@@ -401,6 +493,15 @@ fn comparison(out: &mut String, r: &Report, runtime: RuntimeKind) {
 }
 
 fn load_label(p: &Phase, s: &Settings) -> String {
+    let label = load_label_one(p, s);
+    if s.repeat > 1 {
+        format!("{label} (rep {})", p.repetition)
+    } else {
+        label
+    }
+}
+
+fn load_label_one(p: &Phase, s: &Settings) -> String {
     match p.scenario {
         Scenario::Cold => format!("{} samples", p.cold_samples.len()),
         Scenario::Warm => format!("{} sequential", p.ok + p.errors.values().sum::<u64>()),
@@ -412,6 +513,86 @@ fn load_label(p: &Phase, s: &Settings) -> String {
         ),
         Scenario::Throughput => format!("c={} × {:.0} s", p.concurrency.unwrap_or(0), s.duration_s),
     }
+}
+
+/// Each figure against the floor of this machine (`loadgen floor`): "3.1 ×" means 3.1 times
+/// what a trivial Rust server and runtime take for the same exchange.
+fn floor_section(out: &mut String, r: &Report) {
+    let Some(floor) = r
+        .floor
+        .as_ref()
+        .and_then(|f| FloorView::from_report(&serde_json::json!({ "floor": f })))
+    else {
+        return;
+    };
+    let _ = writeln!(out, "## Against this machine's floor\n");
+    let _ = writeln!(
+        out,
+        "The floor ({}) is a trivial Rust server and runtime doing the same exchange over \
+         loopback, one at a time: p50 {} ms, p99 {} ms, server CPU {} µs and runtime CPU {} µs \
+         per exchange. Each cell is the figure, then its ratio to the floor's.\n",
+        r.floor_source.as_deref().unwrap_or("measured in this run"),
+        ms(floor.p50_ms),
+        ms(floor.p99_ms),
+        num(floor.server_cpu_us, 1),
+        num(floor.runtime_cpu_us, 1),
+    );
+    let _ = writeln!(
+        out,
+        "| Runtime | Transport | Scenario | p50 ms | p99 ms | Server CPU µs/inv | Runtime CPU µs/inv |\n|---|---|---|---|---|---|---|"
+    );
+    let mut seen: Vec<(RuntimeKind, Transport, Scenario, Option<usize>)> = Vec::new();
+    for p in &r.phases {
+        let key = (p.runtime, p.transport, p.scenario, p.concurrency);
+        if p.scenario == Scenario::Cold || seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let med = |pick: fn(&Phase) -> Option<f64>| {
+            median_of(
+                &r.phases,
+                p.runtime,
+                p.transport,
+                p.scenario,
+                p.concurrency,
+                pick,
+            )
+        };
+        let cell = |v: Option<f64>, f: Option<f64>, fmt: fn(Option<f64>) -> String| match (v, f) {
+            (Some(v), Some(f)) if f > 0.0 => format!("{} ({:.1} ×)", fmt(Some(v)), v / f),
+            (v, _) => fmt(v),
+        };
+        let cpu = |v: Option<f64>| num(v, 1);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {}{} | {} | {} | {} | {} |",
+            p.runtime.label(),
+            p.transport.label(),
+            p.scenario.title(),
+            p.concurrency.map_or(String::new(), |c| format!(" c={c}")),
+            cell(
+                med(|p| p.latency.as_ref().map(|l| l.p50_ms)),
+                floor.p50_ms,
+                ms
+            ),
+            cell(
+                med(|p| p.latency.as_ref().map(|l| l.p99_ms)),
+                floor.p99_ms,
+                ms
+            ),
+            cell(
+                med(|p| p.usage.server_cpu_us_per_invoke),
+                floor.server_cpu_us,
+                cpu
+            ),
+            cell(
+                med(|p| p.usage.runtime_cpu_us_per_invoke),
+                floor.runtime_cpu_us,
+                cpu
+            ),
+        );
+    }
+    out.push('\n');
 }
 
 fn resources(out: &mut String, r: &Report) {
@@ -705,6 +886,7 @@ mod tests {
             commit: Some("abc".into()),
             commit_unix_s: Some(2_000),
             modified: vec!["loadgen/src/main.rs".into(), "src/server.rs".into()],
+            ..GitInfo::default()
         };
         let mut server = ServerInfo {
             exe: Some("/bin/server".into()),

@@ -91,6 +91,8 @@ pub struct Phase {
     pub runtime: RuntimeKind,
     pub transport: Transport,
     pub function: String,
+    /// Which repetition of the scenario sequence (`--repeat`) this is, from 1.
+    pub repetition: usize,
     pub concurrency: Option<usize>,
     pub rate_per_s: Option<f64>,
     pub connections: Option<usize>,
@@ -126,6 +128,7 @@ impl Phase {
             runtime: target.runtime,
             transport: target.transport,
             function: target.function.clone(),
+            repetition: 1,
             concurrency: None,
             rate_per_s: None,
             connections: None,
