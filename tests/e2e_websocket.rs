@@ -699,7 +699,9 @@ fn missing_websocket_packages_fall_back_to_http() {
     let server = TestServer::with_config(|c| c.runtime_deps_dir = Some(empty.path().to_path_buf()));
     for node in [false, true] {
         let name = unique_name(if node { "fbnode" } else { "fbpy" });
-        create_real(&server, &name, node, json!({}));
+        // Only the opt-in library clients need the packages; the default clients are built in.
+        let env = json!({"Environment": {"Variables": {"LAMBDA_WS_CLIENT": "library"}}});
+        create_real(&server, &name, node, env);
         invoke_real(&server, &name, node, false);
     }
     let (connections, _, fallbacks) = ws_counters(&server);
