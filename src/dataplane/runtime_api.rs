@@ -188,6 +188,11 @@ fn refusal(r: RuntimeRefusal) -> Response {
             "This request id was not given to this instance, or it has already been answered",
         ),
         RuntimeRefusal::UnknownInstance => gone(),
+        RuntimeRefusal::AlreadyWaiting => error(
+            409,
+            "AlreadyWaiting",
+            "Another request for the next invocation of this instance is already waiting",
+        ),
     }
 }
 

@@ -124,6 +124,14 @@ pub enum Waiter {
 }
 
 impl Waiter {
+    /// Whether the runtime behind it has gone (its `/next` connection or WebSocket closed).
+    fn is_closed(&self) -> bool {
+        match self {
+            Waiter::Http(tx) => tx.is_closed(),
+            Waiter::Ws(tx) => tx.is_closed(),
+        }
+    }
+
     fn send(self, work: Work) -> Result<(), ()> {
         match self {
             Waiter::Http(tx) => tx.send(work).map_err(|_| ()),
@@ -284,6 +292,9 @@ pub enum RuntimeRefusal {
     UnknownInstance,
     /// The request id is not the one this instance was given (403).
     NotYourRequest,
+    /// Another request for work is already parked for this instance and its runtime is still
+    /// there (409): a second `/next` never silently replaces the first.
+    AlreadyWaiting,
 }
 
 pub struct Scheduler {
@@ -687,11 +698,16 @@ impl Scheduler {
             return Err(RuntimeRefusal::UnknownInstance);
         }
         let inst = self.instances.get_mut(&id).expect("checked above");
-        inst.waiter = Some(waiter);
         if inst.state.is_idle() {
-            // A second parked request (a new connection) replaces the first; already listed idle.
+            // Already parked and listed idle. A second request for work is refused while the
+            // first one's runtime is still there; one whose connection has gone is replaced.
+            if inst.waiter.as_ref().is_some_and(|w| !w.is_closed()) {
+                return Err(RuntimeRefusal::AlreadyWaiting);
+            }
+            inst.waiter = Some(waiter);
             return Ok(());
         }
+        inst.waiter = Some(waiter);
         inst.idle_since = Instant::now();
         self.set_state(id, State::idle());
         let pool = self.pools.entry(name.clone()).or_default();

@@ -299,6 +299,14 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
             // Answered, but the instance is retired: the writer closes the connection.
             send_close(out, CloseCode::Away.into(), "instance retired");
         }
+        Err(RuntimeRefusal::AlreadyWaiting) => {
+            // Another connection of this instance is parked for work: this one is superfluous.
+            send_close(
+                out,
+                CloseCode::Policy.into(),
+                "another connection is waiting for work",
+            );
+        }
     }
 }
 

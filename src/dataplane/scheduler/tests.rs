@@ -646,21 +646,27 @@ fn start_failed_fails_the_oldest_pending_invocation() {
 /// replaces the first waiter: the first receiver is dropped and the instance stays listed idle
 /// once. A later change is to refuse the second request instead; this test pins today's behaviour.
 #[test]
-fn double_park_today_silently_replaces_the_first_waiter() {
+fn double_park_is_refused_while_the_first_waiter_lives() {
     let mut rig = Rig::new();
     let id = rig.warm_instance();
     let mut first = rig.next(id);
     assert!(matches!(first.try_recv(), Err(TryRecvError::Empty)));
-    let mut second = rig.next(id);
-    assert!(matches!(first.try_recv(), Err(TryRecvError::Closed)));
+    // A second /next while the first still waits: refused, and the first keeps its place.
+    let refused = rig.sched.next(id).map(|_| ()).unwrap_err();
+    assert_eq!(refused, RuntimeRefusal::AlreadyWaiting);
+    assert!(matches!(first.try_recv(), Err(TryRecvError::Empty)));
     assert_eq!(rig.sched.pools[NAME].idle, vec![id], "listed idle once");
     let mut rx = rig.invoke();
-    let w = work(&mut second);
-    // Only one idle entry: the next invocation needs a cold start.
-    let _rx2 = rig.invoke();
-    rig.started_one();
+    let w = work(&mut first);
     rig.respond(id, &w, b"ok");
     assert_eq!(success_body(&result(&mut rx)), b"ok");
+    // Once the waiting connection is gone, a new /next takes its place.
+    drop(rig.next(id));
+    let mut again = rig.next(id);
+    let mut rx = rig.invoke();
+    let w = work(&mut again);
+    rig.respond(id, &w, b"again");
+    assert_eq!(success_body(&result(&mut rx)), b"again");
     rig.check();
 }
 
