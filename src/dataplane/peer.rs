@@ -220,30 +220,38 @@ mod tests {
 
     #[test]
     fn a_different_uid_is_reported_as_such() {
+        use std::os::unix::process::CommandExt;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return; // Only root can make a socket owned by another uid.
         }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        // A child process under uid 4242 connects and waits.
-        let mut child = std::process::Command::new("python3")
-            .args([
-                "-c",
-                &format!(
-                    "import os,socket,time; os.setgid(4242); os.setuid(4242); s=socket.create_connection(('127.0.0.1',{})); time.sleep(5)",
-                    addr.port()
-                ),
-            ])
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A child under uid 4242 connects (bash's /dev/tcp: nothing to load after the switch).
+        let mut child = std::process::Command::new("/bin/bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 5")])
+            .uid(4242)
+            .gid(4242)
             .spawn()
             .unwrap();
-        let (server_side, peer) = listener.accept().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let accepted = loop {
+            match listener.accept() {
+                Ok(pair) => break Some(pair),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(_) => break None,
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let (server_side, peer) = accepted.expect("the uid-4242 child connected");
         let uid = PeerLookup::new()
             .unwrap()
             .peer_uid(server_side.local_addr().unwrap(), peer)
             .unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
         assert_eq!(uid, 4242);
     }
 }
