@@ -4,7 +4,18 @@
 //! cores.
 //!
 //! Every value here is `Send` and moves by value over a channel; nothing is shared mutably.
-//! Channel bounds are documented where the channels are made (`server.rs`).
+//!
+//! Why the two channels are unbounded and still cannot grow without bound. A bounded channel
+//! between threads that also send to each other can deadlock (core A full towards B while B is
+//! full towards A), so each is bounded by what can be outstanding instead:
+//! - `CoreMsg` (one per core): `Dispatch` and `IdleInstance` carry admitted invocations, at most
+//!   `--concurrency` in the whole server (each holds a `Permit`); instance events are at most a
+//!   few per instance, and instances are at most the pending invocations plus the address pool;
+//!   `Retire` is one per management change, and those are serialised by the control plane.
+//! - `ControlMsg`: an `Api` call is one per client connection awaiting its answer (connections
+//!   are capped per core by `--connections-max`); `StartInstance` is one per instance the cap
+//!   allows (`FunctionCounters::instances`, at most the admitted invocations); kill, pause and
+//!   resume are one per instance state change.
 
 use std::net::TcpListener as StdTcpListener;
 use std::os::fd::OwnedFd;
