@@ -17,7 +17,7 @@ use slab::Slab;
 use tokio::sync::mpsc::{Sender, UnboundedReceiver};
 use tokio_uring::net::{TcpListener, TcpStream};
 
-use super::conn::{HttpConn, ReadDeadlines};
+use super::conn::{DeadlineCell, HttpConn, ReadDeadlines};
 use super::logs::LogSource;
 use super::scheduler::Scheduler;
 use super::{runtime_api, user_api};
@@ -34,6 +34,9 @@ const CONNECTIONS_PREALLOCATED: usize = 1024;
 /// Pause after a failed accept (such as running out of file descriptors) before trying again, so
 /// the loop does not spin while the condition lasts.
 const ACCEPT_RETRY_MS: u64 = 10;
+/// How often connections' read deadlines are checked: a late client is closed within this of its
+/// deadline. A sweep instead of a timer per read keeps the warm invoke path free of timer work.
+const DEADLINE_SWEEP: Duration = Duration::from_millis(250);
 /// At most one warning per this interval while accepts keep failing.
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -52,6 +55,8 @@ pub struct ConnEntry {
     /// For shutting the socket down at exit.
     pub fd: RawFd,
     pub kind: ConnKind,
+    /// The read deadline the connection is under, if any (checked by `sweep_deadlines`).
+    pub deadline: Rc<DeadlineCell>,
 }
 
 pub struct Core {
@@ -192,6 +197,19 @@ impl Core {
         }
     }
 
+    /// Shuts down every connection whose read deadline has passed (its pending read then ends,
+    /// and the connection sees `expired`).
+    fn sweep_deadlines(&self, now: Instant) {
+        for (_, c) in self.conns.borrow().iter() {
+            if c.deadline.deadline.get().is_some_and(|d| now >= d) && !c.deadline.expired.get() {
+                c.deadline.expired.set(true);
+                // SAFETY: the connection's task still owns the open fd; shutdown only wakes its
+                // pending read.
+                unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+            }
+        }
+    }
+
     /// Counts a connection closed for being too slow.
     pub fn note_timeout(&self) {
         self.shared
@@ -201,10 +219,11 @@ impl Core {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn register(&self, stream: &TcpStream, kind: ConnKind) -> usize {
+    fn register(&self, stream: &TcpStream, kind: ConnKind, deadline: Rc<DeadlineCell>) -> usize {
         self.conns.borrow_mut().insert(ConnEntry {
             fd: stream.as_raw_fd(),
             kind,
+            deadline,
         })
     }
 }
@@ -250,7 +269,8 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let key = core.register(&stream, kind);
+        let deadline = Rc::new(DeadlineCell::default());
+        let key = core.register(&stream, kind, deadline.clone());
         let core2 = core.clone();
         if client {
             core.clients.set(core.clients.get() + 1);
@@ -265,7 +285,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
                 ConnKind::User => user_api::limits(),
                 _ => runtime_api::limits(),
             };
-            let conn = HttpConn::new(stream, limits, core2.read_deadlines(kind));
+            let conn = HttpConn::new(stream, limits, core2.read_deadlines(kind), deadline);
             match kind {
                 ConnKind::User => user_api::serve(core2.clone(), conn).await,
                 _ => runtime_api::serve(core2.clone(), conn, kind).await,
@@ -287,8 +307,14 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
 async fn tick_loop(core: Rc<Core>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_sweep = Instant::now();
     loop {
         interval.tick().await;
-        core.sched.borrow_mut().tick(Instant::now());
+        let now = Instant::now();
+        core.sched.borrow_mut().tick(now);
+        if now.duration_since(last_sweep) >= DEADLINE_SWEEP {
+            core.sweep_deadlines(now);
+            last_sweep = now;
+        }
     }
 }
