@@ -91,7 +91,7 @@ slim_rootfs() {
     local root="$1"
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/archives/partial/* \
         "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/debconf/*-old \
-        "$root"/var/lib/dpkg/*-old "$root"/var/log/* "$root"/tmp/* "$root"/root/.cache
+        "$root"/var/lib/dpkg/*-old "$root"/var/log/* "$root"/tmp/* "$root/root/.cache"
     find "$root/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete 2>/dev/null || true
     find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete 2>/dev/null || true
     rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/lintian
