@@ -12,8 +12,10 @@ use super::store::{new_revision_id, EventInvokeConfig, PolicyStatement};
 use super::{LatestChange, Registry};
 use crate::model::error::{ApiError, ErrorKind};
 
-/// AWS's limit on tags per function.
+/// AWS's limits on tags per function, and on a tag's key and value.
 pub const TAGS_MAX: usize = 50;
+pub const TAG_KEY_CHARS_MAX: usize = 128;
+pub const TAG_VALUE_CHARS_MAX: usize = 256;
 /// AWS's limit on the size of a function's resource policy, in bytes of its JSON.
 pub const POLICY_BYTES_MAX: usize = 20 * 1024;
 
@@ -25,11 +27,7 @@ impl Registry {
     pub fn tag(&mut self, name: &str, tags: BTreeMap<String, String>) -> Result<(), ApiError> {
         let mut stored = self.entry(name)?.stored.clone();
         stored.tags.extend(tags);
-        if stored.tags.len() > TAGS_MAX {
-            return Err(ApiError::invalid_param(format!(
-                "A function can have at most {TAGS_MAX} tags"
-            )));
-        }
+        validate_tags(&stored.tags)?;
         self.save(name, stored, LatestChange::Keep)
     }
 
@@ -194,6 +192,31 @@ impl Registry {
             .map(|(q, c)| (q.clone(), c.clone()))
             .collect())
     }
+}
+
+/// AWS's tag rules: at most `TAGS_MAX`, keys of 1-128 characters not starting with `aws:`,
+/// values of at most 256 characters.
+pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if tags.len() > TAGS_MAX {
+        return Err(ApiError::invalid_param(format!(
+            "A function can have at most {TAGS_MAX} tags"
+        )));
+    }
+    for (k, v) in tags {
+        let key_ok = (1..=TAG_KEY_CHARS_MAX).contains(&k.chars().count())
+            && !k.to_ascii_lowercase().starts_with("aws:");
+        if !key_ok {
+            return Err(ApiError::invalid_param(format!(
+                "Tag key '{k}' must be 1-{TAG_KEY_CHARS_MAX} characters and not start with 'aws:'"
+            )));
+        }
+        if v.chars().count() > TAG_VALUE_CHARS_MAX {
+            return Err(ApiError::invalid_param(format!(
+                "The value of tag '{k}' must be at most {TAG_VALUE_CHARS_MAX} characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn no_event_invoke_config(name: &str, qualifier: &str) -> ApiError {

@@ -175,6 +175,7 @@ impl Registry {
         tags: BTreeMap<String, String>,
     ) -> Result<Arc<Function>, ApiError> {
         validate_name(&input.name)?;
+        meta::validate_tags(&tags)?;
         if self.entries.contains_key(&input.name) {
             return Err(ApiError::new(
                 ErrorKind::ResourceConflict,
@@ -856,6 +857,33 @@ mod tests {
         assert!(!dir.path().join("functions/g").exists());
         assert!(dir.path().join("functions/h").exists());
         assert_eq!(reg.table().load().versions.len(), 1);
+    }
+
+    #[test]
+    fn tags_follow_aws_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = open(dir.path());
+        let too_long = BTreeMap::from([("k".to_string(), "v".repeat(257))]);
+        let e = reg.create(input("f", b"x"), too_long).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidParameterValue);
+        assert!(reg.get("f").is_err(), "nothing is created on a refused tag");
+        reg.create_plain(input("f", b"x")).unwrap();
+        for bad in [("", "v"), ("aws:x", "v")] {
+            let tags = BTreeMap::from([(bad.0.to_string(), bad.1.to_string())]);
+            assert_eq!(
+                reg.tag("f", tags).unwrap_err().kind,
+                ErrorKind::InvalidParameterValue
+            );
+        }
+        let many: BTreeMap<String, String> =
+            (0..51).map(|i| (format!("k{i}"), String::new())).collect();
+        assert_eq!(
+            reg.tag("f", many).unwrap_err().kind,
+            ErrorKind::InvalidParameterValue
+        );
+        reg.tag("f", BTreeMap::from([("team".into(), "a".into())]))
+            .unwrap();
+        assert_eq!(reg.tags("f").unwrap()["team"], "a");
     }
 
     #[test]
