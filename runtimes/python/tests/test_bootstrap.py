@@ -362,13 +362,17 @@ class RawServer:
                     return
                 data += chunk
             head, _, rest = data.partition(b"\r\n\r\n")
-            self.upgrades += 1
-            self.heads.append(head.decode("latin-1"))
-            key = [
+            keys = [
                 line.split(":", 1)[1].strip()
                 for line in head.decode("latin-1").split("\r\n")
                 if line.lower().startswith("sec-websocket-key:")
-            ][0]
+            ]
+            if not keys:
+                # Not an upgrade (e.g. the runtime's HTTP /next after it fell back): not counted.
+                return
+            self.upgrades += 1
+            self.heads.append(head.decode("latin-1"))
+            key = keys[0]
             accept = base64.b64encode(
                 hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
             ).decode()
