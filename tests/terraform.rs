@@ -18,10 +18,9 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{describe, expect_aws_error, expect_json, expect_success, unique_name, TestServer};
 use serde_json::{json, Value};
@@ -171,7 +170,8 @@ struct Terraform {
 impl Terraform {
     /// Runs `terraform <args>`, killing it after `TERRAFORM_COMMAND_TIMEOUT`.
     fn run(&self, args: &[&str]) -> Outcome {
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(args)
             .current_dir(&self.dir)
             .env("TF_CLI_CONFIG_FILE", &self.cli_config)
@@ -197,44 +197,16 @@ impl Terraform {
             .env_remove("HTTPS_PROXY")
             .env_remove("http_proxy")
             .env_remove("https_proxy")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("run {}: {e}", self.binary.display()));
-        let mut stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let out_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stdout.read_to_string(&mut s);
-            s
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        let started = Instant::now();
-        let code = loop {
-            if let Some(status) = child.try_wait().expect("wait for terraform") {
-                break status.code();
-            }
-            if started.elapsed() > TERRAFORM_COMMAND_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                let out = out_reader.join().unwrap_or_default();
-                let err = err_reader.join().unwrap_or_default();
-                panic!(
-                    "terraform {} did not finish in {TERRAFORM_COMMAND_TIMEOUT:?}\n{out}\n{err}",
-                    args.join(" ")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            .stdin(Stdio::null());
+        let (status, out, err) = common::run_bounded(&mut command, TERRAFORM_COMMAND_TIMEOUT);
+        let Some(status) = status else {
+            panic!(
+                "terraform {} did not finish in {TERRAFORM_COMMAND_TIMEOUT:?}\n{out}\n{err}",
+                args.join(" ")
+            );
         };
-        let out = out_reader.join().unwrap_or_default();
-        let err = err_reader.join().unwrap_or_default();
         Outcome {
-            code,
+            code: status.code(),
             stdout: out,
             stderr: err,
         }

@@ -6,9 +6,8 @@
 //! server fails a test instead of hanging it. Runs on the test thread, plus two reader threads
 //! that drain the script's stdout and stderr.
 
-use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::TestServer;
 
@@ -53,7 +52,8 @@ pub fn run_script_with_env(
 ) -> ScriptRun {
     let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
     let endpoint = format!("http://{}", server.addr);
-    let mut child = python3()
+    let mut command = python3();
+    command
         .envs(env.iter().copied())
         .arg(&path)
         .arg(&endpoint)
@@ -64,38 +64,11 @@ pub fn run_script_with_env(
         .env_remove("HTTP_PROXY")
         .env_remove("HTTPS_PROXY")
         .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for python3") {
-            break Some(status);
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        .env_remove("https_proxy");
+    let (status, stdout, stderr) = super::run_bounded(&mut command, timeout);
     ScriptRun {
         status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
+        stdout,
+        stderr,
     }
 }

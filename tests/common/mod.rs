@@ -409,6 +409,47 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// Runs `command` with its output captured, killing it after `timeout`: its exit status (`None`
+/// when it was killed), stdout and stderr. Both pipes are drained on threads so a chatty child
+/// never blocks on a full pipe.
+pub fn run_bounded(
+    command: &mut std::process::Command,
+    timeout: Duration,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", command.get_program()));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
 /// Polls `check` every 50 ms until it is true or `limit` passes; returns whether it became true.
 pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
