@@ -275,6 +275,10 @@ struct Pool {
     /// When the executor last reported an instance of this pool running: pending invocations
     /// are not expired as stale within an init limit (plus slack) of it (`expire_pending`).
     last_running: Option<Instant>,
+    /// Whether this core's bit in the pool's `spare_cores` hint is set: `supply` exceeds
+    /// `pending`, so an instance of this core is about to ask for work that no invocation here
+    /// waits for. Kept by `sync_spare`, which touches the shared atomic only when this changes.
+    spare_hinted: bool,
 }
 
 impl Pool {
@@ -322,11 +326,31 @@ impl Scheduler {
             self.dispatch(id, inv);
             return self.checked();
         }
-        let mask = inv.function.counters.idle_cores.load(Ordering::Relaxed) & !(1u64 << self.core);
+        let others = !(1u64 << self.core);
+        let counters = &inv.function.counters;
+        let mask = counters.idle_cores.load(Ordering::Relaxed) & others;
         if mask != 0 {
             let target = mask.trailing_zeros() as usize;
             self.shared.send_core(target, CoreMsg::Dispatch(inv));
             return;
+        }
+        // No idle instance anywhere. One of this core that is about to ask for work takes it
+        // here; else one of another core that is about to ask (it has just answered, typically)
+        // takes it there, in one hand-off. Queued here instead, the invocation would wait under
+        // the cold-start cap for that instance's wake-up and a hand-off back (two cross-core
+        // messages per invocation for a sequential caller whose instance lives on the other
+        // core), or, without the cap, start an instance the load does not need.
+        let local_spare = self
+            .pools
+            .get(name)
+            .is_some_and(|p| p.supply > p.pending.len());
+        if !local_spare {
+            let mask = counters.spare_cores.load(Ordering::Relaxed) & others;
+            if mask != 0 {
+                let target = mask.trailing_zeros() as usize;
+                self.shared.send_core(target, CoreMsg::Dispatch(inv));
+                return;
+            }
         }
         self.enqueue(inv);
         self.checked();
@@ -390,6 +414,7 @@ impl Scheduler {
     /// instance is just coming back, and under a steady closed-loop load the pool outgrows the
     /// load. The excess is `Pool::capped`; `tick` hands it to idle cores and re-runs this.
     fn rebalance(&mut self, name: &str) {
+        self.sync_spare(name);
         let Some(pool) = self.pools.get_mut(name) else {
             return;
         };
@@ -415,6 +440,28 @@ impl Scheduler {
         pool.capped = missing - started;
         if pool.capped == 0 {
             self.hint_waiting(name, false);
+        }
+    }
+
+    /// Sets or clears this core's bit in the pool's `spare_cores` hint after `supply` or
+    /// `pending` of pool `name` changed (see `Pool::spare_hinted`).
+    fn sync_spare(&mut self, name: &str) {
+        let Some(pool) = self.pools.get_mut(name) else {
+            return;
+        };
+        let spare = pool.supply > pool.pending.len();
+        if spare == pool.spare_hinted {
+            return;
+        }
+        pool.spare_hinted = spare;
+        let Some(f) = self.shared.function(name) else {
+            return;
+        };
+        let bit = 1u64 << self.core;
+        if spare {
+            f.counters.spare_cores.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            f.counters.spare_cores.fetch_and(!bit, Ordering::Relaxed);
         }
     }
 
@@ -469,6 +516,7 @@ impl Scheduler {
             .entry(function.pool_key.clone())
             .or_default()
             .supply += 1;
+        self.sync_spare(&function.pool_key);
         self.gauge(State::Starting, 1);
         self.shared
             .metrics
@@ -515,12 +563,13 @@ impl Scheduler {
         }
         if was_supply != is_supply {
             let name = inst.function.pool_key.clone();
-            let pool = self.pools.entry(name).or_default();
+            let pool = self.pools.entry(name.clone()).or_default();
             if is_supply {
                 pool.supply += 1;
             } else {
                 pool.supply -= 1;
             }
+            self.sync_spare(&name);
         }
         if was != is {
             self.gauge(was, -1);
@@ -712,6 +761,7 @@ impl Scheduler {
         self.set_state(id, State::idle());
         let pool = self.pools.entry(name.clone()).or_default();
         if let Some(inv) = pool.pending.pop_front() {
+            self.sync_spare(&name);
             self.dispatch(id, inv);
         } else {
             pool.idle.push(id);
@@ -1016,7 +1066,9 @@ impl Scheduler {
         if let Some(pool) = self.pools.get_mut(name) {
             if inst.is_supply() {
                 pool.supply -= 1;
+                self.sync_spare(name);
             }
+            let pool = self.pools.get_mut(name).expect("looked up above");
             if let Some(pos) = pool.idle.iter().position(|&i| i == id) {
                 pool.idle.swap_remove(pos);
                 if pool.idle.is_empty() {
@@ -1059,6 +1111,7 @@ impl Scheduler {
             };
             let _ = inv.reply.send(result);
         }
+        self.sync_spare(name);
     }
 
     /// The function changed or went away: its instances take no new work.
@@ -1219,6 +1272,7 @@ impl Scheduler {
                 };
                 self.shared.send_core(target, CoreMsg::Dispatch(inv));
             }
+            self.sync_spare(&name);
         }
     }
 
@@ -1324,6 +1378,11 @@ impl Scheduler {
                 pool.pending.len() <= pool.supply + pool.capped,
                 "{name}: every pending invocation has an instance behind it (here, or on \
                  another core when the cap held a start back)"
+            );
+            assert_eq!(
+                pool.spare_hinted,
+                pool.supply > pool.pending.len(),
+                "{name}: the spare-instance hint follows supply and pending"
             );
             let mut idle = pool.idle.clone();
             idle.sort_unstable();

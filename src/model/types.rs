@@ -170,6 +170,11 @@ pub struct FunctionCounters {
     /// instance parks with nothing to do tells such a core at once instead of waiting for its
     /// tick).
     pub waiting_cores: AtomicU64,
+    /// Bit `c` set: core `c` has an instance of this pool that is about to ask for work
+    /// (starting, or answered within its return grace) with no pending invocation of that core
+    /// counting on it. A core with no idle instance anywhere hands a new invocation to such a
+    /// core in one message rather than queue it behind the cold-start cap.
+    pub spare_cores: AtomicU64,
     /// Instances of this pool, on every core, that can take an invocation now or soon: serving
     /// and starting, idle, busy, or returning within their grace. A core starts an instance only
     /// while this is below the function's admitted invocations (`Concurrency::in_flight`), so a

@@ -1258,12 +1258,61 @@ fn returning_instance_on_core_1(rig: &mut Rig, other: &mut Scheduler) -> Instanc
 }
 
 #[test]
-fn cross_core_pending_waits_for_the_other_cores_returning_instance_instead_of_starting_one() {
-    // Cause: a core whose own instances are all busy starts an instance for a new invocation
-    // while another core's instance has just answered and is coming back.
+fn a_caller_whose_instance_is_returning_on_another_core_reaches_it_in_one_hand_off() {
+    // A sequential caller on core 0 whose one instance lives on core 1: its next invocation
+    // arrives while the instance has answered and not yet asked again. It goes to core 1 at once
+    // (one message), where the returning instance takes it: neither a cold start nor a wait for
+    // the instance's wake-up and a second hand-off.
     let mut rig = Rig::new();
     let mut other = core_1(&rig);
     let remote = returning_instance_on_core_1(&mut rig, &mut other);
+    assert_eq!(rig.counters.spare_cores.load(Ordering::Relaxed), 0b10);
+    for round in 0..3 {
+        let mut rx = rig.invoke();
+        assert!(rig.asked().is_empty(), "round {round}: no cold start");
+        let handed = rig.handed_to(1);
+        assert_eq!(
+            handed.len(),
+            1,
+            "round {round}: handed to the instance's core"
+        );
+        assert_eq!(rig.sched.pools.get(NAME).map_or(0, |p| p.capped), 0);
+        other.accept_handoff(handed.into_iter().next().expect("one"));
+        assert_eq!(
+            rig.counters.spare_cores.load(Ordering::Relaxed),
+            0,
+            "round {round}: the returning instance is spoken for"
+        );
+        let w = work(&mut other.next(remote).expect("live"));
+        assert!(rig.woken(0).is_empty(), "round {round}: no wake-up needed");
+        other
+            .respond(remote, w.id.as_str(), success(b"one hop"))
+            .expect("its own invocation");
+        assert_eq!(success_body(&result(&mut rx)), b"one hop");
+        assert_eq!(rig.counters.spare_cores.load(Ordering::Relaxed), 0b10);
+    }
+    assert_eq!(rig.slots(), 1);
+    other.check_invariants();
+    rig.sched.check_invariants();
+}
+
+/// Clears core `core`'s bit in the `spare_cores` hint, as if an invocation had been admitted on
+/// another core just before that core set it (the hint is read without synchronisation).
+fn miss_spare_hint(rig: &Rig, core: usize) {
+    rig.counters
+        .spare_cores
+        .fetch_and(!(1 << core), Ordering::Relaxed);
+}
+
+#[test]
+fn cross_core_pending_waits_for_the_other_cores_returning_instance_instead_of_starting_one() {
+    // Cause: a core whose own instances are all busy starts an instance for a new invocation
+    // while another core's instance has just answered and is coming back. (With the spare hint
+    // seen, the invocation is handed over at once, above; here it was missed.)
+    let mut rig = Rig::new();
+    let mut other = core_1(&rig);
+    let remote = returning_instance_on_core_1(&mut rig, &mut other);
+    miss_spare_hint(&rig, 1);
     assert!(rig.asked().is_empty());
     assert_eq!(rig.slots(), 1);
     // One invocation admitted on core 0, one instance in the pool (on core 1): no cold start.
@@ -1360,6 +1409,7 @@ fn capped_pending_invocation_starts_an_instance_when_the_remote_one_goes_away() 
     let mut rig = Rig::new();
     let mut other = core_1(&rig);
     let remote = returning_instance_on_core_1(&mut rig, &mut other);
+    miss_spare_hint(&rig, 1);
     let mut rx = rig.invoke();
     assert!(rig.asked().is_empty());
     other.retire(NAME);
