@@ -36,6 +36,11 @@ pub const EVENT_INBOX_MAX: usize = 4096;
 /// AWS's retry interval after a function error: about one minute, then two
 /// (`--event-retry-base-ms` scales every event delay by itself / this).
 pub const EVENT_RETRY_BASE_MS: u64 = 60_000;
+/// Instances starting or initialising at once per data-plane core, by default
+/// (`--max-concurrent-inits`): enough to keep Docker's create/start round trips overlapped, few
+/// enough that each start gets the CPU it needs at once.
+pub const INITS_PER_CORE: usize = 4;
+
 /// Cores are numbered in a 64-bit mask (`FunctionCounters::idle_cores`).
 pub const CORES_MAX: usize = 64;
 /// Seconds the control plane waits at shutdown, after killing every instance, for the instances
@@ -141,6 +146,13 @@ pub struct Config {
     /// Seconds a new instance has to reach its first `/next` (Lambda's init limit is 10 s).
     #[arg(long, env = "LAH_INIT_TIMEOUT_S", default_value_t = 10)]
     pub init_timeout_s: u64,
+
+    /// Instances that may be starting or initialising at once, across all functions; further
+    /// starts wait their turn (0: four per data-plane core). A burst of cold starts that all
+    /// share the CPUs finishes all at once, late, and under load past the init limit; taken a
+    /// few at a time each one is quick.
+    #[arg(long, env = "LAH_MAX_CONCURRENT_INITS", default_value_t = 0)]
+    pub max_concurrent_inits: usize,
 
     /// Timeout for functions created without one (AWS: 3 s).
     #[arg(long, env = "LAH_DEFAULT_TIMEOUT_S", default_value_t = 3)]
@@ -267,6 +279,14 @@ fn parse_account_id(s: &str) -> Result<String, String> {
 }
 
 impl Config {
+    /// How many instances may be starting or initialising at once (`--max-concurrent-inits`).
+    pub fn concurrent_inits(&self) -> usize {
+        match self.max_concurrent_inits {
+            0 => INITS_PER_CORE * self.core_count(),
+            n => n,
+        }
+    }
+
     pub fn core_count(&self) -> usize {
         let n = self.cores.unwrap_or_else(|| {
             std::thread::available_parallelism()

@@ -30,7 +30,16 @@ use crate::protocols::http::Request;
 use executor::{Executor, Instance};
 use registry::Registry;
 
+/// How long, at most, a started instance keeps its place in the start gate
+/// (`--max-concurrent-inits`) while its runtime initialises. Runtimes of this host initialise in
+/// tens to hundreds of milliseconds when they get the CPU; the gate exists so that a burst of
+/// starts does not share the CPUs so thinly that every one of them misses the init limit. Beyond
+/// this the init is slow for its own reasons and the next start goes ahead.
+const INIT_SLOT: std::time::Duration = std::time::Duration::from_secs(2);
+
 enum InstanceCmd {
+    /// The runtime finished its init: release the start gate's permit.
+    Ready,
     Kill,
     Pause,
     Resume,
@@ -70,6 +79,9 @@ pub struct ControlPlane {
     runtimes_dir: PathBuf,
     instances: HashMap<InstanceId, mpsc::UnboundedSender<InstanceCmd>>,
     addresses: AddressPool,
+    /// The start gate: a permit per instance from before its start until its runtime's first
+    /// request for work (or its end), `--max-concurrent-inits` in all.
+    inits: Arc<tokio::sync::Semaphore>,
     /// Instance tasks report their end here (id, address to give back).
     ended_tx: mpsc::UnboundedSender<(InstanceId, Ipv4Addr)>,
     ended_rx: mpsc::UnboundedReceiver<(InstanceId, Ipv4Addr)>,
@@ -78,6 +90,7 @@ pub struct ControlPlane {
 impl ControlPlane {
     pub fn new(shared: Arc<Switchboard>, registry: Registry, executor: Arc<dyn Executor>) -> Self {
         let runtimes_dir = shared.config.resolve_runtimes_dir();
+        let inits = shared.config.concurrent_inits();
         let base = u32::from(shared.config.instance_net) & 0xffff_0000;
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         ControlPlane {
@@ -86,6 +99,7 @@ impl ControlPlane {
             executor,
             runtimes_dir,
             instances: HashMap::new(),
+            inits: Arc::new(tokio::sync::Semaphore::new(inits)),
             addresses: AddressPool {
                 base,
                 in_use: HashSet::new(),
@@ -140,6 +154,7 @@ impl ControlPlane {
                 core,
             } => self.start(id, token, function, core),
             ControlMsg::KillInstance { id } => self.command(id, InstanceCmd::Kill),
+            ControlMsg::InstanceReady { id } => self.command(id, InstanceCmd::Ready),
             ControlMsg::PauseInstance { id } => self.command(id, InstanceCmd::Pause),
             ControlMsg::ResumeInstance { id } => self.command(id, InstanceCmd::Resume),
             ControlMsg::Shutdown { .. } => unreachable!("handled in run"),
@@ -229,6 +244,7 @@ impl ControlPlane {
             shared: self.shared.clone(),
             executor: self.executor.clone(),
             ended: self.ended_tx.clone(),
+            inits: self.inits.clone(),
         };
         tokio::spawn(task.run(spec, listener, rx));
     }
@@ -259,6 +275,7 @@ struct InstanceTask {
     shared: Arc<Switchboard>,
     executor: Arc<dyn Executor>,
     ended: mpsc::UnboundedSender<(InstanceId, Ipv4Addr)>,
+    inits: Arc<tokio::sync::Semaphore>,
 }
 
 impl InstanceTask {
@@ -272,6 +289,29 @@ impl InstanceTask {
         // Held until the instance is gone: its code and layers stay on disk while it runs, even
         // when its function is updated or deleted meanwhile (see `held`).
         let function = spec.function.clone();
+        // Wait for a place in the start gate; a kill meanwhile ends the instance unstarted.
+        let waiting = &self.shared.metrics.start_gate_waiting;
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut permit = tokio::select! {
+            permit = self.inits.clone().acquire_owned() => permit.ok(),
+            cmd = rx.recv() => match cmd {
+                Some(InstanceCmd::Kill) | None => {
+                    waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.send_core(
+                        core,
+                        CoreMsg::InstanceStartFailed {
+                            id,
+                            error: ApiError::service("The instance was stopped before it started"),
+                        },
+                    );
+                    let _ = self.ended.send((id, self.addr));
+                    return;
+                }
+                // Nothing else is sent to an instance before it reports running.
+                Some(_) => self.inits.clone().acquire_owned().await.ok(),
+            },
+        };
+        waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
         let result = self.executor.start(spec).await;
         let start_us = started.elapsed().as_micros() as u64;
@@ -289,10 +329,16 @@ impl InstanceTask {
         let log = instance.take_log();
         self.shared
             .send_core(core, CoreMsg::InstanceStarted { id, listener, log });
+        // The place in the start gate is held through the init's first moments only: an init
+        // that sleeps or waits (or a hostile one) must not keep other functions from starting.
+        let slot_ends = tokio::time::sleep(INIT_SLOT);
+        tokio::pin!(slot_ends);
         let exit = loop {
             tokio::select! {
                 exit = instance.wait() => break exit,
+                () = &mut slot_ends, if permit.is_some() => drop(permit.take()),
                 cmd = rx.recv() => match cmd {
+                    Some(InstanceCmd::Ready) => drop(permit.take()),
                     Some(cmd) => obey(instance.as_mut(), cmd, id).await,
                     None => instance.kill().await,
                 },
@@ -311,6 +357,7 @@ impl InstanceTask {
 
 async fn obey(instance: &mut dyn Instance, cmd: InstanceCmd, id: InstanceId) {
     let result = match cmd {
+        InstanceCmd::Ready => Ok(()),
         InstanceCmd::Kill => {
             instance.kill().await;
             Ok(())

@@ -82,6 +82,11 @@ const PENDING_WAIT_SLACK: Duration = Duration::from_secs(5);
 /// (or is stuck), and pending invocations stop waiting for it.
 const RETURN_GRACE_MAX: Duration = Duration::from_secs(1);
 
+/// How long an instance may wait for the executor to report it running: the start gate's queue
+/// (`--max-concurrent-inits`) plus the executor's own start. Its init limit only counts from that
+/// report; this bounds a start that never gets there (a wedged container engine).
+const START_WAIT_MAX: Duration = Duration::from_secs(120);
+
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
@@ -217,6 +222,9 @@ struct Instance {
     /// created than the whole init limit, and was killed (and its invocation failed with
     /// `Runtime.InitTimeout`) before its runtime had run at all.
     init_since: Instant,
+    /// Whether the executor has reported it running (`running`); until then its init limit has
+    /// not begun (it may wait in the start gate), only `START_WAIT_MAX` applies.
+    running: bool,
     state: State,
     life: Life,
     waiter: Option<Waiter>,
@@ -246,6 +254,12 @@ impl Instance {
                 self.state,
                 State::Starting | State::Returning { awaited: true, .. }
             )
+    }
+
+    /// Whether the instance is a start not yet reported running (most often waiting in the
+    /// control plane's start gate). Derived.
+    fn is_queued(&self) -> bool {
+        self.life == Life::Serving && self.state == State::Starting && !self.running
     }
 
     /// Whether the instance counts in its pool's cross-core instance count
@@ -493,6 +507,7 @@ impl Scheduler {
                 function: function.clone(),
                 started_at: now,
                 init_since: now,
+                running: false,
                 state: State::Starting,
                 life: Life::Serving,
                 waiter: None,
@@ -721,6 +736,8 @@ impl Scheduler {
                 .observe_us(init.as_micros() as u64);
             let name = inst.function.pool_key.clone();
             self.pools.entry(name).or_default().init_estimate = init;
+            // Its init is over: the next start may take its place in the start gate.
+            self.shared.send_control(ControlMsg::InstanceReady { id });
         }
         if inst.in_flight.is_some() {
             // Asking for more work without answering: Lambda treats the invocation as failed.
@@ -988,11 +1005,12 @@ impl Scheduler {
     pub fn running(&mut self, id: InstanceId, at: Instant) {
         if let Some(inst) = self.instances.get_mut(&id) {
             if inst.state == State::Starting {
-                inst.init_since = at;
-                let pool = self
-                    .pools
-                    .entry(inst.function.pool_key.clone())
-                    .or_default();
+                let name = inst.function.pool_key.clone();
+                self.update(id, |inst| {
+                    inst.init_since = at;
+                    inst.running = true;
+                });
+                let pool = self.pools.entry(name).or_default();
                 pool.last_running = Some(pool.last_running.map_or(at, |t| t.max(at)));
             }
         }
@@ -1175,7 +1193,10 @@ impl Scheduler {
                 {
                     slow_return.push(inst.id);
                 }
-                State::Starting if now.duration_since(inst.init_since) >= init_limit => {
+                State::Starting
+                    if (inst.running && now.duration_since(inst.init_since) >= init_limit)
+                        || now.duration_since(inst.started_at) >= START_WAIT_MAX =>
+                {
                     to_kill.push(inst.id);
                 }
                 State::Idle { paused } => {
@@ -1208,7 +1229,19 @@ impl Scheduler {
         }
         for id in to_kill {
             if let Some(inst) = self.instances.get_mut(&id) {
-                if inst.state == State::Starting && inst.init_error.is_none() {
+                if inst.state == State::Starting && !inst.running {
+                    let secs = START_WAIT_MAX.as_secs_f64();
+                    tracing::warn!(
+                        instance = %id,
+                        function = %inst.function.pool_key,
+                        "the executor did not report the instance running within {secs:.0} s"
+                    );
+                    inst.init_error = Some(function_error_body(
+                        "Runtime.InitTimeout",
+                        &format!("The instance was not started within {secs:.0} seconds"),
+                        None,
+                    ));
+                } else if inst.state == State::Starting && inst.init_error.is_none() {
                     let secs = init_limit.as_secs_f64();
                     tracing::warn!(
                         instance = %id,
@@ -1308,6 +1341,21 @@ impl Scheduler {
             .map(|(n, p)| (n, stale_in(p)))
             .filter(|(_, count)| *count > 0)
             .map(|(n, count)| (n.clone(), count))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        // A pool with an instance still waiting in the start gate (not reported running) has
+        // not had its chance yet: its invocations wait for it, within `START_WAIT_MAX`.
+        let queued: std::collections::HashSet<&str> = self
+            .instances
+            .values()
+            .filter(|i| i.life == Life::Serving && i.state == State::Starting && !i.running)
+            .map(|i| i.function.pool_key.as_str())
+            .collect();
+        let stale: Vec<(String, usize)> = stale
+            .into_iter()
+            .filter(|(name, _)| !queued.contains(name.as_str()))
             .collect();
         for (name, count) in stale {
             self.fail_pending(&name, count, |_| {

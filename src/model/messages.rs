@@ -127,6 +127,11 @@ pub enum ControlMsg {
     KillInstance {
         id: InstanceId,
     },
+    /// The instance's runtime finished its init (asked for work the first time): its place in
+    /// the start gate goes to the next start.
+    InstanceReady {
+        id: InstanceId,
+    },
     PauseInstance {
         id: InstanceId,
     },

@@ -100,6 +100,8 @@ pub struct Metrics {
     /// Instances asked of the control plane (every cold start, whether or not it became ready).
     pub instance_starts: AtomicU64,
     pub instance_crashes: AtomicU64,
+    /// Instances waiting for a place in the start gate (`--max-concurrent-inits`).
+    pub start_gate_waiting: AtomicI64,
     /// User API requests refused by authentication (any of its 403s).
     pub auth_failures: AtomicU64,
     pub duration: Histogram,
@@ -184,6 +186,13 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        let waiting = self.start_gate_waiting.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP lah_start_gate_waiting Instances waiting for a place in the start gate \
+             (--max-concurrent-inits).\n# TYPE lah_start_gate_waiting gauge\n\
+             lah_start_gate_waiting {waiting}"
+        );
         self.render_events(&mut out);
         self.duration.render(
             &mut out,
