@@ -1350,7 +1350,7 @@ impl Scheduler {
         let queued: std::collections::HashSet<&str> = self
             .instances
             .values()
-            .filter(|i| i.life == Life::Serving && i.state == State::Starting && !i.running)
+            .filter(|i| i.is_queued())
             .map(|i| i.function.pool_key.as_str())
             .collect();
         let stale: Vec<(String, usize)> = stale
