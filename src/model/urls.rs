@@ -138,8 +138,8 @@ pub fn is_url_id(id: &str) -> bool {
 pub fn url_id_of_host(host: &str) -> Option<&str> {
     let (id, rest) = host.split_once('.')?;
     let label = rest.get(..URL_HOST_LABEL.len() + 1)?;
-    let is_url = label[..URL_HOST_LABEL.len()].eq_ignore_ascii_case(URL_HOST_LABEL)
-        && label.ends_with('.');
+    let is_url =
+        label[..URL_HOST_LABEL.len()].eq_ignore_ascii_case(URL_HOST_LABEL) && label.ends_with('.');
     (is_url && !id.is_empty()).then_some(id)
 }
 

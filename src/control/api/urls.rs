@@ -146,7 +146,14 @@ fn parse_cors(c: &Map<String, Value>) -> Result<Cors, ApiError> {
             ))
         }
     };
-    let methods = bounded_list(c, "AllowMethods", "cors.allowMethods", CORS_METHODS_MAX, 1, CORS_METHOD_CHARS_MAX)?;
+    let methods = bounded_list(
+        c,
+        "AllowMethods",
+        "cors.allowMethods",
+        CORS_METHODS_MAX,
+        1,
+        CORS_METHOD_CHARS_MAX,
+    )?;
     if let Some(methods) = &methods {
         for m in methods {
             let token = m == "*" || m.bytes().all(|b| b.is_ascii_alphabetic());

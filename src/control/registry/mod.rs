@@ -539,9 +539,10 @@ impl Registry {
                     .insert(format!("{name}:{qualifier}"), settings);
             }
             for (qualifier, url) in &entry.stored.function_urls {
-                table
-                    .urls
-                    .insert(url.url_id.clone(), Arc::new(urls::route(name, qualifier, url)));
+                table.urls.insert(
+                    url.url_id.clone(),
+                    Arc::new(urls::route(name, qualifier, url)),
+                );
             }
         }
         self.table.store(Arc::new(table));

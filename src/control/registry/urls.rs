@@ -87,10 +87,7 @@ impl Registry {
         input: UrlInput,
     ) -> Result<UrlConfig, ApiError> {
         let mut stored = self.entry(name)?.stored.clone();
-        let config = stored
-            .function_urls
-            .get_mut(qualifier)
-            .ok_or_else(no_url)?;
+        let config = stored.function_urls.get_mut(qualifier).ok_or_else(no_url)?;
         if let Some(auth) = input.auth_type {
             config.auth_type = auth;
         }
@@ -142,10 +139,7 @@ impl Registry {
         if !entry.stored.aliases.contains_key(qualifier) {
             return Err(ApiError::new(
                 ErrorKind::ResourceNotFound,
-                format!(
-                    "Function not found: {}",
-                    qualified_arn(name, qualifier)
-                ),
+                format!("Function not found: {}", qualified_arn(name, qualifier)),
             ));
         }
         Ok(())
