@@ -473,3 +473,108 @@ fn urls_survive_restarts_and_go_with_their_function() {
     let resp = url_call(&server, &host, "GET", "/bare", &[], b"");
     assert_eq!(resp.status, 403);
 }
+
+/// With the User API's authentication on: an `AWS_IAM` URL takes only requests signed with a
+/// configured key (and its event names the key), a `NONE` URL takes anyone.
+#[test]
+fn aws_iam_urls_are_verified_when_authentication_is_on() {
+    use lambda_at_home::config::{AuthChoice, Secret};
+    use lambda_at_home::protocols::sigv4::{self, CanonicalInput, Signer};
+    const KEY_ID: &str = "AKIDURLTEST";
+    const SECRET: &str = "url/test+secret";
+    let server = TestServer::with_config(|c| {
+        c.auth = AuthChoice::On;
+        c.access_key_id = Some(KEY_ID.to_string());
+        c.secret_access_key = Some(Secret(SECRET.to_string()));
+    });
+    let api_host = server.addr.to_string();
+    // Signs host and x-amz-date with `secret`, as botocore signs, and sends to `host`.
+    let signed = |host: &str, secret: &str, method: &str, target: &str, body: &[u8]| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let amz_date = sigv4::format_amz_date(now);
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("host", host.as_bytes()),
+            ("x-amz-date", amz_date.as_bytes()),
+        ];
+        let hash = sigv4::sha256_hex(body);
+        let input = CanonicalInput {
+            method,
+            path,
+            query,
+            headers: || headers.iter().copied(),
+            signed_headers: "host;x-amz-date",
+            payload_hash: &hash,
+        };
+        let signer = Signer {
+            access_key_id: KEY_ID,
+            secret,
+            region: "us-east-1",
+            service: "lambda",
+        };
+        let authorization = signer.authorization(&amz_date, &input);
+        url_call(
+            &server,
+            host,
+            method,
+            target,
+            &[
+                ("X-Amz-Date", &amz_date),
+                ("Authorization", &authorization),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    };
+    let mut hosts = Vec::new();
+    for auth in ["AWS_IAM", "NONE"] {
+        let name = unique_name("urla");
+        let create = json!({"FunctionName": name, "Runtime": "python3.12", "Role": ROLE,
+            "Handler": "lambda_function.handler",
+            "Code": {"ZipFile": zip_b64(&[("lambda_function.py", ECHO_PY.as_bytes(), 0o644)])}});
+        let body = create.to_string();
+        let resp = signed(
+            &api_host,
+            SECRET,
+            "POST",
+            "/2015-03-31/functions",
+            body.as_bytes(),
+        );
+        expect_json(&resp, 201);
+        let body = json!({"AuthType": auth}).to_string();
+        let resp = signed(
+            &api_host,
+            SECRET,
+            "POST",
+            &url_path(&name, None),
+            body.as_bytes(),
+        );
+        let created = expect_json(&resp, 201);
+        hosts.push(url_host(created["FunctionUrl"].as_str().unwrap()));
+    }
+    let (iam, public) = (&hosts[0], &hosts[1]);
+
+    let resp = url_call(&server, iam, "GET", "/echo", &[], b"");
+    assert_eq!(resp.status, 403, "{}", describe(&resp));
+    assert_eq!(json_body(&resp)["Message"], "Forbidden");
+    let resp = signed(iam, "wrong-secret", "GET", "/echo?x=1", b"");
+    assert_eq!(resp.status, 403, "{}", describe(&resp));
+    let resp = signed(iam, SECRET, "GET", "/echo?x=1", b"");
+    assert_eq!(resp.status, 201, "{}", describe(&resp));
+    let event: Value = serde_json::from_slice(&resp.body).unwrap();
+    let ctx = &event["requestContext"];
+    assert_eq!(ctx["authorizer"]["iam"]["accessKey"], KEY_ID);
+    assert_eq!(ctx["accountId"], "000000000000");
+
+    let resp = url_call(&server, public, "GET", "/bare", &[], b"");
+    assert_eq!(resp.status, 200, "{}", describe(&resp));
+    // The User API itself still wants a signature.
+    let resp = server.call("GET", "/2015-03-31/functions", &[], b"");
+    assert_eq!(resp.status, 403, "{}", describe(&resp));
+}
