@@ -269,6 +269,11 @@ fn url_requests_become_events_and_results_become_responses() {
     assert_eq!(&resp.body[..], b"just text");
     assert_eq!(resp.header_str("content-type"), Some("application/json"));
 
+    // HEAD runs the function and answers without a body.
+    let resp = url_call(&server, &host, "HEAD", "/bare", &[], b"");
+    assert_eq!(resp.status, 200, "{}", describe(&resp));
+    assert!(resp.body.is_empty());
+
     // A function error is a 502.
     let resp = url_call(&server, &host, "GET", "/boom", &[], b"");
     assert_eq!(resp.status, 502, "{}", describe(&resp));
@@ -414,6 +419,27 @@ fn url_management_follows_aws() {
     );
     assert_eq!(second["FunctionUrlConfigs"].as_array().unwrap().len(), 1);
     assert!(second.get("NextMarker").is_none());
+
+    // A throttled function is a 429 through its URL.
+    let concurrency = format!("/2017-10-31/functions/{name}/concurrency");
+    let resp = server.call_json(
+        "PUT",
+        &concurrency,
+        &json!({"ReservedConcurrentExecutions": 0}),
+    );
+    assert_eq!(resp.status, 200, "{}", describe(&resp));
+    let resp = url_call(
+        &server,
+        &url_host(created["FunctionUrl"].as_str().unwrap()),
+        "GET",
+        "/bare",
+        &[],
+        b"",
+    );
+    assert_eq!(resp.status, 429, "{}", describe(&resp));
+    assert_eq!(json_body(&resp), json!({"Message": "Too Many Requests"}));
+    let resp = server.call("DELETE", &concurrency, &[], b"");
+    assert_eq!(resp.status, 204, "{}", describe(&resp));
 
     // Deleting the alias deletes its URL.
     let resp = server.call(

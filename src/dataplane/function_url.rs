@@ -74,6 +74,7 @@ pub async fn serve(core: &Rc<Core>, id: &str, req: Request, peer: Option<IpAddr>
         }
     }
     let origin = req.header_str("origin").map(str::to_string);
+    let head = req.method == Method::Head;
     if let (Some(cors), Some(origin)) = (&route.cors, &origin) {
         let preflight =
             req.method == Method::Options && req.header("access-control-request-method").is_some();
@@ -84,6 +85,11 @@ pub async fn serve(core: &Rc<Core>, id: &str, req: Request, peer: Option<IpAddr>
     let mut resp = invoke(core, &route, id, req, peer, access_key, &request_id).await;
     if let Some(cors) = &route.cors {
         add_cors_headers(&mut resp, cors, origin.as_deref());
+    }
+    // A response to HEAD has no body (the function still ran, as on AWS); writing one would
+    // desynchronise a keep-alive client.
+    if head {
+        resp.body = Bytes::new();
     }
     resp
 }
