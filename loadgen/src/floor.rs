@@ -188,6 +188,7 @@ pub async fn measure(
         base_env: Default::default(),
         payload,
         first_invoke: None,
+        url_host: None,
     };
     let phase = scenarios::warm(&mut bench, &target, invokes).await;
     drop(server);

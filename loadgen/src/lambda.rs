@@ -20,6 +20,8 @@ pub const TRANSPORT_ENV: &str = "LAMBDA_USE_WEBSOCKET";
 /// The env variable changed to retire a function's instances (forces a cold start).
 pub const GENERATION_ENV: &str = "LOADGEN_GENERATION";
 const FUNCTIONS_PATH: &str = "/2015-03-31/functions";
+/// Function URL configs live under another API version's path.
+const URL_FUNCTIONS_PATH: &str = "/2021-10-31/functions";
 const ROLE_ARN: &str = "arn:aws:iam::000000000000:role/loadgen";
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +158,13 @@ pub fn classify(resp: &ClientResponse) -> Option<String> {
 }
 
 /// The invoke target path of `function`.
+/// The host (with port) of a function URL, `http://HOST/` → `HOST`, sent as `Host` to the
+/// endpoint's address (so `*.localhost` names need no resolver).
+pub fn url_host(function_url: &str) -> Option<String> {
+    let host = function_url.strip_prefix("http://")?.trim_end_matches('/');
+    (!host.is_empty() && !host.contains('/')).then(|| host.to_owned())
+}
+
 pub fn invoke_path(function: &str) -> String {
     format!("{FUNCTIONS_PATH}/{function}/invocations")
 }
@@ -269,6 +278,40 @@ impl Api {
             }
             other => other.map(drop),
         }
+    }
+
+    /// The function's URL (`FunctionUrl`), and whether this call created it: CreateFunctionUrlConfig
+    /// with AuthType NONE, or GetFunctionUrlConfig when the function already has one.
+    pub async fn function_url(&mut self, name: &str) -> Result<(String, bool), ApiError> {
+        let path = format!("{URL_FUNCTIONS_PATH}/{name}/url");
+        let body = json!({"AuthType": "NONE"});
+        let (resp, created) = match self
+            .call("CreateFunctionUrlConfig", "POST", &path, Some(&body))
+            .await
+        {
+            Err(ApiError::Status { status: 409, .. }) => (
+                self.call("GetFunctionUrlConfig", "GET", &path, None)
+                    .await?,
+                false,
+            ),
+            other => (other?, true),
+        };
+        let config: Value = serde_json::from_slice(&resp.body).map_err(|e| ApiError::Body {
+            op: "CreateFunctionUrlConfig",
+            detail: e.to_string(),
+        })?;
+        let url = config["FunctionUrl"].as_str().ok_or(ApiError::Body {
+            op: "CreateFunctionUrlConfig",
+            detail: "no FunctionUrl".to_owned(),
+        })?;
+        Ok((url.to_owned(), created))
+    }
+
+    pub async fn delete_function_url(&mut self, name: &str) -> Result<(), ApiError> {
+        let path = format!("{URL_FUNCTIONS_PATH}/{name}/url");
+        self.call("DeleteFunctionUrlConfig", "DELETE", &path, None)
+            .await
+            .map(drop)
     }
 
     pub async fn delete_function(&mut self, name: &str) -> Result<(), ApiError> {

@@ -148,6 +148,11 @@ struct Options {
     /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_REGION.
     #[arg(long, global = true)]
     sign: bool,
+    /// Invoke through a function URL (created with AuthType NONE for each function, deleted at
+    /// the end unless it existed): warm, high-frequency and throughput requests are `POST /` to
+    /// the URL; cold starts still use Invoke (its log tail has the Init Duration).
+    #[arg(long, global = true, conflicts_with = "invoke_only")]
+    url: bool,
     /// Run the scenario sequence this many times; the JSON keeps every repetition, and
     /// `compare` takes its noise band from them.
     #[arg(long, global = true, default_value_t = 1)]
@@ -393,6 +398,10 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
     }
     let (mut targets, created) =
         setup_targets(&mut bench, &opts, &payload, &run_id, &mut warnings).await;
+    let mut urls_created = Vec::new();
+    if opts.url {
+        targets = setup_urls(&mut bench, targets, &mut urls_created, &mut warnings).await;
+    }
     if targets.is_empty() {
         return Err(RunError::NothingToRun);
     }
@@ -406,6 +415,13 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
         // The first invoke after CreateFunction is a cold sample of the first repetition only.
         for t in &mut targets {
             t.first_invoke = None;
+        }
+    }
+    if !created {
+        for name in &urls_created {
+            if let Err(e) = bench.api.delete_function_url(name).await {
+                warnings.push(format!("deleting the function URL of {name}: {e}"));
+            }
         }
     }
     teardown(&mut bench, &opts, &targets, created, &mut warnings).await;
@@ -605,6 +621,7 @@ async fn setup_targets(
             base_env: BTreeMap::new(),
             payload: payload.clone(),
             first_invoke: None,
+            url_host: None,
         };
         return match check_echo(bench, &target).await {
             Ok(()) => (vec![target], false),
@@ -643,6 +660,7 @@ async fn setup_targets(
                 base_env: env,
                 payload: payload.clone(),
                 first_invoke: None,
+                url_host: None,
             };
             match create_and_check(bench, &mut target, opts.memory_mb).await {
                 Ok(()) => targets.push(target),
@@ -655,6 +673,70 @@ async fn setup_targets(
         }
     }
     (targets, true)
+}
+
+/// `--url`: gives every target a function URL (AuthType NONE; an existing one is used as it is)
+/// and checks one invoke through it. Targets whose URL does not work are dropped with a warning.
+/// `created` receives the functions whose URL loadgen created (to delete it at the end).
+async fn setup_urls(
+    bench: &mut Bench,
+    targets: Vec<Target>,
+    created: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Vec<Target> {
+    let mut ready = Vec::new();
+    for mut target in targets {
+        let name = target.function.clone();
+        let checked = match bench.api.function_url(&name).await {
+            Ok((url, new)) => {
+                if new {
+                    created.push(name.clone());
+                }
+                match lambda::url_host(&url) {
+                    Some(host) => {
+                        target.url_host = Some(host);
+                        check_url_echo(bench, &target).await
+                    }
+                    None => Err(format!("function {name}: unusable FunctionUrl {url:?}")),
+                }
+            }
+            Err(e) => Err(format!("function {name}: no function URL: {e}")),
+        };
+        match checked {
+            Ok(()) => ready.push(target),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                warnings.push(e);
+            }
+        }
+    }
+    ready
+}
+
+/// One invoke through the target's URL: the echo handler returns the payload 2.0 event, whose
+/// `body` must be the payload sent.
+async fn check_url_echo(bench: &mut Bench, target: &Target) -> Result<(), String> {
+    let name = &target.function;
+    let mut conn = bench.conn_for(target);
+    let resp = conn
+        .request(
+            "POST",
+            &target.invoke_target(),
+            &[("Content-Type", "application/json")],
+            &target.payload,
+        )
+        .await
+        .map_err(|e| format!("function {name}: invoke through its URL failed: {e}"))?;
+    let event: Option<Value> = serde_json::from_slice(&resp.body).ok();
+    let body = event.as_ref().and_then(|e| e["body"].as_str());
+    if lambda::classify(&resp).is_none() && body.map(str::as_bytes) == Some(&target.payload[..]) {
+        return Ok(());
+    }
+    Err(format!(
+        "function {name} does not answer through its URL: status {} — body {:?}",
+        resp.status,
+        String::from_utf8_lossy(&resp.body)
+    ))
 }
 
 async fn create_and_check(
@@ -743,6 +825,7 @@ async fn existing_target(
         base_env,
         payload: payload.clone(),
         first_invoke: None,
+        url_host: None,
     })
 }
 

@@ -65,11 +65,26 @@ pub struct Target {
     pub payload: Arc<Vec<u8>>,
     /// The first invoke after CreateFunction (a cold start), if loadgen created the function.
     pub first_invoke: Option<ColdSample>,
+    /// With `--url`: the host of the function's URL (`<id>.lambda-url.<region>.localhost:<port>`).
+    /// Warm, high-frequency and throughput invokes then go to the URL (`POST /` with this
+    /// `Host`, on the endpoint's address); cold starts still use Invoke, whose log tail carries
+    /// the Init Duration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_host: Option<String>,
 }
 
 impl Target {
     pub fn label(&self) -> String {
-        format!("{} {}", self.runtime.label(), self.transport.label())
+        let via = if self.url_host.is_some() { " url" } else { "" };
+        format!("{} {}{via}", self.runtime.label(), self.transport.label())
+    }
+
+    /// The request target of a measured invoke: the function URL's root, or Invoke's path.
+    pub fn invoke_target(&self) -> String {
+        match self.url_host {
+            Some(_) => "/".to_owned(),
+            None => invoke_path(&self.function),
+        }
     }
 }
 
@@ -201,6 +216,19 @@ struct Meter {
 impl Bench {
     fn conn(&self) -> Conn {
         Conn::new(&self.endpoint, self.request_timeout)
+    }
+
+    /// A connection for `target`'s measured invokes: to the endpoint's address, with the
+    /// function URL's `Host` when the target is invoked through its URL.
+    pub fn conn_for(&self, target: &Target) -> Conn {
+        match &target.url_host {
+            Some(host) => {
+                let mut endpoint = self.endpoint.clone();
+                endpoint.host = host.clone();
+                Conn::new(&endpoint, self.request_timeout)
+            }
+            None => self.conn(),
+        }
     }
 
     async fn sample(&self) -> Sample {
@@ -346,8 +374,8 @@ pub async fn cold_invoke(api: &mut Api, target: &Target, kind: &'static str) -> 
 /// every one of them lands on the same warm instance.
 pub async fn warm(bench: &mut Bench, target: &Target, invokes: u64) -> Phase {
     let mut phase = Phase::new(Scenario::Warm, target);
-    let path = invoke_path(&target.function);
-    let mut conn = bench.conn();
+    let path = target.invoke_target();
+    let mut conn = bench.conn_for(target);
     let mut warmup = Tally::default();
     let give_up = Instant::now() + bench.request_timeout;
     if connect(&mut conn, &mut warmup, give_up).await {
@@ -422,8 +450,8 @@ pub async fn highfreq(
     let progress = bench.progress(Scenario::Highfreq, target, Plan::Time(warmup + duration));
     let mut workers = Vec::new();
     for _ in 0..connections {
-        let conn = bench.conn();
-        let path = invoke_path(&target.function);
+        let conn = bench.conn_for(target);
+        let path = target.invoke_target();
         let payload = target.payload.clone();
         let (rx, counters) = (rx.clone(), progress.counters.clone());
         workers.push(tokio::spawn(open_loop_worker(
@@ -561,8 +589,8 @@ pub async fn throughput(
     let progress = bench.progress(Scenario::Throughput, target, Plan::Time(duration));
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let conn = bench.conn();
-        let path = invoke_path(&target.function);
+        let conn = bench.conn_for(target);
+        let path = target.invoke_target();
         let payload = target.payload.clone();
         let (state, ready, counters) = (state.clone(), ready.clone(), progress.counters.clone());
         workers.push(tokio::spawn(closed_loop_worker(
@@ -727,6 +755,7 @@ mod tests {
             base_env: BTreeMap::new(),
             payload: Arc::new(crate::lambda::payload(64)),
             first_invoke: None,
+            url_host: None,
         }
     }
 

@@ -91,6 +91,9 @@ impl ReadDeadlines {
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
+    /// Headers whose names are only known at run time (a function URL's response), written
+    /// after `headers`. Empty, and not allocated, for every other response.
+    pub owned_headers: Vec<(String, String)>,
     pub body: Bytes,
     /// Close the connection after this response.
     pub close: bool,
@@ -101,6 +104,7 @@ impl Response {
         Response {
             status,
             headers: Vec::new(),
+            owned_headers: Vec::new(),
             body: body.into(),
             close: false,
         }
@@ -243,8 +247,16 @@ impl HttpConn {
         let keep_alive = keep_alive && !resp.close;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let headers: Vec<(&str, &str)> =
-            resp.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = resp
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(
+                resp.owned_headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .collect();
         http::write_response_head(&mut out, resp.status, &headers, resp.body.len(), keep_alive);
         if resp.body.len() <= INLINE_BODY_BYTES_MAX {
             out.extend_from_slice(&resp.body);

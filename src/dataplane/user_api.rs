@@ -7,7 +7,8 @@
 //! leaves here in AWS's shape (`error::ApiError`). With authentication on (`--auth`), every
 //! request but `/healthz` and `/metrics` is checked before routing (`model::auth`): Invoke's
 //! whole SigV4 signature here, a management call's header, key and clock here and its signature
-//! on the control plane.
+//! on the control plane. A request whose `Host` names a function URL is not a User API call:
+//! `function_url` serves it (with its own authentication rules) on the same connection.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 
 use super::conn::{ConnError, HttpConn, Response};
 use super::core::Core;
+use super::function_url;
 use crate::config::{EVENT_PAYLOAD_BYTES_MAX, INVOKE_PAYLOAD_BYTES_MAX, USER_API_BODY_BYTES_MAX};
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::names::{function_ref_from_path, validate_qualifier};
@@ -46,6 +48,8 @@ fn invoke_body_limit(path: &str) -> Option<usize> {
 
 /// Serves one User API connection until it closes.
 pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
+    // The peer's address, read at the first function URL request (its events' `sourceIp`).
+    let mut peer = None;
     loop {
         let req = match conn.next_request().await {
             Ok(Some(req)) => req,
@@ -67,7 +71,13 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
             Err(_) => return,
         };
         let keep_alive = req.keep_alive;
-        let resp = route(&core, req).await;
+        let resp = match function_url::url_id(&req).map(str::to_string) {
+            Some(id) => {
+                let ip = *peer.get_or_insert_with(|| function_url::peer_ip(&conn));
+                function_url::serve(&core, &id, req, ip).await
+            }
+            None => route(&core, req).await,
+        };
         if conn.write_response(resp, keep_alive).await.is_err() || !keep_alive {
             return;
         }

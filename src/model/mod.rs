@@ -13,6 +13,7 @@
 //!   channels, counters), and `Permit`, one invocation's hold on concurrency.
 //! - `metrics`: the Prometheus counters every thread bumps.
 //! - `names`: function references, qualifiers and their validation, as AWS spells them.
+//! - `urls`: function URLs: their stored configuration, CORS, and the route a core serves.
 
 pub mod auth;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod names;
 pub mod switchboard;
 pub mod types;
+pub mod urls;
 
 pub use messages::{ApiAnswer, ControlMsg, CoreMsg, EventMsg, Invocation, NewEvent};
 pub use metrics::Metrics;

@@ -404,6 +404,8 @@ pub struct FunctionTable {
     /// Event invoke configs by `NAME:QUALIFIER` (`$LATEST` for unqualified invocations); a
     /// qualifier without one gets `EventSettings::default()`.
     pub event_settings: HashMap<String, EventSettings>,
+    /// Function URLs by URL id: a core serves a URL invoke from here alone.
+    pub urls: HashMap<String, Arc<crate::model::urls::UrlRoute>>,
 }
 
 impl FunctionTable {

@@ -6,7 +6,8 @@
 //! rendered here; Invoke never comes here. Families: `functions` (Create/Get/List/Update/Delete,
 //! code signing), `versions` (PublishVersion, ListVersionsByFunction), `aliases`, `layers`,
 //! `tags` (tags and the resource policy), `concurrency` (reserved concurrency, account settings),
-//! `event_config` (event invoke configs). `input` reads bodies and function references.
+//! `event_config` (event invoke configs), `urls` (function URL configs). `input` reads bodies
+//! and function references.
 //! Paths and shapes follow AWS Lambda's REST API (botocore's `lambda/2015-03-31` model).
 
 pub mod aliases;
@@ -16,6 +17,7 @@ pub mod functions;
 pub mod input;
 pub mod layers;
 pub mod tags;
+pub mod urls;
 pub mod versions;
 
 use crate::control::registry::Registry;
@@ -165,6 +167,11 @@ pub fn route(call: &mut Call) -> Result<ApiAnswer, ApiError> {
         (Get, ["2019-09-25", "functions", f, "event-invoke-config", "list"]) => {
             event_config::list(call, f)
         }
+        (Post, ["2021-10-31", "functions", f, "url"]) => urls::create(call, f),
+        (Get, ["2021-10-31", "functions", f, "url"]) => urls::get(call, f),
+        (Put, ["2021-10-31", "functions", f, "url"]) => urls::update(call, f),
+        (Delete, ["2021-10-31", "functions", f, "url"]) => urls::delete(call, f),
+        (Get, ["2021-10-31", "functions", f, "urls"]) => urls::list(call, f),
         (Post, ["2018-10-31", "layers", l, "versions"]) => layers::publish(call, l),
         (Get, ["2018-10-31", "layers", l, "versions"]) => layers::list_versions(call, l),
         (Get, ["2018-10-31", "layers", l, "versions", n]) => layers::get(call, l, n),

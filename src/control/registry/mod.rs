@@ -6,10 +6,12 @@
 //! change writes the function's whole `config.json` atomically (see `store`) before it is
 //! published, so what a client was told survives `kill -9`. Code dirs are immutable and shared
 //! by `$LATEST` and the versions that run the same code; a dir is removed once nothing refers to
-//! it. `versions` holds versions and aliases, `meta` tags, policies and event invoke configs.
+//! it. `versions` holds versions and aliases, `meta` tags, policies and event invoke configs,
+//! `urls` function URL configs.
 
 pub mod meta;
 mod store;
+pub mod urls;
 pub mod versions;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -224,6 +226,7 @@ impl Registry {
             policy: Vec::new(),
             policy_revision_id: new_revision_id(),
             event_invoke_configs: BTreeMap::new(),
+            function_urls: BTreeMap::new(),
         };
         let published = input
             .publish
@@ -534,6 +537,12 @@ impl Registry {
                 table
                     .event_settings
                     .insert(format!("{name}:{qualifier}"), settings);
+            }
+            for (qualifier, url) in &entry.stored.function_urls {
+                table.urls.insert(
+                    url.url_id.clone(),
+                    Arc::new(urls::route(name, qualifier, url)),
+                );
             }
         }
         self.table.store(Arc::new(table));

@@ -1,5 +1,5 @@
 //! The function store on disk: `functions/NAME/config.json` (a `StoredFunction`: `$LATEST`, its
-//! published versions, aliases, tags, policy and event invoke configs) next to the code dirs it
+//! published versions, aliases, tags, policy, event invoke configs and function URLs) next to the code dirs it
 //! names (`code-REV/` with `code-REV.zip`, the original upload).
 //!
 //! Control-plane thread only. Every write is atomic (temp file, fsync, rename, fsync dir); code is
@@ -51,6 +51,9 @@ pub struct StoredFunction {
     /// Event invoke configs by qualifier (`$LATEST`, a version, an alias).
     #[serde(default)]
     pub event_invoke_configs: BTreeMap<String, EventInvokeConfig>,
+    /// Function URL configs by qualifier (`$LATEST` or an alias).
+    #[serde(default)]
+    pub function_urls: BTreeMap<String, crate::model::urls::UrlConfig>,
 }
 
 impl StoredFunction {

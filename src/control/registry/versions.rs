@@ -243,6 +243,8 @@ impl Registry {
             return Ok(());
         }
         stored.event_invoke_configs.remove(alias);
+        // AWS deletes an alias's function URL with the alias.
+        stored.function_urls.remove(alias);
         stored
             .policy
             .retain(|s| s.qualifier.as_deref() != Some(alias));
