@@ -10,6 +10,7 @@
 
 pub mod conn;
 pub mod core;
+pub mod identity;
 pub mod logs;
 pub mod peer;
 pub mod runtime_api;
