@@ -19,7 +19,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -34,10 +34,13 @@ pub struct DataView {
     data_dir: CString,
     /// Directories to create inside the tmpfs, parents first.
     mkdirs: Vec<CString>,
-    /// (source as `/proc/self/fd/N`, target path): binds after the cover.
-    binds: Vec<(CString, CString)>,
-    /// The opened sources (`O_PATH`, close-on-exec): alive until the spawn is done.
-    _fds: Vec<OwnedFd>,
+    /// (directory, `/proc/self/fd/N` it is opened as in the child, fd N): binds after the cover.
+    binds: Vec<(CString, CString, RawFd)>,
+    /// Descriptor numbers reserved for the sources (placeholders on `/dev/null`, close-on-exec):
+    /// the child opens each directory in its own mount namespace (a bind's source must be a mount
+    /// of the caller's namespace) and moves it onto its number, so the source's name is known
+    /// before the fork.
+    _reserved: Vec<OwnedFd>,
 }
 
 impl DataView {
@@ -47,7 +50,7 @@ impl DataView {
         let data_dir = std::path::absolute(data_dir)?;
         let mut mkdirs = Vec::new();
         let mut binds = Vec::new();
-        let mut fds = Vec::new();
+        let mut reserved = Vec::new();
         for dir in visible {
             let dir = std::path::absolute(dir)?;
             let Ok(rel) = dir.strip_prefix(&data_dir) else {
@@ -64,21 +67,24 @@ impl DataView {
                 at.push(part);
                 mkdirs.push(cstring(&at)?);
             }
+            if !dir.is_dir() {
+                continue;
+            }
             let fd: OwnedFd = std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-                .open(&dir)?
+                .custom_flags(libc::O_CLOEXEC)
+                .open("/dev/null")?
                 .into();
             let source = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .expect("no NUL in a number");
-            binds.push((source, cstring(&dir)?));
-            fds.push(fd);
+            binds.push((cstring(&dir)?, source, fd.as_raw_fd()));
+            reserved.push(fd);
         }
         Ok(DataView {
             data_dir: cstring(&data_dir)?,
             mkdirs,
             binds,
-            _fds: fds,
+            _reserved: reserved,
         })
     }
 }
@@ -99,6 +105,17 @@ pub unsafe fn enter(view: &DataView, uid: u32, parent: libc::pid_t) -> io::Resul
     let fail = || Err(io::Error::last_os_error());
     // SAFETY: plain syscalls on NUL-terminated strings owned by `view`, alive for the calls.
     unsafe {
+        // The sources, opened in this namespace before the cover hides them.
+        for (dir, _, slot) in &view.binds {
+            let fd = libc::open(
+                dir.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if fd < 0 || libc::dup3(fd, *slot, libc::O_CLOEXEC) < 0 {
+                return fail();
+            }
+            libc::close(fd);
+        }
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         if libc::mount(
             c"tmpfs".as_ptr(),
@@ -117,7 +134,7 @@ pub unsafe fn enter(view: &DataView, uid: u32, parent: libc::pid_t) -> io::Resul
                 return fail();
             }
         }
-        for (source, target) in &view.binds {
+        for (target, source, _) in &view.binds {
             let bind = libc::MS_BIND | libc::MS_REC;
             if libc::mount(source.as_ptr(), target.as_ptr(), none, bind, none.cast()) != 0 {
                 return fail();
@@ -255,5 +272,58 @@ mod tests {
         assert_eq!(view.binds.len(), 1);
         assert_eq!(view.mkdirs.len(), 3, "functions, f, code-1");
         assert!(DataView::prepare(dir.path(), &[dir.path()]).is_err());
+    }
+}
+#[cfg(test)]
+mod child_tests {
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn a_child_sees_only_its_part_of_the_data_dir_and_runs_as_its_uid() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP a_child_sees_only_its_part_of_the_data_dir: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let code = dir.path().join("functions/f/code-1");
+        let other = dir.path().join("functions/g/code-1");
+        for d in [&code, &other] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("x"), b"hi").unwrap();
+        }
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        let view = super::DataView::prepare(dir.path(), &[&code]).unwrap();
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let d = dir.path().display();
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!(
+            "id -u; cat {d}/functions/f/code-1/x; echo; ls {d} {d}/functions; \
+             cat {d}/functions/g/code-1/x 2>&1 || echo hidden; touch {d}/functions/f/code-1/y 2>&1 || echo read-only"
+        ));
+        // SAFETY: the closure makes only syscalls on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let none = std::ptr::null();
+                libc::mount(c"none".as_ptr(), c"/".as_ptr(), none, private, none.cast());
+                super::enter(&view, 4244, parent)
+            });
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "4244", "{text}");
+        assert_eq!(lines[1], "hi", "{text}");
+        assert!(!text.contains("config.json"), "{text}");
+        assert!(!text.contains("\ng\n"), "{text}");
+        assert!(text.contains("hidden"), "{text}");
+        assert!(text.contains("read-only"), "{text}");
+        // The host's view is untouched.
+        assert!(other.join("x").exists());
     }
 }

@@ -1,0 +1,258 @@
+//! Instance isolation, end to end: the attack of issue 10 as code. Function `evil` connects to the
+//! per-instance Runtime API address of function B's instance and asks for B's next invocation,
+//! calls the User API, and reads B's code file on the host; each must be refused, and B's next
+//! invocation must complete normally.
+//!
+//! Runs on the process executor (only as root: a non-root server cannot give instances their own
+//! uids, and the test says so and skips) and on the Docker executor (skipped without a daemon and
+//! images unless LAH_REQUIRE_DOCKER is set, which makes that a failure). A control run with
+//! identities off shows that the same functions do get through without them, so the test can
+//! fail. The functions are bash scripts: bash is usable by any uid on the host and in the
+//! `provided` image. Every network wait is bounded; all traffic stays on 127.0.0.1.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use lambda_at_home::config::{Config, ExecutorChoice};
+use serde_json::{json, Value};
+
+/// A minimal Runtime API client in bash (one connection per request): answers each invocation
+/// with `handle` (a shell function reading `$body`, printing the response JSON).
+const RUNTIME_LOOP: &str = r#"
+export LC_ALL=C
+api=$AWS_LAMBDA_RUNTIME_API
+host=${api%:*}; port=${api##*:}
+# request METHOD PATH [BODY] -> sets status, rid, body
+request() {
+  exec 3<>"/dev/tcp/$host/$port" || exit 1
+  printf '%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s' \
+    "$1" "$2" "$api" "${#3}" "$3" >&3
+  IFS= read -r line <&3; line=${line%$'\r'}; status=${line#* }; status=${status%% *}
+  rid=""; len=0
+  while IFS= read -r line <&3; do
+    line=${line%$'\r'}; [ -z "$line" ] && break
+    case "${line,,}" in
+      lambda-runtime-aws-request-id:*) rid=${line#*: } ;;
+      content-length:*) len=${line#*: } ;;
+    esac
+  done
+  body=""; [ "$len" -gt 0 ] && IFS= read -r -N "$len" body <&3
+  exec 3<&-
+}
+while true; do
+  request GET /2018-06-01/runtime/invocation/next
+  [ "$status" = 200 ] || exit 0
+  out=$(handle)
+  request POST "/2018-06-01/runtime/invocation/$rid/response" "$out"
+done
+"#;
+
+/// B: reports where its Runtime API is and echoes the event.
+const VICTIM: &str = r#"#!/bin/bash
+handle() {
+  printf '{"api":"%s","uid":%d,"event":%s}' "$AWS_LAMBDA_RUNTIME_API" "$(id -u)" "$body"
+}
+"#;
+
+/// evil: the event is a JSON string "TARGET USER_API FILE". It asks TARGET (another instance's
+/// Runtime API address) for the next invocation, lists functions on USER_API, reads FILE.
+const EVIL: &str = r#"#!/bin/bash
+# status_of HOST:PORT PATH -> the HTTP status of a GET, or "none" when nothing answered
+status_of() {
+  local h=${1%:*} p=${1##*:} line
+  exec 4<>"/dev/tcp/$h/$p" || { echo none; return; }
+  printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$2" "$1" >&4
+  if IFS= read -r -t 5 line <&4; then line=${line#* }; echo "${line%% *}"; else echo none; fi
+  exec 4<&-
+}
+handle() {
+  local args=${body#\"}; args=${args%\"}
+  read -r target user file <<< "$args"
+  local next user_status read
+  next=$(status_of "$target" /2018-06-01/runtime/invocation/next)
+  user_status=$(status_of "$user" /2015-03-31/functions/)
+  if cat "$file" >/dev/null 2>&1; then read=readable; else read=denied; fi
+  printf '{"next":"%s","user":"%s","read":"%s","uid":%d}' "$next" "$user_status" "$read" "$(id -u)"
+}
+"#;
+
+fn script(head: &str) -> String {
+    format!("{head}{RUNTIME_LOOP}")
+}
+
+fn docker_required() -> bool {
+    std::env::var("LAH_REQUIRE_DOCKER").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether the Docker daemon answers and has the `provided` image; a reason when not.
+fn docker_missing() -> Option<String> {
+    let run = |args: &[&str]| {
+        Command::new("timeout")
+            .arg("60")
+            .arg("docker")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !run(&["version"]) {
+        return Some("docker is unreachable".into());
+    }
+    if !run(&["image", "inspect", "lambda-at-home/provided:bookworm"]) {
+        return Some("image lambda-at-home/provided:bookworm is missing".into());
+    }
+    None
+}
+
+/// A server on a data dir any uid may traverse and list (0755, unlike tempfile's 0700): only the
+/// isolation under test may keep one function from another's files.
+fn open_server(
+    executor: ExecutorChoice,
+    adjust: impl FnOnce(&mut Config),
+) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("create a temporary dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("create the data dir");
+    for path in [dir.path(), data.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let server = TestServer::start_in(&data, |c| {
+        c.executor = executor;
+        adjust(c);
+    });
+    (server, dir)
+}
+
+/// B's `bootstrap` on the host (under the data dir's functions), made readable by everyone.
+fn victim_code_file(data_dir: &Path, name: &str) -> PathBuf {
+    let function_dir = data_dir.join("functions").join(name);
+    let file = std::fs::read_dir(&function_dir)
+        .expect("the function's dir")
+        .flatten()
+        .map(|e| e.path().join("bootstrap"))
+        .find(|p| p.is_file())
+        .expect("B's bootstrap on disk");
+    for dir in [data_dir.join("functions"), function_dir] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    file
+}
+
+/// What evil achieved against a warm instance of B, and B's next invocation afterwards.
+struct Outcome {
+    evil: Value,
+    victim_uid: i64,
+    victim_after: Value,
+}
+
+fn attack(server: &TestServer) -> Outcome {
+    let victim = unique_name("victim");
+    let evil = unique_name("evil");
+    server.create_provided(&victim, &script(VICTIM), json!({}));
+    server.create_provided(&evil, &script(EVIL), json!({"Timeout": 20}));
+    // A first invocation starts B and tells its instance address; B then parks in /next.
+    let first = server.invoke_ok(&victim, &json!({"n": 1}));
+    let target = first["api"].as_str().expect("B's address").to_string();
+    assert!(target.starts_with("127."), "{first}");
+    let file = victim_code_file(&server.data_dir, &victim);
+    let args = format!("{target} {} {}", server.addr, file.display());
+    let evil_says = server.invoke_ok(&evil, &json!(args));
+    // B was not disturbed: its next invocation is answered by B itself.
+    let after = server.invoke_ok(&victim, &json!({"n": 2}));
+    Outcome {
+        evil: evil_says,
+        victim_uid: first["uid"].as_i64().expect("B's uid"),
+        victim_after: after,
+    }
+}
+
+fn assert_isolated(o: &Outcome, executor: &str) {
+    eprintln!("{executor}: evil got {}; B runs as {}", o.evil, o.victim_uid);
+    assert_eq!(
+        o.evil["next"], "403",
+        "{executor}: evil asked B's /next: {}",
+        o.evil
+    );
+    assert_eq!(
+        o.evil["user"], "403",
+        "{executor}: evil called the User API: {}",
+        o.evil
+    );
+    assert_eq!(
+        o.evil["read"], "denied",
+        "{executor}: evil read B's code: {}",
+        o.evil
+    );
+    assert_eq!(
+        o.victim_after["event"],
+        json!({"n": 2}),
+        "{}",
+        o.victim_after
+    );
+    let evil_uid = o.evil["uid"].as_i64().expect("evil's uid");
+    let range = 200_000..265_536;
+    assert!(
+        range.contains(&evil_uid),
+        "{executor}: evil runs as {evil_uid}"
+    );
+    assert!(
+        range.contains(&o.victim_uid),
+        "{executor}: B runs as {}",
+        o.victim_uid
+    );
+    assert_ne!(evil_uid, o.victim_uid, "{executor}: instances share a uid");
+}
+
+#[test]
+fn process_executor_instances_cannot_reach_each_other() {
+    if !is_root() {
+        eprintln!(
+            "SKIP process_executor_instances_cannot_reach_each_other: the server is not root, \
+             so the process executor cannot give instances their own uids"
+        );
+        return;
+    }
+    let (server, _dir) = open_server(ExecutorChoice::Process, |_| {});
+    let outcome = attack(&server);
+    assert_isolated(&outcome, "process");
+    assert!(server.metric("lah_identity_refusals_total") >= 2.0);
+    server.shutdown();
+}
+
+#[test]
+fn docker_executor_instances_cannot_reach_each_other() {
+    if let Some(why) = docker_missing() {
+        assert!(!docker_required(), "LAH_REQUIRE_DOCKER is set but {why}");
+        eprintln!("SKIP docker_executor_instances_cannot_reach_each_other: {why}");
+        return;
+    }
+    let (server, _dir) = open_server(ExecutorChoice::Docker, |_| {});
+    let outcome = attack(&server);
+    assert_isolated(&outcome, "docker");
+    server.shutdown();
+}
+
+/// The control: without identities (the old behaviour), the same attack gets through, so the
+/// checks above are what stops it.
+#[test]
+fn without_identities_the_attack_gets_through() {
+    let (server, _dir) = open_server(ExecutorChoice::Process, |c| c.instance_uids = 0);
+    let outcome = attack(&server);
+    // B is parked in /next: a second /next is refused as such (409), not for who asks.
+    assert_eq!(outcome.evil["next"], "409", "{}", outcome.evil);
+    assert_eq!(outcome.evil["user"], "200", "{}", outcome.evil);
+    assert_eq!(outcome.evil["read"], "readable", "{}", outcome.evil);
+    assert_eq!(outcome.victim_after["event"], json!({"n": 2}));
+    server.shutdown();
+}
