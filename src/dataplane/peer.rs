@@ -2,7 +2,8 @@
 //! the peer's socket, looked up through `NETLINK_SOCK_DIAG` (`inet_diag`, exact 4-tuple lookup).
 //!
 //! Runs on the core that accepted the connection, once per connection: one netlink request and
-//! its answer (a few microseconds; `benches/` has the figure). TCP has no `SO_PEERCRED`, and an
+//! its answer (a few microseconds; `lookup_cost_is_printed` prints the figure, docs/isolation.md
+//! records it). TCP has no `SO_PEERCRED`, and an
 //! address is not an identity (any local process can connect to any address and list them in
 //! `/proc/net/tcp`), so this is how an instance's Runtime API connection is bound to the instance
 //! that owns it: each instance runs under its own uid.
@@ -216,6 +217,44 @@ mod tests {
             .peer_uid(server_side.local_addr().unwrap(), stranger)
             .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+    }
+
+    /// The per-connection cost of the identity check: prints the lookup time over many loopback
+    /// connections (a figure for docs/isolation.md, not an assertion: timing depends on the
+    /// machine and its load).
+    #[test]
+    fn lookup_cost_is_printed() {
+        const CONNECTIONS: usize = 200;
+        const ROUNDS: usize = 10;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pairs: Vec<(TcpStream, TcpStream, SocketAddr)> = (0..CONNECTIONS)
+            .map(|_| {
+                let client = TcpStream::connect(addr).unwrap();
+                let (server_side, peer) = listener.accept().unwrap();
+                (client, server_side, peer)
+            })
+            .collect();
+        let lookup = PeerLookup::new().unwrap();
+        let mut took_ns = Vec::with_capacity(CONNECTIONS * ROUNDS);
+        for _ in 0..ROUNDS {
+            for (_, server_side, peer) in &pairs {
+                let local = server_side.local_addr().unwrap();
+                let started = std::time::Instant::now();
+                lookup.peer_uid(local, *peer).unwrap();
+                took_ns.push(started.elapsed().as_nanos() as u64);
+            }
+        }
+        took_ns.sort_unstable();
+        let at = |q: f64| took_ns[((took_ns.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+        println!(
+            "sock_diag peer lookup over {} lookups ({CONNECTIONS} open connections): \
+             p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+            took_ns.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
     }
 
     #[test]
