@@ -339,6 +339,10 @@ impl Config {
         // The test suite installs the runtimes' WebSocket packages here (scripts/test.sh).
         let deps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtimes/.deps");
         c.runtime_deps_dir = Some(deps);
+        // Many tests play an instance's runtime from the test process itself (connecting to the
+        // address an instance reported), which instance identities refuse by design: tests that
+        // exercise identities turn them on (`tests/e2e_isolation.rs`).
+        c.instance_uids = 0;
         c
     }
 }

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-use lambda_at_home::config::{Config, ExecutorChoice};
+use lambda_at_home::config::{
+    Config, ExecutorChoice, INSTANCE_UIDS_DEFAULT, INSTANCE_UID_BASE_DEFAULT,
+};
 use serde_json::{json, Value};
 
 /// A minimal Runtime API client in bash (one connection per request): answers each invocation
@@ -134,6 +136,13 @@ fn open_server(
     (server, dir)
 }
 
+/// The server's default identities (the test config turns them off for tests that play runtimes
+/// themselves).
+fn with_identities(c: &mut Config) {
+    c.instance_uid_base = INSTANCE_UID_BASE_DEFAULT;
+    c.instance_uids = INSTANCE_UIDS_DEFAULT;
+}
+
 /// B's `bootstrap` on the host (under the data dir's functions), made readable by everyone.
 fn victim_code_file(data_dir: &Path, name: &str) -> PathBuf {
     let function_dir = data_dir.join("functions").join(name);
@@ -178,7 +187,10 @@ fn attack(server: &TestServer) -> Outcome {
 }
 
 fn assert_isolated(o: &Outcome, executor: &str) {
-    eprintln!("{executor}: evil got {}; B runs as {}", o.evil, o.victim_uid);
+    eprintln!(
+        "{executor}: evil got {}; B runs as {}",
+        o.evil, o.victim_uid
+    );
     assert_eq!(
         o.evil["next"], "403",
         "{executor}: evil asked B's /next: {}",
@@ -201,7 +213,8 @@ fn assert_isolated(o: &Outcome, executor: &str) {
         o.victim_after
     );
     let evil_uid = o.evil["uid"].as_i64().expect("evil's uid");
-    let range = 200_000..265_536;
+    let range = i64::from(INSTANCE_UID_BASE_DEFAULT)
+        ..i64::from(INSTANCE_UID_BASE_DEFAULT) + i64::from(INSTANCE_UIDS_DEFAULT);
     assert!(
         range.contains(&evil_uid),
         "{executor}: evil runs as {evil_uid}"
@@ -223,7 +236,7 @@ fn process_executor_instances_cannot_reach_each_other() {
         );
         return;
     }
-    let (server, _dir) = open_server(ExecutorChoice::Process, |_| {});
+    let (server, _dir) = open_server(ExecutorChoice::Process, with_identities);
     let outcome = attack(&server);
     assert_isolated(&outcome, "process");
     assert!(server.metric("lah_identity_refusals_total") >= 2.0);
@@ -237,7 +250,7 @@ fn docker_executor_instances_cannot_reach_each_other() {
         eprintln!("SKIP docker_executor_instances_cannot_reach_each_other: {why}");
         return;
     }
-    let (server, _dir) = open_server(ExecutorChoice::Docker, |_| {});
+    let (server, _dir) = open_server(ExecutorChoice::Docker, with_identities);
     let outcome = attack(&server);
     assert_isolated(&outcome, "docker");
     server.shutdown();
