@@ -76,16 +76,23 @@ impl ProcessExecutor {
         } else {
             Vec::new()
         };
+        // One line per outcome (a non-root server gets one warning, not one per family).
+        let mut outcomes: Vec<(Result<(), String>, Vec<&str>)> = Vec::new();
         for (family, verdict) in &identity {
+            match outcomes.iter_mut().find(|(v, _)| v == verdict) {
+                Some((_, families)) => families.push(family),
+                None => outcomes.push((verdict.clone(), vec![family])),
+            }
+        }
+        for (verdict, families) in outcomes {
+            let families = families.join(", ");
             match verdict {
                 Ok(()) => tracing::info!(
-                    family,
-                    "{family} instances run under their own uid; their connections are verified"
+                    "{families} instances run under their own uids; their connections are verified"
                 ),
                 Err(why) => tracing::warn!(
-                    family,
-                    "{family} instances run as the server's user, UNVERIFIED (any instance can \
-                     take their invocations): {why}"
+                    "{families} instances run as the server's user, UNVERIFIED (another \
+                     instance could take their invocations): {why}"
                 ),
             }
         }
