@@ -12,14 +12,14 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-use lambda_at_home::config::{
-    Config, ExecutorChoice, INSTANCE_UIDS_DEFAULT, INSTANCE_UID_BASE_DEFAULT,
-};
+use lambda_at_home::config::{Config, ExecutorChoice, INSTANCE_UID_BASE_DEFAULT};
 use serde_json::{json, Value};
 
 /// A minimal Runtime API client in bash (one connection per request): answers each invocation
@@ -56,7 +56,8 @@ done
 /// B: reports where its Runtime API is and echoes the event.
 const VICTIM: &str = r#"#!/bin/bash
 handle() {
-  printf '{"api":"%s","uid":%d,"event":%s}' "$AWS_LAMBDA_RUNTIME_API" "$(id -u)" "$body"
+  printf '{"api":"%s","uid":%d,"token":"%s","event":%s}' \
+    "$AWS_LAMBDA_RUNTIME_API" "$(id -u)" "$LAMBDA_INSTANCE_ID" "$body"
 }
 "#;
 
@@ -136,11 +137,17 @@ fn open_server(
     (server, dir)
 }
 
-/// The server's default identities (the test config turns them off for tests that play runtimes
-/// themselves).
-fn with_identities(c: &mut Config) {
-    c.instance_uid_base = INSTANCE_UID_BASE_DEFAULT;
-    c.instance_uids = INSTANCE_UIDS_DEFAULT;
+/// Uids each test's server may use: servers running at the same time need disjoint ranges (a
+/// server kills whatever runs under a uid before reusing it).
+const UIDS_PER_TEST: u32 = 1000;
+
+/// Identities on (the test config turns them off for tests that play runtimes themselves), from
+/// the default base, in range number `slot` of this file's tests.
+fn with_identities(slot: u32) -> impl FnOnce(&mut Config) {
+    move |c: &mut Config| {
+        c.instance_uid_base = INSTANCE_UID_BASE_DEFAULT + slot * UIDS_PER_TEST;
+        c.instance_uids = UIDS_PER_TEST;
+    }
 }
 
 /// B's `bootstrap` on the host (under the data dir's functions), made readable by everyone.
@@ -186,7 +193,7 @@ fn attack(server: &TestServer) -> Outcome {
     }
 }
 
-fn assert_isolated(o: &Outcome, executor: &str) {
+fn assert_isolated(o: &Outcome, executor: &str, slot: u32) {
     eprintln!(
         "{executor}: evil got {}; B runs as {}",
         o.evil, o.victim_uid
@@ -213,8 +220,8 @@ fn assert_isolated(o: &Outcome, executor: &str) {
         o.victim_after
     );
     let evil_uid = o.evil["uid"].as_i64().expect("evil's uid");
-    let range = i64::from(INSTANCE_UID_BASE_DEFAULT)
-        ..i64::from(INSTANCE_UID_BASE_DEFAULT) + i64::from(INSTANCE_UIDS_DEFAULT);
+    let base = i64::from(INSTANCE_UID_BASE_DEFAULT + slot * UIDS_PER_TEST);
+    let range = base..base + i64::from(UIDS_PER_TEST);
     assert!(
         range.contains(&evil_uid),
         "{executor}: evil runs as {evil_uid}"
@@ -236,9 +243,9 @@ fn process_executor_instances_cannot_reach_each_other() {
         );
         return;
     }
-    let (server, _dir) = open_server(ExecutorChoice::Process, with_identities);
+    let (server, _dir) = open_server(ExecutorChoice::Process, with_identities(0));
     let outcome = attack(&server);
-    assert_isolated(&outcome, "process");
+    assert_isolated(&outcome, "process", 0);
     assert!(server.metric("lah_identity_refusals_total") >= 2.0);
     server.shutdown();
 }
@@ -250,10 +257,71 @@ fn docker_executor_instances_cannot_reach_each_other() {
         eprintln!("SKIP docker_executor_instances_cannot_reach_each_other: {why}");
         return;
     }
-    let (server, _dir) = open_server(ExecutorChoice::Docker, with_identities);
+    let (server, _dir) = open_server(ExecutorChoice::Docker, with_identities(1));
     let outcome = attack(&server);
-    assert_isolated(&outcome, "docker");
+    assert_isolated(&outcome, "docker", 1);
     server.shutdown();
+}
+
+/// The WebSocket endpoint on the shared port: a register naming B, with B's real secret token,
+/// from another uid (this test process) is refused, and B keeps serving.
+#[test]
+fn shared_port_register_from_another_uid_is_refused() {
+    if !is_root() {
+        eprintln!("SKIP shared_port_register_from_another_uid_is_refused: the server is not root");
+        return;
+    }
+    let (server, _dir) = open_server(ExecutorChoice::Process, with_identities(2));
+    let victim = unique_name("victim");
+    server.create_provided(&victim, &script(VICTIM), json!({}));
+    let first = server.invoke_ok(&victim, &json!({"n": 1}));
+    let token = first["token"].as_str().expect("B's token");
+    let refusals = server.metric("lah_identity_refusals_total");
+
+    let mut stream = TcpStream::connect(server.runtime_addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let upgrade = format!(
+        "GET /2018-06-01/runtime/websocket?fn={victim} HTTP/1.1\r\nHost: x\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(upgrade.as_bytes()).expect("upgrade");
+    let register = json!({
+        "type": "register", "function_name": victim, "runtime": "provided.al2023",
+        "version": "$LATEST", "instance_id": token, "binary": false,
+    })
+    .to_string();
+    stream
+        .write_all(&masked_text_frame(register.as_bytes()))
+        .expect("register");
+    // Everything the server sends until it closes: the 101, an error_response, a close frame.
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(answer.contains("REGISTER_REJECTED"), "{answer}");
+    assert!(answer.contains("another instance"), "{answer}");
+    assert_eq!(server.metric("lah_identity_refusals_total"), refusals + 1.0);
+    // B was not disturbed.
+    let after = server.invoke_ok(&victim, &json!({"n": 2}));
+    assert_eq!(after["event"], json!({"n": 2}), "{after}");
+    server.shutdown();
+}
+
+/// A client's text frame (masked, as RFC 6455 requires of clients) carrying `payload`.
+fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }
 
 /// The control: without identities (the old behaviour), the same attack gets through, so the
