@@ -263,6 +263,43 @@ fn docker_executor_instances_cannot_reach_each_other() {
     server.shutdown();
 }
 
+/// The Node runtime under an identity: when the process executor says `nodejs` is usable by an
+/// unprivileged uid (root, and node, the bootstrap and the WebSocket packages reachable), an
+/// instance runs under its own uid and talks to the server over its verified WebSocket; when it
+/// is not, the instance is counted as unverified (and the test says which case it saw).
+#[test]
+fn node_instances_run_under_their_own_uid_or_are_counted_unverified() {
+    if !is_root() {
+        eprintln!("SKIP node_instances_run_under_their_own_uid: the server is not root");
+        return;
+    }
+    let (server, _dir) = open_server(ExecutorChoice::Process, with_identities(3));
+    let name = unique_name("nodeuid");
+    let handler = "exports.handler = async () => ({ uid: process.getuid() });\n";
+    let resp = server.create_function(
+        &name,
+        "nodejs20.x",
+        "index.handler",
+        &[("index.js", handler.as_bytes(), 0o644)],
+        json!({}),
+    );
+    expect_json(&resp, 201);
+    let got = server.invoke_ok(&name, &json!({}));
+    let uid = got["uid"].as_i64().expect("uid");
+    let base = i64::from(INSTANCE_UID_BASE_DEFAULT + 3 * UIDS_PER_TEST);
+    if server.metric("lah_instances_unverified_total") == 0.0 {
+        assert!((base..base + 1000).contains(&uid), "node runs as {uid}");
+        assert_eq!(server.metric("lah_identity_refusals_total"), 0.0);
+        // Its WebSocket on its own address was admitted by its uid.
+        assert_transport(&server, true);
+        eprintln!("node instance ran under its own uid {uid}");
+    } else {
+        assert_eq!(uid, 0, "an unverified instance runs as the server's user");
+        eprintln!("node is not usable by an unprivileged uid here: instance ran unverified");
+    }
+    server.shutdown();
+}
+
 /// The WebSocket endpoint on the shared port: a register naming B, with B's real secret token,
 /// from another uid (this test process) is refused, and B keeps serving.
 #[test]
