@@ -89,7 +89,9 @@ impl PeerLookup {
     }
 
     /// The uid owning the socket at `peer` that is connected to our socket at `local` (both
-    /// IPv4 or both IPv6). `NotFound` when the kernel knows no such established connection.
+    /// IPv4 or both IPv6). `NotFound` (ENOENT) when the kernel knows no such connection;
+    /// `ConnectionAborted` when the peer socket is closed already (no process holds it any more,
+    /// so the kernel reports no owner: uid 0, which must not be taken for root).
     pub fn peer_uid(&self, local: SocketAddr, peer: SocketAddr) -> io::Result<u32> {
         let mut id = InetDiagSockId {
             sport: peer.port().to_be_bytes(),
@@ -185,6 +187,14 @@ fn parse_answer(answer: &[u8]) -> io::Result<u32> {
         t if t == SOCK_DIAG_BY_FAMILY as i32 && body.len() >= size_of::<InetDiagMsg>() => {
             // SAFETY: enough bytes for the struct; read_unaligned copes with any alignment.
             let msg: InetDiagMsg = unsafe { std::ptr::read_unaligned(body.as_ptr().cast()) };
+            // A socket no file refers to (closed, orphaned, in TIME_WAIT) has inode 0 and is
+            // reported as owned by uid 0 whoever owned it: its owner is unknown.
+            if msg.inode == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the peer socket is closed; its owner is no longer known",
+                ));
+            }
             Ok(msg.uid)
         }
         _ => Err(io::Error::new(
@@ -217,6 +227,27 @@ mod tests {
             .peer_uid(server_side.local_addr().unwrap(), stranger)
             .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+    }
+
+    #[test]
+    fn a_closed_peer_has_no_owner() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, peer) = listener.accept().unwrap();
+        drop(client);
+        let lookup = PeerLookup::new().unwrap();
+        let local = server_side.local_addr().unwrap();
+        // The close takes effect at once on loopback; allow the kernel a moment anyway.
+        let mut last = lookup.peer_uid(local, peer);
+        for _ in 0..100 {
+            if last.is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            last = lookup.peer_uid(local, peer);
+        }
+        let e = last.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
     }
 
     /// The per-connection cost of the identity check: prints the lookup time over many loopback
@@ -284,13 +315,15 @@ mod tests {
                 Err(_) => break None,
             }
         };
+        // Looked up while the child still holds its socket: a closed socket has no owner.
+        let looked_up = accepted.map(|(server_side, peer)| {
+            PeerLookup::new()
+                .unwrap()
+                .peer_uid(server_side.local_addr().unwrap(), peer)
+        });
         let _ = child.kill();
         let _ = child.wait();
-        let (server_side, peer) = accepted.expect("the uid-4242 child connected");
-        let uid = PeerLookup::new()
-            .unwrap()
-            .peer_uid(server_side.local_addr().unwrap(), peer)
-            .unwrap();
+        let uid = looked_up.expect("the uid-4242 child connected").unwrap();
         assert_eq!(uid, 4242);
     }
 }
