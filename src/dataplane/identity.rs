@@ -52,9 +52,9 @@ fn user_allowed(core: &Core, fd: RawFd) -> Result<(), String> {
     }
     let (local, peer) = addresses(fd).map_err(|e| format!("no addresses ({e})"))?;
     match lookup(core, local, peer) {
-        Ok(uid) if core.shared.config.is_instance_uid(uid) => {
-            Err(format!("the connecting socket belongs to instance uid {uid}"))
-        }
+        Ok(uid) if core.shared.config.is_instance_uid(uid) => Err(format!(
+            "the connecting socket belongs to instance uid {uid}"
+        )),
         Ok(_) => Ok(()),
         Err(e)
             if e.raw_os_error() == Some(libc::ENOENT)
