@@ -33,6 +33,12 @@ pub const EVENT_QUEUE_FUNCTION_BYTES_MAX: usize = 128 * 1024 * 1024;
 /// Messages waiting in the event queue's inbox before cores refuse events with 429: the cores
 /// never wait for room, and while the queue's thread syncs a batch the next one gathers here.
 pub const EVENT_INBOX_MAX: usize = 4096;
+/// Default first instance uid: above the ids distributions hand out to people (1000..60000) and
+/// below the 2^31 boundary some tools mishandle; rootless container setups usually start their
+/// subordinate ranges at 100000 with 65536 ids, which this range (200000..265536) avoids.
+pub const INSTANCE_UID_BASE_DEFAULT: u32 = 200_000;
+/// Default number of instance uids: more than the instances a machine can run at once.
+pub const INSTANCE_UIDS_DEFAULT: u32 = 65_536;
 /// AWS's retry interval after a function error: about one minute, then two
 /// (`--event-retry-base-ms` scales every event delay by itself / this).
 pub const EVENT_RETRY_BASE_MS: u64 = 60_000;
@@ -193,6 +199,18 @@ pub struct Config {
     #[arg(long, env = "LAH_INSTANCE_NET", default_value = "127.10.0.0")]
     pub instance_net: std::net::Ipv4Addr,
 
+    /// First uid of the instance identities: each running instance gets its own uid (and a gid of
+    /// the same number) from `[base, base + --instance-uids)`, and its Runtime API connections
+    /// are accepted only from sockets the kernel says that uid owns (see docs/isolation.md).
+    /// Pick a range no user or container of the host uses.
+    #[arg(long, env = "LAH_INSTANCE_UID_BASE", default_value_t = INSTANCE_UID_BASE_DEFAULT)]
+    pub instance_uid_base: u32,
+
+    /// How many instance uids there are: at most this many instances run at once. 0 turns
+    /// instance identities off (instances run as the executor's default user, unverified).
+    #[arg(long, env = "LAH_INSTANCE_UIDS", default_value_t = INSTANCE_UIDS_DEFAULT)]
+    pub instance_uids: u32,
+
     /// Image per runtime family for the Docker executor, e.g. `python=lambda-at-home/python:bookworm`.
     #[arg(long = "image", env = "LAH_IMAGES", value_delimiter = ',')]
     pub images: Vec<String>,
@@ -326,6 +344,11 @@ impl Config {
         )
     }
 
+    /// Whether `uid` is one of the instance identities (`--instance-uid-base`, `--instance-uids`).
+    pub fn is_instance_uid(&self, uid: u32) -> bool {
+        uid >= self.instance_uid_base && uid - self.instance_uid_base < self.instance_uids
+    }
+
     /// A config for tests: ephemeral ports are chosen by the caller.
     pub fn for_tests(data_dir: PathBuf, user_api_port: u16, runtime_api_port: u16) -> Config {
         let mut c = Config::parse_from(["lambda-at-home-server"]);
@@ -336,6 +359,10 @@ impl Config {
         // The test suite installs the runtimes' WebSocket packages here (scripts/test.sh).
         let deps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtimes/.deps");
         c.runtime_deps_dir = Some(deps);
+        // Many tests play an instance's runtime from the test process itself (connecting to the
+        // address an instance reported), which instance identities refuse by design: tests that
+        // exercise identities turn them on (`tests/e2e_isolation.rs`).
+        c.instance_uids = 0;
         c
     }
 }

@@ -249,6 +249,8 @@ async fn choose_executor(shared: &Arc<Switchboard>) -> Result<Arc<dyn Executor>,
         Arc::new(ProcessExecutor::new(
             config.resolve_runtime_deps_dir(),
             &config.data_dir,
+            &config.resolve_runtimes_dir(),
+            config.instance_uids > 0,
         )) as Arc<dyn Executor>
     };
     match config.executor {

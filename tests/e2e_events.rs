@@ -153,6 +153,9 @@ impl ChildServer {
             .args(["--event-retry-base-ms", "100"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // The recorder writes into the test's own (private) temporary dir, which an instance
+            // with its own uid may not; identities have their own tests (e2e_isolation).
+            .env("LAH_INSTANCE_UIDS", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -13,6 +13,7 @@ pub mod api;
 pub mod code;
 pub mod executor;
 pub mod held;
+pub mod identity;
 pub mod layers;
 pub mod registry;
 
@@ -28,6 +29,7 @@ use crate::model::types::{region, Function, InstanceId, InstanceSpec};
 use crate::model::{ApiAnswer, ControlMsg, CoreMsg, Switchboard};
 use crate::protocols::http::Request;
 use executor::{Executor, Instance};
+use identity::UidPool;
 use registry::Registry;
 
 /// How long, at most, a started instance keeps its place in the start gate
@@ -82,9 +84,18 @@ pub struct ControlPlane {
     /// The start gate: a permit per instance from before its start until its runtime's first
     /// request for work (or its end), `--max-concurrent-inits` in all.
     inits: Arc<tokio::sync::Semaphore>,
-    /// Instance tasks report their end here (id, address to give back).
-    ended_tx: mpsc::UnboundedSender<(InstanceId, Ipv4Addr)>,
-    ended_rx: mpsc::UnboundedReceiver<(InstanceId, Ipv4Addr)>,
+    /// The instances' uids (`identity`).
+    uids: UidPool,
+    /// Instance tasks report their end here (what to give back).
+    ended_tx: mpsc::UnboundedSender<Ended>,
+    ended_rx: mpsc::UnboundedReceiver<Ended>,
+}
+
+/// What an ended instance gives back: its address and, once nothing runs under it, its uid.
+struct Ended {
+    id: InstanceId,
+    addr: Ipv4Addr,
+    uid: Option<u32>,
 }
 
 impl ControlPlane {
@@ -93,6 +104,7 @@ impl ControlPlane {
         let inits = shared.config.concurrent_inits();
         let base = u32::from(shared.config.instance_net) & 0xffff_0000;
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        let uids = UidPool::new(shared.config.instance_uid_base, shared.config.instance_uids);
         ControlPlane {
             shared,
             registry: Arc::new(Mutex::new(registry)),
@@ -105,6 +117,7 @@ impl ControlPlane {
                 in_use: HashSet::new(),
                 cursor: 0,
             },
+            uids,
             ended_tx,
             ended_rx,
         }
@@ -129,9 +142,12 @@ impl ControlPlane {
                     Some(msg) => self.handle(msg),
                     None => return,
                 },
-                Some((id, addr)) = self.ended_rx.recv() => {
-                    self.instances.remove(&id);
-                    self.addresses.give_back(addr);
+                Some(ended) = self.ended_rx.recv() => {
+                    self.instances.remove(&ended.id);
+                    self.addresses.give_back(ended.addr);
+                    if let Some(uid) = ended.uid {
+                        self.uids.give_back(uid);
+                    }
                 }
                 Some(path) = released.recv() => {
                     // On the blocking pool: the registry may be locked by a long upload.
@@ -222,8 +238,23 @@ impl ControlPlane {
                 return;
             }
         };
+        let uid = if self.uids.enabled() {
+            match self.uids.take() {
+                Some(uid) => Some(uid),
+                None => {
+                    self.addresses.give_back(addr);
+                    let error = ApiError::service("No free instance uid (--instance-uids)");
+                    self.shared
+                        .send_core(core, CoreMsg::InstanceStartFailed { id, error });
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let spec = InstanceSpec {
             id,
+            uid,
             env: instance_env(
                 &function,
                 runtime_api,
@@ -257,8 +288,8 @@ impl ControlPlane {
             + std::time::Duration::from_secs(crate::config::SHUTDOWN_WAIT_S);
         while !self.instances.is_empty() {
             match tokio::time::timeout_at(deadline, self.ended_rx.recv()).await {
-                Ok(Some((id, _))) => {
-                    self.instances.remove(&id);
+                Ok(Some(ended)) => {
+                    self.instances.remove(&ended.id);
                 }
                 _ => break,
             }
@@ -274,7 +305,7 @@ struct InstanceTask {
     addr: Ipv4Addr,
     shared: Arc<Switchboard>,
     executor: Arc<dyn Executor>,
-    ended: mpsc::UnboundedSender<(InstanceId, Ipv4Addr)>,
+    ended: mpsc::UnboundedSender<Ended>,
     inits: Arc<tokio::sync::Semaphore>,
 }
 
@@ -289,6 +320,7 @@ impl InstanceTask {
         // Held until the instance is gone: its code and layers stay on disk while it runs, even
         // when its function is updated or deleted meanwhile (see `held`).
         let function = spec.function.clone();
+        let uid = spec.uid;
         // Wait for a place in the start gate; a kill meanwhile ends the instance unstarted.
         let waiting = &self.shared.metrics.start_gate_waiting;
         waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -304,7 +336,7 @@ impl InstanceTask {
                             error: ApiError::service("The instance was stopped before it started"),
                         },
                     );
-                    let _ = self.ended.send((id, self.addr));
+                    self.end(uid, false).await;
                     return;
                 }
                 // Nothing else is sent to an instance before it reports running.
@@ -322,13 +354,27 @@ impl InstanceTask {
                 let error = ApiError::service(format!("Cannot start instance: {e}"));
                 self.shared
                     .send_core(core, CoreMsg::InstanceStartFailed { id, error });
-                let _ = self.ended.send((id, self.addr));
+                self.end(uid, false).await;
                 return;
             }
         };
         let log = instance.take_log();
-        self.shared
-            .send_core(core, CoreMsg::InstanceStarted { id, listener, log });
+        let verified = instance.uid();
+        if uid.is_some() && verified.is_none() {
+            self.shared
+                .metrics
+                .instances_unverified
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.shared.send_core(
+            core,
+            CoreMsg::InstanceStarted {
+                id,
+                listener,
+                log,
+                uid: verified,
+            },
+        );
         // The place in the start gate is held through the init's first moments only: an init
         // that sleeps or waits (or a hostile one) must not keep other functions from starting.
         let slot_ends = tokio::time::sleep(INIT_SLOT);
@@ -351,7 +397,21 @@ impl InstanceTask {
         self.shared
             .send_core(core, CoreMsg::InstanceExited { id, exit });
         drop(function);
-        let _ = self.ended.send((id, self.addr));
+        self.end(uid, verified.is_some()).await;
+    }
+
+    /// Reports the end; the uid goes back only once nothing runs under it: when the instance ran
+    /// under it (`ran_as_uid`), whatever is left under it is killed first (by a root server; a
+    /// non-root one only runs containers under it, whose processes die with the container).
+    async fn end(self, uid: Option<u32>, ran_as_uid: bool) {
+        if let Some(uid) = uid.filter(|_| ran_as_uid) {
+            let _ = tokio::task::spawn_blocking(move || identity::kill_all_of(uid)).await;
+        }
+        let _ = self.ended.send(Ended {
+            id: self.id,
+            addr: self.addr,
+            uid,
+        });
     }
 }
 

@@ -3,9 +3,11 @@
 //! Owns its SO_REUSEPORT listeners (User API and Runtime API), the listeners of the instances homed
 //! here, the slab of connections it accepted, and its scheduler. Its inbox carries hand-offs from
 //! other cores and the event queue, and instance events from the control plane. A 10 ms tick enforces deadlines and
-//! idle limits. Everything is `Rc`/`RefCell`: no other thread ever touches it.
+//! idle limits. Everything is `Rc`/`RefCell`: no other thread ever touches it. Every connection
+//! is admitted by `identity::admit` (the kernel's word on its peer's uid) before it is served.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::TcpListener as StdTcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -19,8 +21,9 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::conn::{DeadlineCell, HttpConn, ReadDeadlines};
 use super::logs::LogSource;
+use super::peer::PeerLookup;
 use super::scheduler::Scheduler;
-use super::{runtime_api, user_api};
+use super::{identity, runtime_api, user_api};
 use crate::model::types::InstanceId;
 use crate::model::{CoreMsg, EventMsg, Switchboard};
 
@@ -70,6 +73,10 @@ pub struct Core {
     pub events: Sender<EventMsg>,
     /// Client connections open on this core (bounded by `--connections-max`).
     clients: Cell<usize>,
+    /// This core's sock_diag socket (`identity`); `None` if the kernel refused one.
+    pub peer: Option<PeerLookup>,
+    /// The uid of each instance homed here that has one: its connections must come from it.
+    pub identities: RefCell<HashMap<InstanceId, u32>>,
 }
 
 /// Runs core `index` on the current thread until it is told to exit.
@@ -92,6 +99,18 @@ pub fn run(
                 listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
                 events,
                 clients: Cell::new(0),
+                peer: match PeerLookup::new() {
+                    Ok(lookup) => Some(lookup),
+                    Err(e) => {
+                        tracing::warn!(
+                            core = index,
+                            "no sock_diag socket ({e}): connections of instances with an \
+                             identity will be refused, the User API is not guarded"
+                        );
+                        None
+                    }
+                },
+                identities: RefCell::new(HashMap::new()),
             });
             tokio_uring::spawn(accept_loop(
                 core.clone(),
@@ -113,13 +132,19 @@ impl Core {
         while let Some(msg) = inbox.recv().await {
             match msg {
                 CoreMsg::Dispatch(inv) => self.sched.borrow_mut().accept_handoff(inv),
-                CoreMsg::InstanceStarted { id, listener, log } => {
-                    self.instance_started(id, listener, log)
-                }
+                CoreMsg::InstanceStarted {
+                    id,
+                    listener,
+                    log,
+                    uid,
+                } => self.instance_started(id, listener, log, uid),
                 CoreMsg::InstanceStartFailed { id, error } => {
                     self.sched.borrow_mut().start_failed(id, error)
                 }
-                CoreMsg::InstanceExited { id, exit } => self.sched.borrow_mut().exited(id, exit),
+                CoreMsg::InstanceExited { id, exit } => {
+                    self.identities.borrow_mut().remove(&id);
+                    self.sched.borrow_mut().exited(id, exit)
+                }
                 CoreMsg::Retire { pool } => self.sched.borrow_mut().retire(&pool),
                 CoreMsg::IdleInstance { pool, core } => {
                     self.sched.borrow_mut().idle_instance_on(&pool, core)
@@ -145,6 +170,7 @@ impl Core {
         id: InstanceId,
         listener: StdTcpListener,
         log: Option<std::os::fd::OwnedFd>,
+        uid: Option<u32>,
     ) {
         let function = self.sched.borrow().function_name(id).unwrap_or_default();
         let log = match LogSource::new(log, function) {
@@ -157,6 +183,9 @@ impl Core {
         let fd = listener.as_raw_fd();
         if !self.sched.borrow_mut().started(id, log.clone(), fd) {
             return; // Already gone: dropping the listener closes it.
+        }
+        if let Some(uid) = uid {
+            self.identities.borrow_mut().insert(id, uid);
         }
         tokio_uring::spawn(log.run());
         tokio_uring::spawn(accept_loop(
@@ -285,10 +314,18 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
                 ConnKind::User => user_api::limits(),
                 _ => runtime_api::limits(),
             };
-            let conn = HttpConn::new(stream, limits, core2.read_deadlines(kind), deadline);
-            match kind {
-                ConnKind::User => user_api::serve(core2.clone(), conn).await,
-                _ => runtime_api::serve(core2.clone(), conn, kind).await,
+            let fd = stream.as_raw_fd();
+            let mut conn = HttpConn::new(stream, limits, core2.read_deadlines(kind), deadline);
+            match identity::admit(&core2, fd, kind) {
+                Ok(()) => match kind {
+                    ConnKind::User => user_api::serve(core2.clone(), conn).await,
+                    _ => runtime_api::serve(core2.clone(), conn, kind).await,
+                },
+                Err(refusal) => {
+                    if conn.write_response(refusal, false).await.is_ok() {
+                        conn.linger().await;
+                    }
+                }
             }
             core2.conns.borrow_mut().remove(key);
             if client {

@@ -11,6 +11,7 @@
 pub mod conn;
 pub mod core;
 pub mod function_url;
+pub mod identity;
 pub mod logs;
 pub mod peer;
 pub mod runtime_api;

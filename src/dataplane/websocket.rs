@@ -8,7 +8,8 @@
 //! envelope prefix, the caller's payload bytes and a suffix, written with one `writev`; a response
 //! payload is sliced out of the runtime's frame. Closing the socket fails the in-flight invocation
 //! and retires the instance. Upgrades on the shared Runtime API port are handed to the home core
-//! of the instance their `register` names.
+//! of the instance their `register` names, which admits them only from that instance's uid
+//! (`identity::check_instance`).
 
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -95,7 +96,9 @@ pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: Con
     if id.home_core() != core.index {
         return hand_off(&core, stream, reader.buf, register, id);
     }
-    run_session(core, stream, reader, register, id).await;
+    // A connection on the instance's own address was admitted by its uid at accept.
+    let peer_checked = matches!(kind, ConnKind::Runtime(_));
+    run_session(core, stream, reader, register, id, peer_checked).await;
 }
 
 /// Which instance a register claims: the connection's own, or (shared port) the one its token
@@ -153,7 +156,7 @@ pub fn adopt(core: &Rc<Core>, id: InstanceId, fd: OwnedFd, buffered: BytesMut, r
     let stream = Rc::new(TcpStream::from_std(std::net::TcpStream::from(fd)));
     let reader = Reader::new(stream.clone(), buffered, core.clone());
     let core = core.clone();
-    tokio_uring::spawn(async move { run_session(core, stream, reader, register, id).await });
+    tokio_uring::spawn(async move { run_session(core, stream, reader, register, id, false).await });
 }
 
 async fn refuse(m: &WsMetrics, stream: &Rc<TcpStream>, why: &str, code: &str) {
@@ -175,7 +178,18 @@ async fn run_session(
     mut reader: Reader,
     register: Register,
     id: InstanceId,
+    peer_checked: bool,
 ) {
+    // On the shared port only the register names the instance: the kernel must agree that the
+    // connection comes from that instance's uid (checked here, on its home core, which knows it).
+    if !peer_checked {
+        if let Err(why) = super::identity::check_instance(&core, stream.as_raw_fd(), id) {
+            super::identity::refused(&core);
+            let why = format!("register names another instance than the one connecting: {why}");
+            let code = error_code::REGISTER_REJECTED;
+            return refuse(&core.shared.metrics.ws, &stream, &why, code).await;
+        }
+    }
     let verified = core
         .sched
         .borrow()

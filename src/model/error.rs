@@ -39,6 +39,8 @@ pub enum ErrorKind {
     MissingAuthenticationToken,
     /// The `Authorization` header is not a complete SigV4 header, or names no date.
     IncompleteSignature,
+    /// The caller may not use the User API at all (a connection from an instance's uid).
+    AccessDenied,
 }
 
 impl ErrorKind {
@@ -60,7 +62,8 @@ impl ErrorKind {
             ErrorKind::InvalidSignature
             | ErrorKind::UnrecognizedClient
             | ErrorKind::MissingAuthenticationToken
-            | ErrorKind::IncompleteSignature => 403,
+            | ErrorKind::IncompleteSignature
+            | ErrorKind::AccessDenied => 403,
         }
     }
 
@@ -85,6 +88,7 @@ impl ErrorKind {
             ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
             ErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
             ErrorKind::IncompleteSignature => "IncompleteSignatureException",
+            ErrorKind::AccessDenied => "AccessDeniedException",
         }
     }
 

@@ -82,6 +82,9 @@ pub enum CoreMsg {
         id: InstanceId,
         listener: StdTcpListener,
         log: Option<OwnedFd>,
+        /// The uid its processes run as (`Instance::uid`): its connections must come from it.
+        /// `None`: the executor could not give it an identity, its connections are unverified.
+        uid: Option<u32>,
     },
     /// The instance could not be started at all.
     InstanceStartFailed { id: InstanceId, error: ApiError },

@@ -104,6 +104,12 @@ pub struct Metrics {
     pub start_gate_waiting: AtomicI64,
     /// User API requests refused by authentication (any of its 403s).
     pub auth_failures: AtomicU64,
+    /// Connections refused because the kernel says they come from another uid than the
+    /// instance's (Runtime API) or from an instance (User API).
+    pub identity_refusals: AtomicU64,
+    /// Instances that were to get an identity but run without one (the executor could not
+    /// switch to their uid, e.g. a non-root process executor): their connections are unverified.
+    pub instances_unverified: AtomicU64,
     pub duration: Histogram,
     pub init_duration: Histogram,
     /// The executor's part of a cold start (process spawn; container create + start).
@@ -127,7 +133,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn render(&self, executor: &str) -> String {
         let mut out = String::with_capacity(METRICS_TEXT_BYTES);
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "lah_invocations_total",
                 "Invocations completed (all types).",
@@ -177,6 +183,16 @@ impl Metrics {
                 "lah_auth_failures_total",
                 "User API requests refused by SigV4 authentication.",
                 &self.auth_failures,
+            ),
+            (
+                "lah_identity_refusals_total",
+                "Connections refused because the kernel names another uid than the one allowed.",
+                &self.identity_refusals,
+            ),
+            (
+                "lah_instances_unverified_total",
+                "Instances started without their own uid: their connections are not verified.",
+                &self.instances_unverified,
             ),
         ];
         for (name, help, v) in counters {

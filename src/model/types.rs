@@ -533,6 +533,9 @@ pub struct InstanceSpec {
     pub env: Vec<(String, String)>,
     /// Absolute path of this server's `runtimes/` folder (bootstraps).
     pub runtimes_dir: PathBuf,
+    /// The uid (and gid) this instance should run as, its kernel-verified identity; `None` when
+    /// identities are off. The executor says whether it could (`Instance::uid`).
+    pub uid: Option<u32>,
 }
 
 /// How an instance's process ended.

@@ -33,6 +33,9 @@ impl ChildServer {
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")
+            // As `Config::for_tests`: tests play runtimes and share files with functions, which
+            // instance identities forbid; e2e_isolation tests those.
+            .env("LAH_INSTANCE_UIDS", "0")
             // The server logs to stdout (tracing's default writer).
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

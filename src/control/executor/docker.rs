@@ -61,7 +61,8 @@ const IMAGE_PYTHON_PATH: &str = "/var/lang/lambda-at-home/python";
 /// Where the function's merged layers are mounted, as on AWS.
 const LAYERS_ROOT: &str = "/opt";
 
-/// Instances run as this unprivileged uid:gid (the images name it `sbx_user`).
+/// Instances without an identity of their own (`InstanceSpec::uid` is `None`) run as this
+/// unprivileged uid:gid (the images name it `sbx_user`); with one, as their uid:uid.
 const CONTAINER_UID: u32 = 1000;
 const CONTAINER_GID: u32 = 1000;
 /// /tmp is a tmpfs of AWS's default ephemeral storage size; programs may run from it.
@@ -308,11 +309,19 @@ fn container_body(
         cmd: Some(runtime_command(family)),
         env: Some(container_env(&spec.env, &spec.function.config.runtime)),
         working_dir: Some(TASK_ROOT.to_string()),
-        user: Some(format!("{CONTAINER_UID}:{CONTAINER_GID}")),
+        user: Some(format!("{}:{}", user_of(spec).0, user_of(spec).1)),
         labels: Some(labels),
         host_config: Some(host_config),
         ..Default::default()
     }
+}
+
+/// The uid and gid the container's processes run as: the instance's own identity, or the images'
+/// unprivileged user.
+fn user_of(spec: &InstanceSpec) -> (u32, u32) {
+    spec.uid
+        .map(|uid| (uid, uid))
+        .unwrap_or((CONTAINER_UID, CONTAINER_GID))
 }
 
 /// What Docker's final state of a container says about how its process ended.
@@ -347,23 +356,29 @@ fn killed_exit() -> ExitInfo {
     }
 }
 
-/// Bind mounts keep the host's permissions: the runtime (uid 1000) must be able to list and read
-/// the code and runtime folders, or it dies at start with a bare "Permission denied".
+/// `check_readable_by` for the images' default user.
+#[cfg(test)]
 fn check_readable_by_container(dir: &Path) -> Result<(), ExecError> {
+    check_readable_by(dir, (CONTAINER_UID, CONTAINER_GID))
+}
+
+/// Bind mounts keep the host's permissions: the runtime (`uid`:`gid`) must be able to list and
+/// read the code and runtime folders, or it dies at start with a bare "Permission denied".
+fn check_readable_by(dir: &Path, (uid, gid): (u32, u32)) -> Result<(), ExecError> {
     use std::os::unix::fs::MetadataExt;
     let meta =
         std::fs::metadata(dir).map_err(|e| ExecError::Spawn(format!("{}: {e}", dir.display())))?;
     let mode = meta.mode();
-    let readable = if meta.uid() == CONTAINER_UID {
+    let readable = if meta.uid() == uid {
         mode & 0o500 == 0o500
-    } else if meta.gid() == CONTAINER_GID {
+    } else if meta.gid() == gid {
         mode & 0o050 == 0o050
     } else {
         mode & 0o005 == 0o005
     };
     if !meta.is_dir() || !readable {
         return Err(ExecError::Spawn(format!(
-            "{} must be a directory readable by uid {CONTAINER_UID} (mode {:o})",
+            "{} must be a directory readable by uid {uid} (mode {:o})",
             dir.display(),
             mode & 0o7777
         )));
@@ -382,7 +397,7 @@ struct LogFifo {
 }
 
 impl LogFifo {
-    fn create(dir: &Path, name: &str) -> io::Result<LogFifo> {
+    fn create(dir: &Path, name: &str, user: (u32, u32)) -> io::Result<LogFifo> {
         let path = dir.join(format!("{name}.fifo"));
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -394,17 +409,18 @@ impl LogFifo {
         if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        let fifo = Self::open(path.clone());
+        let fifo = Self::open(path.clone(), user);
         if fifo.is_err() {
             let _ = std::fs::remove_file(&path);
         }
         fifo
     }
 
-    fn open(path: PathBuf) -> io::Result<LogFifo> {
+    fn open(path: PathBuf, (uid, gid): (u32, u32)) -> io::Result<LogFifo> {
         // The container's user must be able to open it for writing; without the right to chown
-        // (a non-root server) other users may write it, but nobody else may read it.
-        match std::os::unix::fs::chown(&path, Some(CONTAINER_UID), Some(CONTAINER_GID)) {
+        // (a non-root server) other users may write it, but nobody else may read it (and its
+        // directory is the server's alone).
+        match std::os::unix::fs::chown(&path, Some(uid), Some(gid)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o622))?;
@@ -501,11 +517,12 @@ impl DockerExecutor {
         let image = self.config.images.get(family).ok_or_else(|| {
             ExecError::UnsupportedRuntime(format!("{runtime} (no image for {family})"))
         })?;
+        let user = user_of(&spec);
         for dir in [spec.function.code_dir(), spec.runtimes_dir.as_path()] {
-            check_readable_by_container(dir)?;
+            check_readable_by(dir, user)?;
         }
         let name = container_name(&self.config.server_id, &spec.id.to_string());
-        let fifo = LogFifo::create(&self.config.fifo_dir, &name).map_err(|e| {
+        let fifo = LogFifo::create(&self.config.fifo_dir, &name, user).map_err(|e| {
             ExecError::Spawn(format!(
                 "log fifo in {}: {e}",
                 self.config.fifo_dir.display()
@@ -523,6 +540,7 @@ impl DockerExecutor {
             hold: Some(fifo.hold),
             exit: None,
             removed: false,
+            uid: spec.uid,
         })
     }
 
@@ -660,6 +678,8 @@ pub struct DockerInstance {
     exit: Option<ExitInfo>,
     /// The container no longer exists.
     removed: bool,
+    /// Its own uid, when it has one (Docker runs it as that user whether or not we are root).
+    uid: Option<u32>,
 }
 
 impl DockerInstance {
@@ -808,6 +828,10 @@ impl Instance for DockerInstance {
             .await
             .map_err(|e| e.into_exec("unpause container"))
         })
+    }
+
+    fn uid(&self) -> Option<u32> {
+        self.uid
     }
 }
 
@@ -958,6 +982,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             runtimes_dir,
+            uid: None,
         }
     }
 

@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod process;
+pub mod sandbox;
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -90,6 +91,12 @@ pub trait Instance: Send {
 
     /// Undoes `pause`.
     fn resume(&mut self) -> BoxFuture<'_, Result<(), ExecError>>;
+
+    /// The uid every process of this instance runs as, when the executor guarantees that no
+    /// other instance runs as it (`InstanceSpec::uid` was applied); `None`: unverifiable.
+    fn uid(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Connects to the Docker daemon and checks the runtime images; an error says why Docker

@@ -1,8 +1,13 @@
 //! The `process` executor: each instance is a child process in its own process group on the host.
 //!
-//! The embedded default, for machines without Docker. Isolation is that of a process (same user,
-//! same filesystem): fast, but not a security boundary. The runtime's stdout and stderr share one
+//! The embedded default, for machines without Docker. The runtime's stdout and stderr share one
 //! pipe whose read end goes to the home core.
+//!
+//! Identity: when the server is root and the runtime's interpreter, bootstrap and the data dir's
+//! parents are usable by an unprivileged uid (checked once per runtime family at start, logged),
+//! each instance runs as its own uid with a view of the data dir that holds only its own code and
+//! layers (`sandbox`); otherwise it runs as the server's user, unverified (counted in
+//! `lah_instances_unverified_total`). See docs/isolation.md.
 //!
 //! Where the server can write cgroups (root; see `cgroup`), each instance runs in its own cgroup:
 //! everything it starts dies with it (also processes that left its process group), its memory is
@@ -19,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::cgroup::{Cgroups, InstanceCgroup};
+use super::sandbox::{self, DataView, Need};
 use super::{BoxFuture, ExecError, Executor, Instance, LayerPaths};
 use crate::model::types::{ExitInfo, InstanceSpec};
 
@@ -35,10 +41,21 @@ pub struct ProcessExecutor {
     /// `<data-dir>/functions`, absolute: instances' `LAMBDA_TASK_ROOT` is under it, which is how
     /// `cleanup_orphans` recognises their processes without cgroups.
     functions_dir: PathBuf,
+    /// The data dir, absolute: what an instance with an identity sees only its part of.
+    data_dir: PathBuf,
+    /// Per runtime family (`nodejs`, `python`, `provided`): whether its instances can run under
+    /// their own uid, or why not.
+    identity: Vec<(&'static str, Result<(), String>)>,
 }
 
 impl ProcessExecutor {
-    pub fn new(deps_dir: PathBuf, data_dir: &Path) -> ProcessExecutor {
+    /// `identities`: whether instances are to get their own uids (`--instance-uids` > 0).
+    pub fn new(
+        deps_dir: PathBuf,
+        data_dir: &Path,
+        runtimes_dir: &Path,
+        identities: bool,
+    ) -> ProcessExecutor {
         let node = resolve_interpreter("node", &["-p", "process.execPath"]);
         let python = resolve_interpreter("python3", &["-c", "import sys; print(sys.executable)"]);
         tracing::debug!(node = %node.display(), python = %python.display(), "interpreters");
@@ -53,12 +70,52 @@ impl ProcessExecutor {
             tracing::warn!("no per-instance cgroups: processes an instance starts outside its process group are found by their environment only");
         }
         let functions_dir = data_dir.join("functions");
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        let identity = if identities {
+            identity_by_family(&data_dir, runtimes_dir, &deps_dir, &node, &python)
+        } else {
+            Vec::new()
+        };
+        // One line per outcome (a non-root server gets one warning, not one per family).
+        let mut outcomes: Vec<(Result<(), String>, Vec<&str>)> = Vec::new();
+        for (family, verdict) in &identity {
+            match outcomes.iter_mut().find(|(v, _)| v == verdict) {
+                Some((_, families)) => families.push(family),
+                None => outcomes.push((verdict.clone(), vec![family])),
+            }
+        }
+        for (verdict, families) in outcomes {
+            let families = families.join(", ");
+            match verdict {
+                Ok(()) => tracing::info!(
+                    "{families} instances run under their own uids; their connections are verified"
+                ),
+                Err(why) => tracing::warn!(
+                    "{families} instances run as the server's user, UNVERIFIED (another \
+                     instance could take their invocations): {why}"
+                ),
+            }
+        }
         ProcessExecutor {
             deps_dir,
             node,
             python,
             cgroups: detected.cgroups,
             functions_dir: std::path::absolute(&functions_dir).unwrap_or(functions_dir),
+            data_dir,
+            identity,
+        }
+    }
+
+    /// Whether instances of `runtime` can run under their own uid.
+    pub fn identity_for(&self, runtime: &str) -> Result<(), String> {
+        let family = ["nodejs", "python", "provided"]
+            .into_iter()
+            .find(|f| runtime.starts_with(f))
+            .ok_or_else(|| format!("unknown runtime {runtime}"))?;
+        match self.identity.iter().find(|(f, _)| *f == family) {
+            Some((_, verdict)) => verdict.clone(),
+            None => Err("instance identities are off".into()),
         }
     }
 
@@ -86,6 +143,66 @@ fn resolve_interpreter(name: &str, args: &[&str]) -> PathBuf {
         }
         _ => PathBuf::from(name),
     }
+}
+
+/// For each runtime family, whether an unprivileged uid can run it: the server must be root (to
+/// switch uids and mount), the data dir's parents searchable (an instance reaches its code at
+/// its usual path), and the interpreter, its bootstrap and the WebSocket packages (when outside
+/// the data dir) usable. `provided` bootstraps choose their own interpreter: only the data dir
+/// is checked for them.
+fn identity_by_family(
+    data_dir: &Path,
+    runtimes_dir: &Path,
+    deps_dir: &Path,
+    node: &Path,
+    python: &Path,
+) -> Vec<(&'static str, Result<(), String>)> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let common = || -> Result<(), String> {
+        if !root {
+            return Err(
+                "the server is not root, so it cannot switch instances to their uids \
+                        (use --executor docker, or run the server as root)"
+                    .into(),
+            );
+        }
+        sandbox::check_reachable(data_dir, Need::Reach)?;
+        if deps_dir.exists() && !deps_dir.starts_with(data_dir) {
+            sandbox::check_reachable(deps_dir, Need::Read)?;
+        }
+        Ok(())
+    };
+    let interpreted = |program: &Path, bootstrap: PathBuf| -> Result<(), String> {
+        common()?;
+        // A bare name (no path) is looked up on PATH at spawn: resolve it the same way.
+        let program = if program.is_absolute() {
+            program.to_path_buf()
+        } else {
+            find_on_path(program).ok_or_else(|| format!("{} not found", program.display()))?
+        };
+        sandbox::check_reachable(&program, Need::Exec)?;
+        sandbox::check_reachable(&bootstrap, Need::Read)
+    };
+    vec![
+        (
+            "nodejs",
+            interpreted(node, runtimes_dir.join("node/bootstrap.js")),
+        ),
+        (
+            "python",
+            interpreted(python, runtimes_dir.join("python/bootstrap.py")),
+        ),
+        ("provided", common()),
+    ]
+}
+
+/// The first `name` on the server's PATH.
+fn find_on_path(name: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Which program runs a runtime family, and with which arguments.
@@ -172,6 +289,22 @@ impl Executor for ProcessExecutor {
                 .process_group(0)
                 .kill_on_drop(true);
             let opt_source = opt_mount_source(&spec);
+            // Its own uid when the runtime allows it; otherwise it runs as the server's user.
+            let identity = match (spec.uid, self.identity_for(&spec.function.config.runtime)) {
+                (Some(uid), Ok(())) => {
+                    let mut visible = vec![code_dir];
+                    visible.extend(spec.function.opt_dir());
+                    visible.push(&self.deps_dir);
+                    let view = DataView::prepare(&self.data_dir, &visible).map_err(|e| {
+                        ExecError::Spawn(format!("cannot prepare its view of the data dir: {e}"))
+                    })?;
+                    Some((uid, view))
+                }
+                _ => None,
+            };
+            let uid = identity.as_ref().map(|(uid, _)| *uid);
+            // SAFETY: getpid has no preconditions.
+            let parent = unsafe { libc::getpid() };
             let mut cgroup = match &self.cgroups {
                 Some(cgroups) => Some(
                     cgroups
@@ -185,9 +318,9 @@ impl Executor for ProcessExecutor {
                 .map(InstanceCgroup::take_join_fds)
                 .unwrap_or_default();
             let join_raw: Vec<i32> = join.iter().map(|fd| fd.as_raw_fd()).collect();
-            // SAFETY: prctl, write, unshare and mount are async-signal-safe syscalls; the closure
-            // only reads `opt_source` and `join_raw`, prepared before the fork, and touches no
-            // allocator or lock.
+            // SAFETY: prctl, write, unshare, mount, mkdir and the credential calls are
+            // async-signal-safe syscalls; the closure only reads `opt_source`, `join_raw` and
+            // `identity`, prepared before the fork, and touches no allocator or lock.
             unsafe {
                 cmd.pre_exec(move || {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -198,8 +331,20 @@ impl Executor for ProcessExecutor {
                             return Err(std::io::Error::last_os_error());
                         }
                     }
-                    if let Some(source) = &opt_source {
+                    let private = if opt_source.is_some() || identity.is_some() {
+                        private_mount_namespace()
+                    } else {
+                        false
+                    };
+                    if let (true, Some(source)) = (private, &opt_source) {
                         mount_opt(source);
+                    }
+                    if let Some((uid, view)) = &identity {
+                        // An instance that was given a uid never runs without it.
+                        if !private {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        sandbox::enter(view, *uid, parent)?;
                     }
                     Ok(())
                 });
@@ -227,6 +372,7 @@ impl Executor for ProcessExecutor {
                 log: Some(read),
                 cgroup,
                 token,
+                uid,
             }) as Box<dyn Instance>)
         })
     }
@@ -299,7 +445,24 @@ fn opt_mount_source(spec: &InstanceSpec) -> Option<std::ffi::CString> {
     std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()
 }
 
-/// In the child, before exec: a private mount namespace with `source` bind-mounted read-only at
+/// In the child, before exec: its own mount namespace, from which nothing propagates back to
+/// the host's. Whether that worked.
+///
+/// # Safety
+/// Only between fork and exec (it changes the calling process's mount namespace).
+unsafe fn private_mount_namespace() -> bool {
+    let none = std::ptr::null();
+    // SAFETY: plain syscalls on NUL-terminated strings that outlive the calls.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return false;
+        }
+        let private = libc::MS_REC | libc::MS_PRIVATE;
+        libc::mount(c"none".as_ptr(), c"/".as_ptr(), none, private, none.cast()) == 0
+    }
+}
+
+/// In the child, before exec, in its private mount namespace: `source` bind-mounted read-only at
 /// `/opt`. Best effort: on any failure the instance runs without `/opt` (its path variables still
 /// name the layers' real directory).
 ///
@@ -309,14 +472,6 @@ unsafe fn mount_opt(source: &std::ffi::CStr) {
     let none = std::ptr::null();
     // SAFETY: plain syscalls on NUL-terminated strings that outlive the calls.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return;
-        }
-        // Nothing this process mounts may propagate back to the host's namespace.
-        let private = libc::MS_REC | libc::MS_PRIVATE;
-        if libc::mount(c"none".as_ptr(), c"/".as_ptr(), none, private, none.cast()) != 0 {
-            return;
-        }
         let bind = libc::MS_BIND | libc::MS_REC;
         if libc::mount(source.as_ptr(), c"/opt".as_ptr(), none, bind, none.cast()) != 0 {
             return;
@@ -399,6 +554,8 @@ struct ProcessInstance {
     cgroup: Option<InstanceCgroup>,
     /// Its `LAMBDA_INSTANCE_ID`: without a cgroup, what finds processes that left its group.
     token: Option<String>,
+    /// The uid it runs as, when it has its own.
+    uid: Option<u32>,
 }
 
 impl ProcessInstance {
@@ -467,6 +624,10 @@ impl Instance for ProcessInstance {
 
     fn resume(&mut self) -> BoxFuture<'_, Result<(), ExecError>> {
         Box::pin(async move { self.signal_group(libc::SIGCONT) })
+    }
+
+    fn uid(&self) -> Option<u32> {
+        self.uid
     }
 }
 
