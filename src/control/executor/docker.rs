@@ -2,7 +2,8 @@
 //!
 //! Owns the container's whole life: create (image by runtime family, host networking, read-only
 //! root, no capabilities, memory and CPU shares from MemorySize), start, pause/unpause, wait,
-//! kill and remove, plus the removal of containers an earlier run left behind (by label). The
+//! kill and remove, plus the removal of containers an earlier run on the same data dir left behind
+//! (label `lambda-at-home.data-dir`; other servers on the daemon are left alone). The
 //! runtime's stdout+stderr go into a host FIFO bind-mounted into the container; its read end is
 //! the instance's log (`take_log`). Every Docker call is bounded by `op_timeout_ms`, except the
 //! wait for an instance's end. Containers are named `lah-<server_id>-<instance id>` and labelled
@@ -41,6 +42,9 @@ pub const IMAGE_NODEJS: &str = "lambda-at-home/nodejs:bookworm";
 pub const IMAGE_PROVIDED: &str = "lambda-at-home/provided:bookworm";
 
 pub const LABEL_SERVER: &str = "lambda-at-home.server";
+/// Which data dir's server made the container (`DockerConfig::owner`): what start-up cleanup
+/// removes, so that two servers with different data dirs on one host leave each other alone.
+pub const LABEL_OWNER: &str = "lambda-at-home.data-dir";
 pub const LABEL_FUNCTION: &str = "lambda-at-home.function";
 pub const LABEL_VERSION: &str = "lambda-at-home.version";
 pub const LABEL_INSTANCE: &str = "lambda-at-home.instance";
@@ -94,6 +98,9 @@ pub struct DockerConfig {
     pub op_timeout_ms: u64,
     /// Value of the `lambda-at-home.server` label and part of container names.
     pub server_id: String,
+    /// Value of the `lambda-at-home.data-dir` label: stable per data dir (a hash of its path), so
+    /// the next start on the same data dir finds what a crashed run left, and only that.
+    pub owner: String,
     /// Where per-instance log FIFOs are created (created if missing).
     pub fifo_dir: PathBuf,
 }
@@ -259,12 +266,13 @@ fn container_body(
     image: &str,
     family: &str,
     fifo: &Path,
-    server_id: &str,
+    server: &DockerConfig,
 ) -> ContainerCreateBody {
     let config = &spec.function.config;
     let memory_bytes = i64::from(config.memory_mb) * MIB_BYTES;
     let labels = HashMap::from([
-        (LABEL_SERVER.to_string(), server_id.to_string()),
+        (LABEL_SERVER.to_string(), server.server_id.clone()),
+        (LABEL_OWNER.to_string(), server.owner.clone()),
         (LABEL_FUNCTION.to_string(), config.name.clone()),
         (LABEL_VERSION.to_string(), spec.function.version.clone()),
         (LABEL_INSTANCE.to_string(), spec.id.to_string()),
@@ -528,7 +536,7 @@ impl DockerExecutor {
                 self.config.fifo_dir.display()
             ))
         })?;
-        let body = container_body(&spec, image, family, &fifo.path, &self.config.server_id);
+        let body = container_body(&spec, image, family, &fifo.path, &self.config);
         let started = self.create_and_start(&name, image, body).await;
         fifo.unlink();
         started?;
@@ -599,7 +607,7 @@ impl DockerExecutor {
             all: true,
             filters: Some(HashMap::from([(
                 "label".to_string(),
-                vec![LABEL_SERVER.to_string()],
+                vec![format!("{LABEL_OWNER}={}", self.config.owner)],
             )])),
             ..Default::default()
         };
@@ -901,6 +909,8 @@ mod tests {
             images: DockerConfig::default_images(),
             op_timeout_ms: OP_TIMEOUT_MS_DEFAULT,
             server_id: format!("{server_id}-{}", std::process::id()),
+            // One data dir per test (and test process): the cleanup test's two runs share it.
+            owner: format!("t-{test}-{}", std::process::id()),
             fifo_dir: dir.path().join("fifo"),
         };
         let executor = match DockerExecutor::connect(config).await {
@@ -1232,7 +1242,7 @@ exit 3
     }
 
     #[tokio::test]
-    async fn cleanup_orphans_removes_any_servers_containers() {
+    async fn cleanup_orphans_removes_earlier_runs_containers_and_leaves_other_servers_alone() {
         let _serial = SERIAL.lock().await;
         let test = "cleanup_orphans";
         let Some(earlier) = fixture(test, "t-earlier-run", &["provided"]).await else {
@@ -1241,14 +1251,26 @@ exit 3
         let Some(now) = fixture(test, "t-this-run", &["provided"]).await else {
             return;
         };
-        let spec = spec(&earlier, "provided.al2023", 128, SLEEP_BOOTSTRAP);
-        let name = name_of(&earlier, &spec);
-        let mut orphan = earlier.executor.start(spec).await.expect("start");
+        // Another server, on another data dir, running on the same daemon at the same time.
+        let Some(other) = fixture("cleanup_orphans_other", "t-other", &["provided"]).await else {
+            return;
+        };
+        let orphan_spec = spec(&earlier, "provided.al2023", 128, SLEEP_BOOTSTRAP);
+        let name = name_of(&earlier, &orphan_spec);
+        let mut orphan = earlier.executor.start(orphan_spec).await.expect("start");
+        let other_spec = spec(&other, "provided.al2023", 128, SLEEP_BOOTSTRAP);
+        let other_name = name_of(&other, &other_spec);
+        let mut neighbour = other.executor.start(other_spec).await.expect("start");
         let removed = now.executor.cleanup_orphans().await.expect("cleanup");
-        assert!(removed >= 1, "removed {removed}");
+        assert_eq!(removed, 1, "only the earlier run's container");
         assert!(inspect(&now, &name).await.is_none(), "orphan survived");
+        assert!(
+            inspect(&other, &other_name).await.is_some(),
+            "another server's container was removed"
+        );
         assert_eq!(now.executor.cleanup_orphans().await.expect("cleanup"), 0);
         orphan.kill().await;
+        neighbour.kill().await;
     }
 
     #[tokio::test]
@@ -1296,6 +1318,7 @@ exit 3
             images: DockerConfig::default_images(),
             op_timeout_ms: 300,
             server_id: "t-silent".into(),
+            owner: "t-silent".into(),
             fifo_dir: dir.path().join("fifo"),
         };
         let client = Docker::connect_with_unix(

@@ -116,6 +116,7 @@ pub async fn connect_docker(
         images,
         op_timeout_ms: docker::OP_TIMEOUT_MS_DEFAULT,
         server_id,
+        owner: cgroup::data_dir_key(&config.data_dir),
         fifo_dir: std::path::absolute(config.data_dir.join("fifos"))
             .unwrap_or_else(|_| config.data_dir.join("fifos")),
     })
