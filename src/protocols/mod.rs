@@ -5,6 +5,7 @@
 //! over byte buffers: no I/O, no threads; each one is unit-tested on raw bytes split at every
 //! offset and fuzzed.
 
+pub mod eventstream;
 pub mod http;
 pub mod percent;
 pub mod runtime_messages;

@@ -202,6 +202,7 @@ impl Rig {
         let inv = Invocation {
             id: RequestId::random(),
             permit: Permit::acquire(&self.shared, &function).expect("under the limits"),
+            stream: None,
             function,
             payload: Bytes::from_static(b"{}"),
             context: InvokeContext::default(),
