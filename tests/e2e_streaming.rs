@@ -207,7 +207,10 @@ fn invoke_stream(
         sent_at,
         messages: Vec::new(),
     };
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         // An ordinary answer (an error before the stream): its Content-Length body.
         let length: usize = out
             .header("content-length")
@@ -307,7 +310,12 @@ fn streams_as_produced(node: bool, ws: bool) {
             .filter(|m| m.event_type() == "PayloadChunk")
             .collect();
         assert!(chunks.len() >= 2, "{}", got.describe());
-        assert_eq!(&chunks[0].message.payload[..], b"first;", "{}", got.describe());
+        assert_eq!(
+            &chunks[0].message.payload[..],
+            b"first;",
+            "{}",
+            got.describe()
+        );
         assert_eq!(
             chunks[0].message.header(":content-type"),
             Some("application/octet-stream")
@@ -323,7 +331,10 @@ fn streams_as_produced(node: bool, ws: bool) {
         assert!(complete.get("ErrorCode").is_none(), "{complete}");
         let log = common::b64_decode(complete["LogResult"].as_str().expect("LogResult"));
         let log = String::from_utf8_lossy(&log);
-        assert!(log.contains("START RequestId:") && log.contains("REPORT RequestId:"), "{log}");
+        assert!(
+            log.contains("START RequestId:") && log.contains("REPORT RequestId:"),
+            "{log}"
+        );
     }
     common::assert_transport(&server, ws);
 }
@@ -372,14 +383,42 @@ fn fails_mid_stream(node: bool, ws: bool, mode: &str, timeout_s: u32, code: &str
 
 #[test]
 fn timeout_mid_stream_ends_with_sandbox_timedout() {
-    fails_mid_stream(false, false, "hang", 2, "Sandbox.Timedout", "Task timed out after 2.00 seconds");
-    fails_mid_stream(true, true, "hang", 2, "Sandbox.Timedout", "Task timed out after 2.00 seconds");
+    fails_mid_stream(
+        false,
+        false,
+        "hang",
+        2,
+        "Sandbox.Timedout",
+        "Task timed out after 2.00 seconds",
+    );
+    fails_mid_stream(
+        true,
+        true,
+        "hang",
+        2,
+        "Sandbox.Timedout",
+        "Task timed out after 2.00 seconds",
+    );
 }
 
 #[test]
 fn crash_mid_stream_ends_with_runtime_exit_error() {
-    fails_mid_stream(false, true, "exit", 10, "Runtime.ExitError", "exit status 3");
-    fails_mid_stream(true, false, "exit", 10, "Runtime.ExitError", "exit status 3");
+    fails_mid_stream(
+        false,
+        true,
+        "exit",
+        10,
+        "Runtime.ExitError",
+        "exit status 3",
+    );
+    fails_mid_stream(
+        true,
+        false,
+        "exit",
+        10,
+        "Runtime.ExitError",
+        "exit status 3",
+    );
 }
 
 #[test]
@@ -419,7 +458,12 @@ fn disconnect_frees_the_instance(node: bool, ws: bool) {
         assert!(Instant::now() < deadline, "the instance was never freed");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(&answer.body[..], b"first;second:36", "{}", describe(&answer));
+    assert_eq!(
+        &answer.body[..],
+        b"first;second:36",
+        "{}",
+        describe(&answer)
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
@@ -446,7 +490,10 @@ fn plain_invoke_of_a_streaming_handler_is_buffered() {
             let resp = server.invoke(&name, br#"{"pause_ms": 10, "mode": "throw"}"#, &[]);
             let error = common::expect_function_error(&resp);
             assert!(
-                error["errorMessage"].as_str().unwrap_or_default().contains("broke mid-stream"),
+                error["errorMessage"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("broke mid-stream"),
                 "{error}"
             );
         }
@@ -517,6 +564,9 @@ fn node_http_integration_prelude_passes_through() {
         .position(|w| w == [0u8; 8])
         .expect("the 8-NUL delimiter");
     let prelude: Value = serde_json::from_slice(&payload[..nul]).expect("JSON prelude");
-    assert_eq!(prelude, json!({"statusCode": 201, "headers": {"x-custom": "yes"}}));
+    assert_eq!(
+        prelude,
+        json!({"statusCode": 201, "headers": {"x-custom": "yes"}})
+    );
     assert_eq!(&payload[nul + 8..], b"body");
 }

@@ -140,7 +140,11 @@ async fn streamed_response(
         }
         _ => {
             drain(conn).await?;
-            return Some(error(404, "NotFound", "No such Runtime API route for a stream"));
+            return Some(error(
+                404,
+                "NotFound",
+                "No such Runtime API route for a stream",
+            ));
         }
     };
     let content_type = head.header_str("content-type").map(str::to_string);

@@ -51,11 +51,11 @@ use tokio::sync::oneshot;
 use super::logs::LogSource;
 use crate::config::LOG_TAIL_BYTES;
 use crate::model::error::{ApiError, ErrorKind};
+use crate::model::stream::StreamSender;
 use crate::model::types::{
     function_error_body, ExitInfo, Function, FunctionCounters, InstanceId, InvokeContext,
     InvokeOutcome, InvokeResult, RequestId,
 };
-use crate::model::stream::StreamSender;
 use crate::model::ControlMsg;
 use crate::model::{CoreMsg, Invocation, Permit, Switchboard};
 
@@ -1181,7 +1181,10 @@ impl Scheduler {
         for id in abandoned {
             // The handler cannot be told to stop, and may stream (or sleep) until its deadline:
             // the instance is recycled so its concurrency is free at once (docs/streaming.md).
-            self.finish(id, service_outcome("the caller disconnected from the stream"));
+            self.finish(
+                id,
+                service_outcome("the caller disconnected from the stream"),
+            );
             self.kill(id);
         }
         for id in slow_return {

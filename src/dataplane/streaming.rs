@@ -33,8 +33,8 @@ use super::scheduler::{runtime_error_outcome, RuntimeRefusal};
 use super::user_api::{error_response, parse_invoke, InvocationType};
 use crate::config::INVOKE_PAYLOAD_BYTES_MAX;
 use crate::model::error::ApiError;
-use crate::model::stream::{self, StreamItem, StreamReceiver, StreamSender};
 use crate::model::stream::STREAM_RESPONSE_BYTES_MAX;
+use crate::model::stream::{self, StreamItem, StreamReceiver, StreamSender};
 use crate::model::types::{
     function_error_body, Function, InstanceId, InvokeContext, InvokeOutcome, InvokeResult,
     RequestId,

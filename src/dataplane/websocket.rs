@@ -251,7 +251,18 @@ async fn read_loop(core: &Rc<Core>, reader: &mut Reader, id: InstanceId, out: &O
                 request_id,
                 data,
                 content_type,
-            }) => on_chunk(core, id, &mut streaming, request_id, data, content_type, out).await,
+            }) => {
+                on_chunk(
+                    core,
+                    id,
+                    &mut streaming,
+                    request_id,
+                    data,
+                    content_type,
+                    out,
+                )
+                .await
+            }
             Ok(ClientMessage::ResponseEnd {
                 request_id,
                 content_type,
@@ -344,7 +355,10 @@ async fn on_chunk(
     content_type: Option<String>,
     out: &Outbox,
 ) {
-    if streaming.as_ref().is_none_or(|s| s.request_id != request_id) {
+    if streaming
+        .as_ref()
+        .is_none_or(|s| s.request_id != request_id)
+    {
         *streaming = begin_stream(core, id, &request_id, content_type, out).await;
     }
     let Some(stream) = streaming.as_mut() else {

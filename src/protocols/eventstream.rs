@@ -254,10 +254,7 @@ mod tests {
         while let Some(m) = decode(&mut wire).unwrap() {
             sizes.push(m.payload.len());
         }
-        assert_eq!(
-            sizes,
-            [CHUNK_PAYLOAD_BYTES_MAX, CHUNK_PAYLOAD_BYTES_MAX, 5]
-        );
+        assert_eq!(sizes, [CHUNK_PAYLOAD_BYTES_MAX, CHUNK_PAYLOAD_BYTES_MAX, 5]);
         payload_chunks(&mut wire, b"");
         assert!(wire.is_empty());
     }

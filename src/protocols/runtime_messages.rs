@@ -1066,7 +1066,10 @@ mod tests {
             })
         );
         let bad = parse(r#"{"type":"response_chunk","request_id":"r","data":"!!"}"#);
-        assert!(matches!(bad, Err(MessageError::InvalidField { field: "data", .. })));
+        assert!(matches!(
+            bad,
+            Err(MessageError::InvalidField { field: "data", .. })
+        ));
         let missing = parse(r#"{"type":"response_chunk","request_id":"r"}"#);
         assert_eq!(missing, Err(MessageError::MissingField("data")));
     }

@@ -1003,7 +1003,10 @@ mod tests {
                     } else if trailers.is_none() {
                         match decoder.next_piece(&mut buf).unwrap() {
                             Some(BodyPiece::Data(d)) => data.extend_from_slice(&d),
-                            Some(BodyPiece::End { data: d, trailers: t }) => {
+                            Some(BodyPiece::End {
+                                data: d,
+                                trailers: t,
+                            }) => {
                                 data.extend_from_slice(&d);
                                 trailers = Some(t);
                             }
