@@ -36,7 +36,8 @@
 //!   for slow returners that come back after their grace (docs/scheduler.md, "Instances track
 //!   concurrency");
 //! - an instance never takes an invocation of a newer generation of its function;
-//! - every in-flight invocation ends: response, error, deadline (`tick`), or instance exit.
+//! - every in-flight invocation ends: response, error, deadline (`tick`), instance exit, or (a
+//!   streamed one) its caller dropping the stream (`tick`, which then kills the instance).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
