@@ -136,8 +136,14 @@ impl Streamed {
     }
 }
 
+/// The streaming endpoint of `name`, which may end with `?query`.
 fn stream_path(name: &str) -> String {
-    format!("/2021-11-15/functions/{name}/response-streaming-invocations")
+    match name.split_once('?') {
+        Some((name, query)) => {
+            format!("/2021-11-15/functions/{name}/response-streaming-invocations?{query}")
+        }
+        None => format!("/2021-11-15/functions/{name}/response-streaming-invocations"),
+    }
 }
 
 fn connect(server: &TestServer) -> TcpStream {
@@ -512,6 +518,25 @@ fn non_streaming_handler_and_errors_on_the_streaming_endpoint() {
     let payload: Value = serde_json::from_slice(&got.payload()).expect("JSON");
     assert_eq!(payload, json!({"plain": {"a": 1}}));
     assert!(got.complete().get("ErrorCode").is_none());
+
+    // Qualifier: a published version runs, and says so.
+    let resp = server.call_json(
+        "POST",
+        &format!("/2015-03-31/functions/{name}/versions"),
+        &json!({}),
+    );
+    assert_eq!(expect_json(&resp, 201)["Version"], "1");
+    let qualified = invoke_stream(
+        &server,
+        &format!("{name}?Qualifier=1"),
+        &json!({}),
+        &[],
+        None,
+    );
+    assert_eq!(qualified.status, 200, "{}", qualified.describe());
+    assert_eq!(qualified.header("x-amz-executed-version"), Some("1"));
+    let by_arn_suffix = invoke_stream(&server, &format!("{name}:1"), &json!({}), &[], None);
+    assert_eq!(by_arn_suffix.header("x-amz-executed-version"), Some("1"));
 
     let missing = invoke_stream(&server, "no-such-function", &json!({}), &[], None);
     assert_eq!(missing.status, 404, "{}", missing.describe());
