@@ -9,7 +9,9 @@ PayloadChunk must arrive while the handler still sleeps (well before InvokeCompl
 payload and InvokeComplete (LogResult with Tail) must be what the SDK models. Also checks a
 handler error mid-stream (InvokeComplete.ErrorCode/ErrorDetails), a timeout mid-stream
 (Sandbox.Timedout), DryRun, and ResourceNotFoundException. The server decides the runtime
-transport (HTTP or WebSocket); the Rust side runs this script once per transport. Prints one
+transport (HTTP or WebSocket); the Rust side runs this script once per transport, once with
+authentication on: then LAH_TEST_KEY_ID / LAH_TEST_SECRET are the keys to sign with, and a
+wrongly signed stream request must be refused. Prints one
 line per check and `N passed, M failed`; exits non-zero on any failure. Talks only to the given
 endpoint.
 """
@@ -110,18 +112,25 @@ def main():
     if len(sys.argv) != 2:
         print(__doc__)
         return 2
-    client = boto3.client(
-        "lambda",
-        endpoint_url=sys.argv[1],
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(
-            retries={"max_attempts": 1, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=30,
-        ),
-    )
+    key_id = os.environ.get("LAH_TEST_KEY_ID", "test")
+    secret = os.environ.get("LAH_TEST_SECRET", "test")
+    signed = "LAH_TEST_KEY_ID" in os.environ
+
+    def make_client(secret_key):
+        return boto3.client(
+            "lambda",
+            endpoint_url=sys.argv[1],
+            region_name="us-east-1",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret_key,
+            config=Config(
+                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=30,
+            ),
+        )
+
+    client = make_client(secret)
     suffix = "%d-%d" % (os.getpid(), int(time.time() * 1000) % 100000)
     functions = {
         "node": ("boto-stream-node-" + suffix, "nodejs20.x", "index.handler", "index.js", NODE_STREAM),
@@ -216,9 +225,21 @@ def main():
             return
         raise AssertionError("expected ResourceNotFoundException")
 
+    def wrong_signature():
+        forged = make_client(secret + "x")
+        try:
+            forged.invoke_with_response_stream(FunctionName=functions["python"][0], Payload=b"{}")
+        except forged.exceptions.ClientError as e:
+            status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+            expect(status == 403, e.response)
+            return
+        raise AssertionError("a wrongly signed stream request was served")
+
     for lang in ("node", "python"):
         c.run("create %s" % lang, create(lang))
         c.run("%s streams chunks as they are produced" % lang, streams_as_produced(lang))
+    if signed:
+        c.run("wrong signature refused", wrong_signature)
     c.run("node error mid-stream", error_mid_stream("node", "TypeError", "node broke mid-stream"))
     c.run("python error mid-stream", error_mid_stream("python", "KeyError", "python broke mid-stream"))
     c.run("node timeout mid-stream", timeout_mid_stream("node"))
