@@ -69,7 +69,7 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
             Err(ConnError::TimedOut) => return core.note_timeout(),
             Err(_) => return,
         };
-        if super::streaming::is_stream_invoke(req.path()) {
+        if req.method == Method::Post && super::streaming::is_stream_invoke(req.path()) {
             // InvokeWithResponseStream writes its answer as it comes (`streaming`).
             if super::streaming::serve_invoke(&core, &mut conn, req).await {
                 continue;
