@@ -176,7 +176,7 @@ pub fn is_stream_invoke(path: &str) -> bool {
 /// Returns whether the connection may carry another request.
 pub async fn serve_invoke(core: &Rc<Core>, conn: &mut HttpConn, req: Request) -> bool {
     let keep_alive = req.keep_alive;
-    let answer = match start_invoke(core, &req) {
+    let mut inv = match start_invoke(core, &req) {
         Ok(Some(inv)) => inv,
         Ok(None) => {
             let resp = super::conn::Response::empty(204)
@@ -188,7 +188,6 @@ pub async fn serve_invoke(core: &Rc<Core>, conn: &mut HttpConn, req: Request) ->
             return conn.write_response(resp, keep_alive).await.is_ok() && keep_alive;
         }
     };
-    let mut inv = answer;
     let first = match next_watching(conn, &mut inv).await {
         Some(event) => event,
         None => return false,
@@ -217,17 +216,10 @@ pub async fn serve_invoke(core: &Rc<Core>, conn: &mut HttpConn, req: Request) ->
     {
         return false;
     }
-    let mut event = Some(first);
+    let mut event = first;
     loop {
-        let Some(current) = event.take() else {
-            match next_watching(conn, &mut inv).await {
-                Some(next) => event = Some(next),
-                None => return false,
-            }
-            continue;
-        };
         let mut out = BytesMut::new();
-        let end = match current {
+        let end = match event {
             StreamEvent::Start { .. } => false,
             StreamEvent::Chunk(data) => {
                 eventstream::payload_chunks(&mut out, &data);
@@ -253,6 +245,10 @@ pub async fn serve_invoke(core: &Rc<Core>, conn: &mut HttpConn, req: Request) ->
         if end {
             return keep_alive;
         }
+        event = match next_watching(conn, &mut inv).await {
+            Some(next) => next,
+            None => return false,
+        };
     }
 }
 
