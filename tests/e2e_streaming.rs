@@ -595,3 +595,43 @@ fn node_http_integration_prelude_passes_through() {
     );
     assert_eq!(&payload[nul + 8..], b"body");
 }
+
+const PY_LARGE: &str = r#"
+def handler(event, context):
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(event["mib"]):
+        yield chunk
+"#;
+
+/// A stream past 20 MiB ends with `Function.ResponseSizeTooLarge` (what came before it is
+/// delivered); a plain Invoke is held to 6 MB. The instance keeps serving afterwards.
+#[test]
+fn oversized_streams_end_with_response_size_too_large() {
+    for ws in [false, true] {
+        let server = TestServer::with_config(|c| c.use_websocket = ws);
+        let name = unique_name("stream-large");
+        server.create_python(&name, PY_LARGE, json!({ "Timeout": 30 }));
+        let got = invoke_stream(&server, &name, &json!({ "mib": 21 }), &[], None);
+        assert_eq!(got.status, 200, "{}", got.head);
+        let complete = got.complete();
+        assert_eq!(
+            complete["ErrorCode"], "Function.ResponseSizeTooLarge",
+            "{complete}"
+        );
+        let delivered = got.payload().len();
+        assert!(
+            delivered <= 20 * 1024 * 1024 && delivered >= 19 * 1024 * 1024,
+            "{delivered} bytes delivered"
+        );
+        let resp = server.invoke(&name, br#"{"mib": 7}"#, &[]);
+        let error = common::expect_function_error(&resp);
+        assert_eq!(
+            error["errorType"], "Function.ResponseSizeTooLarge",
+            "{error}"
+        );
+        // Within the limits, the same function answers whole.
+        let small = invoke_stream(&server, &name, &json!({ "mib": 2 }), &[], None);
+        assert_eq!(small.payload().len(), 2 * 1024 * 1024);
+        assert!(small.complete().get("ErrorCode").is_none());
+    }
+}

@@ -169,15 +169,14 @@ async fn streamed_response(
             break trailers;
         }
     };
-    let already_ended = stream.ended();
     match stream.finish(trailer_error(&trailers)) {
         Some(outcome) => Some(deliver_outcome(core, id, &request_id, outcome)),
-        None if already_ended => Some(error(
+        // Already ended for passing the size limit.
+        None => Some(error(
             413,
             "RequestEntityTooLarge",
             "Response payload too large",
         )),
-        None => Some(accepted()),
     }
 }
 
