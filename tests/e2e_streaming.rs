@@ -635,3 +635,43 @@ fn oversized_streams_end_with_response_size_too_large() {
         assert!(small.complete().get("ErrorCode").is_none());
     }
 }
+
+/// An HTTP/1.0 caller (no chunked coding) gets the event stream delimited by the close.
+#[test]
+fn http_1_0_caller_gets_the_stream_until_close() {
+    let server = TestServer::new();
+    let name = create_streaming(&server, false, json!({}));
+    let mut stream = connect(&server);
+    let payload = br#"{"pause_ms": 0}"#;
+    let request = format!(
+        "POST {} HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
+        stream_path(&name),
+        payload.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(payload).unwrap();
+    let mut wire = Vec::new();
+    stream
+        .read_to_end(&mut wire)
+        .expect("read until the server closes");
+    let mut rest = wire.clone();
+    let head = read_head(&mut stream, &mut rest);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(head.contains("Connection: close"), "{head}");
+    let mut events = BytesMut::from(&rest[..]);
+    let mut payload = Vec::new();
+    let mut last = None;
+    while let Some(m) = eventstream::decode(&mut events).expect("valid event stream") {
+        if m.header(":event-type") == Some("PayloadChunk") {
+            payload.extend_from_slice(&m.payload);
+        }
+        last = m.header(":event-type").map(str::to_string);
+    }
+    assert!(events.is_empty());
+    assert_eq!(payload, b"first;second:36");
+    assert_eq!(last.as_deref(), Some("InvokeComplete"));
+}

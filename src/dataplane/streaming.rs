@@ -175,7 +175,9 @@ pub fn is_stream_invoke(path: &str) -> bool {
 /// response, or a 200 whose chunked body is event-stream messages written as they come.
 /// Returns whether the connection may carry another request.
 pub async fn serve_invoke(core: &Rc<Core>, conn: &mut HttpConn, req: Request) -> bool {
-    let keep_alive = req.keep_alive;
+    // HTTP/1.0 has no chunked coding: its stream is delimited by closing the connection.
+    let chunked = req.version_minor >= 1;
+    let keep_alive = req.keep_alive && chunked;
     let mut inv = match start_invoke(core, &req) {
         Ok(Some(inv)) => inv,
         Ok(None) => {
@@ -208,6 +210,7 @@ pub async fn serve_invoke(core: &Rc<Core>, conn: &mut HttpConn, req: Request) ->
         &mut head,
         content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE),
         &inv,
+        chunked,
         keep_alive,
     );
     if write_vectored(&conn.stream, vec![Bytes::from(head)])
@@ -230,13 +233,15 @@ pub async fn serve_invoke(core: &Rc<Core>, conn: &mut HttpConn, req: Request) ->
                 true
             }
         };
-        let mut parts = Vec::with_capacity(3);
-        if !out.is_empty() {
+        let mut parts = Vec::with_capacity(4);
+        if !out.is_empty() && chunked {
             parts.push(Bytes::from(format!("{:x}\r\n", out.len())));
             parts.push(out.freeze());
             parts.push(Bytes::from_static(b"\r\n"));
+        } else if !out.is_empty() {
+            parts.push(out.freeze());
         }
-        if end {
+        if end && chunked {
             parts.push(Bytes::from_static(b"0\r\n\r\n"));
         }
         if !parts.is_empty() && write_vectored(&conn.stream, parts).await.is_err() {
@@ -310,14 +315,22 @@ fn start_invoke(
     .map_err(|e| (e, id))
 }
 
-/// The 200 head of a streamed answer: chunked, with the function's content type.
-fn stream_head(out: &mut Vec<u8>, content_type: &str, inv: &StreamingInvocation, keep: bool) {
+/// The 200 head of a streamed answer with the function's content type: chunked, or (HTTP/1.0)
+/// delimited by the connection's close.
+fn stream_head(
+    out: &mut Vec<u8>,
+    content_type: &str,
+    inv: &StreamingInvocation,
+    chunked: bool,
+    keep: bool,
+) {
     use std::io::Write;
     let _ = write!(
         out,
-        "HTTP/1.1 200 {}\r\nDate: {}\r\nTransfer-Encoding: chunked\r\nContent-Type: {}\r\nX-Amz-Executed-Version: {}\r\nx-amzn-RequestId: {}\r\n{}\r\n",
+        "HTTP/1.1 200 {}\r\nDate: {}\r\n{}Content-Type: {}\r\nX-Amz-Executed-Version: {}\r\nx-amzn-RequestId: {}\r\n{}\r\n",
         reason_phrase(200),
         http_date().as_str(),
+        if chunked { "Transfer-Encoding: chunked\r\n" } else { "" },
         content_type.replace(['\r', '\n'], ""),
         inv.version,
         inv.id,
