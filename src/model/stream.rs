@@ -11,9 +11,10 @@
 
 use bytes::Bytes;
 
-/// Items queued between the runtime's upload and the caller: enough to keep both sides busy
-/// without holding more than a few megabytes per stream (a runtime's chunk is at most one read
-/// buffer's worth of de-chunked bytes, or one WebSocket message).
+/// Items queued between the runtime's upload and the caller: enough to keep both sides busy.
+/// An item is what one read of the runtime's socket de-chunked (typically 16 KiB) or one
+/// WebSocket message, so a stream holds at most 16 of those, and never more than the stream's
+/// own limit (`STREAM_RESPONSE_BYTES_MAX`) in all.
 pub const STREAM_QUEUE_ITEMS_MAX: usize = 16;
 
 /// AWS's soft limit on a streamed response (20 MB): beyond it the stream ends with
