@@ -64,6 +64,7 @@ fn invocation(
         want_log_tail: false,
         reply,
         permit: Permit::acquire(&rig.shared, &rig.function).expect("under the limit"),
+        stream: None,
     };
     (inv, rx)
 }

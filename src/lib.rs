@@ -5,11 +5,13 @@
 //! - `server`: start-up (listeners, threads) and ordered shutdown.
 //! - `dataplane`: one tokio-uring thread per core. `core` (event loop, listeners, slab of
 //!   connections), `conn` (socket + buffers), `user_api` (AWS Lambda REST API), `runtime_api`
-//!   (Runtime API 2018-06-01), `websocket` (the WebSocket Runtime API), `scheduler` (Lambda's
+//!   (Runtime API 2018-06-01), `websocket` (the WebSocket Runtime API), `streaming` (response
+//!   streaming: InvokeWithResponseStream and streamed runtime answers), `scheduler` (Lambda's
 //!   instance semantics), `logs` (instance output, log tails), `metrics`.
 //! - `events`: the durable queue of `Event` invocations (its own thread): on-disk log, retries,
 //!   destinations.
-//! - `protocols`: wire codecs (HTTP/1.1, WebSocket frames, WebSocket runtime messages).
+//! - `protocols`: wire codecs (HTTP/1.1, WebSocket frames, WebSocket runtime messages, AWS
+//!   event-stream framing).
 //! - `control`: the control-plane thread: `registry` (functions, persisted), `code` (safe unzip),
 //!   `executor` (`process`, `docker`).
 //! - `api_model`: the User API's JSON shapes; `error`: AWS's error shapes; `types`: what crosses

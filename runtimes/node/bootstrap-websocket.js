@@ -3,7 +3,8 @@
 // connects to ws://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/websocket?fn=NAME, sends
 // `register`, answers `ping`, runs `invocation`s one at a time and sends each `response` as
 // a binary envelope (the server then never parses the payload) and each `error` as a text
-// message. runWebSocket() resolves with a reason string when the caller must fall back to
+// message; a streamifyResponse handler's output goes out as `response_chunk` envelopes and a
+// `response_end` (docs/streaming.md). runWebSocket() resolves with a reason string when the caller must fall back to
 // HTTP: the first connection failed (connect error, close or error_response before any
 // invocation), or reconnecting after a drop gave up. Runs on the runtime's event loop.
 //
@@ -269,7 +270,59 @@ class WebSocketSession {
     });
   }
 
+  // A streamifyResponse handler: each write goes out as a `response_chunk` binary envelope
+  // (resolved once the socket took it), the end as `response_end` with the handler's error
+  // if it failed; an error before the first byte is an ordinary `error` message.
+  async executeStreaming(conn, msg) {
+    const requestId = msg.request_id;
+    let started = false;
+    let contentType = null;
+    const sink = {
+      start(type) {
+        started = true;
+        contentType = type;
+      },
+      write(buf) {
+        const header = { type: 'response_chunk', request_id: requestId };
+        if (contentType !== null) header.content_type = contentType;
+        contentType = null; // declared on the first chunk only
+        return new Promise((resolve) => {
+          if (!conn.isOpen) return resolve();
+          conn.sendEnvelope(JSON.stringify(header), buf, resolve);
+        });
+      },
+    };
+    let outcome;
+    try {
+      const inv = toInvocation(msg);
+      if (msg.payloadBytes !== undefined) {
+        inv.event = msg.payloadBytes.length === 0 ? {} : JSON.parse(msg.payloadBytes.toString());
+      }
+      outcome = await common.invokeStreaming(this.handler, this.config, inv, sink);
+    } catch (err) {
+      outcome = { ok: false, error: common.formatError(err) };
+    }
+    if (!outcome.ok) common.logInvokeError(outcome.error);
+    let text;
+    if (!outcome.ok && !started) {
+      text = errorMessage(requestId, outcome.error);
+    } else {
+      const end = { type: 'response_end', request_id: requestId };
+      if (contentType !== null) end.content_type = contentType;
+      if (!outcome.ok) {
+        end.error_type = outcome.error.errorType;
+        end.error_message = outcome.error.errorMessage;
+        end.stack_trace = outcome.error.stackTrace;
+      }
+      text = JSON.stringify(end);
+    }
+    if (conn.isOpen) await new Promise((resolve) => conn.sendText(text, resolve));
+    this.debug(`Posted streamed response for: ${requestId}`);
+    if (outcome.exitCode !== undefined) process.exit(outcome.exitCode);
+  }
+
   async execute(conn, msg) {
+    if (common.isStreamingHandler(this.handler)) return this.executeStreaming(conn, msg);
     const requestId = msg.request_id;
     // The socket must not keep the event loop alive while a handler runs, so that an
     // empty loop (AWS's callbackWaitsForEmptyEventLoop) can be detected.

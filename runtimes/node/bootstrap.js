@@ -6,7 +6,9 @@
 // websocket-client.js, or the `ws` package when LAMBDA_WS_CLIENT=library) when
 // LAMBDA_USE_WEBSOCKET is not "false", falling back to the AWS Runtime API 2018-06-01
 // over HTTP, with the minimal keep-alive client below (node's net module only).
-// One invocation at a time; a single keep-alive connection to the Runtime API.
+// One invocation at a time; a single keep-alive connection to the Runtime API. A handler
+// wrapped in awslambda.streamifyResponse streams its response (a chunked /response with
+// Lambda-Runtime-Function-Response-Mode: streaming; docs/streaming.md).
 
 const net = require('net');
 const common = require('./runtime-common');
@@ -25,6 +27,9 @@ const CRLF = Buffer.from('\r\n');
 const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 
 const { parseHostPort } = common;
+// Trailers of a streamed response whose handler failed (the body is base64 of the error).
+const ERROR_TYPE_TRAILER = 'Lambda-Runtime-Function-Error-Type';
+const ERROR_BODY_TRAILER = 'Lambda-Runtime-Function-Error-Body';
 
 function protocolError(message) {
   const err = new Error(`Runtime API: ${message}`);
@@ -259,6 +264,44 @@ class RuntimeApiClient {
     return this.postError(`${API_PREFIX}/invocation/${encodeURIComponent(requestId)}/error`, error);
   }
 
+  // Opens a streamed /response (Lambda-Runtime-Function-Response-Mode: streaming): the
+  // head goes out now, each write() as one HTTP chunk (resolved once the socket took it),
+  // end(error) sends the last chunk with the error trailers and resolves with the answer.
+  openStream(requestId, contentType) {
+    if (INVALID_HEADER_CHAR.test(contentType)) contentType = 'application/octet-stream';
+    const path = `${API_PREFIX}/invocation/${encodeURIComponent(requestId)}/response`;
+    const socket = this.socket || this.connect();
+    socket.ref();
+    const answer = new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+    });
+    answer.catch(() => {}); // a broken connection is reported by end()
+    socket.write(
+      `POST ${path} HTTP/1.1\r\n${this.hostHeader}Content-Type: ${contentType}\r\n` +
+        'Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n' +
+        `Trailer: ${ERROR_TYPE_TRAILER}, ${ERROR_BODY_TRAILER}\r\n\r\n`,
+      'latin1',
+    );
+    return {
+      write: (buf) =>
+        new Promise((resolve, reject) => {
+          if (buf.length === 0) return resolve();
+          const size = Buffer.from(`${buf.length.toString(16)}\r\n`, 'latin1');
+          socket.write(Buffer.concat([size, buf, CRLF]), (err) => (err ? reject(err) : resolve()));
+        }),
+      end: (error) => {
+        let trailers = '';
+        if (error) {
+          const type = INVALID_HEADER_CHAR.test(String(error.errorType)) ? 'Error' : error.errorType;
+          const body = Buffer.from(JSON.stringify(error)).toString('base64');
+          trailers = `${ERROR_TYPE_TRAILER}: ${type}\r\n${ERROR_BODY_TRAILER}: ${body}\r\n`;
+        }
+        socket.write(`0\r\n${trailers}\r\n`, 'latin1');
+        return answer;
+      },
+    };
+  }
+
   postInvocationResponse(requestId, body) {
     const path = `${API_PREFIX}/invocation/${encodeURIComponent(requestId)}/response`;
     return this.request('POST', path, body);
@@ -270,9 +313,49 @@ function parseEvent(body) {
   return body === '' ? {} : JSON.parse(body);
 }
 
+// The sink of a streamed response over HTTP (see runtime-common's invokeStreaming).
+function httpStreamSink(client, requestId) {
+  let upload = null;
+  return {
+    start(contentType) {
+      upload = client.openStream(requestId, contentType);
+    },
+    write(buf) {
+      return upload.write(buf);
+    },
+    // An error before the first byte is an ordinary /error, as for any handler.
+    finish(error) {
+      if (!upload) return client.postInvocationError(requestId, error);
+      return upload.end(error);
+    },
+  };
+}
+
+async function handleStreamingInvocation(client, handler, config, inv) {
+  const sink = httpStreamSink(client, inv.requestId);
+  let outcome;
+  try {
+    inv.event = parseEvent(inv.body);
+    outcome = await common.invokeStreaming(handler, config, inv, sink);
+  } catch (err) {
+    outcome = { ok: false, error: common.formatError(err) };
+  }
+  if (!outcome.ok) common.logInvokeError(outcome.error);
+  const res = await sink.finish(outcome.ok ? null : outcome.error);
+  if (res.status >= 300) {
+    common.runtimeLog(`Runtime API rejected result for ${inv.requestId}: ${res.status} ${res.body}`);
+  }
+  if (outcome.exitCode !== undefined) process.exit(outcome.exitCode);
+}
+
 async function handleHttpInvocation(client, handler, config, debug) {
   const inv = await client.nextInvocation();
   debug(`Got invocation: ${inv.requestId}`);
+  if (common.isStreamingHandler(handler)) {
+    await handleStreamingInvocation(client, handler, config, inv);
+    debug(`Posted streamed response for: ${inv.requestId}`);
+    return;
+  }
   let outcome;
   try {
     inv.event = parseEvent(inv.body);
@@ -344,6 +427,7 @@ function loadWebSocketModule(taskRoot) {
 
 async function main() {
   common.installProcessHooks();
+  common.installAwsLambdaGlobal();
   common.patchConsole();
   const config = common.readConfig();
   let handler;

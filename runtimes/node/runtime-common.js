@@ -4,12 +4,15 @@
 // WebSocket Runtime API of docs/websocket-protocol.md). It owns: configuration from the
 // environment, handler loading (CJS and ESM), the AWS-style console patch, the
 // context object, handler invocation semantics (promise / callback /
-// callbackWaitsForEmptyEventLoop) and error formatting. No third-party modules.
+// callbackWaitsForEmptyEventLoop), response streaming (the global `awslambda`:
+// streamifyResponse, HttpResponseStream; docs/streaming.md) and error formatting.
+// No third-party modules.
 // Invariant: at most one invocation is in flight (`current`), as in AWS.
 
 const fs = require('fs');
 const path = require('path');
 const util = require('util');
+const { Writable } = require('stream');
 const { pathToFileURL } = require('url');
 
 const DEFAULT_RUNTIME_API = 'host.docker.internal:9001';
@@ -344,6 +347,111 @@ function invoke(handler, config, inv) {
   });
 }
 
+// ---------------------------------------------------------------- response streaming
+//
+// AWS's Node runtime API for streamed responses: the global `awslambda` with
+// streamifyResponse(handler) (handler(event, responseStream, context)) and
+// HttpResponseStream.from(responseStream, metadata). A transport supplies a sink
+// { start(contentType), write(buffer) -> Promise, finish(error|null) -> Promise }; the
+// response stream calls start before its first byte (or at end(), for an empty stream).
+
+const STREAMING_HANDLER = Symbol.for('aws.lambda.runtime.handler.streaming');
+const STREAMING_MODE = 'response';
+const DEFAULT_STREAM_CONTENT_TYPE = 'application/octet-stream';
+const HTTP_INTEGRATION_CONTENT_TYPE = 'application/vnd.awslambda.http-integration-response';
+// The HTTP-integration prelude (JSON metadata) is followed by this many NUL bytes.
+const HTTP_INTEGRATION_DELIMITER_BYTES = 8;
+
+function streamifyResponse(handler, options) {
+  if (typeof handler !== 'function') throw new TypeError('streamifyResponse expects a function');
+  handler[STREAMING_HANDLER] = STREAMING_MODE;
+  if (options && options.highWaterMark) handler.streamHighWaterMark = options.highWaterMark;
+  return handler;
+}
+
+function isStreamingHandler(handler) {
+  return Boolean(handler) && handler[STREAMING_HANDLER] === STREAMING_MODE;
+}
+
+const HttpResponseStream = {
+  // Declares an HTTP-integration response (function URLs): metadata {statusCode, headers,
+  // cookies} as JSON, then 8 NUL bytes, then the body the handler writes.
+  from(responseStream, metadata) {
+    responseStream.setContentType(HTTP_INTEGRATION_CONTENT_TYPE);
+    responseStream.write(JSON.stringify(metadata || {}));
+    responseStream.write(Buffer.alloc(HTTP_INTEGRATION_DELIMITER_BYTES));
+    return responseStream;
+  },
+};
+
+function installAwsLambdaGlobal() {
+  globalThis.awslambda = { streamifyResponse, HttpResponseStream };
+}
+
+// The handler's responseStream: a Writable whose bytes go to the sink as they are written
+// (each write completes when the transport has taken it, which is the backpressure).
+function createResponseStream(sink, highWaterMark) {
+  let contentType = DEFAULT_STREAM_CONTENT_TYPE;
+  let started = false;
+  const start = () => {
+    if (started) return;
+    started = true;
+    sink.start(contentType);
+  };
+  const stream = new Writable({
+    highWaterMark,
+    write(chunk, _encoding, cb) {
+      start();
+      sink.write(chunk).then(() => cb(), cb);
+    },
+    final(cb) {
+      start();
+      cb();
+    },
+  });
+  stream.setContentType = (type) => {
+    if (started) throw new Error('The content type cannot be set after the first write');
+    contentType = String(type);
+  };
+  return stream;
+}
+
+// Runs a streaming handler: resolves { ok: true } once the handler has resolved and its
+// stream has ended (as on AWS, the handler must end() it), or { ok: false, error } when the
+// handler throws or rejects, or the stream fails. The transport then finishes the sink.
+function invokeStreaming(handler, config, inv, sink) {
+  return new Promise((resolve) => {
+    let settled = false;
+    const state = { onEmptyLoop: null };
+    state.finish = (outcome) => {
+      if (settled) return;
+      settled = true;
+      if (current === state) current = null;
+      resolve(outcome);
+    };
+    current = state;
+    setInvocationEnvironment(inv);
+    const stream = createResponseStream(sink, handler.streamHighWaterMark);
+    const finished = new Promise((res, rej) => {
+      stream.on('finish', res);
+      stream.on('error', rej);
+    });
+    finished.catch((err) => state.finish(failure(err)));
+    let returned;
+    try {
+      returned = handler(inv.event, stream, buildContext(config, inv, {}));
+    } catch (err) {
+      state.finish(failure(err));
+      return;
+    }
+    Promise.resolve(returned).then(
+      // A failed stream was reported by finished.catch above.
+      () => finished.then(() => state.finish(success(null)), () => {}),
+      (err) => state.finish(failure(err)),
+    );
+  });
+}
+
 // JSON body of a successful invocation; undefined becomes "null" like AWS.
 function serializeResult(result) {
   try {
@@ -406,6 +514,13 @@ function installProcessHooks() {
 
 module.exports = {
   DEFAULT_RUNTIME_API,
+  HTTP_INTEGRATION_CONTENT_TYPE,
+  HttpResponseStream,
+  createResponseStream,
+  installAwsLambdaGlobal,
+  invokeStreaming,
+  isStreamingHandler,
+  streamifyResponse,
   RuntimeError,
   buildContext,
   formatError,

@@ -14,7 +14,8 @@ parts, never concatenated), unmasked server frames received into one reusable bu
 7/16/64-bit lengths, fragmented messages, ping frames answered with pong frames, the close
 handshake. LAMBDA_WS_CLIENT=library uses the `websockets` package (>=11) instead.
 Responses go out as binary envelopes (the server never parses the payload, and a handler's
-bytes travel verbatim as over HTTP); errors as text messages.
+bytes travel verbatim as over HTTP); errors as text messages; a handler's generator as
+`response_chunk` envelopes and a `response_end` (docs/streaming.md).
 Limits: a server message over MESSAGE_BYTES_MAX ends the connection (close 1009).
 Invariant: nothing is logged per invocation unless LAMBDA_RUNTIME_DEBUG is set.
 Protocol: docs/websocket-protocol.md in the repository.
@@ -482,7 +483,10 @@ def _serve(rt, ws, handler, errors):
                     get("client_context"),
                     get("cognito_identity"),
                 )
-                if error is None:
+                if payload.__class__ is rt.StreamedResponse:
+                    _stream(ws, request_id, payload)
+                    rt.debug("Posted streamed response for: %s" % request_id)
+                elif error is None:
                     # Text payloads are ASCII JSON; bytes go out as the handler returned them.
                     if payload.__class__ is str:
                         payload = payload.encode("ascii")
@@ -506,6 +510,33 @@ def _serve(rt, ws, handler, errors):
         return served, _describe(e)
     finally:
         ws.close()
+
+
+def _stream(ws, request_id, streamed):
+    """A streamed response: each item as a `response_chunk` binary envelope as soon as the
+    handler yields it (the first one declares the content type), then `response_end`, with the
+    error if the handler failed mid-stream; a failure before the first item is an `error`."""
+    chunk, error = streamed.next_chunk()
+    if error is not None:
+        ws.send_text(_error_message(request_id, error))
+        return
+    header = {"type": "response_chunk", "request_id": request_id}
+    header["content_type"] = streamed.content_type()
+    first = json.dumps(header).encode()
+    header.pop("content_type")
+    rest = json.dumps(header).encode()
+    while chunk is not None:
+        ws.send_envelope(first if first is not None else rest, chunk)
+        first = None
+        chunk, error = streamed.next_chunk()
+    end = {"type": "response_end", "request_id": request_id}
+    if first is not None:
+        end["content_type"] = streamed.content_type()
+    if error is not None:
+        end["error_type"] = error["errorType"]
+        end["error_message"] = error["errorMessage"]
+        end["stack_trace"] = error["stackTrace"]
+    ws.send_text(json.dumps(end))
 
 
 def _split_envelope(data):

@@ -7,10 +7,14 @@ http.client connection (standard library only). Unless LAMBDA_USE_WEBSOCKET=fals
 first tries the WebSocket Runtime API (bootstrap-websocket.py, loaded by path, which
 reuses the pieces defined here; its client is built in, or the websockets package with
 LAMBDA_WS_CLIENT=library) and falls back to HTTP when that is unavailable.
+Response streaming: a handler that returns a generator (any iterator) of bytes/str streams
+each item as one chunk (set context.response_content_type before the first yield to declare
+a content type); see docs/streaming.md in the repository.
 Invariant: one invocation at a time; nothing is logged on the warm success path.
 Specs: AWS Lambda Runtime API 2018-06-01; docs/websocket-protocol.md in the repository.
 """
 
+import base64
 import http.client
 import importlib
 import json
@@ -242,10 +246,64 @@ def _encode_default(obj):
 _encode = json.JSONEncoder(default=_encode_default).encode
 
 
+DEFAULT_STREAM_CONTENT_TYPE = "application/octet-stream"
+
+
+class StreamedResponse:
+    """A handler's iterator: each item it yields is one chunk of a streamed response."""
+
+    __slots__ = ("items", "context", "request_id")
+
+    def __init__(self, items, context, request_id):
+        self.items = items
+        self.context = context
+        self.request_id = request_id
+
+    def content_type(self):
+        """What the handler declared (context.response_content_type), once it has started."""
+        declared = getattr(self.context, "response_content_type", None)
+        if not isinstance(declared, str) or not declared or "\n" in declared or "\r" in declared:
+            return DEFAULT_STREAM_CONTENT_TYPE
+        return declared
+
+    def next_chunk(self):
+        """(chunk bytes, None), (None, None) at the end, or (None, error dict) when the
+        handler's iterator raised or yielded something that is not bytes or str. Empty items
+        are skipped: an empty chunk would end an HTTP chunked body."""
+        while True:
+            try:
+                item = next(self.items)
+            except StopIteration:
+                return None, None
+            except Fault as e:
+                error = make_error(e.message, e.error_type, e.stack_trace, self.request_id)
+            except Exception as e:
+                error = error_from_exception(e, self.request_id)
+            else:
+                if isinstance(item, str):
+                    item = item.encode()
+                elif isinstance(item, (bytes, bytearray, memoryview)):
+                    item = bytes(item)
+                else:
+                    message = "Streamed items must be bytes or str, not %s" % type(item).__name__
+                    error = make_error(message, MARSHAL_ERROR, [], self.request_id)
+                    close = getattr(self.items, "close", None)
+                    if close is not None:
+                        close()
+                    log_error(error)
+                    return None, error
+                if item:
+                    return item, None
+                continue
+            log_error(error)
+            return None, error
+
+
 def invoke(handler, request_id, event, deadline_ms, arn, trace_id, client_context, cognito):
     """Run one invocation. Returns (payload, None) or (None, error dict).
 
-    payload is ASCII JSON text (str), or bytes when the handler returned bytes (sent as-is).
+    payload is ASCII JSON text (str), bytes when the handler returned bytes (sent as-is), or a
+    StreamedResponse when it returned an iterator (a generator): streamed item by item.
     """
     global _current_request_id, _current_trace_id
     _current_request_id = request_id
@@ -273,6 +331,8 @@ def invoke(handler, request_id, event, deadline_ms, arn, trace_id, client_contex
         return None, error
     if result.__class__ is bytes:
         return result, None
+    if hasattr(result.__class__, "__next__"):
+        return StreamedResponse(result, context, request_id), None
     try:
         return _encode(result), None
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
@@ -395,6 +455,38 @@ def _round_trip(conn, method, path, body, content_type, error_type):
     raise AssertionError("unreachable")
 
 
+ERROR_TYPE_TRAILER = b"Lambda-Runtime-Function-Error-Type"
+ERROR_BODY_TRAILER = b"Lambda-Runtime-Function-Error-Body"
+
+
+def stream_http(conn, path, streamed):
+    """Send a streamed response as a chunked /response in streaming mode, each item as it is
+    produced; a failure mid-stream goes in the error trailers. Returns (response, reply), or
+    (None, error) when the handler failed before its first item (posted as /error). Never
+    retried: a stream cannot be replayed."""
+    chunk, error = streamed.next_chunk()
+    if error is not None:
+        return None, error
+    conn.putrequest("POST", path, skip_accept_encoding=True)
+    conn.putheader("Content-Type", streamed.content_type())
+    conn.putheader("Lambda-Runtime-Function-Response-Mode", "streaming")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.putheader("Trailer", (ERROR_TYPE_TRAILER + b", " + ERROR_BODY_TRAILER).decode())
+    conn.endheaders()
+    send = conn.send
+    while chunk is not None:
+        send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        chunk, error = streamed.next_chunk()
+    trailers = b""
+    if error is not None:
+        error_type = error["errorType"].encode("ascii", "replace").replace(b"\r", b"").replace(b"\n", b"")
+        body = base64.b64encode(json.dumps(error).encode())
+        trailers = b"%s: %s\r\n%s: %s\r\n" % (ERROR_TYPE_TRAILER, error_type, ERROR_BODY_TRAILER, body)
+    send(b"0\r\n" + trailers + b"\r\n")
+    response = conn.getresponse()
+    return response, response.read()
+
+
 def run_http(handler):
     """Serve invocations over the AWS Runtime API until the process is killed."""
     conn = RuntimeConnection(API_ADDRESS)
@@ -431,7 +523,21 @@ def run_http(handler):
                 headers.get("lambda-runtime-client-context"),
                 headers.get("lambda-runtime-cognito-identity"),
             )
-        if error is None:
+        streamed = payload.__class__ is StreamedResponse
+        if streamed:
+            path = invocation_prefix + request_id + "/response"
+            try:
+                response, reply = stream_http(conn, path, payload)
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                sys.stderr.write("Runtime API stream for %s failed: %s\n" % (request_id, e))
+                continue
+            if response is None:
+                # Failed before its first item: an ordinary /error.
+                streamed, payload, error = False, None, reply
+        if streamed:
+            pass
+        elif error is None:
             if payload.__class__ is str:
                 body, content_type = payload.encode(), "application/json"
             else:

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
-use crate::protocols::http::{self, Decoder, HttpError, Limits, Request};
+use crate::protocols::http::{self, BodyPiece, Decoded, Decoder, HttpError, Limits, Request};
 
 /// Spare capacity a read buffer must have before each read, and what a read asks of the kernel
 /// when nothing bigger is known to be coming. Shared by the HTTP and WebSocket readers.
@@ -156,10 +156,24 @@ impl HttpConn {
     /// A peer that stays silent past the idle limit, or sends its request slower than
     /// `ReadDeadlines` allow, gets `TimedOut` and its socket shut down.
     pub async fn next_request(&mut self) -> Result<Option<Request>, ConnError> {
+        match self.next_request_or_stream(|_| false).await? {
+            Some(Decoded::Whole(req)) => Ok(Some(req)),
+            // `stream` never holds, so no head is handed out alone.
+            Some(Decoded::StreamHead(_)) | None => Ok(None),
+        }
+    }
+
+    /// Like `next_request`, but a chunked request for which `stream` holds is returned as soon
+    /// as its head has arrived (`Decoded::StreamHead`); its body must then be read with
+    /// `next_piece` before the next request.
+    pub async fn next_request_or_stream(
+        &mut self,
+        stream: fn(&Request) -> bool,
+    ) -> Result<Option<Decoded>, ConnError> {
         let mut started = (!self.buf.is_empty()).then(Instant::now);
         loop {
-            if let Some(req) = self.decoder.decode(&mut self.buf)? {
-                return Ok(Some(req));
+            if let Some(decoded) = self.decoder.decode_or_stream(&mut self.buf, stream)? {
+                return Ok(Some(decoded));
             }
             if self.decoder.take_continue() {
                 self.write_raw(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
@@ -183,6 +197,23 @@ impl HttpConn {
                 };
             }
             started.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The next piece of a streamed body (after `Decoded::StreamHead`), waiting for it as long
+    /// as it takes: a streamed body arrives at the pace its sender produces it, so no read
+    /// deadline applies (the invocation's own deadline bounds it, by killing its instance).
+    pub async fn next_piece(&mut self) -> Result<BodyPiece, ConnError> {
+        loop {
+            if let Some(piece) = self.decoder.next_piece(&mut self.buf)? {
+                return Ok(piece);
+            }
+            if self.decoder.take_continue() {
+                self.write_raw(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            }
+            if self.read_more().await? == 0 {
+                return Err(ConnError::UnexpectedEof);
+            }
         }
     }
 

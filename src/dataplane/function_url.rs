@@ -154,6 +154,7 @@ async fn invoke(
         want_log_tail: false,
         reply,
         permit,
+        stream: None,
     });
     let result = match rx.await {
         Ok(result) => result,

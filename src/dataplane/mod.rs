@@ -16,5 +16,6 @@ pub mod logs;
 pub mod peer;
 pub mod runtime_api;
 pub mod scheduler;
+pub mod streaming;
 pub mod user_api;
 pub mod websocket;

@@ -5,7 +5,9 @@
 //! `AWS_LAMBDA_RUNTIME_API=host:port`, cannot be mistaken for another instance. A runtime gets
 //! only its own function's invocations and can answer only the one it was given (403 otherwise).
 //! `/next` parks the connection until the scheduler hands it work; the payload goes out as the
-//! caller's `Bytes`, untouched.
+//! caller's `Bytes`, untouched. A `/response` with `Lambda-Runtime-Function-Response-Mode:
+//! streaming` is read piece by piece and handed on as it arrives (`streaming::ResponseStream`);
+//! every other request is read whole, as before.
 
 use std::rc::Rc;
 
@@ -14,9 +16,10 @@ use bytes::Bytes;
 use super::conn::{ConnError, HttpConn, Response};
 use super::core::{ConnKind, Core};
 use super::scheduler::{runtime_error_outcome, RuntimeRefusal, Work};
+use super::streaming::{is_streamed_response, trailer_error, ResponseStream};
 use crate::config::INVOKE_PAYLOAD_BYTES_MAX;
 use crate::model::types::{function_error_body, InstanceId, InvokeOutcome};
-use crate::protocols::http::{Limits, Method, Request};
+use crate::protocols::http::{BodyPiece, Decoded, Limits, Method, Request};
 
 /// A response may exceed the invoke limit a little so the runtime is told 413 (and the caller
 /// `Function.ResponseSizeTooLarge`) instead of the connection being cut.
@@ -32,8 +35,27 @@ pub fn limits() -> Limits {
 /// Serves one Runtime API connection until it closes.
 pub async fn serve(core: Rc<Core>, mut conn: HttpConn, kind: ConnKind) {
     loop {
-        let req = match conn.next_request().await {
-            Ok(Some(req)) => req,
+        let req = match conn.next_request_or_stream(is_streamed_response).await {
+            Ok(Some(Decoded::Whole(req))) => req,
+            Ok(Some(Decoded::StreamHead(head))) => {
+                let keep_alive = head.keep_alive;
+                let resp = match kind {
+                    ConnKind::Runtime(id) => streamed_response(&core, id, &mut conn, head).await,
+                    _ => drain(&mut conn).await.map(|()| {
+                        error(
+                            403,
+                            "UnknownInstance",
+                            "This address serves no instance: use the AWS_LAMBDA_RUNTIME_API you were given",
+                        )
+                    }),
+                };
+                let Some(resp) = resp else { return };
+                let close = resp.close;
+                if conn.write_response(resp, keep_alive).await.is_err() || !keep_alive || close {
+                    return;
+                }
+                continue;
+            }
             Ok(None) => return,
             Err(ConnError::Http(e)) => {
                 let mut resp = error(e.status(), "InvalidRequest", &e.reason());
@@ -97,6 +119,75 @@ async fn handle(core: &Rc<Core>, id: InstanceId, req: Request) -> Response {
                 req.path()
             ),
         ),
+    }
+}
+
+/// A `/response` streamed by its runtime (`Lambda-Runtime-Function-Response-Mode: streaming`):
+/// each piece of the chunked upload goes to the caller as it arrives (`streaming`), the
+/// trailers say whether the handler failed. `None` when the connection broke mid-stream: the
+/// runtime is gone or going, and its exit (or the deadline) ends the invocation.
+async fn streamed_response(
+    core: &Rc<Core>,
+    id: InstanceId,
+    conn: &mut HttpConn,
+    head: Request,
+) -> Option<Response> {
+    let path = head.path().to_string();
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let request_id = match (head.method, segs.as_slice()) {
+        (Method::Post, ["2018-06-01", "runtime", "invocation", request_id, "response"]) => {
+            request_id.to_string()
+        }
+        _ => {
+            drain(conn).await?;
+            return Some(error(
+                404,
+                "NotFound",
+                "No such Runtime API route for a stream",
+            ));
+        }
+    };
+    let content_type = head.header_str("content-type").map(str::to_string);
+    let mut stream = match ResponseStream::begin(core, id, &request_id, content_type).await {
+        Ok(stream) => stream,
+        Err(r) => {
+            drain(conn).await?;
+            return Some(refusal(r));
+        }
+    };
+    let trailers = loop {
+        let (data, end) = match conn.next_piece().await {
+            Ok(BodyPiece::Data(data)) => (data, None),
+            Ok(BodyPiece::End { data, trailers }) => (data, Some(trailers)),
+            Err(_) => return None,
+        };
+        if let Some(too_large) = stream.push(data).await {
+            // Ended now, so the caller is not kept waiting; the rest of the upload is dropped.
+            let _ = core.sched.borrow_mut().respond(id, &request_id, too_large);
+        }
+        if let Some(trailers) = end {
+            break trailers;
+        }
+    };
+    match stream.finish(trailer_error(&trailers)) {
+        Some(outcome) => Some(deliver_outcome(core, id, &request_id, outcome)),
+        // Already ended for passing the size limit.
+        None => Some(error(
+            413,
+            "RequestEntityTooLarge",
+            "Response payload too large",
+        )),
+    }
+}
+
+/// Reads and drops a streamed body that will not be used. `None` if the connection broke.
+async fn drain(conn: &mut HttpConn) -> Option<()> {
+    loop {
+        match conn.next_piece().await {
+            Ok(BodyPiece::Data(_)) => {}
+            Ok(BodyPiece::End { .. }) => return Some(()),
+            Err(_) => return None,
+        }
     }
 }
 

@@ -36,7 +36,8 @@
 //!   for slow returners that come back after their grace (docs/scheduler.md, "Instances track
 //!   concurrency");
 //! - an instance never takes an invocation of a newer generation of its function;
-//! - every in-flight invocation ends: response, error, deadline (`tick`), or instance exit.
+//! - every in-flight invocation ends: response, error, deadline (`tick`), instance exit, or (a
+//!   streamed one) its caller dropping the stream (`tick`, which then kills the instance).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
@@ -51,6 +52,7 @@ use tokio::sync::oneshot;
 use super::logs::LogSource;
 use crate::config::LOG_TAIL_BYTES;
 use crate::model::error::{ApiError, ErrorKind};
+use crate::model::stream::StreamSender;
 use crate::model::types::{
     function_error_body, ExitInfo, Function, FunctionCounters, InstanceId, InvokeContext,
     InvokeOutcome, InvokeResult, RequestId,
@@ -210,6 +212,9 @@ struct InFlight {
     want_tail: bool,
     cold: bool,
     _permit: Permit,
+    /// Where a streamed response goes (`Invocation::stream`): set only for
+    /// `InvokeWithResponseStream`, so ordinary invocations never look at it.
+    stream: Option<StreamSender>,
 }
 
 struct Instance {
@@ -637,6 +642,7 @@ impl Scheduler {
             want_tail: inv.want_log_tail,
             cold,
             _permit: inv.permit,
+            stream: inv.stream,
         });
         self.set_state(id, State::Busy);
         if cold {
@@ -843,6 +849,25 @@ impl Scheduler {
         self.checked();
         answer?.send();
         Ok(())
+    }
+
+    /// The runtime of `id` starts streaming its answer to `request_id`: the stream's sender when
+    /// the caller takes it as a stream, `None` when it wants the response whole (the streamed
+    /// bytes are then collected and answered with `respond`). Nothing changes here: the
+    /// invocation stays in flight, under its deadline, until `respond` ends it.
+    pub fn stream_to(
+        &self,
+        id: InstanceId,
+        request_id: &str,
+    ) -> Result<Option<StreamSender>, RuntimeRefusal> {
+        let inst = self
+            .instances
+            .get(&id)
+            .ok_or(RuntimeRefusal::UnknownInstance)?;
+        match &inst.in_flight {
+            Some(f) if f.id.as_str() == request_id => Ok(f.stream.clone()),
+            _ => Err(RuntimeRefusal::NotYourRequest),
+        }
     }
 
     /// A WebSocket runtime's answer: the instance is parked again *before* the caller gets the
@@ -1165,6 +1190,7 @@ impl Scheduler {
         let mut slow_return = Vec::new();
         let mut to_kill = Vec::new();
         let mut to_pause = Vec::new();
+        let mut abandoned = Vec::new();
         for inst in self.instances.values() {
             if inst.life == Life::Killed {
                 continue;
@@ -1179,6 +1205,17 @@ impl Scheduler {
             match inst.state {
                 State::Busy if inst.in_flight.as_ref().is_some_and(|f| now >= f.deadline) => {
                     timed_out.push(inst.id);
+                }
+                // The caller of a streamed invocation went away (it dropped the stream's
+                // receiver): nobody will read the rest.
+                State::Busy
+                    if inst
+                        .in_flight
+                        .as_ref()
+                        .and_then(|f| f.stream.as_ref())
+                        .is_some_and(|s| s.is_closed()) =>
+                {
+                    abandoned.push(inst.id);
                 }
                 State::Returning { since, .. } if now.duration_since(since) >= RETURN_TIMEOUT => {
                     to_kill.push(inst.id);
@@ -1215,6 +1252,15 @@ impl Scheduler {
         }
         for id in lost {
             self.give_up_on_disconnected(id);
+        }
+        for id in abandoned {
+            // The handler cannot be told to stop, and may stream (or sleep) until its deadline:
+            // the instance is recycled so its concurrency is free at once (docs/streaming.md).
+            self.finish(
+                id,
+                service_outcome("the caller disconnected from the stream"),
+            );
+            self.kill(id);
         }
         for id in slow_return {
             // Not back at `/next` in time: pending invocations stop counting on it.

@@ -1,7 +1,8 @@
 //! The User API (AWS Lambda REST-JSON, port 9000): Invoke on the data plane, management calls
 //! forwarded to the control plane.
 //!
-//! Runs on every core. Routing is one `match` on (method, path). Invoke never waits for the
+//! Runs on every core. Routing is one `match` on (method, path); InvokeWithResponseStream, which
+//! writes its answer as it arrives, is served by `streaming` before it. Invoke never waits for the
 //! control plane: it admits (concurrency), submits to this core's scheduler and awaits the result.
 //! Management calls send their raw body to the control plane and await its reply. Every error
 //! leaves here in AWS's shape (`error::ApiError`). With authentication on (`--auth`), every
@@ -42,7 +43,9 @@ pub fn limits() -> Limits {
 /// Invoke takes at most AWS's 6 MB: a larger `Content-Length` is refused (413) before any of the
 /// body is read, although the same connection may carry 70 MB CreateFunction uploads.
 fn invoke_body_limit(path: &str) -> Option<usize> {
-    let invoke = path.ends_with("/invocations") || path.ends_with("/invoke-async");
+    let invoke = path.ends_with("/invocations")
+        || path.ends_with("/invoke-async")
+        || path.ends_with("/response-streaming-invocations");
     invoke.then_some(INVOKE_PAYLOAD_BYTES_MAX)
 }
 
@@ -70,6 +73,13 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
             Err(ConnError::TimedOut) => return core.note_timeout(),
             Err(_) => return,
         };
+        if req.method == Method::Post && super::streaming::is_stream_invoke(req.path()) {
+            // InvokeWithResponseStream writes its answer as it comes (`streaming`).
+            if super::streaming::serve_invoke(&core, &mut conn, req).await {
+                continue;
+            }
+            return;
+        }
         let keep_alive = req.keep_alive;
         let resp = match function_url::url_id(&req).map(str::to_string) {
             Some(id) => {
@@ -155,25 +165,29 @@ pub fn error_response(e: &ApiError, request_id: Option<&RequestId>) -> Response 
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum InvocationType {
+pub(super) enum InvocationType {
     RequestResponse,
     Event,
     DryRun,
 }
 
 /// Everything Invoke needs from the request, validated.
-struct InvokeRequest {
-    function: std::sync::Arc<crate::model::types::Function>,
+pub(super) struct InvokeRequest {
+    pub(super) function: std::sync::Arc<crate::model::types::Function>,
     /// The qualifier the caller named (`$LATEST` when none): an Event keeps it, and the version
     /// an alias routes to is chosen at each attempt.
     qualifier: String,
-    kind: InvocationType,
-    payload: Bytes,
-    context: InvokeContext,
-    want_log_tail: bool,
+    pub(super) kind: InvocationType,
+    pub(super) payload: Bytes,
+    pub(super) context: InvokeContext,
+    pub(super) want_log_tail: bool,
 }
 
-fn parse_invoke(core: &Rc<Core>, raw_name: &str, req: &Request) -> Result<InvokeRequest, ApiError> {
+pub(super) fn parse_invoke(
+    core: &Rc<Core>,
+    raw_name: &str,
+    req: &Request,
+) -> Result<InvokeRequest, ApiError> {
     let mut target = function_ref_from_path(raw_name)?;
     if let Some(q) = req.query_param("Qualifier") {
         validate_qualifier(&q)?;
@@ -335,6 +349,7 @@ async fn invoke_sync(core: &Rc<Core>, p: InvokeRequest, id: RequestId) -> Respon
         want_log_tail: p.want_log_tail,
         reply,
         permit,
+        stream: None,
     };
     core.sched.borrow_mut().submit(inv);
     match rx.await {

@@ -6,7 +6,9 @@
 //! reader task owns the socket's reads; a writer task owns its writes (invocations, pongs,
 //! `error_response`s, close), so a read is never dropped mid-flight. An invocation frame is the
 //! envelope prefix, the caller's payload bytes and a suffix, written with one `writev`; a response
-//! payload is sliced out of the runtime's frame. Closing the socket fails the in-flight invocation
+//! payload is sliced out of the runtime's frame. A streamed response (`response_chunk`s, then
+//! `response_end`) is handed on chunk by chunk (`streaming::ResponseStream`); the reader waits
+//! while the caller's queue is full, so a fast runtime is slowed by TCP. Closing the socket fails the in-flight invocation
 //! and retires the instance. Upgrades on the shared Runtime API port are handed to the home core
 //! of the instance their `register` names, which admits them only from that instance's uid
 //! (`identity::check_instance`).
@@ -25,6 +27,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use super::conn::{read_into, write_vectored, HttpConn, READ_CHUNK_BYTES};
 use super::core::{ConnKind, Core};
 use super::scheduler::{runtime_error_outcome, Outgoing, RuntimeRefusal, Work};
+use super::streaming::ResponseStream;
 use crate::config::INVOKE_PAYLOAD_BYTES_MAX;
 use crate::model::metrics::WsMetrics;
 use crate::model::types::{function_error_body, InstanceId, InvokeOutcome};
@@ -239,6 +242,8 @@ async fn run_session(
 /// invocation and parks the instance again.
 async fn read_loop(core: &Rc<Core>, reader: &mut Reader, id: InstanceId, out: &Outbox) {
     let m = &core.shared.metrics.ws;
+    // The streamed response this runtime is sending, if any (`response_chunk`s so far).
+    let mut streaming: Option<ResponseStream> = None;
     loop {
         out.room().await;
         let parsed = match reader.next_incoming().await {
@@ -256,6 +261,57 @@ async fn read_loop(core: &Rc<Core>, reader: &mut Reader, id: InstanceId, out: &O
             }
         };
         match parsed {
+            Ok(ClientMessage::ResponseChunk {
+                request_id,
+                data,
+                content_type,
+            }) => {
+                on_chunk(
+                    core,
+                    id,
+                    &mut streaming,
+                    request_id,
+                    data,
+                    content_type,
+                    out,
+                )
+                .await
+            }
+            Ok(ClientMessage::ResponseEnd {
+                request_id,
+                content_type,
+                error_type,
+                error_message,
+                stack_trace,
+            }) => {
+                let error = error_type.map(|error_type| InvokeOutcome::FunctionError {
+                    function_error: "Unhandled",
+                    body: function_error_body(
+                        &error_type,
+                        error_message.as_deref().unwrap_or_default(),
+                        Some(&serde_json::json!(stack_trace)),
+                    ),
+                });
+                let stream = match streaming.take() {
+                    Some(s) if s.request_id == request_id => Some(s),
+                    // A stream that ends without a chunk still starts (its content type).
+                    _ => begin_stream(core, id, &request_id, content_type, out).await,
+                };
+                if let Some(stream) = stream {
+                    let ended = stream.ended();
+                    match stream.finish(error) {
+                        Some(outcome) => deliver(core, id, request_id, outcome, out),
+                        // Already answered (size limit): the runtime is ready again.
+                        None if ended => {
+                            let parked = core.sched.borrow_mut().ready_ws(id, out.tx.clone());
+                            if let Err(r) = parked {
+                                refused(out, &request_id, r);
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
             Ok(message) => on_message(core, id, message, out),
             Err(e) => {
                 m.protocol_errors.fetch_add(1, Ordering::Relaxed);
@@ -296,7 +352,64 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
         ClientMessage::Register(_) => {
             return send_error_response(out, "already registered", error_code::ALREADY_REGISTERED);
         }
+        // `read_loop` handles the streaming messages before they get here.
+        ClientMessage::ResponseChunk { .. } | ClientMessage::ResponseEnd { .. } => return,
     };
+    deliver(core, id, request_id, outcome, out);
+}
+
+/// One `response_chunk`: starts the stream on its first chunk, then hands the data on (waiting,
+/// and so not reading more from the runtime, while the caller's queue is full).
+async fn on_chunk(
+    core: &Rc<Core>,
+    id: InstanceId,
+    streaming: &mut Option<ResponseStream>,
+    request_id: String,
+    data: Bytes,
+    content_type: Option<String>,
+    out: &Outbox,
+) {
+    if streaming
+        .as_ref()
+        .is_none_or(|s| s.request_id != request_id)
+    {
+        *streaming = begin_stream(core, id, &request_id, content_type, out).await;
+    }
+    let Some(stream) = streaming.as_mut() else {
+        return;
+    };
+    if let Some(too_large) = stream.push(data).await {
+        // Ended now so the caller is not kept waiting; the instance parks at `response_end`.
+        let _ = core.sched.borrow_mut().respond(id, &request_id, too_large);
+    }
+}
+
+/// Starts the stream of `request_id`, or tells the runtime why it may not.
+async fn begin_stream(
+    core: &Rc<Core>,
+    id: InstanceId,
+    request_id: &str,
+    content_type: Option<String>,
+    out: &Outbox,
+) -> Option<ResponseStream> {
+    match ResponseStream::begin(core, id, request_id, content_type).await {
+        Ok(stream) => Some(stream),
+        Err(r) => {
+            refused(out, request_id, r);
+            None
+        }
+    }
+}
+
+/// Hands the runtime's answer to the scheduler, which parks the instance again, and tells the
+/// runtime if the answer was refused.
+fn deliver(
+    core: &Rc<Core>,
+    id: InstanceId,
+    request_id: String,
+    outcome: InvokeOutcome,
+    out: &Outbox,
+) {
     let answered = core
         .sched
         .borrow_mut()
@@ -305,15 +418,22 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
         Ok(()) => {
             tracing::info!(target: "invocations", "Posted response for: {request_id}");
         }
-        Err(RuntimeRefusal::NotYourRequest) => {
+        Err(r) => refused(out, &request_id, r),
+    }
+}
+
+/// Tells the runtime why its answer to `request_id` was refused.
+fn refused(out: &Outbox, request_id: &str, refusal: RuntimeRefusal) {
+    match refusal {
+        RuntimeRefusal::NotYourRequest => {
             let why = format!("request {request_id} is not the invocation this connection holds");
             send_error_response(out, &why, error_code::UNEXPECTED_REQUEST_ID);
         }
-        Err(RuntimeRefusal::UnknownInstance) => {
+        RuntimeRefusal::UnknownInstance => {
             // Answered, but the instance is retired: the writer closes the connection.
             send_close(out, CloseCode::Away.into(), "instance retired");
         }
-        Err(RuntimeRefusal::AlreadyWaiting) => {
+        RuntimeRefusal::AlreadyWaiting => {
             // Another connection of this instance is parked for work: this one is superfluous.
             send_close(
                 out,

@@ -459,6 +459,7 @@ impl Queue {
             want_log_tail: false,
             reply,
             permit,
+            stream: None,
         };
         self.shared.send_core(core, CoreMsg::Dispatch(inv));
         self.shared

@@ -26,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
+use super::stream::StreamSender;
 use super::switchboard::Permit;
 use super::types::{ExitInfo, Function, InstanceId, InvokeContext, InvokeResult, RequestId};
 use crate::protocols::http::Request;
@@ -44,6 +45,10 @@ pub struct Invocation {
     pub reply: oneshot::Sender<InvokeResult>,
     /// Concurrency held until the invocation is dropped.
     pub permit: Permit,
+    /// Where a streamed response goes as it arrives (`InvokeWithResponseStream`); `None` for
+    /// every other invocation, whose response (streamed by its runtime or not) is delivered
+    /// whole through `reply`.
+    pub stream: Option<StreamSender>,
 }
 
 /// An `Event` invocation a core accepted, on its way to the event queue (`events`), which

@@ -12,6 +12,8 @@
 //! - `switchboard`: `Switchboard`, the state every thread reads (config, function table,
 //!   channels, counters), and `Permit`, one invocation's hold on concurrency.
 //! - `metrics`: the Prometheus counters every thread bumps.
+//! - `stream`: the channel a streamed response travels on, from the instance's core to the
+//!   caller's.
 //! - `names`: function references, qualifiers and their validation, as AWS spells them.
 //! - `urls`: function URLs: their stored configuration, CORS, and the route a core serves.
 
@@ -20,6 +22,7 @@ pub mod error;
 pub mod messages;
 pub mod metrics;
 pub mod names;
+pub mod stream;
 pub mod switchboard;
 pub mod types;
 pub mod urls;

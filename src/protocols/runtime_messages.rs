@@ -7,8 +7,11 @@
 //! Binary envelope (our addition to the original design, for large payloads; asked for with
 //! `"binary": true` in `register`): a binary frame is `[u32 big-endian header_len][header: the
 //! same JSON message without "payload"][raw payload bytes]`, used for `invocation` (server to
-//! runtime) and `response`/`error` (runtime to server). Binary payload bytes are opaque, never
-//! parsed.
+//! runtime) and `response`/`error`/`response_chunk` (runtime to server). Binary payload bytes
+//! are opaque, never parsed.
+//! Response streaming (our addition): `response_chunk` (`data`: base64 in a text frame, raw
+//! bytes in a binary envelope) any number of times, then `response_end`, optionally with the
+//! handler's error; see `docs/streaming.md`.
 
 use std::borrow::Cow;
 
@@ -68,6 +71,23 @@ pub enum ClientMessage {
         error_type: String,
         stack_trace: Vec<String>,
         headers: Vec<(String, String)>,
+    },
+    /// One piece of a streamed response (our addition for response streaming): `data` is the
+    /// base64 `"data"` of a text frame, decoded, or the raw bytes after a binary envelope's
+    /// header. `content_type` counts on the first chunk of a stream only.
+    ResponseChunk {
+        request_id: String,
+        data: Bytes,
+        content_type: Option<String>,
+    },
+    /// The end of a streamed response; `error_type` set when the handler failed mid-stream
+    /// (with `error_message` and `stack_trace`, as in `error`).
+    ResponseEnd {
+        request_id: String,
+        content_type: Option<String>,
+        error_type: Option<String>,
+        error_message: Option<String>,
+        stack_trace: Vec<String>,
     },
     Ping,
     Pong,
@@ -135,6 +155,8 @@ struct Fields<'a> {
     version: Option<LazyValue<'a>>,
     instance_id: Option<LazyValue<'a>>,
     binary: Option<LazyValue<'a>>,
+    data: Option<LazyValue<'a>>,
+    content_type: Option<LazyValue<'a>>,
 }
 
 impl<'a> Fields<'a> {
@@ -153,6 +175,8 @@ impl<'a> Fields<'a> {
             "version" => ("version", &mut self.version),
             "instance_id" => ("instance_id", &mut self.instance_id),
             "binary" => ("binary", &mut self.binary),
+            "data" => ("data", &mut self.data),
+            "content_type" => ("content_type", &mut self.content_type),
             _ => return None,
         })
     }
@@ -183,8 +207,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Builds the message; `payload` is the slice for a `response`'s payload, if any.
-    fn into_message(self, payload: Option<Bytes>) -> Result<ClientMessage, MessageError> {
+    /// Builds the message; `payload` is the slice for a `response`'s payload, if any, and
+    /// `binary` the bytes after a binary envelope's header (a `response_chunk`'s data).
+    fn into_message(
+        self,
+        payload: Option<Bytes>,
+        binary: Option<Bytes>,
+    ) -> Result<ClientMessage, MessageError> {
         let kind = self.kind.ok_or(MessageError::MissingType)?;
         let kind = string(Some(&kind), "type")?;
         match kind.as_str() {
@@ -206,6 +235,26 @@ impl<'a> Fields<'a> {
                 error_type: string(self.error_type.as_ref(), "error_type")?,
                 stack_trace: stack_trace(self.stack_trace.as_ref())?,
                 headers: headers(self.headers.as_ref())?,
+            }),
+            "response_chunk" => Ok(ClientMessage::ResponseChunk {
+                request_id: string(self.request_id.as_ref(), "request_id")?,
+                data: match binary {
+                    Some(bytes) if self.data.is_none() => bytes,
+                    Some(_) => {
+                        return Err(MessageError::BinaryEnvelope(
+                            "header must not contain \"data\"",
+                        ))
+                    }
+                    None => base64_field(self.data.as_ref(), "data")?,
+                },
+                content_type: optional_string(self.content_type.as_ref(), "content_type")?,
+            }),
+            "response_end" => Ok(ClientMessage::ResponseEnd {
+                request_id: string(self.request_id.as_ref(), "request_id")?,
+                content_type: optional_string(self.content_type.as_ref(), "content_type")?,
+                error_type: optional_string(self.error_type.as_ref(), "error_type")?,
+                error_message: optional_string(self.error_message.as_ref(), "error_message")?,
+                stack_trace: stack_trace(self.stack_trace.as_ref())?,
             }),
             "ping" => Ok(ClientMessage::Ping),
             "pong" => Ok(ClientMessage::Pong),
@@ -274,6 +323,34 @@ fn unescape(value: &LazyValue) -> Option<String> {
     }
 }
 
+/// An optional string field: absent or null is `None`.
+fn optional_string(
+    value: Option<&LazyValue>,
+    field: &'static str,
+) -> Result<Option<String>, MessageError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_null() => Ok(None),
+        Some(v) => unescape(v).map(Some).ok_or(MessageError::InvalidField {
+            field,
+            expected: "a string",
+        }),
+    }
+}
+
+/// A required base64 string field, decoded.
+fn base64_field(value: Option<&LazyValue>, field: &'static str) -> Result<Bytes, MessageError> {
+    use base64::Engine;
+    let text = string(value, field)?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map(Bytes::from)
+        .map_err(|_| MessageError::InvalidField {
+            field,
+            expected: "base64",
+        })
+}
+
 fn optional_bool(value: Option<&LazyValue>, field: &'static str) -> Result<bool, MessageError> {
     match value {
         None => Ok(false),
@@ -324,7 +401,7 @@ pub fn parse_client_message(text: &Bytes) -> Result<ClientMessage, MessageError>
         .payload
         .as_ref()
         .map(|v| slice_of(text, v.as_raw_str().as_bytes()));
-    fields.into_message(payload)
+    fields.into_message(payload, None)
 }
 
 /// Parses a binary envelope from a runtime: `[u32 BE header_len][JSON header][payload]`. The
@@ -352,8 +429,12 @@ pub fn parse_client_binary(frame: &Bytes) -> Result<ClientMessage, MessageError>
             "header must not contain \"payload\"",
         ));
     }
-    let message = fields.into_message(Some(frame.slice(header_end..)))?;
-    let payload_allowed = matches!(message, ClientMessage::Response { .. });
+    let body = frame.slice(header_end..);
+    let message = fields.into_message(Some(body.clone()), Some(body))?;
+    let payload_allowed = matches!(
+        message,
+        ClientMessage::Response { .. } | ClientMessage::ResponseChunk { .. }
+    );
     if !payload_allowed && header_end != frame.len() {
         return Err(MessageError::BinaryEnvelope(
             "only a response carries payload bytes",
@@ -959,6 +1040,69 @@ mod tests {
         assert!(matches!(
             parse_client_binary(&trailing),
             Err(MessageError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn response_chunks_text_and_binary() {
+        let text = parse(
+            r#"{"type":"response_chunk","request_id":"r","data":"aGVsbG8=","content_type":"text/plain"}"#,
+        );
+        assert_eq!(
+            text,
+            Ok(ClientMessage::ResponseChunk {
+                request_id: "r".into(),
+                data: Bytes::from_static(b"hello"),
+                content_type: Some("text/plain".into()),
+            })
+        );
+        let frame = binary_frame(r#"{"type":"response_chunk","request_id":"r"}"#, b"\0raw");
+        assert_eq!(
+            parse_client_binary(&frame),
+            Ok(ClientMessage::ResponseChunk {
+                request_id: "r".into(),
+                data: Bytes::from_static(b"\0raw"),
+                content_type: None,
+            })
+        );
+        let bad = parse(r#"{"type":"response_chunk","request_id":"r","data":"!!"}"#);
+        assert!(matches!(
+            bad,
+            Err(MessageError::InvalidField { field: "data", .. })
+        ));
+        let missing = parse(r#"{"type":"response_chunk","request_id":"r"}"#);
+        assert_eq!(missing, Err(MessageError::MissingField("data")));
+    }
+
+    #[test]
+    fn response_end_with_and_without_error() {
+        assert_eq!(
+            parse(r#"{"type":"response_end","request_id":"r"}"#),
+            Ok(ClientMessage::ResponseEnd {
+                request_id: "r".into(),
+                content_type: None,
+                error_type: None,
+                error_message: None,
+                stack_trace: vec![],
+            })
+        );
+        let failed = parse(
+            r#"{"type":"response_end","request_id":"r","error_type":"Error","error_message":"boom","stack_trace":["at x"]}"#,
+        );
+        assert_eq!(
+            failed,
+            Ok(ClientMessage::ResponseEnd {
+                request_id: "r".into(),
+                content_type: None,
+                error_type: Some("Error".into()),
+                error_message: Some("boom".into()),
+                stack_trace: vec!["at x".into()],
+            })
+        );
+        let frame = binary_frame(r#"{"type":"response_end","request_id":"r"}"#, b"x");
+        assert!(matches!(
+            parse_client_binary(&frame),
+            Err(MessageError::BinaryEnvelope(_))
         ));
     }
 }

@@ -33,6 +33,22 @@ function readBody(req) {
   });
 }
 
+// A body read piece by piece, with when each piece arrived and the trailers (a streamed
+// response: Lambda-Runtime-Function-Response-Mode: streaming).
+function readBodyTimed(req) {
+  return new Promise((resolve) => {
+    const pieces = [];
+    req.on('data', (c) => pieces.push({ at: Date.now(), data: c }));
+    req.on('end', () =>
+      resolve({
+        text: Buffer.concat(pieces.map((p) => p.data)).toString('utf8'),
+        pieces,
+        trailers: req.trailers,
+      }),
+    );
+  });
+}
+
 function parseMaybe(text) {
   try {
     return JSON.parse(text);
@@ -69,6 +85,7 @@ async function startMockApi(options = {}) {
     tcpConnections: 0,
     sockets: new Set(),
     wsClients: new Set(),
+    streams: new Map(), // requestId -> response_chunk messages received so far
   };
 
   const server = http.createServer(async (req, res) => {
@@ -79,7 +96,9 @@ async function startMockApi(options = {}) {
       api.drain();
       return;
     }
-    const body = await readBody(req);
+    const streamMode = req.headers['lambda-runtime-function-response-mode'];
+    const timed = streamMode ? await readBodyTimed(req) : null;
+    const body = timed ? timed.text : await readBody(req);
     const m = /^\/2018-06-01\/runtime\/invocation\/([^/]+)\/(response|error)$/.exec(url);
     if (req.method === 'POST' && m) {
       const requestId = decodeURIComponent(m[1]);
@@ -91,6 +110,10 @@ async function startMockApi(options = {}) {
         rawBody: body,
         errorTypeHeader: req.headers['lambda-runtime-function-error-type'],
         contentType: req.headers['content-type'],
+        streamMode,
+        transferEncoding: req.headers['transfer-encoding'],
+        pieces: timed ? timed.pieces : undefined,
+        trailers: timed ? timed.trailers : undefined,
       });
       return;
     }
@@ -137,6 +160,15 @@ async function startMockApi(options = {}) {
       } else if (msg.type === 'pong') {
         api.pongs += 1;
         api.pongWaiters.splice(0).forEach((w) => w());
+      } else if (msg.type === 'response_chunk') {
+        // A streamed response: chunks gathered until response_end, each with its arrival time.
+        const chunks = api.streams.get(msg.request_id) || [];
+        chunks.push({ at: Date.now(), msg, data: msg.envelope ? msg.envelope.rawPayload : null });
+        api.streams.set(msg.request_id, chunks);
+      } else if (msg.type === 'response_end') {
+        const chunks = api.streams.get(msg.request_id) || [];
+        api.streams.delete(msg.request_id);
+        api.complete(msg.request_id, { via: 'ws', kind: 'stream', chunks, end: msg, endAt: Date.now() });
       } else if (msg.type === 'response' || msg.type === 'error') {
         api.complete(msg.request_id, {
           via: 'ws',

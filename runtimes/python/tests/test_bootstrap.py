@@ -81,6 +81,29 @@ USER_CODE = {
         def raw_bytes(event, context):
             return b"not json \\xff" + b"z" * event.get("pad", 0)
         """,
+    "stream.py": """
+        import time
+
+        def chunks(event, context):
+            context.response_content_type = "text/plain"
+            yield "first;"
+            time.sleep(event.get("pause", 0.3))
+            yield b"second:" + context.aws_request_id.encode()
+
+        def fails(event, context):
+            yield "partial"
+            raise KeyError("mid-stream")
+
+        def fails_early(event, context):
+            raise KeyError("before")
+            yield "never"
+
+        def wrong_item(event, context):
+            yield 42
+
+        def empty(event, context):
+            return iter(())
+        """,
     "pkg/__init__.py": "",
     "pkg/mod.py": """
         def handler(event, context):
@@ -124,6 +147,8 @@ class MockRuntimeApi:
     def __init__(self):
         self.invocations = queue.Queue()
         self.posted = queue.Queue()
+        # request id -> {"pieces": [(time, bytes)], "trailers": {name: value}} of a chunked post
+        self.streams = {}
         self.client_ports = []
         self.websocket_attempts = 0
         self.drop_after_post = False
@@ -148,8 +173,15 @@ class MockRuntimeApi:
 
             def do_POST(self):
                 api.client_ports.append(self.client_address[1])
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                stream = None
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    stream = self._read_chunked()
+                    body = b"".join(data for _, data in stream["pieces"])
+                else:
+                    body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 parts = self.path.split("/")
+                if stream is not None and len(parts) == 6:
+                    api.streams[parts[4]] = stream
                 if self.path == "/2018-06-01/runtime/init/error":
                     api.posted.put(("init_error", None, dict(self.headers), body))
                 elif len(parts) == 6 and parts[3] == "invocation":
@@ -161,6 +193,24 @@ class MockRuntimeApi:
                 if api.drop_after_post:
                     # Drop the keep-alive connection without announcing it.
                     self.close_connection = True
+
+            def _read_chunked(self):
+                """A chunked body: each chunk with when it arrived, then the trailers."""
+                pieces, trailers = [], {}
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    if size == 0:
+                        break
+                    data = self.rfile.read(size)
+                    self.rfile.read(2)
+                    pieces.append((time.time(), data))
+                while True:
+                    line = self.rfile.readline()
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                    name, _, value = line.decode("latin-1").partition(":")
+                    trailers[name.strip().lower()] = value.strip()
+                return {"pieces": pieces, "trailers": trailers}
 
             def _next(self):
                 while not api.stopping:
@@ -838,6 +888,96 @@ class WebSocketTests(RuntimeTestCase):
         error = decode_message(connection.recv(timeout=WAIT_S))
         self.assertEqual((error["type"], error["request_id"]), ("error", "bin-2"))
         self.assertEqual(error["error_type"], "Runtime.UnmarshalError")
+
+
+class StreamingTests(RuntimeTestCase):
+    """A handler returning a generator streams each item as it is produced."""
+
+    def post_stream(self, api, handler, request_id, event=None):
+        self.spawn(api.address, handler, use_websocket="false")
+        api.invoke(request_id, event or {})
+        return api.wait_posted()
+
+    def test_http_chunks_as_produced(self):
+        api = self.http_api()
+        kind, posted_id, headers, body = self.post_stream(api, "stream.chunks", "s-1")
+        self.assertEqual((kind, posted_id), ("response", "s-1"))
+        self.assertEqual(headers.get("Lambda-Runtime-Function-Response-Mode"), "streaming")
+        self.assertEqual(headers.get("Transfer-Encoding"), "chunked")
+        self.assertEqual(headers.get("Content-Type"), "text/plain")
+        self.assertEqual(body, b"first;second:s-1")
+        pieces = api.streams["s-1"]["pieces"]
+        self.assertEqual(pieces[0][1], b"first;")
+        self.assertGreaterEqual(pieces[-1][0] - pieces[0][0], 0.25, pieces)
+        self.assertEqual(api.streams["s-1"]["trailers"], {})
+
+    def test_http_error_mid_stream_goes_in_the_trailers(self):
+        api = self.http_api()
+        kind, _, _, body = self.post_stream(api, "stream.fails", "s-2")
+        self.assertEqual((kind, body), ("response", b"partial"))
+        trailers = api.streams["s-2"]["trailers"]
+        self.assertEqual(trailers["lambda-runtime-function-error-type"], "KeyError")
+        doc = json.loads(base64.b64decode(trailers["lambda-runtime-function-error-body"]))
+        self.assertEqual((doc["errorType"], doc["errorMessage"]), ("KeyError", "'mid-stream'"))
+
+    def test_http_error_before_the_first_item_is_an_ordinary_error(self):
+        api = self.http_api()
+        kind, _, headers, body = self.post_stream(api, "stream.fails_early", "s-3")
+        self.assertEqual(kind, "error")
+        self.assertEqual(headers.get("Lambda-Runtime-Function-Error-Type"), "KeyError")
+
+    def test_http_items_must_be_bytes_or_str(self):
+        api = self.http_api()
+        kind, _, _, body = self.post_stream(api, "stream.wrong_item", "s-4")
+        self.assertEqual(kind, "error")
+        self.assertEqual(json.loads(body)["errorType"], "Runtime.MarshalError")
+
+    def test_http_empty_stream(self):
+        api = self.http_api()
+        kind, _, headers, body = self.post_stream(api, "stream.empty", "s-5")
+        self.assertEqual((kind, body), ("response", b""))
+        self.assertEqual(headers.get("Content-Type"), "application/octet-stream")
+        self.assertEqual(api.streams["s-5"]["pieces"], [])
+
+    @NEEDS_WEBSOCKETS
+    def test_websocket_chunks_then_end(self):
+        api = MockWebSocketApi()
+        self.addCleanup(api.close)
+        self.spawn(api.address, "stream.chunks", pythonpath=WEBSOCKETS_PATH)
+        connection, _, _ = api.accept()
+        WebSocketTests.send_invocation(self, connection, "w-1", {})
+        received = []
+        while True:
+            message = connection.recv(timeout=WAIT_S)
+            received.append((time.time(), message))
+            if isinstance(message, str):
+                break
+        chunks = [struct.unpack("!I", m[:4])[0] for _, m in received[:-1]]
+        headers = [json.loads(m[4 : 4 + n]) for n, (_, m) in zip(chunks, received)]
+        data = [m[4 + n :] for n, (_, m) in zip(chunks, received)]
+        self.assertEqual(
+            headers,
+            [
+                {"type": "response_chunk", "request_id": "w-1", "content_type": "text/plain"},
+                {"type": "response_chunk", "request_id": "w-1"},
+            ],
+        )
+        self.assertEqual(data, [b"first;", b"second:w-1"])
+        self.assertGreaterEqual(received[1][0] - received[0][0], 0.25)
+        self.assertEqual(json.loads(received[-1][1]), {"type": "response_end", "request_id": "w-1"})
+
+    @NEEDS_WEBSOCKETS
+    def test_websocket_error_mid_stream(self):
+        api = MockWebSocketApi()
+        self.addCleanup(api.close)
+        self.spawn(api.address, "stream.fails", pythonpath=WEBSOCKETS_PATH)
+        connection, _, _ = api.accept()
+        WebSocketTests.send_invocation(self, connection, "w-2", {})
+        chunk = decode_message(connection.recv(timeout=WAIT_S))
+        self.assertEqual(chunk["type"], "response_chunk")
+        end = json.loads(connection.recv(timeout=WAIT_S))
+        self.assertEqual(end["type"], "response_end")
+        self.assertEqual((end["error_type"], end["error_message"]), ("KeyError", "'mid-stream'"))
 
 
 class RawClientTests(unittest.TestCase):

@@ -205,6 +205,7 @@ impl Rig {
         let inv = Invocation {
             id: RequestId::random(),
             permit: Permit::acquire(&self.shared, &function).expect("under the limits"),
+            stream: None,
             function,
             payload: Bytes::from_static(b"{}"),
             context: InvokeContext::default(),
@@ -1676,4 +1677,52 @@ fn a_wake_up_with_nothing_left_pending_stops_the_advertising() {
     );
     other.check_invariants();
     rig.sched.check_invariants();
+}
+
+/// A streamed invocation: its sender is handed to the runtime side only for the invocation the
+/// instance holds; while its caller reads, a tick leaves it alone; once the caller has dropped
+/// the stream, the next tick ends it and kills the instance (docs/streaming.md), releasing its
+/// concurrency at once.
+#[test]
+fn streamed_invocation_whose_caller_left_is_ended_and_its_instance_killed() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut work_rx = rig.next(id);
+    let (mut inv, mut rx) = rig.invocation(Instant::now());
+    let (tx, items) = crate::model::stream::channel();
+    inv.stream = Some(tx);
+    rig.sched.submit(inv);
+    let w = work(&mut work_rx);
+    assert!(rig.sched.stream_to(id, w.id.as_str()).unwrap().is_some());
+    assert_eq!(
+        rig.sched.stream_to(id, "another-request").unwrap_err(),
+        RuntimeRefusal::NotYourRequest
+    );
+    rig.sched.tick(later(Duration::from_millis(20)));
+    assert!(still_waiting(&mut rx));
+    assert!(rig.asked().is_empty());
+    let in_flight = rig.function().concurrency.in_flight.load(Ordering::Acquire);
+    drop(items);
+    rig.sched.tick(later(Duration::from_millis(30)));
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    let ended = result(&mut rx);
+    assert!(service_error(&ended).message.contains("disconnected"));
+    assert_eq!(
+        rig.function().concurrency.in_flight.load(Ordering::Acquire),
+        in_flight - 1
+    );
+    rig.check();
+}
+
+/// An ordinary invocation has no stream: the runtime side collects a streamed answer whole.
+#[test]
+fn plain_invocation_has_no_stream_to_send_to() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let mut work_rx = rig.next(id);
+    let _rx = rig.invoke();
+    let w = work(&mut work_rx);
+    assert!(rig.sched.stream_to(id, w.id.as_str()).unwrap().is_none());
+    rig.respond(id, &w, b"whole");
+    rig.check();
 }

@@ -98,6 +98,16 @@ impl ChunkedBody {
         }
     }
 
+    /// Splits off the data de-chunked so far (after `decode` returned `Ok(None)`), for a body
+    /// that is handed on piece by piece; the decoder goes on from the remaining wire bytes.
+    pub(super) fn take_decoded(&mut self, buf: &mut BytesMut) -> Bytes {
+        debug_assert!(self.read >= self.written);
+        let data = buf.split_to(self.written).freeze();
+        self.read -= self.written;
+        self.written = 0;
+        data
+    }
+
     /// Bytes still needed for the current chunk, if the decoder is inside one.
     pub(super) fn bytes_needed(&self) -> Option<usize> {
         match self.state {

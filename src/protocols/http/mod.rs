@@ -26,7 +26,7 @@ mod response;
 mod testing;
 
 pub use client::{write_request_head, ClientResponse, ResponseDecoder};
-pub use request::{Decoder, Request};
+pub use request::{BodyPiece, Decoded, Decoder, Request};
 pub use response::{http_date, reason_phrase, write_response_head, DateString, DATE_BYTES};
 
 /// Largest request head (request line, headers, final empty line) we buffer.

@@ -214,6 +214,22 @@ struct PendingRequest {
 }
 
 impl PendingRequest {
+    /// The head alone, as a `Request` with an empty body (for a body that is streamed).
+    fn head_request(&self) -> Request {
+        Request {
+            head: self.head.clone(),
+            method_span: self.method_span,
+            path_span: self.path_span,
+            query_span: self.query_span,
+            headers_start: self.headers_start,
+            trailers: Vec::new(),
+            method: self.method,
+            body: Bytes::new(),
+            keep_alive: self.keep_alive,
+            version_minor: self.version_minor,
+        }
+    }
+
     fn into_request(self, body: Bytes, trailers: Vec<(String, Vec<u8>)>) -> Request {
         Request {
             head: self.head,
@@ -238,6 +254,31 @@ enum DecodeState {
         scanned: Option<usize>,
     },
     Body(PendingRequest),
+    /// The head was handed out (`Decoded::StreamHead`); its chunked body is handed out piece by
+    /// piece (`Decoder::next_piece`).
+    Streaming(PendingRequest),
+}
+
+/// What `Decoder::decode_or_stream` found at the start of the buffer.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A whole request, body included.
+    Whole(Request),
+    /// The head of a request whose chunked body is to be read piece by piece as it arrives
+    /// (`Decoder::next_piece`); its `body` is empty.
+    StreamHead(Request),
+}
+
+/// A piece of a streamed chunked body (`Decoder::next_piece`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyPiece {
+    /// De-chunked data that has arrived (not aligned to the sender's chunks).
+    Data(Bytes),
+    /// The end of the body: its last data, and its trailer fields.
+    End {
+        data: Bytes,
+        trailers: Vec<(String, Vec<u8>)>,
+    },
 }
 
 /// Incremental request decoder; one per connection. Remembers how far it got so a large body is
@@ -285,13 +326,71 @@ impl Decoder {
                 let state = std::mem::replace(&mut self.state, DecodeState::Head { scanned: None });
                 match state {
                     DecodeState::Body(pending) => Ok(Some(pending.into_request(body, trailers))),
-                    DecodeState::Head { .. } => Ok(None),
+                    DecodeState::Head { .. } | DecodeState::Streaming(_) => Ok(None),
                 }
             }
             None => {
                 self.continue_ready |= std::mem::take(&mut pending.expect_continue);
                 self.needed = pending.body.bytes_needed(buf.len());
                 Ok(None)
+            }
+        }
+    }
+
+    /// Like `decode`, but a request with a chunked body for which `stream` holds is handed out as
+    /// soon as its head is parsed (`Decoded::StreamHead`); its body then comes from
+    /// `next_piece`. `stream` is asked once per chunked request, never for other framings, so a
+    /// connection that never streams pays one framing check per request.
+    pub fn decode_or_stream(
+        &mut self,
+        buf: &mut BytesMut,
+        stream: fn(&Request) -> bool,
+    ) -> Result<Option<Decoded>, HttpError> {
+        if let DecodeState::Head { scanned } = self.state {
+            self.needed = None;
+            match self.decode_head(buf, scanned)? {
+                Some(pending) => {
+                    let chunked = matches!(pending.body, BodyDecoder::Chunked(_));
+                    if chunked && stream(&pending.head_request()) {
+                        let head = pending.head_request();
+                        self.continue_ready |= pending.expect_continue;
+                        self.state = DecodeState::Streaming(pending);
+                        return Ok(Some(Decoded::StreamHead(head)));
+                    }
+                    self.state = DecodeState::Body(pending);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.decode(buf)?.map(Decoded::Whole))
+    }
+
+    /// The next piece of the body of the request handed out as `Decoded::StreamHead`:
+    /// `Ok(None)` when more bytes are needed (or no body is being streamed). After
+    /// `BodyPiece::End` the decoder expects the next request. The body limit applies to each
+    /// chunk the sender declares, not to the whole body, which the caller bounds itself.
+    pub fn next_piece(&mut self, buf: &mut BytesMut) -> Result<Option<BodyPiece>, HttpError> {
+        let limits = self.limits;
+        let DecodeState::Streaming(pending) = &mut self.state else {
+            return Ok(None);
+        };
+        let BodyDecoder::Chunked(chunked) = &mut pending.body else {
+            return Ok(None);
+        };
+        let limits = Limits {
+            body_bytes_max: pending.body_bytes_max,
+            ..limits
+        };
+        match chunked.decode(buf, &limits)? {
+            Some((data, trailers)) => {
+                self.state = DecodeState::Head { scanned: None };
+                self.needed = None;
+                Ok(Some(BodyPiece::End { data, trailers }))
+            }
+            None => {
+                self.needed = chunked.bytes_needed();
+                let data = chunked.take_decoded(buf);
+                Ok((!data.is_empty()).then_some(BodyPiece::Data(data)))
             }
         }
     }
@@ -876,6 +975,72 @@ mod tests {
             let pieces = decode_stream(&raw, &feeds, limits);
             prop_assert_eq!(&whole.0, &pieces.0);
             prop_assert!(whole.1 || !pieces.1);
+        }
+    }
+
+    fn is_streaming(req: &Request) -> bool {
+        req.header_str("x-mode") == Some("streaming")
+    }
+
+    /// A streamed body arrives as pieces whose concatenation is the de-chunked body, with its
+    /// trailers at the end, however the wire bytes are split; the next request follows.
+    #[test]
+    fn streamed_body_at_every_split() {
+        let raw: &[u8] = b"POST /r HTTP/1.1\r\nX-Mode: streaming\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\nX-Err: boom\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
+        for split in 0..=raw.len() {
+            let mut decoder = Decoder::new(Limits::default());
+            let mut buf = BytesMut::new();
+            let (mut head, mut data, mut trailers, mut next) = (None, Vec::new(), None, None);
+            for part in [&raw[..split], &raw[split..]] {
+                buf.extend_from_slice(part);
+                loop {
+                    if head.is_none() {
+                        match decoder.decode_or_stream(&mut buf, is_streaming).unwrap() {
+                            Some(Decoded::StreamHead(h)) => head = Some(h),
+                            Some(Decoded::Whole(_)) => panic!("streamed as a whole"),
+                            None => break,
+                        }
+                    } else if trailers.is_none() {
+                        match decoder.next_piece(&mut buf).unwrap() {
+                            Some(BodyPiece::Data(d)) => data.extend_from_slice(&d),
+                            Some(BodyPiece::End {
+                                data: d,
+                                trailers: t,
+                            }) => {
+                                data.extend_from_slice(&d);
+                                trailers = Some(t);
+                            }
+                            None => break,
+                        }
+                    } else {
+                        match decoder.decode_or_stream(&mut buf, is_streaming).unwrap() {
+                            Some(Decoded::Whole(r)) => next = Some(r),
+                            Some(Decoded::StreamHead(_)) => panic!("not a streamed request"),
+                            None => {}
+                        }
+                        break;
+                    }
+                }
+            }
+            let head = head.expect("head");
+            assert_eq!(head.path(), "/r");
+            assert!(head.body.is_empty());
+            assert_eq!(data, b"hello, world", "split at {split}");
+            assert_eq!(trailers.unwrap(), [("X-Err".to_owned(), b"boom".to_vec())]);
+            assert_eq!(next.expect("next request").path(), "/next");
+        }
+    }
+
+    /// Without the predicate's consent a chunked body is decoded whole, as by `decode`.
+    #[test]
+    fn unstreamed_chunked_request_is_whole() {
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buf = BytesMut::from(
+            &b"POST /r HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"[..],
+        );
+        match decoder.decode_or_stream(&mut buf, is_streaming).unwrap() {
+            Some(Decoded::Whole(r)) => assert_eq!(&r.body[..], b"ok"),
+            other => panic!("{other:?}"),
         }
     }
 }
