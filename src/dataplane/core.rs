@@ -18,9 +18,10 @@ use tokio::sync::mpsc::{Sender, UnboundedReceiver};
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::conn::{DeadlineCell, HttpConn, ReadDeadlines};
-use super::logs::LogSource;
+use super::logs::{LogSource, LogTee};
 use super::scheduler::Scheduler;
 use super::{runtime_api, user_api};
+use crate::model::logsink::LogStream;
 use crate::model::types::InstanceId;
 use crate::model::{CoreMsg, EventMsg, Switchboard};
 
@@ -113,9 +114,12 @@ impl Core {
         while let Some(msg) = inbox.recv().await {
             match msg {
                 CoreMsg::Dispatch(inv) => self.sched.borrow_mut().accept_handoff(inv),
-                CoreMsg::InstanceStarted { id, listener, log } => {
-                    self.instance_started(id, listener, log)
-                }
+                CoreMsg::InstanceStarted {
+                    id,
+                    listener,
+                    log,
+                    stream,
+                } => self.instance_started(id, listener, log, stream),
                 CoreMsg::InstanceStartFailed { id, error } => {
                     self.sched.borrow_mut().start_failed(id, error)
                 }
@@ -145,19 +149,24 @@ impl Core {
         id: InstanceId,
         listener: StdTcpListener,
         log: Option<std::os::fd::OwnedFd>,
+        stream: Arc<LogStream>,
     ) {
-        let function = self.sched.borrow().function_name(id).unwrap_or_default();
-        let log = match LogSource::new(log, function) {
+        let tee = LogTee {
+            stream,
+            shared: self.shared.clone(),
+        };
+        let log = match LogSource::new(log, Some(tee)) {
             Ok(log) => log,
             Err(e) => {
                 tracing::warn!(instance = %id, "cannot read instance output: {e}");
-                LogSource::new(None, String::new()).expect("no fd cannot fail")
+                LogSource::new(None, None).expect("no fd cannot fail")
             }
         };
         let fd = listener.as_raw_fd();
         if !self.sched.borrow_mut().started(id, log.clone(), fd) {
             return; // Already gone: dropping the listener closes it.
         }
+        log.platform_init_start();
         tokio_uring::spawn(log.run());
         tokio_uring::spawn(accept_loop(
             self.clone(),

@@ -23,6 +23,10 @@ use crate::protocols::sigv4::{self, Authorization, AuthorizationError, Canonical
 
 /// The signing name of Lambda: the service every credential scope must name.
 pub const SERVICE: &str = "lambda";
+/// The signing name of CloudWatch Logs, whose API is served on the same port.
+pub const LOGS_SERVICE: &str = "logs";
+/// `X-Amz-Target` prefix of the CloudWatch Logs operations.
+const LOGS_TARGET_PREFIX: &str = "Logs_20140328.";
 /// How far a request's timestamp may be from the server's clock, either way (AWS: 5 minutes).
 pub const CLOCK_SKEW_S_MAX: u64 = 300;
 /// Largest credentials file read, far above any real one: a wrong path (a log, a disk image)
@@ -189,9 +193,15 @@ impl Credentials {
                 "Credential should be scoped to a valid region. ".to_string(),
             ));
         }
-        if auth.service != SERVICE {
+        // CloudWatch Logs calls (JSON 1.1, `X-Amz-Target: Logs_20140328.*`) share the port and
+        // are signed for their own service, as the SDKs sign them.
+        let service = match req.header_str("x-amz-target") {
+            Some(t) if t.starts_with(LOGS_TARGET_PREFIX) => LOGS_SERVICE,
+            _ => SERVICE,
+        };
+        if auth.service != service {
             return Err(invalid(format!(
-                "Credential should be scoped to correct service: '{SERVICE}'. "
+                "Credential should be scoped to correct service: '{service}'. "
             )));
         }
         if auth.terminator != sigv4::SCOPE_TERMINATOR {

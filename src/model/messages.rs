@@ -26,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
+use super::logsink::LogStream;
 use super::switchboard::Permit;
 use super::types::{ExitInfo, Function, InstanceId, InvokeContext, InvokeResult, RequestId};
 use crate::protocols::http::Request;
@@ -82,6 +83,8 @@ pub enum CoreMsg {
         id: InstanceId,
         listener: StdTcpListener,
         log: Option<OwnedFd>,
+        /// The log stream its output is stored in.
+        stream: Arc<LogStream>,
     },
     /// The instance could not be started at all.
     InstanceStartFailed { id: InstanceId, error: ApiError },

@@ -12,10 +12,13 @@
 //! - `switchboard`: `Switchboard`, the state every thread reads (config, function table,
 //!   channels, counters), and `Permit`, one invocation's hold on concurrency.
 //! - `metrics`: the Prometheus counters every thread bumps.
+//! - `logsink`: what goes to the function log store's thread (`LogMsg`, `LogSink`, `LogStream`)
+//!   and a function's `LoggingConfig`.
 //! - `names`: function references, qualifiers and their validation, as AWS spells them.
 
 pub mod auth;
 pub mod error;
+pub mod logsink;
 pub mod messages;
 pub mod metrics;
 pub mod names;

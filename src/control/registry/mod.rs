@@ -211,6 +211,7 @@ impl Registry {
             revision_id,
             reserved_concurrency: input.reserved_concurrency,
             layers: input.layers.unwrap_or_default(),
+            logging: input.logging.unwrap_or_default(),
         };
         self.layers.merged_dir(&config.layers)?;
         let name = config.name.clone();
@@ -593,6 +594,7 @@ mod tests {
             publish: false,
             reserved_concurrency: None,
             layers: None,
+            logging: None,
         }
     }
 
