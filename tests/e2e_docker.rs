@@ -467,7 +467,9 @@ fn round_trip(test: &str, runtime: &str, handler: &str, file: &str, src: &str, w
     // ... and the function's log group, read back through the CloudWatch Logs API.
     let stored = logs::filter_messages(&server, &format!("/aws/lambda/{name}"), rid);
     assert!(
-        stored.contains(&format!("{marker} {rid}"))
+        stored
+            .iter()
+            .any(|m| m.ends_with(&format!("{marker} {rid}")))
             && stored.iter().any(|m| m.starts_with("REPORT")),
         "the container's output and REPORT are in the log store: {stored:?}"
     );
