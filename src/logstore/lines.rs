@@ -37,11 +37,14 @@ pub struct LineSplitter {
     partial: Vec<u8>,
     /// When the first byte of `partial` was read.
     since_ms: Option<u64>,
+    /// When output last arrived.
+    pub last_ms: u64,
 }
 
 impl LineSplitter {
     /// Adds a chunk read at `at_ms`; pushes the events it completes.
     pub fn push(&mut self, data: &[u8], at_ms: u64, out: &mut Vec<Event>) {
+        self.last_ms = at_ms;
         let mut rest = data;
         while let Some(n) = rest.iter().position(|&b| b == b'\n') {
             self.partial.extend_from_slice(&rest[..n]);

@@ -42,6 +42,10 @@ const BATCH_MSGS_MAX: usize = 1024;
 const PARTIAL_LINE_MS: u64 = 500;
 /// How often segments past their age are looked for.
 const PRUNE_INTERVAL_MS: u64 = 60_000;
+/// An instance with no unfinished line and no output for this long is forgotten: its `Closed`
+/// may have been dropped with a full inbox, and its entry must not stay for ever. (Output that
+/// comes later starts a fresh entry.)
+const PARTIAL_FORGET_MS: u64 = 15 * 60_000;
 
 /// The store's thread: the store and each live instance's unfinished line.
 struct Writer {
@@ -219,6 +223,9 @@ impl Writer {
         for id in stale {
             self.flush_partial(id, now_ms);
         }
+        self.partial.retain(|_, (_, s)| {
+            s.pending_since().is_some() || now_ms < s.last_ms + PARTIAL_FORGET_MS
+        });
     }
 
     fn write_batch(&mut self) {

@@ -523,6 +523,49 @@ mod tests {
     }
 
     #[test]
+    fn cloudwatch_logs_calls_are_signed_for_logs() {
+        let body = b"{}";
+        let target = b"Logs_20140328.DescribeLogGroups";
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("Host", b"h"),
+            ("X-Amz-Date", b"20240102T030405Z"),
+            ("X-Amz-Target", target),
+        ];
+        let hash = sigv4::sha256_hex(body);
+        let sign = |service| {
+            let input = CanonicalInput {
+                method: "POST",
+                path: "/",
+                query: None,
+                headers: || headers.iter().copied(),
+                signed_headers: "host;x-amz-date;x-amz-target",
+                payload_hash: &hash,
+            };
+            let signer = sigv4::Signer {
+                access_key_id: ID,
+                secret: SECRET,
+                region: "us-east-1",
+                service,
+            };
+            let auth = signer.authorization("20240102T030405Z", &input);
+            format!("POST / HTTP/1.1\r\nHost: h\r\nX-Amz-Date: 20240102T030405Z\r\nX-Amz-Target: Logs_20140328.DescribeLogGroups\r\nAuthorization: {auth}\r\nContent-Length: 2\r\n\r\n{{}}")
+        };
+        let logs = sign(LOGS_SERVICE);
+        assert_eq!(
+            creds().verify(&decode_one(logs.as_bytes()), at(NOW_S)),
+            Ok(())
+        );
+        let lambda = sign(SERVICE);
+        let e = creds()
+            .verify(&decode_one(lambda.as_bytes()), at(NOW_S))
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "Credential should be scoped to correct service: 'logs'. "
+        );
+    }
+
+    #[test]
     fn http_date_header_stands_in_for_x_amz_date() {
         let headers: Vec<(&str, &[u8])> =
             vec![("Host", b"h"), ("Date", b"Tue, 02 Jan 2024 03:04:05 GMT")];
