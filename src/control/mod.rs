@@ -7,7 +7,10 @@
 //! and containers on this thread, management calls (which may unzip and fsync tens of megabytes)
 //! on tokio's blocking pool with the registry behind a mutex, so an upload never delays another
 //! function's cold start. Each instance gets a task that waits for its exit and obeys kill, pause
-//! and resume; its exit is reported to its home core.
+//! and resume; its exit is reported to its home core, and its log stream (`LogStream`, named
+//! here as the instance's environment names it) travels with its output pipe to that core.
+//! CloudWatch Logs API calls are authenticated here like any management call, then handed to
+//! the log store's thread (`crate::logstore`), which answers them.
 
 pub mod api;
 pub mod code;
