@@ -239,6 +239,7 @@ impl ControlPlane {
                 id,
                 &token,
                 self.shared.config.use_websocket,
+                self.shared.log_nonce,
             ),
             function,
             runtime_api,
@@ -407,6 +408,7 @@ pub fn instance_env(
     id: InstanceId,
     token: &str,
     use_websocket: bool,
+    log_nonce: u64,
 ) -> Vec<(String, String)> {
     let c = &f.config;
     let date = utc_date_path();
@@ -431,7 +433,7 @@ pub fn instance_env(
         ),
         (
             "AWS_LAMBDA_LOG_STREAM_NAME".into(),
-            log_stream_name(&date, &f.version, id),
+            log_stream_name(&date, &f.version, log_nonce, id),
         ),
         (
             "AWS_LAMBDA_LOG_FORMAT".into(),

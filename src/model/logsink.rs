@@ -12,7 +12,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -25,11 +25,6 @@ use super::types::{InstanceId, RequestId};
 /// Messages waiting for the log-writer thread. At most `DRAIN_CHUNK_BYTES` (8 KiB) of output
 /// each, so the queue holds at most about 32 MiB of unwritten output.
 pub const LOG_INBOX_MAX: usize = 4096;
-
-/// A random number fixed for this run of the server: stream names end with it and the instance
-/// id, so a stream of this run never continues one of an earlier run (instance ids start again
-/// at 1 after a restart).
-static RUN_NONCE: LazyLock<u64> = LazyLock::new(rand::random);
 
 /// AWS's log formats (`LoggingConfig.LogFormat`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,10 +92,12 @@ pub fn default_log_group(function: &str) -> String {
     format!("/aws/lambda/{function}")
 }
 
-/// AWS's stream name for an execution environment: `YYYY/MM/DD/[VERSION]` and 32 hex digits
-/// (here the run's nonce and the instance id), dated when the instance starts (UTC).
-pub fn log_stream_name(date: &str, version: &str, id: InstanceId) -> String {
-    format!("{date}/[{version}]{:016x}{:016x}", *RUN_NONCE, id.0)
+/// AWS's stream name for an execution environment: `YYYY/MM/DD/[VERSION]` and 32 hex digits,
+/// dated when the instance starts (UTC). The digits are `run_nonce`, a random number fixed per
+/// server run (`Switchboard::log_nonce`), and the instance id: a stream of one run never
+/// continues one of an earlier run, whose instance ids started at 1 too.
+pub fn log_stream_name(date: &str, version: &str, run_nonce: u64, id: InstanceId) -> String {
+    format!("{date}/[{version}]{run_nonce:016x}{:016x}", id.0)
 }
 
 /// One execution environment's log stream: where its lines go and how they are shaped. Made by
@@ -224,11 +221,11 @@ mod tests {
 
     #[test]
     fn stream_names_follow_aws() {
-        let name = log_stream_name("2024/01/02", "$LATEST", InstanceId(0x1234));
+        let name = log_stream_name("2024/01/02", "$LATEST", 0xabc, InstanceId(0x1234));
         let (prefix, hex) = name.split_at("2024/01/02/[$LATEST]".len());
         assert_eq!(prefix, "2024/01/02/[$LATEST]");
         assert_eq!(hex.len(), 32);
-        assert!(hex.ends_with("0000000000001234"));
+        assert_eq!(hex, "0000000000000abc0000000000001234");
     }
 
     #[test]

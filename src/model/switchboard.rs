@@ -39,6 +39,8 @@ pub struct Switchboard {
     pub auth: Option<Credentials>,
     /// The function log store's inbox (`crate::logstore`); disabled until `with_logs`.
     pub logs: LogSink,
+    /// Random, fixed for this server's life: log stream names carry it (`log_stream_name`).
+    pub log_nonce: u64,
 }
 
 impl Switchboard {
@@ -60,6 +62,7 @@ impl Switchboard {
             executor_name: std::sync::OnceLock::new(),
             auth: None,
             logs: LogSink::default(),
+            log_nonce: rand::random(),
         }
     }
 

@@ -1117,6 +1117,7 @@ mod tests {
             crate::model::types::InstanceId(1),
             "token",
             true,
+            7,
         );
         let get = |k: &str| {
             let found: Vec<&str> = env
