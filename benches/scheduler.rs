@@ -32,6 +32,7 @@ fn function() -> Arc<Function> {
         revision_id: String::new(),
         reserved_concurrency: None,
         layers: Vec::new(),
+        logging: Default::default(),
     };
     Arc::new(Function::latest(config, std::env::temp_dir(), 1))
 }

@@ -47,6 +47,12 @@ pub const EVENT_RETRY_BASE_MS: u64 = 60_000;
 /// enough that each start gets the CPU it needs at once.
 pub const INITS_PER_CORE: usize = 4;
 
+/// Bytes of function logs kept on disk across all functions (`--log-bytes-max`); past it the
+/// oldest segments are dropped.
+pub const LOG_STORE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Days function log events are kept (`--log-retention-days`); a log group's own retention
+/// (PutRetentionPolicy) can only shorten it.
+pub const LOG_RETENTION_DAYS: u64 = 30;
 /// Cores are numbered in a 64-bit mask (`FunctionCounters::idle_cores`).
 pub const CORES_MAX: usize = 64;
 /// Seconds the control plane waits at shutdown, after killing every instance, for the instances
@@ -236,6 +242,14 @@ pub struct Config {
     /// Payload bytes queued for one function before its new events get 429.
     #[arg(long, env = "LAH_EVENT_QUEUE_FUNCTION_BYTES_MAX", default_value_t = EVENT_QUEUE_FUNCTION_BYTES_MAX)]
     pub event_queue_function_bytes_max: usize,
+
+    /// Bytes of function logs kept on disk (all functions); the oldest are dropped first.
+    #[arg(long, env = "LAH_LOG_BYTES_MAX", default_value_t = LOG_STORE_BYTES_MAX)]
+    pub log_bytes_max: u64,
+
+    /// Days function log events are kept at most (a log group's retention policy may shorten it).
+    #[arg(long, env = "LAH_LOG_RETENTION_DAYS", default_value_t = LOG_RETENTION_DAYS)]
+    pub log_retention_days: u64,
 
     /// Region of instances' `AWS_REGION`, and of ARNs when a request's SigV4 credential scope
     /// names none.

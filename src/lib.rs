@@ -10,6 +10,8 @@
 //!   instance semantics), `logs` (instance output, log tails), `metrics`.
 //! - `events`: the durable queue of `Event` invocations (its own thread): on-disk log, retries,
 //!   destinations.
+//! - `logstore`: the function log store (its own thread): log groups and streams on disk,
+//!   AWS's line splitting and platform lines, the CloudWatch Logs API.
 //! - `protocols`: wire codecs (HTTP/1.1, WebSocket frames, WebSocket runtime messages, AWS
 //!   event-stream framing).
 //! - `control`: the control-plane thread: `registry` (functions, persisted), `code` (safe unzip),
@@ -21,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod events;
+pub mod logstore;
 pub mod model;
 pub mod protocols;
 pub mod server;

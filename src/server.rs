@@ -1,5 +1,6 @@
 //! Start-up and shutdown: binds the listeners, starts the control-plane thread, the event queue's
-//! thread (which replays its log) and one data-plane thread per core, and on SIGTERM/SIGINT
+//! thread (which replays its log), the function log store's thread and one data-plane thread
+//! per core, and on SIGTERM/SIGINT
 //! stops in order (stop accepting, let in-flight invocations finish within the grace period,
 //! stop the event queue with the rest of its events on disk, stop every instance, exit).
 
@@ -17,7 +18,9 @@ use crate::control::executor::Executor;
 use crate::control::registry::{Defaults, Registry};
 use crate::control::ControlPlane;
 use crate::dataplane::core;
+use crate::logstore::disk::Bounds;
 use crate::model::auth::AuthSetup;
+use crate::model::logsink::{LogMsg, LogSink, LOG_INBOX_MAX};
 use crate::model::{ControlMsg, CoreMsg, Switchboard};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,7 @@ pub struct Server {
     control: JoinHandle<()>,
     events_tx: mpsc::Sender<crate::model::EventMsg>,
     events: JoinHandle<()>,
+    logs: JoinHandle<()>,
 }
 
 /// Pending connections each core's listener queues before the kernel refuses more: room for a
@@ -51,6 +55,8 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// How often shutdown checks whether the in-flight invocations have finished during the grace
 /// period: short, so shutdown is not held up long after the last one ends.
 const IN_FLIGHT_POLL_MS: u64 = 10;
+/// Milliseconds per day (`--log-retention-days`).
+const DAY_MS: u64 = 86_400_000;
 
 /// A SO_REUSEPORT listener: every core binds its own on the same port and the kernel spreads
 /// connections across them.
@@ -122,10 +128,25 @@ impl Server {
                 auth.reason
             ),
         }
+        // Bounded: cores drop (and count) what does not fit instead of waiting (LOG_INBOX_MAX).
+        let (logs_tx, logs_rx) = std::sync::mpsc::sync_channel(LOG_INBOX_MAX);
+        let log_bounds = Bounds::new(
+            config.log_bytes_max,
+            config.log_retention_days.saturating_mul(DAY_MS),
+        );
         let shared = Arc::new(
             Switchboard::new(Arc::new(config), registry.table(), core_txs, control_tx)
-                .with_auth(auth.credentials),
+                .with_auth(auth.credentials)
+                .with_logs(LogSink::new(logs_tx)),
         );
+        let logs =
+            crate::logstore::start(&shared.config.data_dir, log_bounds, shared.clone(), logs_rx)
+                .map_err(|e| {
+                    ServerError::DataDir(
+                        shared.config.data_dir.display().to_string(),
+                        format!("log store: {e}"),
+                    )
+                })?;
         let control = start_control(shared.clone(), registry, control_rx)?;
         // Bounded: a core that finds it full answers 429 instead of waiting (EVENT_INBOX_MAX).
         let (events_tx, events_rx) = mpsc::channel(EVENT_INBOX_MAX);
@@ -157,6 +178,7 @@ impl Server {
             control,
             events_tx,
             events,
+            logs,
         })
     }
 
@@ -194,6 +216,12 @@ impl Server {
         let _ = self.control.join();
         drop(self.events_tx);
         let _ = self.events.join();
+        // Last: the cores and instances have said all they will (END lines, closed pipes).
+        let (done, wait) = oneshot::channel();
+        if shared.logs.send_blocking(LogMsg::Shutdown { done }).is_ok() {
+            let _ = wait.blocking_recv();
+        }
+        let _ = self.logs.join();
         tracing::info!("Lambda@Home stopped");
     }
 }

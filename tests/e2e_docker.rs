@@ -464,6 +464,15 @@ fn round_trip(test: &str, runtime: &str, handler: &str, file: &str, src: &str, w
         tail.contains(&format!("{marker} {rid}")),
         "the container's output reaches the log tail: {tail:?}"
     );
+    // ... and the function's log group, read back through the CloudWatch Logs API.
+    let stored = logs::filter_messages(&server, &format!("/aws/lambda/{name}"), rid);
+    assert!(
+        stored
+            .iter()
+            .any(|m| m.ends_with(&format!("{marker} {rid}")))
+            && stored.iter().any(|m| m.starts_with("REPORT")),
+        "the container's output and REPORT are in the log store: {stored:?}"
+    );
     assert_eq!(server.metric("lah_cold_starts_total"), cold_starts + 1.0);
 
     assert_transport(&server, ws);

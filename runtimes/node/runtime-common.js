@@ -77,10 +77,40 @@ function formatLogLine(level, args) {
   return `${new Date().toISOString()}\t${currentRequestId}\t${level}\t${message}\n`;
 }
 
-function patchConsole() {
-  for (const [method, level] of LOG_LEVELS) {
+// AWS's application log levels, least severe first (AWS_LAMBDA_LOG_LEVEL).
+const LEVEL_ORDER = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL'];
+
+// With LoggingConfig.LogFormat JSON (AWS_LAMBDA_LOG_FORMAT=JSON) a console call is one JSON
+// record as AWS's runtime writes it: timestamp, level, requestId, message (and for an error
+// argument its type, message and stack), filtered by AWS_LAMBDA_LOG_LEVEL.
+function formatJsonRecord(level, args) {
+  const record = {
+    timestamp: new Date().toISOString(),
+    level,
+    requestId: currentRequestId,
+    message: util.format(...args),
+  };
+  const err = args.find((a) => isErrorLike(a));
+  if (err) {
+    record.errorType = err.name;
+    record.errorMessage = err.message;
+    record.stackTrace = typeof err.stack === 'string' ? err.stack.split('\n') : [];
+  }
+  return `${JSON.stringify(record)}\n`;
+}
+
+function patchConsole(env = process.env) {
+  const json = env.AWS_LAMBDA_LOG_FORMAT === 'JSON';
+  const min = LEVEL_ORDER.indexOf((env.AWS_LAMBDA_LOG_LEVEL || 'INFO').toUpperCase());
+  const methods = json ? [...LOG_LEVELS, ['fatal', 'FATAL']] : LOG_LEVELS;
+  for (const [method, level] of methods) {
+    if (json && LEVEL_ORDER.indexOf(level) < min) {
+      console[method] = () => {};
+      continue;
+    }
+    const format = json ? formatJsonRecord : formatLogLine;
     console[method] = (...args) => {
-      process.stdout.write(formatLogLine(level, args));
+      process.stdout.write(format(level, args));
     };
   }
 }

@@ -563,21 +563,60 @@ class LambdaLogHandler(logging.Handler):
     def emit(self, record):
         try:
             record.aws_request_id = _current_request_id
-            sys.stdout.write(self.format(record) + "\n")
+            # One logging call is one log event: its newlines become \r, as AWS's runtime does.
+            sys.stdout.write(self.format(record).replace("\n", "\r") + "\n")
         except Exception:
             self.handleError(record)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """AWS's JSON log record (LoggingConfig.LogFormat JSON): timestamp, level, message,
+    logger, requestId, and errorType/errorMessage/stackTrace for an exception."""
+
+    def format(self, record):
+        entry = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + "Z",
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "requestId": getattr(record, "aws_request_id", ""),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["errorType"] = record.exc_info[0].__name__
+            entry["errorMessage"] = str(record.exc_info[1])
+            entry["stackTrace"] = traceback.format_tb(record.exc_info[2])
+        return json.dumps(entry, default=str)
+
+
+# AWS_LAMBDA_LOG_LEVEL (AWS's names) to Python's levels: TRACE has no equivalent and maps
+# to DEBUG, FATAL to CRITICAL.
+JSON_LOG_LEVELS = {
+    "TRACE": logging.DEBUG,
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "FATAL": logging.CRITICAL,
+}
 
 
 def setup_logging():
     logging.Formatter.converter = time.gmtime
     handler = LambdaLogHandler()
-    handler.setFormatter(
-        logging.Formatter(
-            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
-            "%Y-%m-%dT%H:%M:%S",
+    root = logging.getLogger()
+    if os.environ.get("AWS_LAMBDA_LOG_FORMAT") == "JSON":
+        handler.setFormatter(JsonLogFormatter())
+        level = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO").upper()
+        root.setLevel(JSON_LOG_LEVELS.get(level, logging.INFO))
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+                "%Y-%m-%dT%H:%M:%S",
+            )
         )
-    )
-    logging.getLogger().addHandler(handler)
+    root.addHandler(handler)
 
 
 def setup_sys_path():

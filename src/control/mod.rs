@@ -7,7 +7,10 @@
 //! and containers on this thread, management calls (which may unzip and fsync tens of megabytes)
 //! on tokio's blocking pool with the registry behind a mutex, so an upload never delays another
 //! function's cold start. Each instance gets a task that waits for its exit and obeys kill, pause
-//! and resume; its exit is reported to its home core.
+//! and resume; its exit is reported to its home core, and its log stream (`LogStream`, named
+//! here as the instance's environment names it) travels with its output pipe to that core.
+//! CloudWatch Logs API calls are authenticated here like any management call, then handed to
+//! the log store's thread (`crate::logstore`), which answers them.
 
 pub mod api;
 pub mod code;
@@ -25,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::error::ApiError;
+use crate::model::logsink::{log_stream_name, LogMsg, LogStream};
 use crate::model::types::{region, Function, InstanceId, InstanceSpec};
 use crate::model::{ApiAnswer, ControlMsg, CoreMsg, Switchboard};
 use crate::protocols::http::Request;
@@ -201,6 +205,21 @@ impl ControlPlane {
                     return;
                 }
             }
+            // CloudWatch Logs API calls (JSON 1.1, `X-Amz-Target: Logs_20140328.*`) are the
+            // log store's: handed to its thread, which answers the core directly.
+            if let Some(operation) = crate::logstore::api::operation(&request) {
+                let region = api::Ctx::from_request(&request, "").region;
+                let msg = LogMsg::Api {
+                    operation: operation.to_string(),
+                    body: request.body.clone(),
+                    region,
+                    reply,
+                };
+                if let Err(LogMsg::Api { reply, .. }) = shared.logs.send_blocking(msg) {
+                    let _ = reply.send(crate::logstore::api::unavailable());
+                }
+                return;
+            }
             let default_host = format!("127.0.0.1:{}", shared.config.user_api_port);
             // A panic in a handler must not wedge every later call: the registry's state is
             // only ever replaced whole, so a poisoned lock still guards consistent data.
@@ -211,10 +230,15 @@ impl ControlPlane {
                 request: &request,
                 concurrency_limit: shared.config.concurrency,
                 retire: Vec::new(),
+                deleted: Vec::new(),
             };
             let answer = api::route(&mut call).into();
             for pool in std::mem::take(&mut call.retire) {
                 retire(&shared, &pool);
+            }
+            for name in std::mem::take(&mut call.deleted) {
+                // On the blocking pool: waiting for room in the log store's inbox is allowed.
+                let _ = shared.logs.send_blocking(LogMsg::FunctionDeleted { name });
             }
             let _ = reply.send(answer);
         });
@@ -261,17 +285,37 @@ impl ControlPlane {
                 id,
                 &token,
                 self.shared.config.use_websocket,
+                self.shared.log_nonce,
             ),
             function,
             runtime_api,
             runtimes_dir: self.runtimes_dir.clone(),
         };
+        let env_value = |key: &str| {
+            spec.env
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let c = &spec.function.config;
+        let stream = Arc::new(LogStream {
+            instance: id,
+            group: env_value("AWS_LAMBDA_LOG_GROUP_NAME"),
+            name: env_value("AWS_LAMBDA_LOG_STREAM_NAME"),
+            function: c.name.clone(),
+            version: spec.function.version.clone(),
+            runtime: c.runtime.clone(),
+            format: c.logging.log_format,
+            system_level: c.logging.system_level().map(str::to_string),
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         self.instances.insert(id, tx);
         let task = InstanceTask {
             id,
             core,
             addr,
+            stream,
             shared: self.shared.clone(),
             executor: self.executor.clone(),
             ended: self.ended_tx.clone(),
@@ -307,6 +351,8 @@ struct InstanceTask {
     executor: Arc<dyn Executor>,
     ended: mpsc::UnboundedSender<Ended>,
     inits: Arc<tokio::sync::Semaphore>,
+    /// Where the instance's output is stored (handed to its home core with the output pipe).
+    stream: Arc<LogStream>,
 }
 
 impl InstanceTask {
@@ -373,6 +419,7 @@ impl InstanceTask {
                 listener,
                 log,
                 uid: verified,
+                stream: self.stream.clone(),
             },
         );
         // The place in the start gate is held through the init's first moments only: an init
@@ -462,6 +509,7 @@ pub fn instance_env(
     id: InstanceId,
     token: &str,
     use_websocket: bool,
+    log_nonce: u64,
 ) -> Vec<(String, String)> {
     let c = &f.config;
     let date = utc_date_path();
@@ -482,11 +530,15 @@ pub fn instance_env(
         ("AWS_DEFAULT_REGION".into(), region().into()),
         (
             "AWS_LAMBDA_LOG_GROUP_NAME".into(),
-            format!("/aws/lambda/{}", c.name),
+            c.logging.group_for(&c.name),
         ),
         (
             "AWS_LAMBDA_LOG_STREAM_NAME".into(),
-            format!("{date}/[{}]{:016x}", f.version, id.0),
+            log_stream_name(&date, &f.version, log_nonce, id),
+        ),
+        (
+            "AWS_LAMBDA_LOG_FORMAT".into(),
+            c.logging.log_format.as_str().into(),
         ),
         (
             "AWS_EXECUTION_ENV".into(),
@@ -499,6 +551,9 @@ pub fn instance_env(
         ("LAMBDA_RUNTIME_NAME".into(), c.runtime.clone()),
         ("LAMBDA_USE_WEBSOCKET".into(), use_websocket.to_string()),
     ];
+    if let Some(level) = c.logging.application_level() {
+        env.push(("AWS_LAMBDA_LOG_LEVEL".into(), level.into()));
+    }
     let ours = crate::control::api::functions::SERVER_ENV_KEYS;
     for (k, v) in c
         .environment

@@ -20,10 +20,11 @@ use tokio::sync::mpsc::{Sender, UnboundedReceiver};
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::conn::{DeadlineCell, HttpConn, ReadDeadlines};
-use super::logs::LogSource;
+use super::logs::{LogSource, LogTee};
 use super::peer::PeerLookup;
 use super::scheduler::Scheduler;
 use super::{identity, runtime_api, user_api};
+use crate::model::logsink::LogStream;
 use crate::model::types::InstanceId;
 use crate::model::{CoreMsg, EventMsg, Switchboard};
 
@@ -137,7 +138,8 @@ impl Core {
                     listener,
                     log,
                     uid,
-                } => self.instance_started(id, listener, log, uid),
+                    stream,
+                } => self.instance_started(id, listener, log, uid, stream),
                 CoreMsg::InstanceStartFailed { id, error } => {
                     self.sched.borrow_mut().start_failed(id, error)
                 }
@@ -171,13 +173,17 @@ impl Core {
         listener: StdTcpListener,
         log: Option<std::os::fd::OwnedFd>,
         uid: Option<u32>,
+        stream: Arc<LogStream>,
     ) {
-        let function = self.sched.borrow().function_name(id).unwrap_or_default();
-        let log = match LogSource::new(log, function) {
+        let tee = LogTee {
+            stream,
+            shared: self.shared.clone(),
+        };
+        let log = match LogSource::new(log, Some(tee)) {
             Ok(log) => log,
             Err(e) => {
                 tracing::warn!(instance = %id, "cannot read instance output: {e}");
-                LogSource::new(None, String::new()).expect("no fd cannot fail")
+                LogSource::new(None, None).expect("no fd cannot fail")
             }
         };
         let fd = listener.as_raw_fd();
@@ -187,6 +193,7 @@ impl Core {
         if let Some(uid) = uid {
             self.identities.borrow_mut().insert(id, uid);
         }
+        log.platform_init_start();
         tokio_uring::spawn(log.run());
         tokio_uring::spawn(accept_loop(
             self.clone(),

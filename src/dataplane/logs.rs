@@ -1,25 +1,46 @@
-//! An instance's stdout and stderr, read by its home core.
+//! An instance's stdout and stderr, read by its home core, kept for tails and teed to the log
+//! store.
 //!
-//! The executor hands over the read end of a pipe (process) or FIFO (Docker). The home core
-//! reads it through the reactor (non-blocking fd) into a bounded ring (`LOG_RING_BYTES`). Because
-//! the core that completes an invocation is the same core that reads its log, it can drain the pipe
-//! synchronously right before building a `Tail`, and every line the runtime wrote before posting
-//! its response is in the tail: runtimes write to pipes synchronously (Node on Linux, Python with
-//! PYTHONUNBUFFERED), so those bytes are in the pipe before the response is on the socket.
+//! The executor hands over the read end of a pipe (process) or FIFO (Docker); both stdout and
+//! stderr are written to it. The home core reads it through the reactor (non-blocking fd) into a
+//! bounded ring (`LOG_RING_BYTES`). Because the core that completes an invocation is the same core
+//! that reads its log, it can drain the pipe synchronously right before building a `Tail`, and
+//! every line the runtime wrote before posting its response is in the tail: runtimes write to
+//! pipes synchronously (Node on Linux, Python with PYTHONUNBUFFERED), so those bytes are in the
+//! pipe before the response is on the socket.
+//!
+//! Every chunk read is also offered to the log store's thread (`crate::logstore`) as one
+//! `LogMsg::Output`: a copy of at most `DRAIN_CHUNK_BYTES` and a `try_send`, never a wait; a full
+//! inbox drops the chunk and counts its lines (`lah_log_lines_dropped_total`). The same goes for
+//! the platform lines (`platform_start`, `platform_end`), which go through the same channel
+//! from the same core, so the store sees them in the order the core read the output. A function
+//! that writes without pause is read at most `DRAIN_BYTES_PER_WAKE_MAX` at a time before the
+//! reader yields, so it cannot hold its core away from other connections.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
 
 use crate::config::LOG_RING_BYTES;
+use crate::model::logsink::{LogMsg, LogStream, Report};
+use crate::model::types::RequestId;
+use crate::model::Switchboard;
 
 /// Bytes taken from the pipe per `read` while draining it: a stack buffer, so a chatty instance
-/// costs a few syscalls per drain and no allocation.
+/// costs a few syscalls per drain and no allocation beyond the copy sent to the log store.
 const DRAIN_CHUNK_BYTES: usize = 8192;
+
+/// Bytes the background reader takes from one instance's pipe before it lets the core's other
+/// tasks run: an instance printing 64 KB chunks without pause gets its share of the core, not
+/// all of it.
+const DRAIN_BYTES_PER_WAKE_MAX: usize = 64 * 1024;
 
 /// The last `LOG_RING_BYTES` bytes an instance wrote, with a running byte offset.
 #[derive(Default)]
@@ -50,17 +71,41 @@ impl LogRing {
     }
 }
 
+/// Where an instance's output is stored beyond the ring: its log stream and the store's inbox.
+pub struct LogTee {
+    pub stream: Arc<LogStream>,
+    pub shared: Arc<Switchboard>,
+}
+
+/// What one bounded drain found.
+#[derive(Debug, PartialEq, Eq)]
+enum Drained {
+    /// The writer closed its end.
+    Eof,
+    /// Nothing more to read now.
+    Empty,
+    /// The byte budget ran out with more possibly waiting.
+    Budget,
+}
+
 /// One instance's output: the fd and what was read from it.
 pub struct LogSource {
     fd: Option<AsyncFd<OwnedFd>>,
     pub ring: RefCell<LogRing>,
-    /// Function name, for the debug log of function output.
-    function: String,
+    tee: Option<LogTee>,
+}
+
+/// Unix milliseconds now (a vDSO clock read).
+pub fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl LogSource {
     /// `fd` must be non-blocking. Without one (the executor gave none), the ring stays empty.
-    pub fn new(fd: Option<OwnedFd>, function: String) -> io::Result<Rc<LogSource>> {
+    pub fn new(fd: Option<OwnedFd>, tee: Option<LogTee>) -> io::Result<Rc<LogSource>> {
         let fd = match fd {
             // SAFETY: we own `fd` (an OwnedFd moved in), so no one else can close or reuse it
             // while it is registered; it is deregistered when the AsyncFd drops.
@@ -70,15 +115,68 @@ impl LogSource {
         Ok(Rc::new(LogSource {
             fd,
             ring: RefCell::new(LogRing::default()),
-            function,
+            tee,
         }))
+    }
+
+    fn offer(&self, msg: impl FnOnce(Arc<LogStream>) -> LogMsg) {
+        if let Some(t) = &self.tee {
+            t.shared
+                .logs
+                .offer(&t.shared.metrics, msg(t.stream.clone()));
+        }
+    }
+
+    /// INIT_START: the instance's runtime is starting.
+    pub fn platform_init_start(&self) {
+        self.offer(|stream| LogMsg::InitStart {
+            stream,
+            at_ms: epoch_ms(),
+        });
+    }
+
+    /// START: invocation `request` was handed to the instance.
+    pub fn platform_start(&self, request: &RequestId) {
+        self.offer(|stream| LogMsg::Start {
+            stream,
+            at_ms: epoch_ms(),
+            request: request.clone(),
+        });
+    }
+
+    /// END and REPORT of invocation `request`. The pipe is drained first so that what the
+    /// function printed before answering is stored before its END.
+    pub fn platform_end(&self, request: &RequestId, report: Report) {
+        if self.tee.is_none() {
+            return;
+        }
+        self.drain();
+        self.offer(|stream| LogMsg::End {
+            stream,
+            at_ms: epoch_ms(),
+            request: request.clone(),
+            report,
+        });
     }
 
     /// Reads what is in the pipe now, without waiting. Returns false at end of file.
     pub fn drain(&self) -> bool {
-        let Some(fd) = &self.fd else { return false };
-        let mut chunk = [0u8; DRAIN_CHUNK_BYTES];
         loop {
+            match self.drain_up_to(usize::MAX) {
+                Drained::Eof => return false,
+                Drained::Empty => return true,
+                Drained::Budget => {}
+            }
+        }
+    }
+
+    fn drain_up_to(&self, budget: usize) -> Drained {
+        let Some(fd) = &self.fd else {
+            return Drained::Eof;
+        };
+        let mut chunk = [0u8; DRAIN_CHUNK_BYTES];
+        let mut taken = 0usize;
+        while taken < budget {
             // SAFETY: reading into a stack buffer of the given length from a valid fd.
             let n = unsafe {
                 libc::read(
@@ -88,36 +186,53 @@ impl LogSource {
                 )
             };
             match n {
-                0 => return false,
+                0 => return Drained::Eof,
                 n if n > 0 => {
                     let data = &chunk[..n as usize];
-                    tracing::debug!(target: "function", function = %self.function, "{}", String::from_utf8_lossy(data).trim_end());
+                    taken += data.len();
+                    if let Some(t) = &self.tee {
+                        tracing::debug!(target: "function", function = %t.stream.function, "{}", String::from_utf8_lossy(data).trim_end());
+                    }
                     self.ring.borrow_mut().push(data);
+                    self.offer(|stream| LogMsg::Output {
+                        stream,
+                        at_ms: epoch_ms(),
+                        data: Bytes::copy_from_slice(data),
+                    });
                 }
                 _ => {
                     let err = io::Error::last_os_error();
-                    return err.kind() != io::ErrorKind::UnexpectedEof
-                        && matches!(
-                            err.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                        );
+                    let again = matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    );
+                    return if again { Drained::Empty } else { Drained::Eof };
                 }
             }
         }
+        Drained::Budget
     }
 
-    /// Reads until the writer closes its end (the instance ended).
+    /// Reads until the writer closes its end (the instance ended), then tells the store.
     pub async fn run(self: Rc<Self>) {
         let Some(fd) = &self.fd else { return };
         loop {
             let Ok(mut guard) = fd.readable().await else {
-                return;
+                break;
             };
-            if !self.drain() {
-                return;
+            match self.drain_up_to(DRAIN_BYTES_PER_WAKE_MAX) {
+                Drained::Eof => break,
+                Drained::Empty => guard.clear_ready(),
+                Drained::Budget => {
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                }
             }
-            guard.clear_ready();
         }
+        self.offer(|stream| LogMsg::Closed {
+            stream,
+            at_ms: epoch_ms(),
+        });
     }
 }
 

@@ -52,6 +52,7 @@ use tokio::sync::oneshot;
 use super::logs::LogSource;
 use crate::config::LOG_TAIL_BYTES;
 use crate::model::error::{ApiError, ErrorKind};
+use crate::model::logsink::Report;
 use crate::model::stream::StreamSender;
 use crate::model::types::{
     function_error_body, ExitInfo, Function, FunctionCounters, InstanceId, InvokeContext,
@@ -621,6 +622,7 @@ impl Scheduler {
             if inv.want_log_tail {
                 l.drain();
             }
+            l.platform_start(&inv.id);
             l.ring.borrow().total()
         });
         let cold = inst.served == 0;
@@ -952,6 +954,18 @@ impl Scheduler {
         } else {
             None
         };
+        if let Some(l) = &inst.log {
+            let report = Report {
+                duration_ms: now.duration_since(f.dispatched_at).as_secs_f64() * 1000.0,
+                memory_mb: inst.function.config.memory_mb,
+                init_ms: inst
+                    .init_duration
+                    .filter(|_| f.cold)
+                    .map(|d| d.as_secs_f64() * 1000.0),
+                success: matches!(outcome, InvokeOutcome::Success { .. }),
+            };
+            l.platform_end(&f.id, report);
+        }
         let m = &self.shared.metrics;
         m.invocations.fetch_add(1, Ordering::Relaxed);
         m.duration

@@ -23,6 +23,10 @@ use crate::protocols::sigv4::{self, Authorization, AuthorizationError, Canonical
 
 /// The signing name of Lambda: the service every credential scope must name.
 pub const SERVICE: &str = "lambda";
+/// The signing name of CloudWatch Logs, whose API is served on the same port.
+pub const LOGS_SERVICE: &str = "logs";
+/// `X-Amz-Target` prefix of the CloudWatch Logs operations.
+const LOGS_TARGET_PREFIX: &str = "Logs_20140328.";
 /// How far a request's timestamp may be from the server's clock, either way (AWS: 5 minutes).
 pub const CLOCK_SKEW_S_MAX: u64 = 300;
 /// Largest credentials file read, far above any real one: a wrong path (a log, a disk image)
@@ -189,9 +193,15 @@ impl Credentials {
                 "Credential should be scoped to a valid region. ".to_string(),
             ));
         }
-        if auth.service != SERVICE {
+        // CloudWatch Logs calls (JSON 1.1, `X-Amz-Target: Logs_20140328.*`) share the port and
+        // are signed for their own service, as the SDKs sign them.
+        let service = match req.header_str("x-amz-target") {
+            Some(t) if t.starts_with(LOGS_TARGET_PREFIX) => LOGS_SERVICE,
+            _ => SERVICE,
+        };
+        if auth.service != service {
             return Err(invalid(format!(
-                "Credential should be scoped to correct service: '{SERVICE}'. "
+                "Credential should be scoped to correct service: '{service}'. "
             )));
         }
         if auth.terminator != sigv4::SCOPE_TERMINATOR {
@@ -509,6 +519,49 @@ mod tests {
         assert_eq!(
             e.message,
             "Credential should be scoped to correct service: 'lambda'. "
+        );
+    }
+
+    #[test]
+    fn cloudwatch_logs_calls_are_signed_for_logs() {
+        let body = b"{}";
+        let target = b"Logs_20140328.DescribeLogGroups";
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("Host", b"h"),
+            ("X-Amz-Date", b"20240102T030405Z"),
+            ("X-Amz-Target", target),
+        ];
+        let hash = sigv4::sha256_hex(body);
+        let sign = |service| {
+            let input = CanonicalInput {
+                method: "POST",
+                path: "/",
+                query: None,
+                headers: || headers.iter().copied(),
+                signed_headers: "host;x-amz-date;x-amz-target",
+                payload_hash: &hash,
+            };
+            let signer = sigv4::Signer {
+                access_key_id: ID,
+                secret: SECRET,
+                region: "us-east-1",
+                service,
+            };
+            let auth = signer.authorization("20240102T030405Z", &input);
+            format!("POST / HTTP/1.1\r\nHost: h\r\nX-Amz-Date: 20240102T030405Z\r\nX-Amz-Target: Logs_20140328.DescribeLogGroups\r\nAuthorization: {auth}\r\nContent-Length: 2\r\n\r\n{{}}")
+        };
+        let logs = sign(LOGS_SERVICE);
+        assert_eq!(
+            creds().verify(&decode_one(logs.as_bytes()), at(NOW_S)),
+            Ok(())
+        );
+        let lambda = sign(SERVICE);
+        let e = creds()
+            .verify(&decode_one(lambda.as_bytes()), at(NOW_S))
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "Credential should be scoped to correct service: 'logs'. "
         );
     }
 

@@ -26,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
+use super::logsink::LogStream;
 use super::stream::StreamSender;
 use super::switchboard::Permit;
 use super::types::{ExitInfo, Function, InstanceId, InvokeContext, InvokeResult, RequestId};
@@ -90,6 +91,8 @@ pub enum CoreMsg {
         /// The uid its processes run as (`Instance::uid`): its connections must come from it.
         /// `None`: the executor could not give it an identity, its connections are unverified.
         uid: Option<u32>,
+        /// The log stream its output is stored in.
+        stream: Arc<LogStream>,
     },
     /// The instance could not be started at all.
     InstanceStartFailed { id: InstanceId, error: ApiError },

@@ -128,6 +128,12 @@ pub struct Metrics {
     pub event_destinations: AtomicU64,
     /// One write + `fdatasync` of a batch of the event log.
     pub event_log_sync: Histogram,
+    /// Function log lines lost: the log store's inbox was full, or the disk refused them.
+    pub log_lines_dropped: AtomicU64,
+    /// Function log events written to the log store.
+    pub log_events_stored: AtomicU64,
+    /// Bytes the log store holds on disk (the log-writer thread sets it).
+    pub log_bytes_stored: AtomicI64,
 }
 
 impl Metrics {
@@ -244,7 +250,34 @@ impl Metrics {
         }
         self.render_ws(&mut out);
         self.render_conns(&mut out);
+        self.render_logs(&mut out);
         out
+    }
+
+    fn render_logs(&self, out: &mut String) {
+        for (name, help, v) in [
+            (
+                "lah_log_lines_dropped_total",
+                "Function log lines not stored (log inbox full, or the disk refused them).",
+                &self.log_lines_dropped,
+            ),
+            (
+                "lah_log_events_stored_total",
+                "Function log events written to the log store.",
+                &self.log_events_stored,
+            ),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let bytes = self.log_bytes_stored.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP lah_log_bytes_stored Bytes of function logs on disk.\n# TYPE lah_log_bytes_stored gauge\nlah_log_bytes_stored {bytes}"
+        );
     }
 
     fn render_conns(&self, out: &mut String) {

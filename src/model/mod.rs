@@ -14,11 +14,14 @@
 //! - `metrics`: the Prometheus counters every thread bumps.
 //! - `stream`: the channel a streamed response travels on, from the instance's core to the
 //!   caller's.
+//! - `logsink`: what goes to the function log store's thread (`LogMsg`, `LogSink`, `LogStream`)
+//!   and a function's `LoggingConfig`.
 //! - `names`: function references, qualifiers and their validation, as AWS spells them.
 //! - `urls`: function URLs: their stored configuration, CORS, and the route a core serves.
 
 pub mod auth;
 pub mod error;
+pub mod logsink;
 pub mod messages;
 pub mod metrics;
 pub mod names;

@@ -12,6 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::auth::Credentials;
 use super::error::ApiError;
+use super::logsink::LogSink;
 use super::messages::{ControlMsg, CoreMsg};
 use super::metrics::Metrics;
 use super::types::{Concurrency, Function, FunctionTable, InstanceId};
@@ -36,6 +37,10 @@ pub struct Switchboard {
     pub executor_name: std::sync::OnceLock<&'static str>,
     /// The keys User API requests must be signed with; `None` when authentication is off.
     pub auth: Option<Credentials>,
+    /// The function log store's inbox (`crate::logstore`); disabled until `with_logs`.
+    pub logs: LogSink,
+    /// Random, fixed for this server's life: log stream names carry it (`log_stream_name`).
+    pub log_nonce: u64,
 }
 
 impl Switchboard {
@@ -56,7 +61,15 @@ impl Switchboard {
             shutting_down: AtomicBool::new(false),
             executor_name: std::sync::OnceLock::new(),
             auth: None,
+            logs: LogSink::default(),
+            log_nonce: rand::random(),
         }
+    }
+
+    /// The same switchboard, sending function output to the log store behind `logs`.
+    pub fn with_logs(mut self, logs: LogSink) -> Switchboard {
+        self.logs = logs;
+        self
     }
 
     /// The same switchboard, with User API authentication on for `credentials` (`Some`).

@@ -134,6 +134,9 @@ pub struct FunctionConfig {
     /// Layer versions, in the order they are merged (later ones override earlier files).
     #[serde(default)]
     pub layers: Vec<LayerRef>,
+    /// LoggingConfig: log format, levels and log group (stored configs before it: Text).
+    #[serde(default)]
+    pub logging: crate::model::logsink::LoggingConfig,
 }
 
 /// One layer version a function uses: its ARN and size, as FunctionConfiguration.Layers shows.

@@ -8,6 +8,7 @@
 
 pub mod boto3;
 pub mod child;
+pub mod logs;
 
 use std::io::{Cursor, Read, Write};
 use std::net::{SocketAddr, TcpStream};

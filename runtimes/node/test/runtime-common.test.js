@@ -196,3 +196,35 @@ test('formatLogLine matches the AWS console format', () => {
   const line = common.formatLogLine('INFO', ['hello %s', 'world\nnext']);
   assert.match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t\S+\tINFO\thello world\rnext\n$/);
 });
+
+test('patchConsole with AWS_LAMBDA_LOG_FORMAT=JSON writes AWS JSON records, filtered by level', () => {
+  const saved = {};
+  for (const m of ['log', 'info', 'warn', 'error', 'debug', 'trace', 'fatal']) saved[m] = console[m];
+  const write = process.stdout.write;
+  const lines = [];
+  process.stdout.write = (chunk) => {
+    lines.push(String(chunk));
+    return true;
+  };
+  try {
+    common.patchConsole({ AWS_LAMBDA_LOG_FORMAT: 'JSON', AWS_LAMBDA_LOG_LEVEL: 'WARN' });
+    console.info('hidden');
+    console.debug('hidden');
+    console.warn('shown %d', 1);
+    console.error(new TypeError('bad\nthing'));
+    console.fatal('last');
+  } finally {
+    process.stdout.write = write;
+    Object.assign(console, saved);
+  }
+  const records = lines.map((l) => JSON.parse(l));
+  assert.deepEqual(
+    records.map((r) => [r.level, r.message.split('\n')[0]]),
+    [['WARN', 'shown 1'], ['ERROR', 'TypeError: bad'], ['FATAL', 'last']],
+  );
+  assert.match(records[0].timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.equal(records[1].errorType, 'TypeError');
+  assert.equal(records[1].errorMessage, 'bad\nthing');
+  assert.ok(Array.isArray(records[1].stackTrace));
+  assert.ok(lines.every((l) => l.endsWith('\n') && l.indexOf('\n') === l.length - 1));
+});

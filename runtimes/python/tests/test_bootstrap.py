@@ -673,6 +673,30 @@ class HttpTests(RuntimeTestCase):
             out, r"\[WARNING\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\treq-ctx\tlogged warning\n"
         )
 
+    def test_json_log_format_and_level(self):
+        # LoggingConfig JSON: logging calls become AWS's JSON records, filtered by the level.
+        api = self.http_api()
+        child = self.spawn(
+            api.address,
+            "app.context_fields",
+            use_websocket="false",
+            AWS_LAMBDA_LOG_FORMAT="JSON",
+            AWS_LAMBDA_LOG_LEVEL="WARN",
+        )
+        api.invoke("req-json", {}, **{"Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 5000)})
+        kind, _, _, body = api.wait_posted()
+        self.assertEqual(kind, "response", body)
+        out, _ = self.stop(child)
+        records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        self.assertEqual(len(records), 1, out)
+        record = records[0]
+        self.assertEqual(record["level"], "WARNING")
+        self.assertEqual(record["message"], "logged warning")
+        self.assertEqual(record["requestId"], "req-json")
+        self.assertEqual(record["logger"], "root")
+        self.assertRegex(record["timestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertIn("plain print line\n", out)
+
     def test_websocket_disabled_forces_http(self):
         api = self.http_api()
         child = self.spawn(

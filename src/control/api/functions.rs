@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use super::input::*;
 use super::{Call, Ctx};
 use crate::model::error::ApiError;
+use crate::model::logsink::{LogFormat, LoggingConfig, APPLICATION_LOG_LEVELS, SYSTEM_LOG_LEVELS};
 use crate::model::types::{Function, LayerRef};
 use crate::model::ApiAnswer;
 
@@ -96,6 +97,8 @@ pub struct CreateFunctionInput {
     pub reserved_concurrency: Option<u32>,
     /// Layer version ARNs as given (sizes are filled in when the layers are resolved).
     pub layers: Option<Vec<LayerRef>>,
+    /// LoggingConfig, validated (`None`: Text to `/aws/lambda/NAME`).
+    pub logging: Option<LoggingConfig>,
 }
 
 /// A validated UpdateFunctionCode request.
@@ -120,6 +123,8 @@ pub struct UpdateConfigInput {
     pub environment: Option<BTreeMap<String, String>>,
     /// `Some(empty)` removes every layer.
     pub layers: Option<Vec<LayerRef>>,
+    /// The LoggingConfig fields given (each replaces the stored one).
+    pub logging: Option<LoggingInput>,
     /// When set, the update applies only if it equals the function's current RevisionId.
     pub revision_id: Option<String>,
 }
@@ -159,6 +164,12 @@ pub fn parse_create(body: &[u8]) -> Result<CreateFunctionInput, ApiError> {
         publish: opt_bool(&obj, "Publish", "publish")?.unwrap_or(false),
         reserved_concurrency: None,
         layers: parse_layers(&obj)?,
+        logging: parse_logging(&obj)?
+            .map(|input| {
+                let mut c = LoggingConfig::default();
+                apply_logging(&mut c, input).map(|()| c)
+            })
+            .transpose()?,
     })
 }
 
@@ -198,8 +209,99 @@ pub fn parse_update_config(body: &[u8]) -> Result<UpdateConfigInput, ApiError> {
         memory_mb: validated_memory(opt_i64(&obj, "MemorySize", "memory_size")?)?,
         environment: parse_environment(&obj)?,
         layers: parse_layers(&obj)?,
+        logging: parse_logging(&obj)?,
         revision_id: opt_string(&obj, "RevisionId", "revision_id")?,
     })
+}
+
+/// The fields of a `LoggingConfig` object, each optional.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoggingInput {
+    pub log_format: Option<LogFormat>,
+    pub application_log_level: Option<String>,
+    pub system_log_level: Option<String>,
+    pub log_group: Option<String>,
+}
+
+/// Longest log group name AWS accepts.
+const LOG_GROUP_NAME_LEN_MAX: usize = 512;
+
+fn parse_logging(obj: &Map<String, Value>) -> Result<Option<LoggingInput>, ApiError> {
+    let Some(v) = field(obj, "LoggingConfig", "logging_config") else {
+        return Ok(None);
+    };
+    let o = v
+        .as_object()
+        .ok_or_else(|| ApiError::invalid_param("LoggingConfig must be an object"))?;
+    let enum_value = |key: &str,
+                      field: &str,
+                      allowed: &[&str]|
+     -> Result<Option<String>, ApiError> {
+        match opt_string(o, key, key)? {
+            Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::invalid_param(format!(
+                "1 validation error detected: Value '{v}' at 'loggingConfig.{field}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+                allowed.join(", ")
+            ))),
+            other => Ok(other),
+        }
+    };
+    let log_format = enum_value("LogFormat", "logFormat", &["JSON", "Text"])?.map(|f| {
+        if f == "JSON" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
+    });
+    let log_group = opt_string(o, "LogGroup", "LogGroup")?;
+    if let Some(g) = &log_group {
+        let valid_chars = g
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b));
+        if g.is_empty() || g.len() > LOG_GROUP_NAME_LEN_MAX || !valid_chars {
+            return Err(ApiError::invalid_param(format!(
+                "1 validation error detected: Value '{g}' at 'loggingConfig.logGroup' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+"
+            )));
+        }
+    }
+    Ok(Some(LoggingInput {
+        log_format,
+        application_log_level: enum_value(
+            "ApplicationLogLevel",
+            "applicationLogLevel",
+            &APPLICATION_LOG_LEVELS,
+        )?,
+        system_log_level: enum_value("SystemLogLevel", "systemLogLevel", &SYSTEM_LOG_LEVELS)?,
+        log_group,
+    }))
+}
+
+/// Applies the given LoggingConfig fields. Levels exist only with the JSON format, as on AWS: a
+/// level with Text is refused, and switching to Text drops the stored levels.
+pub fn apply_logging(c: &mut LoggingConfig, input: LoggingInput) -> Result<(), ApiError> {
+    if let Some(f) = input.log_format {
+        c.log_format = f;
+    }
+    if let Some(g) = input.log_group {
+        c.log_group = Some(g);
+    }
+    let levels_given = input.application_log_level.is_some() || input.system_log_level.is_some();
+    if c.log_format == LogFormat::Text {
+        if levels_given {
+            return Err(ApiError::invalid_param(
+                "ApplicationLogLevel and SystemLogLevel can be set only when LogFormat is JSON.",
+            ));
+        }
+        c.application_log_level = None;
+        c.system_log_level = None;
+        return Ok(());
+    }
+    if let Some(l) = input.application_log_level {
+        c.application_log_level = Some(l);
+    }
+    if let Some(l) = input.system_log_level {
+        c.system_log_level = Some(l);
+    }
+    Ok(())
 }
 
 /// PutFunctionConcurrency's `ReservedConcurrentExecutions` (>= 0).
@@ -548,6 +650,7 @@ pub fn delete(call: &mut Call, function: &str) -> Result<ApiAnswer, ApiError> {
     match r.qualifier.as_deref() {
         None => {
             let entry = call.registry.delete(&r.name)?;
+            call.deleted.push(r.name.clone());
             call.retire.push(entry.latest.pool_key.clone());
             call.retire
                 .extend(entry.versions.values().map(|f| f.pool_key.clone()));
@@ -610,7 +713,7 @@ pub fn function_configuration(f: &Function, ctx: &Ctx) -> Value {
         "PackageType": "Zip",
         "Architectures": ["x86_64"],
         "EphemeralStorage": {"Size": 512},
-        "LoggingConfig": {"LogFormat": "Text", "LogGroup": format!("/aws/lambda/{}", c.name)},
+        "LoggingConfig": logging_configuration(&c.logging, &c.name),
         "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
         "RuntimeVersionConfig": {"RuntimeVersionArn": format!("arn:aws:lambda:{}::runtime:{}", ctx.region, c.runtime)},
     });
@@ -624,6 +727,16 @@ pub fn function_configuration(f: &Function, ctx: &Ctx) -> Value {
             .map(|l| json!({"Arn": l.arn, "CodeSize": l.code_size}))
             .collect();
         v["Layers"] = json!(layers);
+    }
+    v
+}
+
+/// FunctionConfiguration.LoggingConfig: levels (AWS's defaults filled in) only with JSON.
+pub fn logging_configuration(c: &LoggingConfig, function: &str) -> Value {
+    let mut v = json!({"LogFormat": c.log_format.as_str(), "LogGroup": c.group_for(function)});
+    if let (Some(app), Some(sys)) = (c.application_level(), c.system_level()) {
+        v["ApplicationLogLevel"] = json!(app);
+        v["SystemLogLevel"] = json!(sys);
     }
     v
 }
@@ -963,6 +1076,7 @@ mod tests {
                 revision_id: "rev".into(),
                 reserved_concurrency: reserved,
                 layers: Vec::new(),
+                logging: Default::default(),
             },
             "/tmp/x".into(),
             1,
@@ -1003,6 +1117,7 @@ mod tests {
             crate::model::types::InstanceId(1),
             "token",
             true,
+            7,
         );
         let get = |k: &str| {
             let found: Vec<&str> = env

@@ -84,6 +84,8 @@ pub struct Call<'a> {
     pub concurrency_limit: u32,
     /// Pool keys (`Function::pool_key`) whose instances must take no new work after this call.
     pub retire: Vec<String>,
+    /// Functions this call deleted: their logs are deleted after it.
+    pub deleted: Vec<String>,
 }
 
 impl Call<'_> {

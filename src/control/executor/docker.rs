@@ -975,6 +975,7 @@ mod tests {
             revision_id: String::new(),
             reserved_concurrency: None,
             layers: Vec::new(),
+            logging: Default::default(),
         };
         let function = Arc::new(Function::latest(config, code_dir, 1));
         let instance = InstanceId(id);

@@ -213,6 +213,7 @@ impl Registry {
             revision_id,
             reserved_concurrency: input.reserved_concurrency,
             layers: input.layers.unwrap_or_default(),
+            logging: input.logging.unwrap_or_default(),
         };
         self.layers.merged_dir(&config.layers)?;
         let name = config.name.clone();
@@ -602,6 +603,7 @@ mod tests {
             publish: false,
             reserved_concurrency: None,
             layers: None,
+            logging: None,
         }
     }
 

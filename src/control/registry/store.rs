@@ -194,6 +194,9 @@ pub(super) fn merge_config(
         crate::control::api::functions::validate_environment(&env)?;
         config.environment = env;
     }
+    if let Some(logging) = input.logging {
+        crate::control::api::functions::apply_logging(&mut config.logging, logging)?;
+    }
     Ok(())
 }
 

@@ -214,6 +214,7 @@ mod tests {
             publish: false,
             reserved_concurrency: None,
             layers: None,
+            logging: None,
         }
     }
 

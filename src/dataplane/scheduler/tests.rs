@@ -175,6 +175,7 @@ impl Rig {
             revision_id: String::new(),
             reserved_concurrency: None,
             layers: Vec::new(),
+            logging: Default::default(),
         };
         tune(&mut config);
         self.concurrency.set_reserved(config.reserved_concurrency);
