@@ -35,6 +35,8 @@ const IMAGES: [&str; 3] = [
     "lambda-at-home/provided:bookworm",
 ];
 const LABEL_SERVER: &str = "lambda-at-home.server";
+/// Which data dir's server made a container: start-up cleanup removes only its own.
+const LABEL_OWNER: &str = "lambda-at-home.data-dir";
 const LABEL_FUNCTION: &str = "lambda-at-home.function";
 
 /// Echoes the event with the identity of the instance (a per-process random `boot` token) and
@@ -762,7 +764,15 @@ fn start_removes_orphan_containers() {
     let Some(_docker) = docker_ready("orphans") else {
         return;
     };
-    let label = format!("{LABEL_SERVER}=old");
+    // Containers an earlier run on this data dir left: labelled with its key.
+    let dir = tempfile::tempdir().expect("create a temporary dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("create the data dir");
+    for path in [dir.path(), data.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let key = lambda_at_home::control::executor::cgroup::data_dir_key(&data);
+    let label = format!("{LABEL_OWNER}={key}");
     let running = docker_ok(&[
         "run",
         "-d",
@@ -770,6 +780,8 @@ fn start_removes_orphan_containers() {
         "host",
         "--label",
         &label,
+        "--label",
+        &format!("{LABEL_SERVER}=old"),
         IMAGES[2],
         "sleep",
         "600",
@@ -794,9 +806,24 @@ fn start_removes_orphan_containers() {
         .trim()
         .to_string();
     let _foreign_guard = ContainerGuard(foreign.clone());
+    // Another server's, on another data dir, on the same daemon: left alone.
+    let neighbour = docker_ok(&[
+        "create",
+        "--network",
+        "host",
+        "--label",
+        &format!("{LABEL_OWNER}=another-data-dir"),
+        "--label",
+        &format!("{LABEL_SERVER}=neighbour"),
+        IMAGES[2],
+        "true",
+    ])
+    .trim()
+    .to_string();
+    let _neighbour_guard = ContainerGuard(neighbour.clone());
     assert_eq!(inspect(&running)["State"]["Running"], true);
 
-    let server = docker_server(|_| {});
+    let server = docker_server(|c| c.data_dir = data.clone());
     assert!(
         !container_exists(&running),
         "running orphan {running} survived the start"
@@ -808,6 +835,10 @@ fn start_removes_orphan_containers() {
     assert!(
         container_exists(&foreign),
         "a container without our label was removed"
+    );
+    assert!(
+        container_exists(&neighbour),
+        "another server's container was removed"
     );
     // The server works after the sweep.
     let name = unique_name("after-sweep");
