@@ -73,6 +73,19 @@ pub enum ExecutorChoice {
     Auto,
 }
 
+/// When a pending invocation gets a new instance (`--scale-out`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScaleOut {
+    /// As AWS: whenever no instance is idle or about to ask for work, start one; instances track
+    /// concurrency.
+    Eager,
+    /// Also wait for a busy instance when the function's invocations are far shorter than a cold
+    /// start (a busy one serves several before a new one could start): on a host with few CPUs, a
+    /// closed loop of fast invocations runs on a handful of warm instances instead of one
+    /// process per caller. Functions whose invocations are long (I/O, sleeps) scale as `eager`.
+    Adaptive,
+}
+
 /// Whether the User API checks SigV4 signatures (`--auth`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AuthChoice {
@@ -165,6 +178,12 @@ pub struct Config {
     /// few at a time each one is quick.
     #[arg(long, env = "LAH_MAX_CONCURRENT_INITS", default_value_t = 0)]
     pub max_concurrent_inits: usize,
+
+    /// When a pending invocation gets a new instance: `eager` (AWS: one per concurrent
+    /// invocation) or `adaptive` (fast functions wait for a busy instance rather than start one
+    /// that could not be ready sooner; see docs/scheduler.md).
+    #[arg(long, env = "LAH_SCALE_OUT", value_enum, default_value_t = ScaleOut::Eager)]
+    pub scale_out: ScaleOut,
 
     /// Timeout for functions created without one (AWS: 3 s).
     #[arg(long, env = "LAH_DEFAULT_TIMEOUT_S", default_value_t = 3)]

@@ -26,11 +26,13 @@
 //! - an instance is in its pool's idle list exactly while it is `Idle` and `Serving`, once, and
 //!   then has a waiter; a `Killed` instance has none; only a busy instance is `Retiring`;
 //! - a pool's `supply` equals the number of its instances for which `is_supply` holds;
-//! - every pending invocation has an instance behind it (`pending.len() <= supply + capped`, kept
-//!   by `rebalance`): one starting, or one that has just answered and is on its way back to
-//!   `/next` (for the pool's return grace), or, when the cap held a start back (`capped`), one of
-//!   another core, which hands itself over (`CoreMsg::IdleInstance`, `tick`); so a pending
-//!   invocation ends on a warm instance, on its cold start, or with that cold start's error;
+//! - every pending invocation has an instance behind it (`pending.len() <= supply + capped +
+//!   awaiting_busy`, kept by `rebalance`): one starting, or one that has just answered and is on
+//!   its way back to `/next` (for the pool's return grace), or a busy one of a function whose
+//!   invocations are much shorter than a cold start (`awaiting_busy`, re-checked every `tick`),
+//!   or, when the cap held a start back (`capped`), one of another core, which hands itself over
+//!   (`CoreMsg::IdleInstance`, `tick`); so a pending invocation ends on a warm instance, on its
+//!   cold start, or with that cold start's error;
 //! - a pool never has more instances holding a slot (`Instance::holds_slot`, counted on every
 //!   core in `FunctionCounters::instances`) than its function has admitted invocations, except
 //!   for slow returners that come back after their grace (docs/scheduler.md, "Instances track
@@ -89,6 +91,14 @@ const RETURN_GRACE_MAX: Duration = Duration::from_secs(1);
 /// (`--max-concurrent-inits`) plus the executor's own start. Its init limit only counts from that
 /// report; this bounds a start that never gets there (a wedged container engine).
 const START_WAIT_MAX: Duration = Duration::from_secs(120);
+
+/// A busy instance counts as soon free for pending invocations (`busy_capacity`) only
+/// when it serves at least this many of them in the time a cold start takes: for functions
+/// whose invocations are long relative to a start (I/O waits, sleeps), instances scale with
+/// concurrency as on AWS.
+const BUSY_CAPACITY_MIN: usize = 2;
+/// At most this many pending invocations are left to one busy instance.
+const BUSY_CAPACITY_MAX: usize = 1000;
 
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status.
@@ -290,6 +300,11 @@ struct Pool {
     /// each waits for an instance of another core (hand-off by `tick`, or at once when that
     /// core's instance parks and sends `CoreMsg::IdleInstance`). Recomputed by `rebalance`.
     capped: usize,
+    /// Pending invocations beyond `supply` that `rebalance` left to this core's busy instances
+    /// rather than start instances for: the function's invocations are so much shorter than a
+    /// cold start (`busy_capacity`) that a busy or starting instance will have served them
+    /// before a new one could. Recomputed by `rebalance`, which `tick` re-runs while any wait.
+    awaiting_busy: usize,
     /// The last observed init duration of this pool's instances (0 before the first).
     init_estimate: Duration,
     /// When the executor last reported an instance of this pool running: pending invocations
@@ -440,8 +455,9 @@ impl Scheduler {
         };
         let missing = pool.pending.len().saturating_sub(pool.supply);
         pool.capped = 0;
-        self.hint_waiting(name, missing > 0);
+        pool.awaiting_busy = 0;
         if missing == 0 {
+            self.hint_waiting(name, false);
             return;
         }
         let Some(function) = self.shared.function(name) else {
@@ -450,17 +466,65 @@ impl Scheduler {
             self.hint_waiting(name, false);
             return;
         };
+        // `adaptive`, for a function whose invocations are far shorter than a cold start: each
+        // of this core's instances that will serve soon (busy for less than a start takes, or
+        // starting) serves `per_instance` pending invocations one after another before a new
+        // instance could; start one instance per `per_instance` invocations beyond that. (A
+        // closed loop of 100 callers on two CPUs ran 100 processes whose caches and JITs never
+        // warmed, at half the throughput of ten.) `tick` re-runs this, so a busy instance that
+        // runs long stops counting within a tick.
+        let per_instance = self.per_instance_capacity(&function.counters);
+        let (want, awaiting) = if per_instance == 0 {
+            (missing, 0)
+        } else {
+            let cover = self.soon_serving(name, &function.counters) * per_instance;
+            let want = missing.saturating_sub(cover).div_ceil(per_instance);
+            (want, missing - want)
+        };
+        let pool = self.pools.get_mut(name).expect("looked up above");
+        pool.awaiting_busy = awaiting;
+        self.hint_waiting(name, want > 0);
+        if want == 0 {
+            return;
+        }
         let demand = function.concurrency.in_flight.load(Ordering::Acquire);
         let mut started = 0;
-        while started < missing && reserve_slot(&function.counters, demand) {
+        while started < want && reserve_slot(&function.counters, demand) {
             self.start_instance(function.clone());
             started += 1;
         }
         let pool = self.pools.get_mut(name).expect("looked up above");
-        pool.capped = missing - started;
+        pool.capped = want - started;
         if pool.capped == 0 {
             self.hint_waiting(name, false);
         }
+    }
+
+    /// How many pending invocations one instance of the function may be left to serve in turn
+    /// under `--scale-out adaptive` (see `busy_capacity`); 0: start instances as `eager` does.
+    fn per_instance_capacity(&self, counters: &FunctionCounters) -> usize {
+        if self.shared.config.scale_out != crate::config::ScaleOut::Adaptive {
+            return 0;
+        }
+        busy_capacity(
+            counters.service_ns.load(Ordering::Relaxed),
+            counters.init_ns.load(Ordering::Relaxed),
+        )
+    }
+
+    /// This core's instances of pool `name` that will take a pending invocation soon besides
+    /// `supply`: busy ones whose invocation has run for less than a cold start takes.
+    fn soon_serving(&self, name: &str, counters: &FunctionCounters) -> usize {
+        let init = Duration::from_nanos(counters.init_ns.load(Ordering::Relaxed));
+        let now = Instant::now();
+        self.instances
+            .values()
+            .filter(|i| i.function.pool_key == name && i.life == Life::Serving)
+            .filter(|i| match &i.in_flight {
+                Some(f) => now.saturating_duration_since(f.dispatched_at) < init,
+                None => i.state == State::Starting,
+            })
+            .count()
     }
 
     /// Sets or clears this core's bit in the pool's `spare_cores` hint after `supply` or
@@ -743,6 +807,10 @@ impl Scheduler {
                 .init_duration
                 .observe_us(init.as_micros() as u64);
             let name = inst.function.pool_key.clone();
+            inst.function
+                .counters
+                .init_ns
+                .store(init.as_nanos() as u64, Ordering::Relaxed);
             self.pools.entry(name).or_default().init_estimate = init;
             // Its init is over: the next start may take its place in the start gate.
             self.shared.send_control(ControlMsg::InstanceReady { id });
@@ -988,6 +1056,18 @@ impl Scheduler {
             },
         };
         let since = Instant::now();
+        let served = since.saturating_duration_since(f.dispatched_at).as_nanos() as u64;
+        let service = &self.instances[&id].function.counters.service_ns;
+        // A moving average over about the last eight; cores race benignly on it.
+        let was = service.load(Ordering::Relaxed);
+        service.store(
+            if was == 0 {
+                served
+            } else {
+                (was * 7 + served) / 8
+            },
+            Ordering::Relaxed,
+        );
         self.set_state(
             id,
             State::Returning {
@@ -1483,7 +1563,7 @@ impl Scheduler {
             let counted = supply.get(name.as_str()).copied().unwrap_or(0);
             assert_eq!(pool.supply, counted, "{name}: supply counts its instances");
             assert!(
-                pool.pending.len() <= pool.supply + pool.capped,
+                pool.pending.len() <= pool.supply + pool.capped + pool.awaiting_busy,
                 "{name}: every pending invocation has an instance behind it (here, or on \
                  another core when the cap held a start back)"
             );
@@ -1527,6 +1607,22 @@ mod tests;
 /// Takes one slot in the pool's cross-core instance count if it is below `demand` (the
 /// function's admitted invocations). Atomic, so two cores racing for the last slot start one
 /// instance between them, not two.
+/// How many pending invocations one instance may be left to serve in turn, given the
+/// function's average invocation (`service_ns`) and its last init (`init_ns`): as many as it
+/// serves while a cold start would still be initialising, and 0 (start instances, as AWS does)
+/// when that is below `BUSY_CAPACITY_MIN` or either duration is still unknown.
+fn busy_capacity(service_ns: u64, init_ns: u64) -> usize {
+    if service_ns == 0 || init_ns == 0 {
+        return 0;
+    }
+    let n = (init_ns / service_ns) as usize;
+    if n < BUSY_CAPACITY_MIN {
+        0
+    } else {
+        n.min(BUSY_CAPACITY_MAX)
+    }
+}
+
 fn reserve_slot(counters: &FunctionCounters, demand: u32) -> bool {
     counters
         .instances

@@ -178,6 +178,11 @@ pub struct FunctionCounters {
     /// counting on it. A core with no idle instance anywhere hands a new invocation to such a
     /// core in one message rather than queue it behind the cold-start cap.
     pub spare_cores: AtomicU64,
+    /// Average time from dispatch to answer of the pool's invocations, nanoseconds (a moving
+    /// average; 0 before the first): with `init_ns`, what `--scale-out adaptive` decides by.
+    pub service_ns: AtomicU64,
+    /// The pool's last observed init (start to first `/next`), nanoseconds (0 before the first).
+    pub init_ns: AtomicU64,
     /// Instances of this pool, on every core, that can take an invocation now or soon: serving
     /// and starting, idle, busy, or returning within their grace. A core starts an instance only
     /// while this is below the function's admitted invocations (`Concurrency::in_flight`), so a

@@ -132,6 +132,8 @@ impl Rig {
         config.idle_pause_s = IDLE_PAUSE_S;
         config.idle_remove_s = IDLE_REMOVE_S;
         config.init_timeout_s = INIT_TIMEOUT_S;
+        // AWS's rule (one instance per concurrent invocation) unless a test asks for `adaptive`.
+        config.scale_out = crate::config::ScaleOut::Eager;
         tune_config(&mut config);
         let (control_tx, control) = mpsc::unbounded_channel();
         let (core_txs, cores): (Vec<_>, Vec<_>) =
@@ -963,6 +965,100 @@ fn slow_return_after_return_grace_starts_an_instance_for_the_pending_invocation(
     assert_eq!(success_body(&result(&mut rx)), b"2");
     rig.next(new);
     assert_eq!(rig.sched.pools[NAME].idle.len(), 1);
+    rig.check();
+}
+
+/// A rig with `--scale-out adaptive`, one warm instance parked, and the pool's observed
+/// durations set: invocations take `service`, a cold start `init`.
+fn adaptive_rig(service: Duration, init: Duration) -> (Rig, InstanceId) {
+    let mut rig = Rig::with(|c| c.scale_out = crate::config::ScaleOut::Adaptive, |_| {});
+    let id = rig.warm_instance();
+    let counters = &rig.counters;
+    counters
+        .service_ns
+        .store(service.as_nanos() as u64, Ordering::Relaxed);
+    counters
+        .init_ns
+        .store(init.as_nanos() as u64, Ordering::Relaxed);
+    (rig, id)
+}
+
+#[test]
+fn adaptive_fast_invocations_wait_for_the_busy_instance_instead_of_starting_one() {
+    // 1 ms invocations, 50 ms cold starts: the busy instance serves the next three long before a
+    // new one could answer, so none is started and they run on it in order.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(1), Duration::from_millis(50));
+    let mut first = rig.invoke();
+    let w = work(&mut rig.next(id));
+    let mut queued: Vec<_> = (0..3).map(|_| rig.invoke()).collect();
+    assert!(
+        rig.asked().is_empty(),
+        "no instance started for fast invocations"
+    );
+    assert_eq!(rig.sched.pools[NAME].awaiting_busy, 3);
+    rig.respond(id, &w, b"first");
+    assert_eq!(success_body(&result(&mut first)), b"first");
+    for (n, rx) in queued.iter_mut().enumerate() {
+        let w = work(&mut rig.next(id));
+        rig.respond(id, &w, b"in turn");
+        assert_eq!(success_body(&result(rx)), b"in turn", "invocation {n}");
+    }
+    assert!(rig.asked().is_empty());
+    rig.check();
+}
+
+#[test]
+fn adaptive_a_core_without_instances_starts_one_per_capacity_of_waiting_invocations() {
+    // The function's durations are known (another core measured them): 1 ms invocations,
+    // 50 ms cold starts. Twelve invocations arriving at once on a core with no instance of the
+    // function start one instance, which serves them all in turn, not twelve.
+    let mut rig = Rig::with(|c| c.scale_out = crate::config::ScaleOut::Adaptive, |_| {});
+    rig.counters.service_ns.store(1_000_000, Ordering::Relaxed);
+    rig.counters.init_ns.store(50_000_000, Ordering::Relaxed);
+    let mut calls: Vec<_> = (0..12).map(|_| rig.invoke()).collect();
+    let id = rig.started_one();
+    for rx in calls.iter_mut() {
+        let w = work(&mut rig.next(id));
+        rig.respond(id, &w, b"one instance");
+        assert_eq!(success_body(&result(rx)), b"one instance");
+    }
+    assert!(
+        rig.asked().is_empty(),
+        "one start for twelve fast invocations"
+    );
+    rig.check();
+}
+
+#[test]
+fn adaptive_long_invocations_start_instances_as_aws_does() {
+    // 40 ms invocations against 50 ms cold starts: waiting would not be quicker, so a second
+    // concurrent invocation starts a second instance, as with `eager`.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(40), Duration::from_millis(50));
+    let _first = rig.invoke();
+    let _w = work(&mut rig.next(id));
+    let _second = rig.invoke();
+    assert!(matches!(rig.asked()[..], [Asked::Start { .. }]));
+    assert_eq!(rig.sched.pools[NAME].awaiting_busy, 0);
+    rig.check();
+}
+
+#[test]
+fn adaptive_wait_for_a_busy_instance_ends_when_it_runs_longer_than_a_start() {
+    // The busy instance was expected back within a cold start's time and is not: the next
+    // tick no longer counts on it and starts an instance for the waiting invocation.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(1), Duration::from_millis(50));
+    let _first = rig.invoke();
+    let _w = work(&mut rig.next(id));
+    let mut waiting = rig.invoke();
+    assert!(rig.asked().is_empty());
+    rig.sched.tick(later(Duration::from_millis(10)));
+    assert!(rig.asked().is_empty(), "still expected back");
+    std::thread::sleep(Duration::from_millis(60));
+    rig.sched.tick(Instant::now());
+    let started = rig.started_one();
+    let w = work(&mut rig.next(started));
+    rig.respond(started, &w, b"new instance");
+    assert_eq!(success_body(&result(&mut waiting)), b"new instance");
     rig.check();
 }
 
