@@ -9,9 +9,10 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 use lambda_at_home::protocols::http::{write_request_head, ClientResponse};
@@ -603,4 +604,169 @@ fn aws_iam_urls_are_verified_when_authentication_is_on() {
     // The User API itself still wants a signature.
     let resp = server.call("GET", "/2015-03-31/functions", &[], b"");
     assert_eq!(resp.status, 403, "{}", describe(&resp));
+}
+
+/// Streams through `HttpResponseStream.from` (status, header, cookie), with a pause between
+/// its two chunks; `/plain` streams text/plain without a prelude; `/boom` fails mid-stream.
+const NODE_URL_STREAM: &str = r#"
+exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  if (event.rawPath === '/plain') {
+    responseStream.setContentType('text/plain');
+    responseStream.write('plain;');
+    responseStream.end();
+    return;
+  }
+  const stream = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 202, headers: { 'x-streamed': 'yes' }, cookies: ['s=1'],
+  });
+  stream.write('first;');
+  await new Promise((r) => setTimeout(r, 1500));
+  if (event.rawPath === '/boom') throw new Error('broke mid-stream');
+  stream.write('second');
+  stream.end();
+});
+"#;
+
+/// Reads a chunked body from `stream` until its last chunk or EOF: the data, when the first
+/// data arrived, and whether the last chunk came (false: the body was cut short).
+fn read_chunked(stream: &mut TcpStream, started: Instant) -> (Vec<u8>, Option<Duration>, bool) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut first = None;
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if first.is_none() && !decode_chunks(&raw).0.is_empty() {
+            first = Some(started.elapsed());
+        }
+        if decode_chunks(&raw).1 {
+            break;
+        }
+    }
+    let (data, complete) = decode_chunks(&raw);
+    (data, first, complete)
+}
+
+/// The data of the complete chunks in `raw`, and whether the last (empty) chunk is among them.
+fn decode_chunks(raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut data = Vec::new();
+    let mut at = 0;
+    while let Some(line_end) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[at..at + line_end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+        let Some(size) = size else {
+            break;
+        };
+        let start = at + line_end + 2;
+        if size == 0 {
+            return (data, true);
+        }
+        if raw.len() < start + size + 2 {
+            break;
+        }
+        data.extend_from_slice(&raw[start..start + size]);
+        at = start + size + 2;
+    }
+    (data, false)
+}
+
+/// Sends a GET for `target` to a URL host and returns the socket positioned after the head,
+/// with the head's text.
+fn open_stream(server: &TestServer, host: &str, target: &str) -> (TcpStream, String, Instant) {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let started = Instant::now();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nOrigin: https://app.example\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "head cut short");
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8(head).unwrap(), started)
+}
+
+#[test]
+fn response_stream_urls_deliver_chunks_as_they_are_produced() {
+    let server = TestServer::new();
+    let name = unique_name("url-stream");
+    let resp = server.create_function(
+        &name,
+        "nodejs20.x",
+        "index.handler",
+        &[("index.js", NODE_URL_STREAM.as_bytes(), 0o644)],
+        json!({"Timeout": 10}),
+    );
+    expect_json(&resp, 201);
+    let created = create_url(
+        &server,
+        &name,
+        None,
+        json!({"AuthType": "NONE", "InvokeMode": "RESPONSE_STREAM",
+            "Cors": {"AllowOrigins": ["https://app.example"]}}),
+    );
+    assert_eq!(created["InvokeMode"], "RESPONSE_STREAM");
+    let host = url_host(created["FunctionUrl"].as_str().unwrap());
+
+    // The prelude's status, header and cookie; CORS; chunks as they come.
+    let (mut stream, head, started) = open_stream(&server, &host, "/");
+    let lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("HTTP/1.1 202 "), "{head}");
+    assert!(lower.contains("transfer-encoding: chunked"), "{head}");
+    assert!(lower.contains("x-streamed: yes"), "{head}");
+    assert!(lower.contains("set-cookie: s=1"), "{head}");
+    assert!(
+        lower.contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    let (body, first, complete) = read_chunked(&mut stream, started);
+    let total = started.elapsed();
+    assert_eq!(String::from_utf8_lossy(&body), "first;second");
+    assert!(complete, "the stream ended with its last chunk");
+    let first = first.expect("data arrived");
+    assert!(
+        total.saturating_sub(first) >= Duration::from_millis(1000),
+        "first chunk after {first:?}, whole body after {total:?}: not streamed"
+    );
+
+    // No prelude: 200 with the declared content type.
+    let (mut stream, head, started) = open_stream(&server, &host, "/plain");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
+    let (body, _, complete) = read_chunked(&mut stream, started);
+    assert_eq!(body, b"plain;");
+    assert!(complete);
+
+    // A failure mid-stream: what was sent stays sent, and the body is cut short.
+    let (mut stream, head, started) = open_stream(&server, &host, "/boom");
+    assert!(head.starts_with("HTTP/1.1 202 "), "{head}");
+    let (body, _, complete) = read_chunked(&mut stream, started);
+    assert_eq!(body, b"first;");
+    assert!(
+        !complete,
+        "a failed stream must not end like a complete one"
+    );
+
+    // curl -N reads the same stream.
+    if curl_available() {
+        let url = created["FunctionUrl"].as_str().unwrap();
+        let out = Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "20", url])
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "first;second");
+    }
 }

@@ -27,13 +27,15 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::conn::{HttpConn, Response};
+use super::conn::{write_vectored, HttpConn, Response};
 use super::core::Core;
+use super::streaming::{next_watching, StreamEvent, StreamingInvocation};
 use crate::config::INVOKE_PAYLOAD_BYTES_MAX;
 use crate::model::types::{
-    account_id, function_arn, InvokeContext, InvokeOutcome, RequestId, LATEST,
+    account_id, function_arn, Function, InvokeContext, InvokeOutcome, InvokeResult, RequestId,
+    LATEST,
 };
-use crate::model::urls::{url_id_of_host, Cors, UrlAuth, UrlRoute};
+use crate::model::urls::{url_id_of_host, Cors, InvokeMode, UrlAuth, UrlRoute};
 use crate::model::{Invocation, Permit};
 use crate::protocols::http::{Method, Request};
 use crate::protocols::percent::decode_query;
@@ -53,12 +55,36 @@ pub fn peer_ip(conn: &HttpConn) -> Option<IpAddr> {
     std.peer_addr().ok().map(|a| a.ip())
 }
 
+/// What a request to a function URL gets: a whole response, or, for a URL whose `InvokeMode` is
+/// `RESPONSE_STREAM`, a stream the connection writes as it comes (`write_stream`).
+pub enum Answer {
+    Whole(Response),
+    Stream(Box<UrlStream>),
+}
+
+impl From<Response> for Answer {
+    fn from(resp: Response) -> Answer {
+        Answer::Whole(resp)
+    }
+}
+
+/// A streamed function URL invocation on its way to the client.
+pub struct UrlStream {
+    inv: StreamingInvocation,
+    cors: Option<Cors>,
+    origin: Option<String>,
+}
+
 /// Serves one request addressed to function URL `id`.
-pub async fn serve(core: &Rc<Core>, id: &str, req: Request, peer: Option<IpAddr>) -> Response {
+pub async fn serve(core: &Rc<Core>, id: &str, req: Request, peer: Option<IpAddr>) -> Answer {
+    serve_inner(core, id, req, peer).await
+}
+
+async fn serve_inner(core: &Rc<Core>, id: &str, req: Request, peer: Option<IpAddr>) -> Answer {
     let request_id = RequestId::random();
     let route = core.shared.table.load().urls.get(id).cloned();
     let Some(route) = route else {
-        return message(403, "Forbidden", &request_id);
+        return message(403, "Forbidden", &request_id).into();
     };
     let mut access_key = None;
     if route.auth_type == UrlAuth::AwsIam {
@@ -68,7 +94,7 @@ pub async fn serve(core: &Rc<Core>, id: &str, req: Request, peer: Option<IpAddr>
                     .metrics
                     .auth_failures
                     .fetch_add(1, Ordering::Relaxed);
-                return message(403, "Forbidden", &request_id);
+                return message(403, "Forbidden", &request_id).into();
             }
             access_key = signed_access_key(&req);
         }
@@ -79,8 +105,23 @@ pub async fn serve(core: &Rc<Core>, id: &str, req: Request, peer: Option<IpAddr>
         let preflight =
             req.method == Method::Options && req.header("access-control-request-method").is_some();
         if preflight {
-            return preflight_response(cors, origin, &request_id);
+            return preflight_response(cors, origin, &request_id).into();
         }
+    }
+    if route.invoke_mode == InvokeMode::ResponseStream && !head {
+        return match start_stream(core, &route, id, &req, peer, access_key, &request_id) {
+            Ok(inv) => Answer::Stream(Box::new(UrlStream {
+                inv,
+                cors: route.cors.clone(),
+                origin,
+            })),
+            Err(mut resp) => {
+                if let Some(cors) = &route.cors {
+                    add_cors_headers(&mut resp, cors, origin.as_deref());
+                }
+                resp.into()
+            }
+        };
     }
     let mut resp = invoke(core, &route, id, req, peer, access_key, &request_id).await;
     if let Some(cors) = &route.cors {
@@ -91,20 +132,21 @@ pub async fn serve(core: &Rc<Core>, id: &str, req: Request, peer: Option<IpAddr>
     if head {
         resp.body = Bytes::new();
     }
-    resp
+    resp.into()
 }
 
-async fn invoke(
+/// The function and its event for a request to `route`, or the response that refuses it.
+fn prepare(
     core: &Rc<Core>,
     route: &UrlRoute,
     id: &str,
-    req: Request,
+    req: &Request,
     peer: Option<IpAddr>,
-    access_key: Option<String>,
+    access_key: Option<&str>,
     request_id: &RequestId,
-) -> Response {
+) -> Result<(Arc<Function>, Vec<u8>, InvokeContext), Response> {
     if core.shared.shutting_down.load(Ordering::Relaxed) {
-        return message(503, "Service Unavailable", request_id);
+        return Err(message(503, "Service Unavailable", request_id));
     }
     let function = core
         .shared
@@ -119,16 +161,12 @@ async fn invoke(
     let Some(function) = function else {
         // The table publishes a URL only with its function and alias; a version an alias routes
         // to is there too. Nothing to run is the platform's failure, answered as AWS does.
-        return internal_error(request_id);
+        return Err(internal_error(request_id));
     };
-    let payload = event(&req, id, peer, access_key.as_deref(), request_id);
+    let payload = event(req, id, peer, access_key, request_id);
     if payload.len() > INVOKE_PAYLOAD_BYTES_MAX {
-        return message(413, "Request Entity Too Large", request_id);
+        return Err(message(413, "Request Entity Too Large", request_id));
     }
-    let permit = match Permit::acquire(&core.shared, &function) {
-        Ok(permit) => permit,
-        Err(_) => return message(429, "Too Many Requests", request_id),
-    };
     let alias_arn = (route.qualifier != LATEST).then(|| {
         Arc::from(format!(
             "{}:{}",
@@ -140,27 +178,251 @@ async fn invoke(
         Some(t) => Arc::from(t),
         None => Arc::from(new_trace_id()),
     };
+    let context = InvokeContext {
+        client_context: None,
+        trace_id,
+        alias_arn,
+    };
+    Ok((function, payload, context))
+}
+
+/// Admits and submits a streamed invocation for a `RESPONSE_STREAM` URL.
+fn start_stream(
+    core: &Rc<Core>,
+    route: &UrlRoute,
+    id: &str,
+    req: &Request,
+    peer: Option<IpAddr>,
+    access_key: Option<String>,
+    request_id: &RequestId,
+) -> Result<StreamingInvocation, Response> {
+    let (function, payload, context) = prepare(
+        core,
+        route,
+        id,
+        req,
+        peer,
+        access_key.as_deref(),
+        request_id,
+    )?;
+    StreamingInvocation::start(
+        core,
+        function,
+        Bytes::from(payload),
+        context,
+        false,
+        request_id.clone(),
+    )
+    .map_err(|_| message(429, "Too Many Requests", request_id))
+}
+
+/// Content type of a streamed answer that starts with a JSON prelude (status, headers,
+/// cookies) and 8 NUL bytes: what `awslambda.HttpResponseStream.from` writes.
+const HTTP_INTEGRATION_CONTENT_TYPE: &str = "application/vnd.awslambda.http-integration-response";
+/// What ends that prelude.
+const PRELUDE_END: &[u8] = &[0; 8];
+/// A prelude longer than this is not one: the stream is answered 502.
+const PRELUDE_BYTES_MAX: usize = 64 * 1024;
+
+/// Writes a streamed function URL answer as it comes: chunked, headed by the function's status
+/// and headers (its HTTP-integration prelude, or 200 and its content type). A function that did
+/// not stream is answered whole, like a `BUFFERED` URL. A failure after the head ends the
+/// connection without the last chunk, so the client sees the body cut short. Returns whether the
+/// connection may carry another request.
+pub async fn write_stream(conn: &mut HttpConn, stream: UrlStream, keep_alive: bool) -> bool {
+    let UrlStream {
+        mut inv,
+        cors,
+        origin,
+    } = stream;
+    let request_id = inv.id.clone();
+    let finish = |mut resp: Response| {
+        if let Some(cors) = &cors {
+            add_cors_headers(&mut resp, cors, origin.as_deref());
+        }
+        resp
+    };
+    let content_type = match next_watching(conn, &mut inv).await {
+        None => return false,
+        Some(StreamEvent::End(result)) => {
+            let resp = finish(outcome_response(result.outcome, &request_id));
+            return conn.write_response(resp, keep_alive).await.is_ok() && keep_alive;
+        }
+        Some(StreamEvent::Start { content_type }) => content_type,
+        Some(StreamEvent::Chunk(_)) => None,
+    };
+    // The head: from the prelude, or 200 with the declared content type.
+    let mut first = Vec::new();
+    let mut pending_end = None;
+    let mut head = if content_type.as_deref() == Some(HTTP_INTEGRATION_CONTENT_TYPE) {
+        let mut prelude = Vec::new();
+        loop {
+            if let Some(at) = prelude
+                .windows(PRELUDE_END.len())
+                .position(|w| w == PRELUDE_END)
+            {
+                first = prelude.split_off(at + PRELUDE_END.len());
+                prelude.truncate(at);
+                break;
+            }
+            if prelude.len() > PRELUDE_BYTES_MAX {
+                let resp = finish(internal_error(&request_id));
+                return conn.write_response(resp, keep_alive).await.is_ok() && keep_alive;
+            }
+            match next_watching(conn, &mut inv).await {
+                None => return false,
+                Some(StreamEvent::Chunk(data)) => prelude.extend_from_slice(&data),
+                Some(StreamEvent::Start { .. }) => {}
+                Some(StreamEvent::End(result)) => {
+                    if !matches!(result.outcome, InvokeOutcome::Success { .. }) {
+                        let resp = finish(outcome_response(result.outcome, &request_id));
+                        return conn.write_response(resp, keep_alive).await.is_ok() && keep_alive;
+                    }
+                    pending_end = Some(result);
+                    break;
+                }
+            }
+        }
+        let mut prelude: Value = serde_json::from_slice(&prelude).unwrap_or(Value::Null);
+        if let Some(obj) = prelude.as_object_mut() {
+            obj.remove("body");
+            obj.entry("statusCode").or_insert(Value::from(200));
+        }
+        match http_response(&Bytes::from(prelude.to_string())) {
+            Some(resp) if prelude.is_object() => resp,
+            _ => {
+                let resp = finish(internal_error(&request_id));
+                return conn.write_response(resp, keep_alive).await.is_ok() && keep_alive;
+            }
+        }
+    } else {
+        let mut resp = Response::new(200, Bytes::new());
+        resp.owned_headers.push((
+            "Content-Type".to_string(),
+            content_type.unwrap_or_else(|| "application/octet-stream".to_string()),
+        ));
+        resp
+    };
+    head = finish(head).header("x-amzn-RequestId", request_id.to_string());
+    let headers: Vec<(&str, &str)> = head
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(
+            head.owned_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .collect();
+    let mut out = Vec::with_capacity(512);
+    crate::protocols::http::write_chunked_response_head(
+        &mut out,
+        head.status,
+        &headers,
+        keep_alive,
+    );
+    let mut parts = vec![Bytes::from(out)];
+    if !first.is_empty() {
+        push_chunk(&mut parts, Bytes::from(first));
+    }
+    if let Some(result) = pending_end {
+        return end_stream(conn, parts, result, keep_alive).await;
+    }
+    if write_vectored(&conn.stream, parts).await.is_err() {
+        return false;
+    }
+    loop {
+        match next_watching(conn, &mut inv).await {
+            None => return false,
+            Some(StreamEvent::Start { .. }) => {}
+            Some(StreamEvent::Chunk(data)) => {
+                let mut parts = Vec::with_capacity(3);
+                push_chunk(&mut parts, data);
+                if write_vectored(&conn.stream, parts).await.is_err() {
+                    return false;
+                }
+            }
+            Some(StreamEvent::End(result)) => {
+                return end_stream(conn, Vec::new(), result, keep_alive).await;
+            }
+        }
+    }
+}
+
+/// One chunk of chunked transfer coding (an empty one would end the body: skipped).
+fn push_chunk(parts: &mut Vec<Bytes>, data: Bytes) {
+    if data.is_empty() {
+        return;
+    }
+    parts.push(Bytes::from(format!("{:x}\r\n", data.len())));
+    parts.push(data);
+    parts.push(Bytes::from_static(b"\r\n"));
+}
+
+/// Ends a streamed body: the last chunk after a success; after a failure the connection is
+/// closed without it, so the client knows the body is incomplete.
+async fn end_stream(
+    conn: &mut HttpConn,
+    mut parts: Vec<Bytes>,
+    result: InvokeResult,
+    keep_alive: bool,
+) -> bool {
+    let ok = matches!(result.outcome, InvokeOutcome::Success { .. });
+    if ok {
+        parts.push(Bytes::from_static(b"0\r\n\r\n"));
+    }
+    if !parts.is_empty() && write_vectored(&conn.stream, parts).await.is_err() {
+        return false;
+    }
+    ok && keep_alive
+}
+
+async fn invoke(
+    core: &Rc<Core>,
+    route: &UrlRoute,
+    id: &str,
+    req: Request,
+    peer: Option<IpAddr>,
+    access_key: Option<String>,
+    request_id: &RequestId,
+) -> Response {
+    let (function, payload, context) = match prepare(
+        core,
+        route,
+        id,
+        &req,
+        peer,
+        access_key.as_deref(),
+        request_id,
+    ) {
+        Ok(prepared) => prepared,
+        Err(resp) => return resp,
+    };
+    let permit = match Permit::acquire(&core.shared, &function) {
+        Ok(permit) => permit,
+        Err(_) => return message(429, "Too Many Requests", request_id),
+    };
     let (reply, rx) = oneshot::channel();
     core.sched.borrow_mut().submit(Invocation {
         id: request_id.clone(),
         function,
         payload: Bytes::from(payload),
-        context: InvokeContext {
-            client_context: None,
-            trace_id,
-            alias_arn,
-        },
+        context,
         accepted_at: Instant::now(),
         want_log_tail: false,
         reply,
         permit,
         stream: None,
     });
-    let result = match rx.await {
-        Ok(result) => result,
-        Err(_) => return internal_error(request_id),
-    };
-    match result.outcome {
+    match rx.await {
+        Ok(result) => outcome_response(result.outcome, request_id),
+        Err(_) => internal_error(request_id),
+    }
+}
+
+/// The response an invocation's outcome maps to, as AWS maps it.
+fn outcome_response(outcome: InvokeOutcome, request_id: &RequestId) -> Response {
+    match outcome {
         InvokeOutcome::Success { body } => match http_response(&body) {
             Some(resp) => resp.header("x-amzn-RequestId", request_id.to_string()),
             None => internal_error(request_id),

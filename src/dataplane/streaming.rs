@@ -366,7 +366,7 @@ fn complete_event(out: &mut BytesMut, result: InvokeResult) {
 
 /// The next event of `inv`, watching the caller's connection meanwhile: `None` when the caller
 /// has gone (the invocation is then dropped, which abandons it).
-async fn next_watching(conn: &HttpConn, inv: &mut StreamingInvocation) -> Option<StreamEvent> {
+pub async fn next_watching(conn: &HttpConn, inv: &mut StreamingInvocation) -> Option<StreamEvent> {
     loop {
         match tokio::time::timeout(Duration::from_millis(PEER_CHECK_MS), inv.next()).await {
             Ok(event) => return event,

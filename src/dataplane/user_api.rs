@@ -84,7 +84,17 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
         let resp = match function_url::url_id(&req).map(str::to_string) {
             Some(id) => {
                 let ip = *peer.get_or_insert_with(|| function_url::peer_ip(&conn));
-                function_url::serve(&core, &id, req, ip).await
+                match function_url::serve(&core, &id, req, ip).await {
+                    function_url::Answer::Whole(resp) => resp,
+                    function_url::Answer::Stream(stream) => {
+                        // HTTP/1.0 has no chunked coding: such a client gets it as 1.1 chunks
+                        // only if it said keep-alive; it is rare enough to just close after.
+                        if function_url::write_stream(&mut conn, *stream, keep_alive).await {
+                            continue;
+                        }
+                        return;
+                    }
+                }
             }
             None => route(&core, req).await,
         };

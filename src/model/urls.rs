@@ -32,8 +32,8 @@ impl UrlAuth {
     }
 }
 
-/// InvokeMode: `BUFFERED` (the default) or `RESPONSE_STREAM` (stored and returned; served
-/// buffered until the data plane streams responses to URL clients).
+/// InvokeMode: `BUFFERED` (the default) or `RESPONSE_STREAM` (the answer is streamed to the
+/// client as the function produces it: `dataplane::function_url::write_stream`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum InvokeMode {
     #[default]

@@ -27,7 +27,10 @@ mod testing;
 
 pub use client::{write_request_head, ClientResponse, ResponseDecoder};
 pub use request::{BodyPiece, Decoded, Decoder, Request};
-pub use response::{http_date, reason_phrase, write_response_head, DateString, DATE_BYTES};
+pub use response::{
+    http_date, reason_phrase, write_chunked_response_head, write_response_head, DateString,
+    DATE_BYTES,
+};
 
 /// Largest request head (request line, headers, final empty line) we buffer.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;

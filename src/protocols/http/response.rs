@@ -134,6 +134,30 @@ fn status_has_content_length(status: u16) -> bool {
     !(status < 200 || status == 204 || status == 304)
 }
 
+/// The head of a response whose body follows in chunked transfer coding (a streamed answer):
+/// like `write_response_head`, with `Transfer-Encoding: chunked` instead of a length.
+pub fn write_chunked_response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&str, &str)],
+    keep_alive: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, usize::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(http_date().as_bytes());
+    out.extend_from_slice(b"\r\nTransfer-Encoding: chunked\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    for (name, value) in headers {
+        push_field(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends a response head: status line with reason phrase, `Date` (cached per thread),
 /// `Content-Length`, `Connection: close` when `!keep_alive`, then `headers`, then the blank line.
 /// The caller writes the body separately (zero copy). An HTTP/1.0 keep-alive client needs
