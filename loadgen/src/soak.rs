@@ -481,6 +481,8 @@ pub struct Churn {
     pub code_updates: u64,
     pub configuration_updates: u64,
     pub deleted: u64,
+    /// Functions deleted at the end (the live pool), not part of churn.
+    pub teardown_deleted: u64,
     /// Failed management calls or checks, by kind (should be none).
     pub errors: BTreeMap<String, u64>,
 }
@@ -810,9 +812,12 @@ async fn teardown(
 ) -> Option<SoakSample> {
     let live: Vec<Arc<Live>> =
         std::mem::take(&mut *shared.pool.write().unwrap_or_else(|e| e.into_inner()));
+    let churned = churn.deleted;
     for l in &live {
         delete_when_idle(r.api, l, r.timeout, churn).await;
     }
+    churn.teardown_deleted = churn.deleted - churned;
+    churn.deleted = churned;
     let give_up = Instant::now() + TEARDOWN_WAIT_MAX;
     loop {
         let sample = take_sample(shared, r.api, r.pid, started).await;
@@ -834,7 +839,7 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 fn growth_row(label: &str, unit: &str, g: Option<&Growth>, decimals: usize) -> String {
     match g {
         Some(g) => format!(
-            "| {label} | {} {unit} | {} {unit} | {:+.decimals$} {unit} | {:+.1} % |\n",
+            "| {label} | {}{unit} | {}{unit} | {:+.decimals$}{unit} | {:+.1} % |\n",
             num(Some(g.baseline), decimals),
             num(Some(g.end), decimals),
             g.growth,
@@ -959,7 +964,7 @@ impl SoakReport {
         md.push_str("| Series | 10 %–20 % median | Last 10 % median | Growth | Growth % |\n|---|---|---|---|---|\n");
         md.push_str(&growth_row(
             "Server RSS",
-            "MB",
+            " MB",
             s.verdict.rss_mb.as_ref(),
             1,
         ));
