@@ -226,6 +226,10 @@ pub struct Verdict {
     pub rss_mb: Option<Growth>,
     pub fds: Option<Growth>,
     pub threads: Option<Growth>,
+    /// The highest RSS sampled after warm-up (the first 10 % of samples), and the invocations
+    /// completed then: a leak that is freed again before the end shows here, not in `rss_mb`.
+    pub rss_peak_mb: Option<f64>,
+    pub rss_peak_at_invocations: Option<u64>,
     /// `None`: too few samples (or no server pid) to tell.
     pub flat: Option<bool>,
 }
@@ -237,7 +241,15 @@ pub fn verdict(samples: &[SoakSample]) -> Verdict {
     let rss = series(|s| s.rss_mb).and_then(|v| window_growth(&v));
     let fds = series(|s| s.fds.map(|v| v as f64)).and_then(|v| window_growth(&v));
     let threads = series(|s| s.threads.map(|v| v as f64)).and_then(|v| window_growth(&v));
+    let warm = (samples.len() / 10).max(1);
+    let peak = samples
+        .iter()
+        .skip(warm)
+        .filter_map(|s| Some((s.rss_mb?, s.invocations)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
     Verdict {
+        rss_peak_mb: peak.map(|p| p.0),
+        rss_peak_at_invocations: peak.map(|p| p.1),
         rule: format!(
             "flat when the median RSS of the last 10 % of samples is at most {FLAT_GROWTH_PCT_MAX} % \
              above the median of samples 10 %–20 % (the first 10 % is warm-up); at least \
@@ -975,6 +987,12 @@ impl SoakReport {
             0,
         ));
         md.push_str(&growth_row("Threads", "", s.verdict.threads.as_ref(), 0));
+        if let (Some(peak), Some(at)) = (s.verdict.rss_peak_mb, s.verdict.rss_peak_at_invocations) {
+            let _ = writeln!(
+                md,
+                "\nHighest RSS after warm-up: {peak:.1} MB, at {at} invocations."
+            );
+        }
         if let Some(a) = &s.after_teardown {
             let _ = writeln!(
                 md,
@@ -1128,6 +1146,18 @@ mod tests {
         assert_eq!(v.flat, Some(false));
         let g = v.rss_mb.unwrap();
         assert_eq!((g.baseline, g.end), (47.0, 87.0));
+        assert_eq!(v.rss_peak_mb, Some(89.0));
+        // A hump freed before the end: flat by the windows, but the peak shows it.
+        let mut hump: Vec<SoakSample> = (0..50).map(|_| sample(40.0)).collect();
+        hump[25].rss_mb = Some(70.0);
+        hump[25].invocations = 500;
+        hump[1].rss_mb = Some(99.0); // warm-up: not the peak
+        let v = verdict(&hump);
+        assert_eq!(v.flat, Some(true));
+        assert_eq!(
+            (v.rss_peak_mb, v.rss_peak_at_invocations),
+            (Some(70.0), Some(500))
+        );
         // Just at the limit is still flat; past it is not.
         let mut edge: Vec<SoakSample> = (0..20).map(|_| sample(100.0)).collect();
         for s in &mut edge[18..] {
