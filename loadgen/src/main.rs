@@ -665,6 +665,7 @@ async fn run_soak(opts: &Options, args: &soak::SoakArgs) -> Result<bool, RunErro
     if errors > 0 {
         warnings.push(format!("{errors} unexpected errors (see Totals)"));
     }
+    warnings.extend(soak::server_surprises(&result));
     if result.verdict.flat == Some(false) {
         warnings.push("server RSS did not stay flat (see Flatness)".into());
     }

@@ -17,8 +17,10 @@
 //! controller are tasks. Workers share the live pool through a lock held only to pick a function
 //! and count it in flight, so a function is deleted only when no request to it is open.
 //! Invariants: a function leaves the pool before it is deleted, and is deleted only when none
-//! of its requests is in flight; Event invokes go to the newest function only, so the function
-//! deleted has had no event queued for several churn periods (the server would drop them).
+//! of its requests is in flight; Event invokes go to the newest function only, so no event is
+//! sent to a function for several churn periods before it is deleted. An event whose attempt
+//! failed is retried after a minute (Lambda's backoff); if its function was deleted meanwhile,
+//! the server drops it, and the report warns (`server_surprises`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -505,6 +507,43 @@ impl Churn {
         let kind = what.split(':').next().unwrap_or("churn").to_owned();
         *self.errors.entry(kind).or_default() += 1;
     }
+}
+
+/// What the server's counters say went wrong that the client could not see: events that failed
+/// or were dropped after their 202, invocation timeouts, instance crashes, service errors, and
+/// function errors beyond the deliberate ones (an init that failed or timed out).
+pub fn server_surprises(r: &SoakResult) -> Vec<String> {
+    let counter = |name: &str| r.server_counters.get(name).copied().unwrap_or(0.0);
+    let mut out = Vec::new();
+    for (name, what) in [
+        (
+            "lah_events_dropped_total",
+            "events dropped after they were accepted",
+        ),
+        (
+            "lah_events_failed_total",
+            "events that failed every attempt",
+        ),
+        ("lah_timeouts_total", "invocations that timed out"),
+        (
+            "lah_instance_crashes_total",
+            "instances that exited unasked",
+        ),
+        ("lah_service_errors_total", "service errors"),
+    ] {
+        let n = counter(name);
+        if n > 0.0 {
+            out.push(format!("server: {n} {what} (`{name}`)"));
+        }
+    }
+    let extra = counter("lah_function_errors_total") - r.deliberate_function_errors as f64;
+    if !r.server_counters.is_empty() && extra > 0.0 {
+        out.push(format!(
+            "server: {extra} function errors beyond the deliberate ones (`lah_function_errors_total`; \
+             an init that failed or timed out, or a failed event attempt)"
+        ));
+    }
+    out
 }
 
 /// Settings of a soak run, as resolved.
@@ -1258,6 +1297,38 @@ mod tests {
             std::io::Read::read_to_string(&mut archive.by_index(0).unwrap(), &mut text).unwrap();
             assert!(text.contains("deliberate failure") && text.contains("generation 1"));
         }
+    }
+
+    #[test]
+    fn surprises_come_from_the_server_counters() {
+        let mut r = SoakResult {
+            invocations: 10,
+            sync_ok: 8,
+            events_accepted: 1,
+            deliberate_function_errors: 1,
+            errors: BTreeMap::new(),
+            measured_s: 1.0,
+            throughput_per_s: 10.0,
+            latency: None,
+            churn: Churn::default(),
+            samples: Vec::new(),
+            after_teardown: None,
+            verdict: verdict(&[]),
+            server_counters: BTreeMap::from([
+                ("lah_invocations_total".to_owned(), 10.0),
+                ("lah_function_errors_total".to_owned(), 1.0),
+            ]),
+        };
+        assert!(server_surprises(&r).is_empty());
+        r.server_counters
+            .insert("lah_function_errors_total".into(), 2.0);
+        r.server_counters
+            .insert("lah_events_dropped_total".into(), 1.0);
+        let w = server_surprises(&r);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("lah_events_dropped_total") && w[1].contains("beyond the deliberate")
+        );
     }
 
     #[test]
