@@ -63,7 +63,7 @@ impl RuntimeKind {
         }
     }
 
-    fn handler(self) -> &'static str {
+    pub fn handler(self) -> &'static str {
         match self {
             RuntimeKind::Node => "index.handler",
             RuntimeKind::Python => "lambda_function.handler",
@@ -119,6 +119,11 @@ impl Transport {
 /// A zip holding only the echo handler of `runtime`.
 pub fn function_zip(runtime: RuntimeKind) -> Result<Vec<u8>, ApiError> {
     let (name, source) = runtime.source();
+    zip_file(name, source)
+}
+
+/// A zip holding one file, `name`, with `source` as its text.
+pub fn zip_file(name: &str, source: &str) -> Result<Vec<u8>, ApiError> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
@@ -255,7 +260,22 @@ impl Api {
         env: &BTreeMap<String, String>,
         memory_mb: u32,
     ) -> Result<(), ApiError> {
-        let zip = base64::engine::general_purpose::STANDARD.encode(function_zip(runtime)?);
+        let zip = function_zip(runtime)?;
+        self.create_function_code(name, runtime, env, memory_mb, &zip)
+            .await
+    }
+
+    /// CreateFunction with the code in `zip` (whose handler is `runtime.handler()`); an existing
+    /// function of that name is deleted first.
+    pub async fn create_function_code(
+        &mut self,
+        name: &str,
+        runtime: RuntimeKind,
+        env: &BTreeMap<String, String>,
+        memory_mb: u32,
+        zip: &[u8],
+    ) -> Result<(), ApiError> {
+        let zip = base64::engine::general_purpose::STANDARD.encode(zip);
         let body = json!({
             "FunctionName": name,
             "Runtime": runtime.aws_runtime(),
@@ -343,6 +363,16 @@ impl Api {
         let path = format!("{FUNCTIONS_PATH}/{name}/configuration");
         let body = json!({"Environment": {"Variables": env}});
         self.call("UpdateFunctionConfiguration", "PUT", &path, Some(&body))
+            .await
+            .map(drop)
+    }
+
+    /// UpdateFunctionCode of `$LATEST` with the code in `zip`; new code retires the function's
+    /// instances (and, on Lambda@Home, the old code directory once none runs it).
+    pub async fn update_function_code(&mut self, name: &str, zip: &[u8]) -> Result<(), ApiError> {
+        let path = format!("{FUNCTIONS_PATH}/{name}/code");
+        let body = json!({"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip)});
+        self.call("UpdateFunctionCode", "PUT", &path, Some(&body))
             .await
             .map(drop)
     }

@@ -7,7 +7,7 @@
 //! Module map: `client` (HTTP/1.1 keep-alive client), `sigv4` (request signing), `lambda`
 //! (User API, test functions), `scenarios` (the four measurements), `floor` (the machine's own
 //! floor), `stats` (HdrHistogram tallies), `procstat` (`/proc`), `progress` (stderr line),
-//! `report` (Markdown, JSON, files), `view` (reading reports back), `plots` and `html` (charts,
+//! `report` (Markdown, JSON, files), `soak` (the long churn run and its report), `view` (reading reports back), `plots` and `html` (charts,
 //! HTML page), `compare` (A/B with noise bands), `paths` (no machine paths in results). Test
 //! functions loadgen creates are deleted at the end, also when a phase fails.
 //!
@@ -27,6 +27,7 @@ mod progress;
 mod report;
 mod scenarios;
 mod sigv4;
+mod soak;
 mod stats;
 mod view;
 
@@ -36,11 +37,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
 
 use client::{ClientError, Conn, Endpoint};
 use paths::Scrub;
+
+/// Closed-loop workers of `soak` when `--concurrency` is not given (the global default is the
+/// throughput scenario's list of levels): enough to keep a few instances of each live function
+/// busy on a small machine.
+const SOAK_CONCURRENCY_DEFAULT: usize = 16;
 
 /// Repetitions of a run at most: each repeats every phase, and 20 already gives a band that
 /// more would not narrow much.
@@ -80,6 +87,9 @@ enum Command {
     Throughput,
     /// The machine's floor: the same exchange through a trivial Rust server and runtime.
     Floor,
+    /// A long closed-loop run with function churn, sampling the server's RSS, descriptors,
+    /// threads and instances, with a verdict on whether RSS stays flat.
+    Soak(soak::SoakArgs),
     /// Compare reports: each against the first, with noise bands from their repetitions.
     Compare {
         /// Report JSON files; the first is the baseline.
@@ -103,6 +113,7 @@ impl Command {
             Command::Highfreq => "highfreq",
             Command::Throughput => "throughput",
             Command::Floor => "floor",
+            Command::Soak(_) => "soak",
             Command::Compare { .. } => "compare",
             Command::FloorServe => "floor-serve",
             Command::FloorRuntime => "floor-runtime",
@@ -122,6 +133,7 @@ impl Command {
             Command::Highfreq => vec![Scenario::Highfreq],
             Command::Throughput => vec![Scenario::Throughput],
             Command::Floor
+            | Command::Soak(_)
             | Command::Compare { .. }
             | Command::FloorServe
             | Command::FloorRuntime => Vec::new(),
@@ -260,7 +272,17 @@ enum RunError {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `soak` runs one concurrency level: the global default (a list for throughput) does not
+    // apply to it unless given.
+    let soak_default_concurrency = matches
+        .subcommand_matches("soak")
+        .and_then(|m| m.value_source("concurrency"))
+        .is_none_or(|source| source == ValueSource::DefaultValue);
+    if matches!(cli.command, Some(Command::Soak(_))) && soak_default_concurrency {
+        cli.opts.concurrency = vec![SOAK_CONCURRENCY_DEFAULT];
+    }
     match &cli.command {
         Some(Command::FloorServe) => return floor::serve_main(),
         Some(Command::FloorRuntime) => return floor::runtime_main(&cli.opts.endpoint),
@@ -327,6 +349,9 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
     let command = cli.command.unwrap_or(Command::Full);
     if matches!(command, Command::Floor) {
         return run_floor(&opts).await;
+    }
+    if let Command::Soak(args) = &command {
+        return run_soak(&opts, args).await;
     }
     let started = Instant::now();
     let (date, started_unix_s) = report::today();
@@ -545,6 +570,139 @@ async fn run_floor(opts: &Options) -> Result<bool, RunError> {
         }
     }
     Ok(report.floor.errors == 0)
+}
+
+/// `loadgen soak`: checks the endpoint and the server binary as a scenario run does, runs the
+/// soak, writes its report. `Ok(false)` when there were errors or RSS did not stay flat.
+async fn run_soak(opts: &Options, args: &soak::SoakArgs) -> Result<bool, RunError> {
+    let bad = |m: &str| Err(RunError::Usage(m.to_owned()));
+    if opts.concurrency.len() != 1 {
+        return bad("soak runs one concurrency level: give --concurrency N");
+    }
+    if args.invocations == 0 || args.live_functions < soak::LIVE_FUNCTIONS_MIN {
+        return bad("soak needs --invocations of at least 1 and --live-functions of at least 2");
+    }
+    if !(args.sample_every_s > 0.0 && args.sample_every_s.is_finite()) {
+        return bad("--sample-every-s must be a positive number");
+    }
+    if opts.invoke_only || opts.function.is_some() || opts.url {
+        return bad(
+            "soak creates, updates and deletes its own functions: no --function, \
+                    --invoke-only or --url",
+        );
+    }
+    let started = Instant::now();
+    let (date, started_unix_s) = report::today();
+    let scrub = Scrub::from_env();
+    let mut endpoint = Endpoint::parse(&opts.endpoint).map_err(|e| match e {
+        ClientError::Endpoint(..) => RunError::Usage(e.to_string()),
+        source => RunError::Unreachable {
+            url: opts.endpoint.clone(),
+            source,
+        },
+    })?;
+    if opts.sign {
+        let creds = sigv4::Credentials::from_env().map_err(RunError::Usage)?;
+        endpoint.sign = Some(Arc::new(creds));
+    }
+    let timeout = Duration::from_secs_f64(opts.timeout_s);
+    let mut api = Api::new(Conn::new(&endpoint, timeout));
+    preflight(&mut api, &endpoint).await?;
+    let metrics = api.metrics().await;
+    let mut machine = Machine::collect();
+    let mut server = server_info(&endpoint, opts, metrics.as_ref(), &scrub);
+    let git = GitInfo::collect();
+    if let Some(why) = server
+        .has_metrics
+        .then(|| git.stale_binary(&server))
+        .flatten()
+    {
+        if !opts.allow_stale {
+            return Err(RunError::Stale(why));
+        }
+        server.stale = true;
+    }
+    let mut warnings = if server.has_metrics {
+        git.warnings(&server)
+    } else {
+        Vec::new()
+    };
+    for w in &warnings {
+        eprintln!("loadgen: warning: {w}");
+    }
+    if server.pid.is_none() {
+        warnings.push("server process not found: no RSS, descriptor or thread figures".into());
+    }
+    let payload = Arc::new(lambda::payload(opts.payload_bytes));
+    let settings = soak::SoakSettings {
+        invocations: args.invocations,
+        concurrency: opts.concurrency[0],
+        churn_every: args.churn_every,
+        live_functions: args.live_functions,
+        sample_every_s: args.sample_every_s,
+        event_every: args.event_every,
+        error_every: args.error_every,
+        runtimes: opts.runtimes.clone(),
+        transports: opts.transports.clone(),
+        payload_bytes: payload.len(),
+        memory_mb: opts.memory_mb,
+        loadgen_threads: opts.threads,
+    };
+    let result = soak::run(soak::SoakRun {
+        endpoint: &endpoint,
+        api: &mut api,
+        timeout,
+        pid: server.pid,
+        settings: &settings,
+        payload,
+        quiet: opts.quiet,
+    })
+    .await
+    .map_err(|e| RunError::Usage(format!("soak could not start: {e}")))?;
+    machine.loadavg_end = report::loadavg();
+    let errors: u64 =
+        result.errors.values().sum::<u64>() + result.churn.errors.values().sum::<u64>();
+    if errors > 0 {
+        warnings.push(format!("{errors} unexpected errors (see Totals)"));
+    }
+    warnings.extend(soak::server_surprises(&result));
+    if result.verdict.flat == Some(false) {
+        warnings.push("server RSS did not stay flat (see Flatness)".into());
+    }
+    let name = opts.name.clone().unwrap_or_else(|| {
+        let executor = server.executor.clone().unwrap_or_else(|| "remote".into());
+        format!("{executor}-soak")
+    });
+    let argv: Vec<String> = std::env::args().collect();
+    let report = soak::SoakReport {
+        kind: "soak",
+        name,
+        date,
+        started_unix_s,
+        total_s: started.elapsed().as_secs_f64(),
+        command_line: report::shell_line(scrub.args(&argv)),
+        git,
+        loadgen_version: env!("CARGO_PKG_VERSION"),
+        machine,
+        server,
+        settings,
+        soak: result,
+        warnings,
+    };
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(report::ReportError::from)?
+        );
+    } else {
+        print!("{}", report.markdown());
+    }
+    if let Some(dir) = &opts.out {
+        for path in report.write_files(dir)? {
+            eprintln!("loadgen: wrote {}", path.display());
+        }
+    }
+    Ok(report.warnings.is_empty())
 }
 
 async fn preflight(api: &mut Api, endpoint: &Endpoint) -> Result<(), RunError> {

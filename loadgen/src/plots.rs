@@ -493,6 +493,103 @@ pub fn cpu_bars(title: &str, bars: &[Bar]) -> Option<String> {
     result.ok().map(|()| svg)
 }
 
+/// An invocation count as an axis label: 0, 250k, 1M, 1.5M.
+pub fn fmt_count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{}M", fmt_tick(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{}k", fmt_tick(v / 1e3))
+    } else {
+        fmt_tick(v)
+    }
+}
+
+/// The soak chart: server RSS (MB) over completed invocations on top, and below it counts
+/// (descriptors, threads, instances) over the same axis, one line each.
+pub fn soak_chart(
+    title: &str,
+    rss: &[(f64, f64)],
+    counts: &[(&str, Vec<(f64, f64)>)],
+) -> Option<String> {
+    let x_max = rss
+        .iter()
+        .chain(counts.iter().flat_map(|(_, p)| p.iter()))
+        .map(|p| p.0)
+        .fold(0.0f64, f64::max);
+    if rss.len() < 2 || x_max <= 0.0 {
+        return None;
+    }
+    let rss_max = rss.iter().map(|p| p.1).fold(0.0f64, f64::max) * 1.15;
+    let count_max = counts
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        * 1.15;
+    let mut svg = String::new();
+    let result = (|| -> Result<(), String> {
+        let root =
+            SVGBackend::with_string(&mut svg, (WIDTH_PX, HEIGHT_PX * 3 / 2)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let root = root.titled(title, (FONT, 18)).map_err(|e| e.to_string())?;
+        let (top, bottom) = root.split_vertically(HEIGHT_PX * 3 / 4);
+        let mut chart = ChartBuilder::on(&top)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..x_max, 0.0..rss_max.max(1.0))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .y_desc("server RSS (MB)")
+            .x_label_formatter(&|x| fmt_count(*x))
+            .y_label_formatter(&|y| fmt_tick(*y))
+            .light_line_style(RGBColor(246, 246, 246))
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let rss_line = Line {
+            label: "server RSS".into(),
+            stroke: Stroke { color: 0, dash: 0 },
+            points: rss.to_vec(),
+        };
+        draw_line(&mut chart, &rss_line)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+        let mut chart = ChartBuilder::on(&bottom)
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..x_max, 0.0..count_max.max(1.0))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("invocations completed")
+            .y_desc("count")
+            .x_label_formatter(&|x| fmt_count(*x))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .light_line_style(RGBColor(246, 246, 246))
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (label, points)) in counts.iter().enumerate() {
+            if points.len() < 2 {
+                continue;
+            }
+            let line = Line {
+                label: (*label).to_owned(),
+                stroke: Stroke {
+                    color: i + 1,
+                    dash: 0,
+                },
+                points: points.clone(),
+            };
+            draw_line(&mut chart, &line)?;
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+        root.present().map_err(|e| e.to_string())
+    })();
+    result.ok().map(|()| svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,8 @@
 //! this core.
 //!
 //! Owns the instances whose Runtime API connections this core accepts, the idle list and the
-//! queue of pending invocations per function. Single-threaded: only the owning core calls it,
+//! queue of pending invocations per function (its pool, dropped once the function is deleted
+//! and nothing of it is left on this core, so function churn does not grow the map). Single-threaded: only the owning core calls it,
 //! through `RefCell` borrows that never span an `.await`. Bounded by the account concurrency
 //! (`Permit`): every invocation it holds, pending or in flight, holds a permit.
 //!
@@ -1147,6 +1148,7 @@ impl Scheduler {
             self.fail_pending(&name, 1, |_| InvokeOutcome::Service(error.clone()));
         }
         self.rebalance(&name);
+        self.forget_if_gone(&name);
         self.checked();
     }
 
@@ -1186,7 +1188,34 @@ impl Scheduler {
             });
         }
         self.rebalance(&name);
+        self.forget_if_gone(&name);
         self.checked();
+    }
+
+    /// Drops pool `name` once its function is gone (deleted) and nothing of it is left on this
+    /// core: no instance, pending invocation, supply or hint. Without this every function ever
+    /// invoked here would keep its pool entry for the life of the server, which grows without
+    /// bound under function churn (create, invoke, delete). What an empty pool still holds (the
+    /// init estimate, when an instance last ran) only matters to instances of its function, and
+    /// there will be none; a function created again under the same name starts a fresh pool.
+    /// Called at the end of the entry points that end instances or retire a pool, after
+    /// `rebalance` (which could otherwise create the entry again).
+    fn forget_if_gone(&mut self, name: &str) {
+        let empty = self.pools.get(name).is_some_and(|p| {
+            p.pending.is_empty()
+                && p.idle.is_empty()
+                && p.supply == 0
+                && p.capped == 0
+                && !p.spare_hinted
+        });
+        if !empty || self.shared.function(name).is_some() {
+            return;
+        }
+        // Killed instances stay until their exit arrives and still name their pool.
+        if self.instances.values().any(|i| i.function.pool_key == name) {
+            return;
+        }
+        self.pools.remove(name);
     }
 
     fn remove(&mut self, id: InstanceId) {
@@ -1269,6 +1298,7 @@ impl Scheduler {
             }
         }
         self.rebalance(name);
+        self.forget_if_gone(name);
         self.checked();
     }
 

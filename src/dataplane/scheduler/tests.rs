@@ -856,6 +856,68 @@ fn delete_while_pending_fails_the_pending_invocation_with_not_found() {
 }
 
 #[test]
+fn a_deleted_function_leaves_no_pool_behind() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let _parked = rig.next(id);
+    assert!(rig.sched.pools.contains_key(NAME));
+    rig.unpublish();
+    rig.sched.retire(NAME);
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    assert!(
+        rig.sched.pools.contains_key(NAME),
+        "kept while its killed instance has not exited"
+    );
+    rig.sched.exited(id, killed_by_signal());
+    assert!(
+        rig.sched.pools.is_empty(),
+        "the deleted function's pool is gone"
+    );
+    assert_eq!(rig.sched.instance_count(), 0);
+    rig.check();
+}
+
+#[test]
+fn a_deleted_function_that_never_started_here_leaves_no_pool_behind() {
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    rig.unpublish();
+    rig.sched.retire(NAME);
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    assert_eq!(
+        service_error(&result(&mut rx)).kind,
+        ErrorKind::ResourceNotFound
+    );
+    rig.sched
+        .start_failed(id, ApiError::not_found_function(NAME));
+    assert!(rig.sched.pools.is_empty());
+    rig.check();
+}
+
+#[test]
+fn an_updated_function_keeps_its_pool() {
+    let mut rig = Rig::new();
+    let id = rig.warm_instance();
+    let _parked = rig.next(id);
+    rig.publish(2, |_| {});
+    rig.sched.retire(NAME);
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    rig.sched.exited(id, killed_by_signal());
+    assert!(
+        rig.sched.pools.contains_key(NAME),
+        "the function still exists"
+    );
+    // And it still serves: the next invocation cold-starts generation 2 in that pool.
+    let _rx = rig.invoke();
+    assert!(matches!(
+        rig.asked()[..],
+        [Asked::Start { generation: 2, .. }]
+    ));
+    rig.check();
+}
+
+#[test]
 fn submit_hands_off_to_a_core_that_advertises_an_idle_instance() {
     let mut rig = Rig::new();
     rig.set_idle_bit(1);
