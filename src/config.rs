@@ -182,7 +182,7 @@ pub struct Config {
     /// When a pending invocation gets a new instance: `eager` (AWS: one per concurrent
     /// invocation) or `adaptive` (fast functions wait for a busy instance rather than start one
     /// that could not be ready sooner; see docs/scheduler.md).
-    #[arg(long, env = "LAH_SCALE_OUT", value_enum, default_value_t = ScaleOut::Eager)]
+    #[arg(long, env = "LAH_SCALE_OUT", value_enum, default_value_t = ScaleOut::Adaptive)]
     pub scale_out: ScaleOut,
 
     /// Timeout for functions created without one (AWS: 3 s).
