@@ -42,6 +42,16 @@ const DRAIN_CHUNK_BYTES: usize = 8192;
 /// all of it.
 const DRAIN_BYTES_PER_WAKE_MAX: usize = 64 * 1024;
 
+/// How fast one instance's output is read from its pipe, on average, and how much it may write
+/// at once beyond that. Past it the pipe fills and the function's writes wait (as behind any slow
+/// reader), so a function that prints without pause slows itself instead of taking the server's
+/// CPU (reading, splitting and storing lines) and, on a small host, its neighbours' share: with
+/// no bound, a Python function printing 64 KB chunks non-stop moved a neighbour's warm p50 by
+/// +47-57 % on two CPUs (results/2026-12-01-scale-out.md). Lambda's own log shipping bounds
+/// output the same way (CloudWatch Logs ingestion per stream).
+const OUTPUT_BYTES_PER_S: f64 = 4.0 * 1024.0 * 1024.0;
+const OUTPUT_BURST_BYTES: f64 = 1024.0 * 1024.0;
+
 /// The last `LOG_RING_BYTES` bytes an instance wrote, with a running byte offset.
 #[derive(Default)]
 pub struct LogRing {
@@ -162,7 +172,7 @@ impl LogSource {
     /// Reads what is in the pipe now, without waiting. Returns false at end of file.
     pub fn drain(&self) -> bool {
         loop {
-            match self.drain_up_to(usize::MAX) {
+            match self.drain_up_to(usize::MAX).0 {
                 Drained::Eof => return false,
                 Drained::Empty => return true,
                 Drained::Budget => {}
@@ -170,9 +180,11 @@ impl LogSource {
         }
     }
 
-    fn drain_up_to(&self, budget: usize) -> Drained {
+    /// Reads until the pipe is empty, at its end, or `budget` bytes were taken; also returns
+    /// the bytes taken.
+    fn drain_up_to(&self, budget: usize) -> (Drained, usize) {
         let Some(fd) = &self.fd else {
-            return Drained::Eof;
+            return (Drained::Eof, 0);
         };
         let mut chunk = [0u8; DRAIN_CHUNK_BYTES];
         let mut taken = 0usize;
@@ -186,7 +198,7 @@ impl LogSource {
                 )
             };
             match n {
-                0 => return Drained::Eof,
+                0 => return (Drained::Eof, taken),
                 n if n > 0 => {
                     let data = &chunk[..n as usize];
                     taken += data.len();
@@ -206,21 +218,37 @@ impl LogSource {
                         err.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                     );
-                    return if again { Drained::Empty } else { Drained::Eof };
+                    let end = if again { Drained::Empty } else { Drained::Eof };
+                    return (end, taken);
                 }
             }
         }
-        Drained::Budget
+        (Drained::Budget, taken)
     }
 
     /// Reads until the writer closes its end (the instance ended), then tells the store.
     pub async fn run(self: Rc<Self>) {
         let Some(fd) = &self.fd else { return };
+        // A token bucket of `OUTPUT_BYTES_PER_S`, starting full.
+        let mut tokens = OUTPUT_BURST_BYTES;
+        let mut refilled = std::time::Instant::now();
         loop {
+            let now = std::time::Instant::now();
+            let earned = now.duration_since(refilled).as_secs_f64() * OUTPUT_BYTES_PER_S;
+            tokens = (tokens + earned).min(OUTPUT_BURST_BYTES);
+            refilled = now;
+            if tokens < DRAIN_CHUNK_BYTES as f64 {
+                let wait = (DRAIN_CHUNK_BYTES as f64 - tokens) / OUTPUT_BYTES_PER_S;
+                tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+                continue;
+            }
             let Ok(mut guard) = fd.readable().await else {
                 break;
             };
-            match self.drain_up_to(DRAIN_BYTES_PER_WAKE_MAX) {
+            let budget = DRAIN_BYTES_PER_WAKE_MAX.min(tokens as usize);
+            let (drained, taken) = self.drain_up_to(budget);
+            tokens -= taken as f64;
+            match drained {
                 Drained::Eof => break,
                 Drained::Empty => guard.clear_ready(),
                 Drained::Budget => {
