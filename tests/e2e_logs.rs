@@ -191,10 +191,11 @@ fn a_function_printing_without_pause_does_not_hold_up_another() {
         median < Duration::from_millis(500),
         "a chatty neighbour held invocations up: median {median:?}"
     );
-    // The store keeps what it can take and counts the rest as dropped (its inbox is bounded):
-    // either way the output was read, and nobody waited for the disk.
+    // The output is read (at the per-instance rate, 4 MiB/s after a 1 MiB burst: at least the
+    // burst's thousand 1 KiB lines by now) and stored, or counted as dropped if the store's
+    // inbox was full: either way nobody waited for the disk.
     assert!(
-        stored + dropped > 10_000.0,
+        stored + dropped > 1_000.0,
         "the chatty output is read and stored or counted: {stored} + {dropped}"
     );
     let quiet_lines = filter_messages(&server, &format!("/aws/lambda/{quiet}"), "quiet-");
