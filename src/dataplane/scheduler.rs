@@ -513,8 +513,10 @@ impl Scheduler {
         )
     }
 
-    /// This core's instances of pool `name` that will take a pending invocation soon besides
-    /// `supply`: busy ones whose invocation has run for less than a cold start takes.
+    /// This core's instances of pool `name` that will serve pending invocations one after
+    /// another soon: busy ones whose invocation has run for less than a cold start takes,
+    /// starting ones, and ones that have just answered and are on their way back to `/next`
+    /// (an HTTP runtime spends a good part of each cycle there).
     fn soon_serving(&self, name: &str, counters: &FunctionCounters) -> usize {
         let init = Duration::from_nanos(counters.init_ns.load(Ordering::Relaxed));
         let now = Instant::now();
@@ -523,7 +525,7 @@ impl Scheduler {
             .filter(|i| i.function.pool_key == name && i.life == Life::Serving)
             .filter(|i| match &i.in_flight {
                 Some(f) => now.saturating_duration_since(f.dispatched_at) < init,
-                None => i.state == State::Starting,
+                None => i.is_supply(),
             })
             .count()
     }

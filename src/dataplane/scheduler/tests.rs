@@ -1092,6 +1092,25 @@ fn adaptive_a_core_without_instances_starts_one_per_capacity_of_waiting_invocati
 }
 
 #[test]
+fn adaptive_an_instance_on_its_way_back_covers_waiting_invocations_too() {
+    // An HTTP runtime answers, then asks again a moment later: in between it is neither busy
+    // nor idle. Invocations arriving then wait for it, as they would for a busy one.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(1), Duration::from_millis(50));
+    let mut first = rig.invoke();
+    let w = work(&mut rig.next(id));
+    rig.respond(id, &w, b"first");
+    assert_eq!(success_body(&result(&mut first)), b"first");
+    let mut queued: Vec<_> = (0..3).map(|_| rig.invoke()).collect();
+    assert!(rig.asked().is_empty(), "the returning instance serves them");
+    for rx in queued.iter_mut() {
+        let w = work(&mut rig.next(id));
+        rig.respond(id, &w, b"in turn");
+        assert_eq!(success_body(&result(rx)), b"in turn");
+    }
+    rig.check();
+}
+
+#[test]
 fn adaptive_long_invocations_start_instances_as_aws_does() {
     // 40 ms invocations against 50 ms cold starts: waiting would not be quicker, so a second
     // concurrent invocation starts a second instance, as with `eager`.
