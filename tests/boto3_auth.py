@@ -12,13 +12,11 @@ exits non-zero on any failure. Talks only to the given endpoint.
 """
 
 import http.client
-import io
 import json
 import os
 import sys
 import traceback
 import urllib.parse
-import zipfile
 
 import boto3
 import botocore
@@ -27,20 +25,14 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from boto3_support import zip_of
+
 ROLE = "arn:aws:iam::000000000000:role/lambda"
 REGION = "eu-west-1"
 SOURCE = """
 def handler(event, context):
     return {"echo": event}
 """
-
-
-def zip_of(files):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in files.items():
-            z.writestr(name, text)
-    return buf.getvalue()
 
 
 def client(endpoint, key_id, secret, signed=True):

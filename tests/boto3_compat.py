@@ -11,16 +11,15 @@ check and `N passed, M failed`; exits non-zero on any failure. Talks only to the
 """
 
 import base64
-import io
 import json
 import os
 import sys
 import time
-import traceback
-import zipfile
 
 import boto3
 from botocore.config import Config
+
+from boto3_support import Checks, expect, raises, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/lambda"
 
@@ -44,48 +43,6 @@ def handler(event, context):
 NODE_V1 = """
 exports.handler = async (event, context) => ({ lang: "node", event, arn: context.invokedFunctionArn });
 """
-
-
-def zip_of(files):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in files.items():
-            z.writestr(name, text)
-    return buf.getvalue()
-
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def run(self, name, fn):
-        try:
-            fn()
-        except Exception as e:  # any failure is reported, then the next check runs
-            self.failed += 1
-            print("FAIL %s: %s: %s" % (name, type(e).__name__, e))
-            traceback.print_exc(limit=3, file=sys.stdout)
-        else:
-            self.passed += 1
-            print("ok   %s" % name)
-        sys.stdout.flush()
-
-
-def expect(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
-def raises(exc_class, fn):
-    """Runs fn and asserts it raises exc_class (a client.exceptions member); returns the error."""
-    try:
-        fn()
-    except exc_class as e:
-        return e
-    except Exception as e:
-        raise AssertionError("expected %s, got %s: %s" % (exc_class.__name__, type(e).__name__, e))
-    raise AssertionError("expected %s, nothing was raised" % exc_class.__name__)
 
 
 def invoke_json(client, name, event, **kwargs):

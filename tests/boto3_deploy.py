@@ -13,17 +13,16 @@ any failure. Talks only to the given endpoint.
 
 import base64
 import hashlib
-import io
 import json
 import os
 import sys
 import time
-import traceback
-import zipfile
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from boto3_support import Checks, expect, raises, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/lambda"
 
@@ -52,50 +51,8 @@ WEIGHTED_INVOKES = 40
 LAYERS_PER_FUNCTION_MAX = 5
 
 
-def zip_of(files):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in files.items():
-            z.writestr(name, text)
-    return buf.getvalue()
-
-
 def sha256_b64(data):
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def run(self, name, fn):
-        try:
-            fn()
-        except Exception as e:  # any failure is reported, then the next check runs
-            self.failed += 1
-            print("FAIL %s: %s: %s" % (name, type(e).__name__, e))
-            traceback.print_exc(limit=3, file=sys.stdout)
-        else:
-            self.passed += 1
-            print("ok   %s" % name)
-        sys.stdout.flush()
-
-
-def expect(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
-def raises(exc_class, fn):
-    """Runs fn and asserts it raises exc_class (a client.exceptions member); returns the error."""
-    try:
-        fn()
-    except exc_class as e:
-        return e
-    except Exception as e:
-        raise AssertionError("expected %s, got %s: %s" % (exc_class.__name__, type(e).__name__, e))
-    raise AssertionError("expected %s, nothing was raised" % exc_class.__name__)
 
 
 def raises_code(code, status, fn):

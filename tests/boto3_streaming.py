@@ -17,16 +17,15 @@ endpoint.
 """
 
 import base64
-import io
 import json
 import os
 import sys
 import time
-import traceback
-import zipfile
 
 import boto3
 from botocore.config import Config
+
+from boto3_support import Checks, expect, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/lambda"
 PAUSE_MS = 1500
@@ -56,37 +55,6 @@ def handler(event, context):
         time.sleep(60)
     yield b"second"
 """
-
-
-def zip_of(files):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in files.items():
-            z.writestr(name, text)
-    return buf.getvalue()
-
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def run(self, name, fn):
-        try:
-            fn()
-        except Exception as e:  # any failure is reported, then the next check runs
-            self.failed += 1
-            print("FAIL %s: %s: %s" % (name, type(e).__name__, e))
-            traceback.print_exc(limit=3, file=sys.stdout)
-        else:
-            self.passed += 1
-            print("ok   %s" % name)
-        sys.stdout.flush()
-
-
-def expect(condition, message):
-    if not condition:
-        raise AssertionError(message)
 
 
 def read_stream(client, name, event, **kwargs):

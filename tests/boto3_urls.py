@@ -13,17 +13,16 @@ exits non-zero on any failure. Talks only to the given endpoint.
 """
 
 import http.client
-import io
 import json
 import os
 import sys
 import time
-import traceback
 import urllib.parse
-import zipfile
 
 import boto3
 from botocore.config import Config
+
+from boto3_support import Checks, expect, raises, zip_of
 
 ROLE = "arn:aws:iam::000000000000:role/lambda"
 
@@ -34,48 +33,6 @@ def handler(event, context):
             "body": json.dumps({"path": event["rawPath"], "query": event.get("queryStringParameters"),
                                 "method": event["requestContext"]["http"]["method"]})}
 """
-
-
-def zip_of(files):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, text in files.items():
-            z.writestr(name, text)
-    return buf.getvalue()
-
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def run(self, name, fn):
-        try:
-            fn()
-        except Exception as e:  # any failure is reported, then the next check runs
-            self.failed += 1
-            print("FAIL %s: %s: %s" % (name, type(e).__name__, e))
-            traceback.print_exc(limit=3, file=sys.stdout)
-        else:
-            self.passed += 1
-            print("ok   %s" % name)
-        sys.stdout.flush()
-
-
-def expect(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
-def raises(exc_class, fn):
-    """Runs fn and asserts it raises exc_class (a client.exceptions member); returns the error."""
-    try:
-        fn()
-    except exc_class as e:
-        return e
-    except Exception as e:
-        raise AssertionError("expected %s, got %s: %s" % (exc_class.__name__, type(e).__name__, e))
-    raise AssertionError("expected %s, nothing was raised" % exc_class.__name__)
 
 
 def url_get(endpoint, function_url, path):

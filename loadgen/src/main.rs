@@ -342,6 +342,24 @@ fn validate(o: &Options) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The endpoint to drive (signing its requests with `--sign`) and a User API client on it.
+fn connect(opts: &Options) -> Result<(Endpoint, Api), RunError> {
+    let mut endpoint = Endpoint::parse(&opts.endpoint).map_err(|e| match e {
+        ClientError::Endpoint(..) => RunError::Usage(e.to_string()),
+        source => RunError::Unreachable {
+            url: opts.endpoint.clone(),
+            source,
+        },
+    })?;
+    if opts.sign {
+        let creds = sigv4::Credentials::from_env().map_err(RunError::Usage)?;
+        endpoint.sign = Some(Arc::new(creds));
+    }
+    let timeout = Duration::from_secs_f64(opts.timeout_s);
+    let api = Api::new(Conn::new(&endpoint, timeout));
+    Ok((endpoint, api))
+}
+
 /// Runs everything; `Ok(false)` when the report has errors or warnings worth a non-zero exit.
 async fn run(cli: Cli) -> Result<bool, RunError> {
     let opts = cli.opts;
@@ -356,19 +374,8 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
     let started = Instant::now();
     let (date, started_unix_s) = report::today();
     let scrub = Scrub::from_env();
-    let mut endpoint = Endpoint::parse(&opts.endpoint).map_err(|e| match e {
-        ClientError::Endpoint(..) => RunError::Usage(e.to_string()),
-        source => RunError::Unreachable {
-            url: opts.endpoint.clone(),
-            source,
-        },
-    })?;
-    if opts.sign {
-        let creds = sigv4::Credentials::from_env().map_err(RunError::Usage)?;
-        endpoint.sign = Some(Arc::new(creds));
-    }
+    let (endpoint, mut api) = connect(&opts)?;
     let timeout = Duration::from_secs_f64(opts.timeout_s);
-    let mut api = Api::new(Conn::new(&endpoint, timeout));
     let metrics = if opts.invoke_only {
         api.metrics_enabled = false;
         None
@@ -594,19 +601,8 @@ async fn run_soak(opts: &Options, args: &soak::SoakArgs) -> Result<bool, RunErro
     let started = Instant::now();
     let (date, started_unix_s) = report::today();
     let scrub = Scrub::from_env();
-    let mut endpoint = Endpoint::parse(&opts.endpoint).map_err(|e| match e {
-        ClientError::Endpoint(..) => RunError::Usage(e.to_string()),
-        source => RunError::Unreachable {
-            url: opts.endpoint.clone(),
-            source,
-        },
-    })?;
-    if opts.sign {
-        let creds = sigv4::Credentials::from_env().map_err(RunError::Usage)?;
-        endpoint.sign = Some(Arc::new(creds));
-    }
+    let (endpoint, mut api) = connect(opts)?;
     let timeout = Duration::from_secs_f64(opts.timeout_s);
-    let mut api = Api::new(Conn::new(&endpoint, timeout));
     preflight(&mut api, &endpoint).await?;
     let metrics = api.metrics().await;
     let mut machine = Machine::collect();
