@@ -770,3 +770,24 @@ fn response_stream_urls_deliver_chunks_as_they_are_produced() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "first;second");
     }
 }
+
+#[test]
+fn url_requests_over_6_mb_are_refused_before_the_body_is_read() {
+    // The User API takes 70 MB uploads on the same port; a function URL request is held to
+    // Invoke's 6 MB from its Content-Length, so no client can make the server buffer more.
+    let server = TestServer::new();
+    let name = unique_name("url-big");
+    server.create_python(&name, ECHO_PY, json!({}));
+    let created = create_url(&server, &name, None, json!({"AuthType": "NONE"}));
+    let host = url_host(created["FunctionUrl"].as_str().unwrap());
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 7000000\r\n\r\n"
+    )
+    .unwrap();
+    // Nothing of the body is sent: the answer must come from the head alone.
+    let resp = read_response(&mut stream, false).unwrap();
+    assert_eq!(resp.status, 413, "{}", describe(&resp));
+}

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         header_bytes_max: 512,
         headers_count_max: 8,
         body_bytes_max: 1024,
-        body_bytes_max_for_path: None,
+        body_bytes_max_for: None,
     };
     let (whole, whole_err) = decode_stream(data, data.len(), limits);
     let (pieces, pieces_err) = decode_stream(data, usize::from(first % 32) + 1, limits);

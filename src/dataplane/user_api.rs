@@ -35,17 +35,21 @@ use crate::protocols::http::{Limits, Method, Request};
 pub fn limits() -> Limits {
     Limits {
         body_bytes_max: USER_API_BODY_BYTES_MAX,
-        body_bytes_max_for_path: Some(invoke_body_limit),
+        body_bytes_max_for: Some(invoke_body_limit),
         ..Limits::default()
     }
 }
 
-/// Invoke takes at most AWS's 6 MB: a larger `Content-Length` is refused (413) before any of the
-/// body is read, although the same connection may carry 70 MB CreateFunction uploads.
-fn invoke_body_limit(path: &str) -> Option<usize> {
+/// Invoke, and a request to a function URL, take at most AWS's 6 MB: a larger `Content-Length`
+/// is refused (413) before any of the body is read, although the same connection may carry
+/// 70 MB CreateFunction uploads.
+fn invoke_body_limit(path: &str, host: Option<&[u8]>) -> Option<usize> {
     let invoke = path.ends_with("/invocations")
         || path.ends_with("/invoke-async")
-        || path.ends_with("/response-streaming-invocations");
+        || path.ends_with("/response-streaming-invocations")
+        || host
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .is_some_and(|h| crate::model::urls::url_id_of_host(h).is_some());
     invoke.then_some(INVOKE_PAYLOAD_BYTES_MAX)
 }
 

@@ -51,17 +51,20 @@ pub struct Limits {
     pub headers_count_max: usize,
     /// Bytes of the (de-chunked) body.
     pub body_bytes_max: usize,
-    /// A smaller body limit for some paths (e.g. Invoke's 6 MB on a connection that also takes
-    /// 70 MB uploads), applied when the head is parsed: a `Content-Length` over it is refused
-    /// before any of the body is read.
-    pub body_bytes_max_for_path: Option<fn(&str) -> Option<usize>>,
+    /// A smaller body limit for some requests, by path and `Host` (e.g. Invoke's 6 MB on a
+    /// connection that also takes 70 MB uploads), applied when the head is parsed: a
+    /// `Content-Length` over it is refused before any of the body is read.
+    pub body_bytes_max_for: Option<BodyLimitFn>,
 }
 
+/// A per-request body limit: `(path, Host header)` to a limit, or `None` for the default.
+pub type BodyLimitFn = fn(&str, Option<&[u8]>) -> Option<usize>;
+
 impl Limits {
-    /// The body limit of a request for `path`.
-    pub fn body_bytes_max_of(&self, path: &str) -> usize {
-        self.body_bytes_max_for_path
-            .and_then(|f| f(path))
+    /// The body limit of a request for `path` with `host` (its `Host` header).
+    pub fn body_bytes_max_of(&self, path: &str, host: Option<&[u8]>) -> usize {
+        self.body_bytes_max_for
+            .and_then(|f| f(path, host))
             .map_or(self.body_bytes_max, |n| n.min(self.body_bytes_max))
     }
 }
@@ -72,7 +75,7 @@ impl Default for Limits {
             header_bytes_max: HEADER_BYTES_MAX,
             headers_count_max: HEADERS_COUNT_MAX,
             body_bytes_max: BODY_BYTES_MAX,
-            body_bytes_max_for_path: None,
+            body_bytes_max_for: None,
         }
     }
 }

@@ -209,7 +209,7 @@ struct PendingRequest {
     /// Still owed a `100 Continue` if the body does not arrive with the head.
     expect_continue: bool,
     body: BodyDecoder,
-    /// This request's body limit (`Limits::body_bytes_max_of` its path).
+    /// This request's body limit (`Limits::body_bytes_max_of` its path and host).
     body_bytes_max: usize,
 }
 
@@ -472,8 +472,16 @@ fn parse_request_head(
     };
     let facts = FieldFacts::gather(parsed.headers)?;
     let path = target.split_once('?').map_or(target, |(path, _)| path);
+    // The host only matters when a per-request limit is configured (the User API's).
+    let host = limits.body_bytes_max_for.and_then(|_| {
+        parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("host"))
+            .map(|h| h.value)
+    });
     let limits = Limits {
-        body_bytes_max: limits.body_bytes_max_of(path),
+        body_bytes_max: limits.body_bytes_max_of(path, host),
         ..*limits
     };
     let body = body_decoder(facts.framing()?, &limits)?;
@@ -970,7 +978,7 @@ mod tests {
         ) {
             let mut raw: Vec<u8> = picks.iter().flat_map(|&i| FRAGMENTS[i].iter().copied()).collect();
             raw.extend_from_slice(&noise);
-            let limits = Limits { header_bytes_max: 256, headers_count_max: 4, body_bytes_max: 64, body_bytes_max_for_path: None };
+            let limits = Limits { header_bytes_max: 256, headers_count_max: 4, body_bytes_max: 64, body_bytes_max_for: None };
             let whole = decode_stream(&raw, &[raw.len().max(1)], limits);
             let pieces = decode_stream(&raw, &feeds, limits);
             prop_assert_eq!(&whole.0, &pieces.0);
