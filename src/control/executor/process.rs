@@ -148,8 +148,8 @@ fn resolve_interpreter(name: &str, args: &[&str]) -> PathBuf {
 /// For each runtime family, whether an unprivileged uid can run it: the server must be root (to
 /// switch uids and mount), the data dir's parents searchable (an instance reaches its code at
 /// its usual path), and the interpreter, its bootstrap and the WebSocket packages (when outside
-/// the data dir) usable. `provided` bootstraps choose their own interpreter: only the data dir
-/// is checked for them.
+/// the data dir) usable. `provided` bootstraps choose their own interpreter and use none of our
+/// packages: only the data dir is checked for them.
 fn identity_by_family(
     data_dir: &Path,
     runtimes_dir: &Path,
@@ -167,14 +167,14 @@ fn identity_by_family(
                     .into(),
             );
         }
-        sandbox::check_reachable(data_dir, Need::Reach)?;
-        if deps_dir.exists() && !deps_dir.starts_with(data_dir) {
-            sandbox::check_reachable(deps_dir, Need::Read)?;
-        }
-        Ok(())
+        sandbox::check_reachable(data_dir, Need::Reach)
     };
     let interpreted = |program: &Path, bootstrap: PathBuf| -> Result<(), String> {
         common()?;
+        // Only our Node and Python bootstraps load the WebSocket packages.
+        if deps_dir.exists() && !deps_dir.starts_with(data_dir) {
+            sandbox::check_reachable(deps_dir, Need::Read)?;
+        }
         // A bare name (no path) is looked up on PATH at spawn: resolve it the same way.
         let program = if program.is_absolute() {
             program.to_path_buf()
