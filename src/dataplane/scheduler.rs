@@ -101,6 +101,10 @@ const BUSY_CAPACITY_MIN: usize = 2;
 /// At most this many pending invocations are left to one busy instance.
 const BUSY_CAPACITY_MAX: usize = 1000;
 
+/// One invocation's dispatch-to-answer time counts in the pool's service average as at most
+/// this many times the average (`service_average`).
+const SERVICE_SAMPLE_CAP: u64 = 4;
+
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
@@ -479,7 +483,7 @@ impl Scheduler {
             (missing, 0)
         } else {
             let cover = self.soon_serving(name, &function.counters) * per_instance;
-            let want = missing.saturating_sub(cover).div_ceil(per_instance);
+            let want = adaptive_starts(missing, cover, per_instance);
             (want, missing - want)
         };
         let pool = self.pools.get_mut(name).expect("looked up above");
@@ -493,6 +497,9 @@ impl Scheduler {
         while started < want && reserve_slot(&function.counters, demand) {
             self.start_instance(function.clone());
             started += 1;
+        }
+        if started > 0 && per_instance > 0 {
+            self.trace_scale_out(name, &function.counters, missing, per_instance, started);
         }
         let pool = self.pools.get_mut(name).expect("looked up above");
         pool.capped = want - started;
@@ -528,6 +535,58 @@ impl Scheduler {
                 None => i.is_supply(),
             })
             .count()
+    }
+
+    /// Why `--scale-out adaptive` started instances while the pool had some (target
+    /// `lah::scale_out`, debug level): the numbers `rebalance` decided on and the state of this
+    /// core's instances of the pool, so an unexpected start under steady load can be explained.
+    fn trace_scale_out(
+        &self,
+        name: &str,
+        counters: &FunctionCounters,
+        missing: usize,
+        per_instance: usize,
+        started: usize,
+    ) {
+        if !tracing::enabled!(target: "lah::scale_out", tracing::Level::DEBUG) {
+            return;
+        }
+        let now = Instant::now();
+        let mut states = String::new();
+        for i in self.instances.values() {
+            if i.function.pool_key != name {
+                continue;
+            }
+            let what = match (&i.state, &i.in_flight) {
+                (State::Busy, Some(f)) => {
+                    format!(
+                        "busy {}us",
+                        now.saturating_duration_since(f.dispatched_at).as_micros()
+                    )
+                }
+                (State::Returning { since, awaited }, _) => format!(
+                    "returning {}us{}",
+                    now.saturating_duration_since(*since).as_micros(),
+                    if *awaited { "" } else { " (not awaited)" }
+                ),
+                (State::Starting, _) => format!("starting running={}", i.running),
+                (State::Idle { .. }, _) => "idle".to_string(),
+                (s, _) => format!("{s:?}"),
+            };
+            states.push_str(&format!("[{} {:?} {}] ", i.id, i.life, what));
+        }
+        tracing::debug!(
+            target: "lah::scale_out",
+            core = self.core,
+            function = name,
+            missing,
+            per_instance,
+            started,
+            service_us = counters.service_ns.load(Ordering::Relaxed) / 1000,
+            init_us = counters.init_ns.load(Ordering::Relaxed) / 1000,
+            instances = counters.instances.load(Ordering::Relaxed),
+            "adaptive scale-out started instances; this core's: {states}"
+        );
     }
 
     /// Sets or clears this core's bit in the pool's `spare_cores` hint after `supply` or
@@ -1061,16 +1120,9 @@ impl Scheduler {
         let since = Instant::now();
         let served = since.saturating_duration_since(f.dispatched_at).as_nanos() as u64;
         let service = &self.instances[&id].function.counters.service_ns;
-        // A moving average over about the last eight; cores race benignly on it.
+        // Cores race benignly on it.
         let was = service.load(Ordering::Relaxed);
-        service.store(
-            if was == 0 {
-                served
-            } else {
-                (was * 7 + served) / 8
-            },
-            Ordering::Relaxed,
-        );
+        service.store(service_average(was, served), Ordering::Relaxed);
         self.set_state(
             id,
             State::Returning {
@@ -1636,9 +1688,6 @@ impl Scheduler {
 #[cfg(test)]
 mod tests;
 
-/// Takes one slot in the pool's cross-core instance count if it is below `demand` (the
-/// function's admitted invocations). Atomic, so two cores racing for the last slot start one
-/// instance between them, not two.
 /// How many pending invocations one instance may be left to serve in turn, given the
 /// function's average invocation (`service_ns`) and its last init (`init_ns`): as many as it
 /// serves while a cold start would still be initialising, and 0 (start instances, as AWS does)
@@ -1655,6 +1704,43 @@ fn busy_capacity(service_ns: u64, init_ns: u64) -> usize {
     }
 }
 
+/// How many instances `--scale-out adaptive` starts for `missing` pending invocations when this
+/// core's soon-serving instances cover `cover` of them and one instance serves `per_instance`
+/// in the time a start takes. With nothing serving, one per `per_instance` begun (someone must
+/// serve them). Beside serving instances, one per `per_instance` rounded to the nearest: a new
+/// instance pays off only if it takes at least half an instance's share, otherwise the pool
+/// would grow by one each time the shortfall flickers above zero. Under a steady closed loop the
+/// pending count sits right at the cover (callers re-send as soon as they are answered), and
+/// rounding up started an instance inside a measured window whenever the service time
+/// wobbled (issue 11; `adaptive_a_small_shortfall_beside_serving_instances_starts_nothing`).
+fn adaptive_starts(missing: usize, cover: usize, per_instance: usize) -> usize {
+    let excess = missing.saturating_sub(cover);
+    if cover == 0 {
+        excess.div_ceil(per_instance)
+    } else {
+        (excess + per_instance / 2) / per_instance
+    }
+}
+
+/// The pool's moving average of dispatch-to-answer times (about the last eight) after an
+/// invocation that took `served` ns, from `was` (0: none yet). One sample moves it by at most
+/// `SERVICE_SAMPLE_CAP` times the average: a single stall (a garbage collection, a runtime
+/// descheduled on a busy machine) otherwise multiplied a sub-millisecond average tenfold, and
+/// `--scale-out adaptive` started a burst of instances for a load that had not changed. A real
+/// change in the function's duration still gets through within a few dozen invocations, and a
+/// busy instance that runs longer than a start stops counting as soon free anyway
+/// (`soon_serving`).
+fn service_average(was: u64, served: u64) -> u64 {
+    if was == 0 {
+        return served;
+    }
+    let sample = served.min(was.saturating_mul(SERVICE_SAMPLE_CAP));
+    (was * 7 + sample) / 8
+}
+
+/// Takes one slot in the pool's cross-core instance count if it is below `demand` (the
+/// function's admitted invocations). Atomic, so two cores racing for the last slot start one
+/// instance between them, not two.
 fn reserve_slot(counters: &FunctionCounters, demand: u32) -> bool {
     counters
         .instances

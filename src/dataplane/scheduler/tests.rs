@@ -1031,9 +1031,16 @@ fn slow_return_after_return_grace_starts_an_instance_for_the_pending_invocation(
 }
 
 /// A rig with `--scale-out adaptive`, one warm instance parked, and the pool's observed
-/// durations set: invocations take `service`, a cold start `init`.
+/// durations set: invocations take `service`, a cold start `init`. Room for 200 concurrent
+/// invocations, as a closed loop of 100 callers needs.
 fn adaptive_rig(service: Duration, init: Duration) -> (Rig, InstanceId) {
-    let mut rig = Rig::with(|c| c.scale_out = crate::config::ScaleOut::Adaptive, |_| {});
+    let mut rig = Rig::with(
+        |c| {
+            c.scale_out = crate::config::ScaleOut::Adaptive;
+            c.concurrency = 200;
+        },
+        |_| {},
+    );
     let id = rig.warm_instance();
     let counters = &rig.counters;
     counters
@@ -1141,6 +1148,79 @@ fn adaptive_wait_for_a_busy_instance_ends_when_it_runs_longer_than_a_start() {
     rig.respond(started, &w, b"new instance");
     assert_eq!(success_body(&result(&mut waiting)), b"new instance");
     rig.check();
+}
+
+#[test]
+fn adaptive_a_small_shortfall_beside_serving_instances_starts_nothing() {
+    // Issue 11: under a steady closed loop the pending count sits at what the serving instances
+    // cover, and each wobble of the service time put it one or two above. 1 ms invocations,
+    // 50 ms starts: the busy instance covers 50. Fifty-one waiting start nothing (the 51st waits
+    // 51 ms instead of a 50 ms start); 25 beyond the cover are half an instance's share, and
+    // start one.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(1), Duration::from_millis(50));
+    let _first = rig.invoke();
+    let _w = work(&mut rig.next(id));
+    let _waiting: Vec<_> = (0..51).map(|_| rig.invoke()).collect();
+    assert!(rig.asked().is_empty(), "one past the cover starts nothing");
+    assert_eq!(rig.sched.pools[NAME].awaiting_busy, 51);
+    let _more: Vec<_> = (0..24).map(|_| rig.invoke()).collect();
+    rig.started_one();
+    assert!(rig.asked().is_empty(), "one start for half a share beyond");
+    rig.check();
+}
+
+#[test]
+fn adaptive_one_stalled_invocation_does_not_start_a_burst_of_instances() {
+    // Issue 11: one invocation that stalls (a garbage collection, a runtime descheduled on a
+    // busy machine) used to count in full in the service average: 45 ms against a 1 ms average
+    // made it 6.5 ms, an instance covered 7 waiting invocations instead of 50, and the twenty
+    // waiting here started two instances for a load that had not changed.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(1), Duration::from_millis(50));
+    let mut stalled = rig.invoke();
+    let w = work(&mut rig.next(id));
+    std::thread::sleep(Duration::from_millis(45));
+    rig.respond(id, &w, b"late");
+    assert_eq!(success_body(&result(&mut stalled)), b"late");
+    let service = rig.counters.service_ns.load(Ordering::Relaxed);
+    assert!(
+        service <= 2_000_000,
+        "one stall moves the average by at most a few times itself: {service} ns"
+    );
+    let _busy = rig.invoke();
+    let _w = work(&mut rig.next(id));
+    let _waiting: Vec<_> = (0..20).map(|_| rig.invoke()).collect();
+    assert!(
+        rig.asked().is_empty(),
+        "the busy instance still covers them"
+    );
+    rig.check();
+}
+
+#[test]
+fn adaptive_service_average_follows_a_real_change_within_a_few_dozen_invocations() {
+    // The cap on one sample must not pin the average: a function whose invocations go from 1 ms
+    // to 40 ms for good is seen as slow soon, and then scales out as AWS does.
+    let mut avg = 1_000_000;
+    let mut n = 0;
+    while avg < 30_000_000 {
+        avg = service_average(avg, 40_000_000);
+        n += 1;
+    }
+    assert!(n <= 40, "{n} invocations to follow the change");
+    assert_eq!(service_average(0, 7), 7, "the first sample is the average");
+    assert_eq!(
+        adaptive_starts(12, 0, 50),
+        1,
+        "nothing serving: someone must"
+    );
+    assert_eq!(adaptive_starts(0, 0, 50), 0);
+    assert_eq!(adaptive_starts(74, 50, 50), 0);
+    assert_eq!(adaptive_starts(75, 50, 50), 1);
+    assert_eq!(
+        adaptive_starts(3, 2, 2),
+        1,
+        "small shares round to the nearest too"
+    );
 }
 
 #[test]
