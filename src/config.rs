@@ -39,6 +39,9 @@ pub const EVENT_INBOX_MAX: usize = 4096;
 pub const INSTANCE_UID_BASE_DEFAULT: u32 = 200_000;
 /// Default number of instance uids: more than the instances a machine can run at once.
 pub const INSTANCE_UIDS_DEFAULT: u32 = 65_536;
+/// Room for a few warm slots of the common sizes (128 to 1024 MB); an idle slot is a waiting
+/// shell, so its real footprint is far below its memory limit.
+pub const DOCKER_POOL_MB_DEFAULT: u64 = 2048;
 /// AWS's retry interval after a function error: about one minute, then two
 /// (`--event-retry-base-ms` scales every event delay by itself / this).
 pub const EVENT_RETRY_BASE_MS: u64 = 60_000;
@@ -236,6 +239,12 @@ pub struct Config {
     #[arg(long, env = "LAH_INSTANCE_UIDS", default_value_t = INSTANCE_UIDS_DEFAULT)]
     pub instance_uids: u32,
 
+    /// Docker executor: total memory size (MB) of the started containers kept waiting for a
+    /// function (one per image and memory size started recently), so that a cold start skips
+    /// container create and start (docs/cold-starts-docker.md). 0 turns the pool off.
+    #[arg(long, env = "LAH_DOCKER_POOL_MB", default_value_t = DOCKER_POOL_MB_DEFAULT)]
+    pub docker_pool_mb: u64,
+
     /// Image per runtime family for the Docker executor, e.g. `python=lambda-at-home/python:bookworm`.
     #[arg(long = "image", env = "LAH_IMAGES", value_delimiter = ',')]
     pub images: Vec<String>,
@@ -396,6 +405,10 @@ impl Config {
         // address an instance reported), which instance identities refuse by design: tests that
         // exercise identities turn them on (`tests/e2e_isolation.rs`).
         c.instance_uids = 0;
+        // The Docker tests look at each instance's container by its function label, which a
+        // pooled container (created before its function was known) cannot carry: tests of the
+        // pool turn it on (`tests/e2e_docker_pool.rs`).
+        c.docker_pool_mb = 0;
         c
     }
 }

@@ -88,8 +88,8 @@ pub struct ControlPlane {
     /// The start gate: a permit per instance from before its start until its runtime's first
     /// request for work (or its end), `--max-concurrent-inits` in all.
     inits: Arc<tokio::sync::Semaphore>,
-    /// The instances' uids (`identity`).
-    uids: UidPool,
+    /// The instances' uids (`identity`), shared with the executor (`Executor::share_uids`).
+    uids: Arc<Mutex<UidPool>>,
     /// Instance tasks report their end here (what to give back).
     ended_tx: mpsc::UnboundedSender<Ended>,
     ended_rx: mpsc::UnboundedReceiver<Ended>,
@@ -108,7 +108,11 @@ impl ControlPlane {
         let inits = shared.config.concurrent_inits();
         let base = u32::from(shared.config.instance_net) & 0xffff_0000;
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
-        let uids = UidPool::new(shared.config.instance_uid_base, shared.config.instance_uids);
+        let uids = Arc::new(Mutex::new(UidPool::new(
+            shared.config.instance_uid_base,
+            shared.config.instance_uids,
+        )));
+        executor.share_uids(uids.clone());
         ControlPlane {
             shared,
             registry: Arc::new(Mutex::new(registry)),
@@ -150,7 +154,7 @@ impl ControlPlane {
                     self.instances.remove(&ended.id);
                     self.addresses.give_back(ended.addr);
                     if let Some(uid) = ended.uid {
-                        self.uids.give_back(uid);
+                        self.uids.lock().unwrap_or_else(|e| e.into_inner()).give_back(uid);
                     }
                 }
                 Some(path) = released.recv() => {
@@ -262,8 +266,12 @@ impl ControlPlane {
                 return;
             }
         };
-        let uid = if self.uids.enabled() {
-            match self.uids.take() {
+        let taken = {
+            let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+            uids.enabled().then(|| uids.take())
+        };
+        let uid = if let Some(taken) = taken {
+            match taken {
                 Some(uid) => Some(uid),
                 None => {
                     self.addresses.give_back(addr);
@@ -338,6 +346,7 @@ impl ControlPlane {
                 _ => break,
             }
         }
+        self.executor.shutdown().await;
     }
 }
 
@@ -395,7 +404,16 @@ impl InstanceTask {
         let start_us = started.elapsed().as_micros() as u64;
         self.shared.metrics.executor_start.observe_us(start_us);
         let mut instance = match result {
-            Ok(i) => i,
+            Ok(i) => {
+                let m = &self.shared.metrics;
+                let kind = if i.pooled() {
+                    &m.executor_starts_pooled
+                } else {
+                    &m.executor_starts_created
+                };
+                kind.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i
+            }
             Err(e) => {
                 let error = ApiError::service(format!("Cannot start instance: {e}"));
                 self.shared
@@ -444,7 +462,8 @@ impl InstanceTask {
         self.shared
             .send_core(core, CoreMsg::InstanceExited { id, exit });
         drop(function);
-        self.end(uid, verified.is_some()).await;
+        // The uid the instance ran under is the one to give back (see `Instance::uid`).
+        self.end(verified.or(uid), verified.is_some()).await;
     }
 
     /// Reports the end; the uid goes back only once nothing runs under it: when the instance ran

@@ -114,6 +114,10 @@ pub struct Metrics {
     pub init_duration: Histogram,
     /// The executor's part of a cold start (process spawn; container create + start).
     pub executor_start: Histogram,
+    /// Instances the executor started by creating a container or process.
+    pub executor_starts_created: AtomicU64,
+    /// Instances the executor took from its pool of started containers (`docker_pool`).
+    pub executor_starts_pooled: AtomicU64,
     pub instances: InstanceGauges,
     pub ws: WsMetrics,
     pub conns: ConnMetrics,
@@ -215,6 +219,19 @@ impl Metrics {
              (--max-concurrent-inits).\n# TYPE lah_start_gate_waiting gauge\n\
              lah_start_gate_waiting {waiting}"
         );
+        let _ = writeln!(
+            out,
+            "# HELP lah_executor_starts_total Instances started, by kind: created (a new process \
+             or container) or pooled (a started container taken from the Docker pool).\n\
+             # TYPE lah_executor_starts_total counter"
+        );
+        for (kind, v) in [
+            ("created", &self.executor_starts_created),
+            ("pooled", &self.executor_starts_pooled),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(out, "lah_executor_starts_total{{kind=\"{kind}\"}} {v}");
+        }
         self.render_events(&mut out);
         self.duration.render(
             &mut out,

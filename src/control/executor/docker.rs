@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -31,7 +32,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::docker_pool::{self, Pool};
 use super::{BoxFuture, ExecError, Executor, Instance, LayerPaths};
+use crate::control::identity::UidPool;
 use crate::model::types::{ExitInfo, InstanceSpec};
 
 /// Default bound of every Docker call.
@@ -49,10 +52,10 @@ pub const LABEL_FUNCTION: &str = "lambda-at-home.function";
 pub const LABEL_VERSION: &str = "lambda-at-home.version";
 pub const LABEL_INSTANCE: &str = "lambda-at-home.instance";
 
-const TASK_ROOT: &str = "/var/task";
-const RUNTIME_ROOT: &str = "/var/runtime";
+pub(super) const TASK_ROOT: &str = "/var/task";
+pub(super) const RUNTIME_ROOT: &str = "/var/runtime";
 /// Where the log FIFO appears inside the container.
-const LOG_FIFO_TARGET: &str = "/var/log/lambda/out";
+pub(super) const LOG_FIFO_TARGET: &str = "/var/log/lambda/out";
 /// Sends the runtime's stdout and stderr into the FIFO, then becomes the runtime (PID 1).
 const LOG_WRAPPER: &str = "exec \"$@\" >/var/log/lambda/out 2>&1";
 /// Lambda's PATH, so registry images (which keep their runtime in /var/lang) work too.
@@ -63,12 +66,12 @@ const CONTAINER_NODE_PATH: &str =
 /// Where the Python image keeps `websockets` (outside `/opt`, which layers own).
 const IMAGE_PYTHON_PATH: &str = "/var/lang/lambda-at-home/python";
 /// Where the function's merged layers are mounted, as on AWS.
-const LAYERS_ROOT: &str = "/opt";
+pub(super) const LAYERS_ROOT: &str = "/opt";
 
 /// Instances without an identity of their own (`InstanceSpec::uid` is `None`) run as this
 /// unprivileged uid:gid (the images name it `sbx_user`); with one, as their uid:uid.
-const CONTAINER_UID: u32 = 1000;
-const CONTAINER_GID: u32 = 1000;
+pub(super) const CONTAINER_UID: u32 = 1000;
+pub(super) const CONTAINER_GID: u32 = 1000;
 /// /tmp is a tmpfs of AWS's default ephemeral storage size; programs may run from it.
 const TMP_MOUNT_OPTIONS: &str = "rw,exec,nosuid,nodev,size=512m,mode=1777";
 const PIDS_MAX: i64 = 1024;
@@ -103,6 +106,10 @@ pub struct DockerConfig {
     pub owner: String,
     /// Where per-instance log FIFOs are created (created if missing).
     pub fifo_dir: PathBuf,
+    /// Total memory size (MB) of the idle pool slots (`--docker-pool-mb`); 0: no pool.
+    pub pool_mb: u64,
+    /// Where the pool keeps its slots' directories and mounts (`docker_pool`).
+    pub pool_dir: PathBuf,
 }
 
 impl DockerConfig {
@@ -122,7 +129,7 @@ impl DockerConfig {
 /// Why one Docker call failed: kept apart from `ExecError` so callers can treat "no such
 /// container" or "not running" as the expected outcomes they often are.
 #[derive(Debug, thiserror::Error)]
-enum CallError {
+pub(super) enum CallError {
     #[error("docker call timed out after {0} ms")]
     Timeout(u64),
     #[error(transparent)]
@@ -131,7 +138,7 @@ enum CallError {
 
 impl CallError {
     /// The HTTP status of Docker's answer, when it answered with an error.
-    fn status(&self) -> Option<u16> {
+    pub(super) fn status(&self) -> Option<u16> {
         match self {
             CallError::Docker(BollardError::DockerResponseServerError { status_code, .. }) => {
                 Some(*status_code)
@@ -140,7 +147,7 @@ impl CallError {
         }
     }
 
-    fn into_exec(self, what: &str) -> ExecError {
+    pub(super) fn into_exec(self, what: &str) -> ExecError {
         match self {
             CallError::Timeout(ms) => ExecError::Timeout(ms),
             CallError::Docker(BollardError::DockerResponseServerError { message, .. }) => {
@@ -152,7 +159,7 @@ impl CallError {
 }
 
 /// Runs one Docker call with the executor's bound.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     op_timeout_ms: u64,
     call: impl Future<Output = Result<T, BollardError>>,
 ) -> Result<T, CallError> {
@@ -176,7 +183,7 @@ pub fn runtime_family(runtime: &str) -> Option<&'static str> {
 }
 
 /// The runtime's command inside the container, by family.
-fn runtime_command(family: &str) -> Vec<String> {
+pub(super) fn runtime_command(family: &str) -> Vec<String> {
     let cmd: &[&str] = match family {
         "python" => &["python3", "/var/runtime/python/bootstrap.py"],
         "nodejs" => &["node", "/var/runtime/node/bootstrap.js"],
@@ -186,7 +193,7 @@ fn runtime_command(family: &str) -> Vec<String> {
 }
 
 /// `lah-<server_id>-<instance id>`, with whatever Docker refuses in a name replaced by `-`.
-fn container_name(server_id: &str, instance: &str) -> String {
+pub(super) fn container_name(server_id: &str, instance: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -202,12 +209,12 @@ fn container_name(server_id: &str, instance: &str) -> String {
 }
 
 /// CPU shares proportional to memory, one vCPU (1024 shares) at 1769 MB.
-fn cpu_shares(memory_mb: u32) -> i64 {
+pub(super) fn cpu_shares(memory_mb: u32) -> i64 {
     (CPU_SHARES_PER_VCPU * i64::from(memory_mb) / MEMORY_MB_PER_VCPU).max(CPU_SHARES_MIN)
 }
 
 /// `spec.env` plus the variables that depend on the container's layout; ours win.
-fn container_env(spec_env: &[(String, String)], runtime: &str) -> Vec<String> {
+pub(super) fn container_env(spec_env: &[(String, String)], runtime: &str) -> Vec<String> {
     let layers = LayerPaths::under(LAYERS_ROOT, runtime);
     let python_path = [
         vec![TASK_ROOT.to_string()],
@@ -237,7 +244,7 @@ fn container_env(spec_env: &[(String, String)], runtime: &str) -> Vec<String> {
         .collect()
 }
 
-fn bind_mount(source: &Path, target: &str, read_only: bool) -> Mount {
+pub(super) fn bind_mount(source: &Path, target: &str, read_only: bool) -> Mount {
     Mount {
         target: Some(target.to_string()),
         source: Some(source.to_string_lossy().into_owned()),
@@ -269,7 +276,6 @@ fn container_body(
     server: &DockerConfig,
 ) -> ContainerCreateBody {
     let config = &spec.function.config;
-    let memory_bytes = i64::from(config.memory_mb) * MIB_BYTES;
     let labels = HashMap::from([
         (LABEL_SERVER.to_string(), server.server_id.clone()),
         (LABEL_OWNER.to_string(), server.owner.clone()),
@@ -277,50 +283,83 @@ fn container_body(
         (LABEL_VERSION.to_string(), spec.function.version.clone()),
         (LABEL_INSTANCE.to_string(), spec.id.to_string()),
     ]);
-    let host_config = HostConfig {
-        network_mode: Some("host".to_string()),
-        readonly_rootfs: Some(true),
-        cap_drop: Some(vec!["ALL".to_string()]),
-        security_opt: Some(vec!["no-new-privileges".to_string()]),
-        tmpfs: Some(HashMap::from([(
-            "/tmp".to_string(),
-            TMP_MOUNT_OPTIONS.to_string(),
-        )])),
-        memory: Some(memory_bytes),
-        // Equal to memory: no swap, as on Lambda.
-        memory_swap: Some(memory_bytes),
-        cpu_shares: Some(cpu_shares(config.memory_mb)),
-        pids_limit: Some(PIDS_MAX),
-        ulimits: Some(vec![ResourcesUlimits {
-            name: Some("nofile".to_string()),
-            soft: Some(NOFILE_MAX),
-            hard: Some(NOFILE_MAX),
-        }]),
-        mounts: Some(mounts(spec, fifo)),
-        // The runtime writes into the FIFO: Docker's own log would stay empty.
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("none".to_string()),
-            config: None,
-        }),
-        // An instance that ends is replaced by the control plane, never restarted; we remove it.
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::NO),
-            maximum_retry_count: None,
-        }),
-        auto_remove: Some(false),
-        ..Default::default()
-    };
     let entrypoint = ["/bin/sh", "-c", LOG_WRAPPER, "sh"];
-    ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(entrypoint.iter().map(|s| s.to_string()).collect()),
-        cmd: Some(runtime_command(family)),
-        env: Some(container_env(&spec.env, &spec.function.config.runtime)),
-        working_dir: Some(TASK_ROOT.to_string()),
-        user: Some(format!("{}:{}", user_of(spec).0, user_of(spec).1)),
-        labels: Some(labels),
-        host_config: Some(host_config),
-        ..Default::default()
+    Hardened {
+        image,
+        memory_mb: config.memory_mb,
+        user: user_of(spec),
+        labels,
+        mounts: mounts(spec, fifo),
+        entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+        cmd: runtime_command(family),
+        env: container_env(&spec.env, &spec.function.config.runtime),
+    }
+    .body()
+}
+
+/// What differs between the containers this executor creates (an instance's own, or a pool
+/// slot's); everything else is the same hardening for all of them (`Hardened::body`).
+pub(super) struct Hardened<'a> {
+    pub image: &'a str,
+    pub memory_mb: u32,
+    pub user: (u32, u32),
+    pub labels: HashMap<String, String>,
+    pub mounts: Vec<Mount>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+}
+
+impl Hardened<'_> {
+    /// Host networking, read-only root, no capabilities, no new privileges, memory (no swap) and
+    /// CPU shares from the memory size, pids and file limits, no Docker log, never restarted.
+    pub fn body(self) -> ContainerCreateBody {
+        let memory_bytes = i64::from(self.memory_mb) * MIB_BYTES;
+        let host_config = HostConfig {
+            network_mode: Some("host".to_string()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                TMP_MOUNT_OPTIONS.to_string(),
+            )])),
+            memory: Some(memory_bytes),
+            // Equal to memory: no swap, as on Lambda.
+            memory_swap: Some(memory_bytes),
+            cpu_shares: Some(cpu_shares(self.memory_mb)),
+            pids_limit: Some(PIDS_MAX),
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".to_string()),
+                soft: Some(NOFILE_MAX),
+                hard: Some(NOFILE_MAX),
+            }]),
+            mounts: Some(self.mounts),
+            // The runtime writes into the FIFO: Docker's own log would stay empty.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".to_string()),
+                config: None,
+            }),
+            // An instance that ends is replaced by the control plane, never restarted; we remove
+            // it.
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            auto_remove: Some(false),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            entrypoint: Some(self.entrypoint),
+            cmd: Some(self.cmd),
+            env: Some(self.env),
+            working_dir: Some(TASK_ROOT.to_string()),
+            user: Some(format!("{}:{}", self.user.0, self.user.1)),
+            labels: Some(self.labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
     }
 }
 
@@ -372,7 +411,7 @@ fn check_readable_by_container(dir: &Path) -> Result<(), ExecError> {
 
 /// Bind mounts keep the host's permissions: the runtime (`uid`:`gid`) must be able to list and
 /// read the code and runtime folders, or it dies at start with a bare "Permission denied".
-fn check_readable_by(dir: &Path, (uid, gid): (u32, u32)) -> Result<(), ExecError> {
+pub(super) fn check_readable_by(dir: &Path, (uid, gid): (u32, u32)) -> Result<(), ExecError> {
     use std::os::unix::fs::MetadataExt;
     let meta =
         std::fs::metadata(dir).map_err(|e| ExecError::Spawn(format!("{}: {e}", dir.display())))?;
@@ -395,17 +434,17 @@ fn check_readable_by(dir: &Path, (uid, gid): (u32, u32)) -> Result<(), ExecError
 }
 
 /// The host side of an instance's log FIFO.
-struct LogFifo {
-    path: PathBuf,
+pub(super) struct LogFifo {
+    pub path: PathBuf,
     /// Handed to the data plane by `take_log`.
-    read: OwnedFd,
+    pub read: OwnedFd,
     /// Held until the instance ends, so a reader never sees EOF before the container has opened
     /// the FIFO for writing (a FIFO without writers reads as EOF).
-    hold: OwnedFd,
+    pub hold: OwnedFd,
 }
 
 impl LogFifo {
-    fn create(dir: &Path, name: &str, user: (u32, u32)) -> io::Result<LogFifo> {
+    pub fn create(dir: &Path, name: &str, user: (u32, u32)) -> io::Result<LogFifo> {
         let path = dir.join(format!("{name}.fifo"));
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -454,7 +493,7 @@ impl LogFifo {
 
     /// The container keeps its own reference through the bind mount; the name is not needed
     /// once the container runs.
-    fn unlink(&self) {
+    pub fn unlink(&self) {
         if let Err(e) = std::fs::remove_file(&self.path) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(path = %self.path.display(), "cannot remove log fifo: {e}");
@@ -466,7 +505,9 @@ impl LogFifo {
 /// Creates instances as Docker containers.
 pub struct DockerExecutor {
     docker: Docker,
-    config: DockerConfig,
+    pub(super) config: DockerConfig,
+    /// Started containers waiting for a function (`docker_pool`); None: `pool_mb` is 0.
+    pool: Option<Arc<Pool>>,
 }
 
 impl DockerExecutor {
@@ -500,7 +541,18 @@ impl DockerExecutor {
             .map_err(|e| {
                 ExecError::Unavailable(format!("fifo dir {}: {e}", config.fifo_dir.display()))
             })?;
-        Ok(DockerExecutor { docker, config })
+        let pool = (config.pool_mb > 0).then(|| Pool::new(docker.clone(), config.clone()));
+        Ok(DockerExecutor {
+            docker,
+            config,
+            pool,
+        })
+    }
+
+    /// The pool, for its tests.
+    #[cfg(test)]
+    pub(super) fn pool(&self) -> Option<&Arc<Pool>> {
+        self.pool.as_ref()
     }
 
     /// Whether the image for each runtime family exists locally: (family, image, present),
@@ -525,6 +577,11 @@ impl DockerExecutor {
         let image = self.config.images.get(family).ok_or_else(|| {
             ExecError::UnsupportedRuntime(format!("{runtime} (no image for {family})"))
         })?;
+        if let Some(pool) = &self.pool {
+            if let Some(instance) = pool.claim(&spec, family, image).await {
+                return Ok(instance);
+            }
+        }
         let user = user_of(&spec);
         for dir in [spec.function.code_dir(), spec.runtimes_dir.as_path()] {
             check_readable_by(dir, user)?;
@@ -537,68 +594,18 @@ impl DockerExecutor {
             ))
         })?;
         let body = container_body(&spec, image, family, &fifo.path, &self.config);
-        let started = self.create_and_start(&name, image, body).await;
+        let ms = self.config.op_timeout_ms;
+        let started = create_and_start(&self.docker, ms, &name, image, body).await;
         fifo.unlink();
         started?;
-        Ok(DockerInstance {
-            docker: self.docker.clone(),
+        Ok(DockerInstance::new(
+            self.docker.clone(),
             name,
-            op_timeout_ms: self.config.op_timeout_ms,
-            log: Some(fifo.read),
-            hold: Some(fifo.hold),
-            exit: None,
-            removed: false,
-            uid: spec.uid,
-        })
-    }
-
-    async fn create_and_start(
-        &self,
-        name: &str,
-        image: &str,
-        body: ContainerCreateBody,
-    ) -> Result<(), ExecError> {
-        let ms = self.config.op_timeout_ms;
-        let options = || CreateContainerOptions {
-            name: Some(name.to_string()),
-            platform: String::new(),
-        };
-        let created = match bounded(
             ms,
-            self.docker.create_container(Some(options()), body.clone()),
-        )
-        .await
-        {
-            // A container of an earlier run with the same server id and instance id.
-            Err(e) if e.status() == Some(409) => {
-                remove_container(&self.docker, name, ms).await?;
-                bounded(ms, self.docker.create_container(Some(options()), body)).await
-            }
-            other => other,
-        };
-        match created {
-            Err(e) if e.status() == Some(404) => {
-                return Err(ExecError::Spawn(format!(
-                    "image {image} not found locally: build it with runtimes/images/build.sh ({})",
-                    e.into_exec("create")
-                )));
-            }
-            other => other.map_err(|e| e.into_exec("create container"))?,
-        };
-        if let Err(e) = bounded(
-            ms,
-            self.docker.start_container(
-                name,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            ),
-        )
-        .await
-        {
-            // Nothing runs; leave nothing behind.
-            let _ = remove_container(&self.docker, name, ms).await;
-            return Err(e.into_exec("start container"));
-        }
-        Ok(())
+            fifo,
+            spec.uid,
+            None,
+        ))
     }
 
     async fn remove_orphans(&self) -> Result<usize, ExecError> {
@@ -624,6 +631,7 @@ impl DockerExecutor {
             .filter(|r| matches!(r, Ok(true)))
             .count();
         self.remove_stale_fifos();
+        docker_pool::remove_stale_slots(&self.config.pool_dir);
         Ok(removed)
     }
 
@@ -642,8 +650,57 @@ impl DockerExecutor {
     }
 }
 
+/// Creates and starts container `name`; on failure nothing of it is left.
+pub(super) async fn create_and_start(
+    docker: &Docker,
+    ms: u64,
+    name: &str,
+    image: &str,
+    body: ContainerCreateBody,
+) -> Result<(), ExecError> {
+    let options = || CreateContainerOptions {
+        name: Some(name.to_string()),
+        platform: String::new(),
+    };
+    let created = match bounded(ms, docker.create_container(Some(options()), body.clone())).await {
+        // A container of an earlier run with the same server id and instance id.
+        Err(e) if e.status() == Some(409) => {
+            remove_container(docker, name, ms).await?;
+            bounded(ms, docker.create_container(Some(options()), body)).await
+        }
+        other => other,
+    };
+    match created {
+        Err(e) if e.status() == Some(404) => {
+            return Err(ExecError::Spawn(format!(
+                "image {image} not found locally: build it with runtimes/images/build.sh ({})",
+                e.into_exec("create")
+            )));
+        }
+        other => other.map_err(|e| e.into_exec("create container"))?,
+    };
+    if let Err(e) = bounded(
+        ms,
+        docker.start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        ),
+    )
+    .await
+    {
+        // Nothing runs; leave nothing behind.
+        let _ = remove_container(docker, name, ms).await;
+        return Err(e.into_exec("start container"));
+    }
+    Ok(())
+}
+
 /// Force-removes a container: Ok(true) if removed now, Ok(false) if it was already gone.
-async fn remove_container(docker: &Docker, name: &str, ms: u64) -> Result<bool, ExecError> {
+pub(super) async fn remove_container(
+    docker: &Docker,
+    name: &str,
+    ms: u64,
+) -> Result<bool, ExecError> {
     let options = RemoveContainerOptions {
         force: true,
         v: true,
@@ -672,6 +729,20 @@ impl Executor for DockerExecutor {
     fn cleanup_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
         Box::pin(self.remove_orphans())
     }
+
+    fn share_uids(&self, uids: Arc<Mutex<UidPool>>) {
+        if let Some(pool) = &self.pool {
+            pool.share_uids(uids);
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(pool) = &self.pool {
+                pool.shutdown().await;
+            }
+        })
+    }
 }
 
 /// One running container.
@@ -688,9 +759,33 @@ pub struct DockerInstance {
     removed: bool,
     /// Its own uid, when it has one (Docker runs it as that user whether or not we are root).
     uid: Option<u32>,
+    /// The pool slot's directory, when the container came from the pool: its mounts are undone
+    /// and it is removed once the container is gone.
+    slot_dir: Option<PathBuf>,
 }
 
 impl DockerInstance {
+    pub(super) fn new(
+        docker: Docker,
+        name: String,
+        op_timeout_ms: u64,
+        fifo: LogFifo,
+        uid: Option<u32>,
+        slot_dir: Option<PathBuf>,
+    ) -> DockerInstance {
+        DockerInstance {
+            docker,
+            name,
+            op_timeout_ms,
+            log: Some(fifo.read),
+            hold: Some(fifo.hold),
+            exit: None,
+            removed: false,
+            uid,
+            slot_dir,
+        }
+    }
+
     async fn wait_exit(&mut self) -> ExitInfo {
         if let Some(exit) = &self.exit {
             return exit.clone();
@@ -799,7 +894,12 @@ impl DockerInstance {
             return;
         }
         match remove_container(&self.docker, &self.name, self.op_timeout_ms).await {
-            Ok(_) => self.removed = true,
+            Ok(_) => {
+                self.removed = true;
+                if let Some(dir) = self.slot_dir.take() {
+                    docker_pool::remove_slot_dir(&dir);
+                }
+            }
             // Left for the next attempt, `Drop`, or the orphan sweep of the next start.
             Err(e) => tracing::warn!(container = %self.name, "{e}"),
         }
@@ -841,6 +941,10 @@ impl Instance for DockerInstance {
     fn uid(&self) -> Option<u32> {
         self.uid
     }
+
+    fn pooled(&self) -> bool {
+        self.slot_dir.is_some()
+    }
 }
 
 impl Drop for DockerInstance {
@@ -854,9 +958,15 @@ impl Drop for DockerInstance {
             let docker = self.docker.clone();
             let name = std::mem::take(&mut self.name);
             let ms = self.op_timeout_ms;
+            let slot_dir = self.slot_dir.take();
             handle.spawn(async move {
-                if let Err(e) = remove_container(&docker, &name, ms).await {
-                    tracing::warn!(container = %name, "{e}");
+                match remove_container(&docker, &name, ms).await {
+                    Ok(_) => {
+                        if let Some(dir) = slot_dir {
+                            docker_pool::remove_slot_dir(&dir);
+                        }
+                    }
+                    Err(e) => tracing::warn!(container = %name, "{e}"),
                 }
             });
         }
@@ -864,7 +974,7 @@ impl Drop for DockerInstance {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::types::{Function, FunctionConfig, InstanceId};
     use std::collections::BTreeMap;
@@ -875,7 +985,7 @@ mod tests {
 
     /// Tests that touch the daemon run one at a time: `cleanup_orphans` removes every
     /// lambda-at-home container, including the other tests' ones.
-    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
     const TEST_WAIT_S: u64 = 60;
 
@@ -891,9 +1001,9 @@ mod tests {
         eprintln!("SKIP {test}: {why}");
     }
 
-    struct Fixture {
-        dir: TempDir,
-        executor: DockerExecutor,
+    pub(crate) struct Fixture {
+        pub dir: TempDir,
+        pub executor: DockerExecutor,
     }
 
     impl Fixture {
@@ -904,6 +1014,16 @@ mod tests {
 
     /// An executor on the local daemon with the images of `families`, or None (test skipped).
     async fn fixture(test: &str, server_id: &str, families: &[&str]) -> Option<Fixture> {
+        fixture_with_pool(test, server_id, families, 0).await
+    }
+
+    /// `fixture` with a pool of `pool_mb` (`DockerConfig::pool_mb`).
+    pub(crate) async fn fixture_with_pool(
+        test: &str,
+        server_id: &str,
+        families: &[&str],
+        pool_mb: u64,
+    ) -> Option<Fixture> {
         let dir = TempDir::new().expect("tempdir");
         let config = DockerConfig {
             images: DockerConfig::default_images(),
@@ -912,6 +1032,8 @@ mod tests {
             // One data dir per test (and test process): the cleanup test's two runs share it.
             owner: format!("t-{test}-{}", std::process::id()),
             fifo_dir: dir.path().join("fifo"),
+            pool_mb,
+            pool_dir: dir.path().join("pool"),
         };
         let executor = match DockerExecutor::connect(config).await {
             Ok(executor) => executor,
@@ -937,7 +1059,7 @@ mod tests {
 
     /// A spec whose runtime starts `script`: `bootstrap` in the code dir for provided.*, the
     /// family's bootstrap in the runtimes dir otherwise.
-    fn spec(fx: &Fixture, runtime: &str, memory_mb: u32, script: &str) -> InstanceSpec {
+    pub(crate) fn spec(fx: &Fixture, runtime: &str, memory_mb: u32, script: &str) -> InstanceSpec {
         let id = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
         let root = fx.dir.path().join(format!("case-{id}"));
         let code_dir = root.join("task");
@@ -997,14 +1119,14 @@ mod tests {
         }
     }
 
-    async fn wait_bounded(instance: &mut Box<dyn Instance>) -> ExitInfo {
+    pub(crate) async fn wait_bounded(instance: &mut Box<dyn Instance>) -> ExitInfo {
         tokio::time::timeout(Duration::from_secs(TEST_WAIT_S), instance.wait())
             .await
             .expect("instance did not end in time")
     }
 
     /// Everything in the log pipe; call once all writers are gone (after wait or kill).
-    fn read_log(fd: OwnedFd) -> String {
+    pub(crate) fn read_log(fd: OwnedFd) -> String {
         let mut out = Vec::new();
         std::fs::File::from(fd)
             .read_to_end(&mut out)
@@ -1012,7 +1134,7 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    async fn inspect(
+    pub(crate) async fn inspect(
         fx: &Fixture,
         name: &str,
     ) -> Option<bollard::models::ContainerInspectResponse> {
@@ -1030,7 +1152,7 @@ mod tests {
         container_name(&fx.executor.config.server_id, &spec.id.to_string())
     }
 
-    const PROBE_BOOTSTRAP: &str = r#"#!/bin/sh
+    pub(crate) const PROBE_BOOTSTRAP: &str = r#"#!/bin/sh
 echo "hello from $LAMBDA_INSTANCE_ID uid=$(id -u) home=$HOME root=$LAMBDA_TASK_ROOT api=$AWS_LAMBDA_RUNTIME_API pwd=$(pwd)"
 touch /probe 2>/dev/null && echo rootfs-writable || echo rootfs-readonly
 touch /var/task/probe 2>/dev/null && echo task-writable || echo task-readonly
@@ -1038,7 +1160,7 @@ touch /tmp/probe && echo tmp-writable
 echo "to stderr" >&2
 exit 3
 "#;
-    const SLEEP_BOOTSTRAP: &str = "#!/bin/sh\nexec sleep 300\n";
+    pub(crate) const SLEEP_BOOTSTRAP: &str = "#!/bin/sh\nexec sleep 300\n";
 
     #[tokio::test]
     async fn exit_code_and_log_reach_the_host() {
@@ -1321,6 +1443,8 @@ exit 3
             server_id: "t-silent".into(),
             owner: "t-silent".into(),
             fifo_dir: dir.path().join("fifo"),
+            pool_mb: 0,
+            pool_dir: dir.path().join("pool"),
         };
         let client = Docker::connect_with_unix(
             &format!("unix://{}", socket.display()),

@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod docker;
+pub mod docker_pool;
 pub mod process;
 pub mod sandbox;
 
@@ -73,6 +74,20 @@ pub trait Executor: Send + Sync + 'static {
     fn cleanup_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
         Box::pin(async { Ok(0) })
     }
+
+    /// Hands the executor the control plane's instance uids, for instances it prepares ahead of
+    /// their start (the Docker pool's slots).
+    fn share_uids(
+        &self,
+        _uids: std::sync::Arc<std::sync::Mutex<crate::control::identity::UidPool>>,
+    ) {
+    }
+
+    /// Releases what the executor holds beyond its instances (the Docker pool); called once the
+    /// instances are gone at shutdown.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// One running instance, owned by the control plane's task for it.
@@ -93,9 +108,18 @@ pub trait Instance: Send {
     fn resume(&mut self) -> BoxFuture<'_, Result<(), ExecError>>;
 
     /// The uid every process of this instance runs as, when the executor guarantees that no
-    /// other instance runs as it (`InstanceSpec::uid` was applied); `None`: unverifiable.
+    /// other instance runs as it (`InstanceSpec::uid` was applied); `None`: unverifiable. It may
+    /// differ from `InstanceSpec::uid` (a pooled container already ran under a uid of its own,
+    /// taken from the shared `UidPool`): then the executor gave the spec's uid back, nothing ever
+    /// ran under it, and this one is what the control plane gives back at the end.
     fn uid(&self) -> Option<u32> {
         None
+    }
+
+    /// Whether the instance came from a pool of started containers rather than a new start
+    /// (`lah_executor_starts_total{kind}`).
+    fn pooled(&self) -> bool {
+        false
     }
 }
 
@@ -119,6 +143,9 @@ pub async fn connect_docker(
         owner: cgroup::data_dir_key(&config.data_dir),
         fifo_dir: std::path::absolute(config.data_dir.join("fifos"))
             .unwrap_or_else(|_| config.data_dir.join("fifos")),
+        pool_mb: config.docker_pool_mb,
+        pool_dir: std::path::absolute(config.data_dir.join("docker-pool"))
+            .unwrap_or_else(|_| config.data_dir.join("docker-pool")),
     })
     .await?;
     let missing: Vec<String> = docker

@@ -1,0 +1,1181 @@
+//! The Docker executor's pool of started containers ("slots") waiting for a function, so that a
+//! cold start skips container create and start (docs/cold-starts-docker.md).
+//!
+//! Runs on the control-plane thread: claims inside `DockerExecutor::start`, fills, the idle
+//! sweep and the shutdown teardown as tasks on its runtime. A slot is keyed by what its
+//! container fixed at create: image, memory size, whether it has an instance uid, whether it
+//! mounts layers at `/opt`, and the runtimes dir. It is created with every hardening flag of an
+//! ordinary instance (`docker::Hardened`), the label `lambda-at-home.pool` besides the server and
+//! data-dir labels, and runs `WAITER`: a shell blocked reading a FIFO in its control dir.
+//!
+//! A claim, for a spec whose key has an idle slot: bind-mount the function's code read-only onto
+//! the slot's `task` dir (and its layers onto `opt`); the mount propagates into the container's
+//! `/var/task` (`rslave`) because the pool dir is a shared mount; then write the environment file
+//! and wake the waiter, which sources it, enters `/var/task` and `exec`s the runtime with its
+//! output into the slot's log FIFO, exactly as an ordinary start. Any failure falls back to the
+//! ordinary create + start: an invocation never fails because of the pool.
+//!
+//! Invariants: the code mount is in place before the waiter is woken; a slot's uid comes from the
+//! control plane's `UidPool`, is the instance's uid after a claim (the spec's uid goes back at
+//! once: nothing ran under it) and goes back to the pool only once the slot's container is gone
+//! and nothing runs under it. Fills never run on the invoke path. Idle slots' memory sizes sum to
+//! at most `pool_mb`; a key nobody started for `DEMAND_TTL_S` loses its slot.
+//!
+//! Limits: needs root (mounts); without it, or when propagation into containers does not work
+//! (checked once with a probe slot), the pool turns itself off and every start is ordinary.
+//! Pooled containers carry no function, version or instance label and are named
+//! `lah-<server>-pool-<n>`: Docker cannot relabel a container.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bollard::models::Mount;
+use bollard::models::MountBindOptionsPropagationEnum;
+use bollard::Docker;
+
+use super::docker::{
+    bind_mount, bounded, check_readable_by, container_env, container_name, create_and_start,
+    remove_container, runtime_command, DockerConfig, DockerInstance, Hardened, LogFifo,
+    CONTAINER_GID, CONTAINER_UID, LABEL_OWNER, LABEL_SERVER, LAYERS_ROOT, LOG_FIFO_TARGET,
+    RUNTIME_ROOT, TASK_ROOT,
+};
+use crate::control::identity::{self, UidPool};
+use crate::model::types::InstanceSpec;
+
+/// Marks a pool slot's container (value: the server id).
+pub const LABEL_POOL: &str = "lambda-at-home.pool";
+/// Where a slot's control dir (environment file and wake-up FIFO) appears in its container.
+const CTL_TARGET: &str = "/var/lambda-at-home/slot";
+/// The slot's entrypoint: waits for the wake-up (a blocking FIFO read, no CPU), takes the
+/// assignment (exports and `set --` of the runtime command), enters the code now mounted on
+/// `/var/task` (the old working directory is the empty dir under it) and becomes the runtime
+/// with its output in the log FIFO, as `docker::LOG_WRAPPER` does. Exit 70 if any step fails.
+const WAITER: &str = "read -r go </var/lambda-at-home/slot/go || exit 70
+. /var/lambda-at-home/slot/env || exit 70
+cd /var/task || exit 70
+exec \"$@\" >/var/log/lambda/out 2>&1";
+/// Idle slots wanted per key: one serves the next cold start of that size; a burst of starts
+/// beyond it takes the ordinary path while the refill runs.
+const SLOTS_PER_KEY: usize = 1;
+/// A key nobody started for this long loses its slot.
+const DEMAND_TTL_S: u64 = 600;
+/// How often idle slots of forgotten keys are removed.
+const SWEEP_INTERVAL_S: u64 = 30;
+/// How long shutdown waits for fills in flight to finish before it goes on.
+const SHUTDOWN_FILL_WAIT_MS: u64 = 5_000;
+const SHUTDOWN_POLL_MS: u64 = 50;
+
+/// What a slot's container fixed when it was created.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct SlotKey {
+    image: String,
+    family: &'static str,
+    memory_mb: u32,
+    /// Runs as an instance uid of its own (identities on) rather than the images' user.
+    identity: bool,
+    /// Mounts layers at `/opt` (else the image's `/opt` stays visible, as on an ordinary start).
+    layers: bool,
+    runtimes_dir: PathBuf,
+}
+
+/// One started container waiting for its function.
+struct Slot {
+    name: String,
+    key: SlotKey,
+    uid: Option<u32>,
+    dir: PathBuf,
+    fifo: LogFifo,
+    /// Our end (read+write, so the waiter's open never blocks) of the wake-up FIFO.
+    go: OwnedFd,
+}
+
+#[derive(Default)]
+struct State {
+    idle: HashMap<SlotKey, Vec<Slot>>,
+    filling: HashMap<SlotKey, usize>,
+    /// When each key was last started: what the pool keeps warm.
+    demand: HashMap<SlotKey, Instant>,
+    /// Set at shutdown: nothing new is created and fills finishing now remove their slot.
+    shut: bool,
+    sweeping: bool,
+}
+
+impl State {
+    fn used_mb(&self) -> u64 {
+        let idle = self
+            .idle
+            .iter()
+            .map(|(k, v)| u64::from(k.memory_mb) * v.len() as u64);
+        let filling = self
+            .filling
+            .iter()
+            .map(|(k, n)| u64::from(k.memory_mb) * *n as u64);
+        idle.chain(filling).sum()
+    }
+}
+
+/// Whether the pool's dir could be made a shared mount (root) and propagation into a container
+/// works; decided once, at the first fill.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mounts {
+    Ready,
+    Unusable,
+}
+
+pub struct Pool {
+    docker: Docker,
+    config: DockerConfig,
+    uids: OnceLock<Arc<Mutex<UidPool>>>,
+    state: Mutex<State>,
+    mounts: tokio::sync::OnceCell<Mounts>,
+    next: AtomicU64,
+}
+
+impl Pool {
+    pub fn new(docker: Docker, config: DockerConfig) -> Arc<Pool> {
+        Arc::new(Pool {
+            docker,
+            config,
+            uids: OnceLock::new(),
+            state: Mutex::new(State::default()),
+            mounts: tokio::sync::OnceCell::new(),
+            next: AtomicU64::new(1),
+        })
+    }
+
+    pub fn share_uids(&self, uids: Arc<Mutex<UidPool>>) {
+        let _ = self.uids.set(uids);
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key of the slot that can serve `spec`, or None when no slot could honour it.
+    fn key_of(spec: &InstanceSpec, family: &'static str, image: &str) -> Option<SlotKey> {
+        // The waiter exports the environment from a shell script: a name the shell cannot
+        // export takes the ordinary path (Docker passes any name without `=`).
+        let env = container_env(&spec.env, &spec.function.config.runtime);
+        if !env
+            .iter()
+            .all(|kv| kv.split_once('=').is_some_and(|(k, _)| is_shell_name(k)))
+        {
+            return None;
+        }
+        Some(SlotKey {
+            image: image.to_string(),
+            family,
+            memory_mb: spec.function.config.memory_mb,
+            identity: spec.uid.is_some(),
+            layers: spec.function.opt_dir().is_some(),
+            runtimes_dir: spec.runtimes_dir.clone(),
+        })
+    }
+
+    /// A started container running `spec`, taken from the pool, or None (the caller starts one
+    /// the ordinary way). Either way the key is remembered and its slot refilled in the
+    /// background.
+    pub(super) async fn claim(
+        self: &Arc<Self>,
+        spec: &InstanceSpec,
+        family: &'static str,
+        image: &str,
+    ) -> Option<DockerInstance> {
+        let key = Self::key_of(spec, family, image)?;
+        let slot = {
+            let mut state = self.state();
+            state.demand.insert(key.clone(), Instant::now());
+            state.idle.get_mut(&key).and_then(Vec::pop)
+        };
+        self.refill(key);
+        let slot = slot?;
+        let name = slot.name.clone();
+        match self.assign(slot, spec).await {
+            Ok(instance) => Some(instance),
+            Err((slot, e)) => {
+                tracing::warn!(container = %name, "pool claim failed, starting anew: {e}");
+                let pool = self.clone();
+                tokio::spawn(async move { pool.destroy(slot).await });
+                None
+            }
+        }
+    }
+
+    /// Gives `slot` its function; on failure hands the slot back for removal.
+    async fn assign(
+        &self,
+        slot: Slot,
+        spec: &InstanceSpec,
+    ) -> Result<DockerInstance, (Slot, String)> {
+        let ms = self.config.op_timeout_ms;
+        let options = None::<bollard::query_parameters::InspectContainerOptions>;
+        let running = bounded(ms, self.docker.inspect_container(&slot.name, options))
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .and_then(|s| s.running);
+        if running != Some(true) {
+            return Err((slot, "the slot's container is not running".into()));
+        }
+        if let Err(e) = self.prepare(&slot, spec) {
+            return Err((slot, e));
+        }
+        let wake = b"go\n";
+        // SAFETY: writes `wake.len()` bytes from a live buffer to a descriptor we own.
+        let written = unsafe { libc::write(slot.go.as_raw_fd(), wake.as_ptr().cast(), wake.len()) };
+        if usize::try_from(written).ok() != Some(wake.len()) {
+            let e = io::Error::last_os_error();
+            return Err((slot, format!("wake the slot: {e}")));
+        }
+        // The spec's uid never ran anything: the slot's is the instance's now.
+        if let (Some(spec_uid), Some(slot_uid)) = (spec.uid, slot.uid) {
+            if spec_uid != slot_uid {
+                if let Some(uids) = self.uids.get() {
+                    uids.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .give_back(spec_uid);
+                }
+            }
+        }
+        let Slot {
+            name,
+            uid,
+            dir,
+            fifo,
+            ..
+        } = slot;
+        Ok(DockerInstance::new(
+            self.docker.clone(),
+            name,
+            ms,
+            fifo,
+            uid,
+            Some(dir),
+        ))
+    }
+
+    /// Mounts the code (and layers) and writes the environment file; the waiter is not woken.
+    fn prepare(&self, slot: &Slot, spec: &InstanceSpec) -> Result<(), String> {
+        let user = user_of(slot.uid);
+        for dir in [spec.function.code_dir(), spec.runtimes_dir.as_path()] {
+            check_readable_by(dir, user).map_err(|e| e.to_string())?;
+        }
+        mount_read_only(spec.function.code_dir(), &slot.dir.join("task"))
+            .map_err(|e| format!("mount code: {e}"))?;
+        if let Some(opt) = spec.function.opt_dir() {
+            mount_read_only(opt, &slot.dir.join("opt"))
+                .map_err(|e| format!("mount layers: {e}"))?;
+        }
+        let env = container_env(&spec.env, &spec.function.config.runtime);
+        let script = assignment(&env, &runtime_command(slot.key.family));
+        let path = slot.dir.join("ctl/env");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::os::unix::fs::fchown(&file, Some(user.0), Some(user.1))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        file.write_all(script.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(())
+    }
+
+    /// Starts a fill of `key` in the background when it has fewer idle slots than wanted and the
+    /// memory budget allows one more (idle slots of the least recently started other keys make
+    /// room when they are older than this start).
+    fn refill(self: &Arc<Self>, key: SlotKey) {
+        let mut evicted = Vec::new();
+        {
+            let mut state = self.state();
+            if state.shut || self.mounts.get() == Some(&Mounts::Unusable) {
+                return;
+            }
+            let have = state.idle.get(&key).map_or(0, Vec::len)
+                + state.filling.get(&key).copied().unwrap_or(0);
+            if have >= SLOTS_PER_KEY {
+                return;
+            }
+            let need = u64::from(key.memory_mb);
+            while state.used_mb() + need > self.config.pool_mb {
+                let now = Instant::now();
+                let oldest = state
+                    .idle
+                    .iter()
+                    .filter(|(k, v)| **k != key && !v.is_empty())
+                    .map(|(k, _)| (state.demand.get(k).copied().unwrap_or(now), k.clone()))
+                    .min_by_key(|(at, _)| *at);
+                let Some((_, victim)) = oldest else { break };
+                if let Some(slot) = state.idle.get_mut(&victim).and_then(Vec::pop) {
+                    evicted.push(slot);
+                }
+            }
+            if state.used_mb() + need > self.config.pool_mb {
+                drop(state);
+                self.destroy_all(evicted);
+                return;
+            }
+            *state.filling.entry(key.clone()).or_default() += 1;
+            if !state.sweeping {
+                state.sweeping = true;
+                let pool = self.clone();
+                tokio::spawn(async move { pool.sweep().await });
+            }
+        }
+        self.destroy_all(evicted);
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let slot = pool.fill(&key).await;
+            let mut state = pool.state();
+            if let Some(n) = state.filling.get_mut(&key) {
+                *n = n.saturating_sub(1);
+            }
+            match slot {
+                Ok(slot) if !state.shut => state.idle.entry(key).or_default().push(slot),
+                Ok(slot) => {
+                    drop(state);
+                    pool.destroy_all(vec![slot]);
+                }
+                Err(e) => tracing::warn!("docker pool: cannot prepare a slot: {e}"),
+            }
+        });
+    }
+
+    fn destroy_all(self: &Arc<Self>, slots: Vec<Slot>) {
+        for slot in slots {
+            let pool = self.clone();
+            tokio::spawn(async move { pool.destroy(slot).await });
+        }
+    }
+
+    /// Creates and starts one slot of `key`.
+    async fn fill(&self, key: &SlotKey) -> Result<Slot, String> {
+        if self.mounts().await != Mounts::Ready {
+            return Err("the pool is off (see the warning at its first use)".into());
+        }
+        self.create_slot(key).await
+    }
+
+    /// Makes the pool dir a shared mount and checks, with one probe slot, that a mount made after
+    /// a container started shows in it read-only.
+    async fn mounts(&self) -> Mounts {
+        *self
+            .mounts
+            .get_or_init(|| async {
+                match self.check_mounts().await {
+                    Ok(()) => Mounts::Ready,
+                    Err(e) => {
+                        tracing::warn!("docker pool off: {e}");
+                        Mounts::Unusable
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn check_mounts(&self) -> Result<(), String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(
+                "the server is not root and cannot mount code into started containers".into(),
+            );
+        }
+        share_dir(&self.config.pool_dir).map_err(|e| {
+            format!(
+                "cannot make {} a shared mount: {e}",
+                self.config.pool_dir.display()
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn create_slot(&self, key: &SlotKey) -> Result<Slot, String> {
+        let uid = if key.identity {
+            let uids = self.uids.get().ok_or("no instance uids shared")?;
+            let taken = uids.lock().unwrap_or_else(|e| e.into_inner()).take();
+            Some(taken.ok_or("no free instance uid")?)
+        } else {
+            None
+        };
+        let created = self.create_slot_as(key, uid).await;
+        if created.is_err() {
+            if let Some(uid) = uid {
+                self.give_back_after_kill(uid).await;
+            }
+        }
+        created
+    }
+
+    async fn create_slot_as(&self, key: &SlotKey, uid: Option<u32>) -> Result<Slot, String> {
+        let user = user_of(uid);
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let name = container_name(&self.config.server_id, &format!("pool-{n}"));
+        let dir = self.config.pool_dir.join(&name);
+        let made = make_slot_dir(&dir, key.layers, user);
+        let (go, fifo) = match made.and_then(|go| {
+            LogFifo::create(&self.config.fifo_dir, &name, user).map(|fifo| (go, fifo))
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                remove_slot_dir(&dir);
+                return Err(format!("slot dir {}: {e}", dir.display()));
+            }
+        };
+        let slave = |source: &Path, target: &str, read_only: bool| Mount {
+            bind_options: Some(bollard::models::MountBindOptions {
+                propagation: Some(MountBindOptionsPropagationEnum::RSLAVE),
+                ..Default::default()
+            }),
+            ..bind_mount(source, target, read_only)
+        };
+        let mut mounts = vec![
+            slave(&dir.join("task"), TASK_ROOT, true),
+            bind_mount(&key.runtimes_dir, RUNTIME_ROOT, true),
+            bind_mount(&fifo.path, LOG_FIFO_TARGET, false),
+            bind_mount(&dir.join("ctl"), CTL_TARGET, true),
+        ];
+        if key.layers {
+            mounts.push(slave(&dir.join("opt"), LAYERS_ROOT, true));
+        }
+        let labels = HashMap::from([
+            (LABEL_SERVER.to_string(), self.config.server_id.clone()),
+            (LABEL_OWNER.to_string(), self.config.owner.clone()),
+            (LABEL_POOL.to_string(), self.config.server_id.clone()),
+        ]);
+        let body = Hardened {
+            image: &key.image,
+            memory_mb: key.memory_mb,
+            user,
+            labels,
+            mounts,
+            entrypoint: ["/bin/sh", "-c", WAITER, "sh"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            cmd: Vec::new(),
+            // The assignment sets each of these again, with the function's values.
+            env: container_env(&[], "provided"),
+        }
+        .body();
+        let started = create_and_start(
+            &self.docker,
+            self.config.op_timeout_ms,
+            &name,
+            &key.image,
+            body,
+        )
+        .await;
+        fifo.unlink();
+        if let Err(e) = started {
+            remove_slot_dir(&dir);
+            return Err(e.to_string());
+        }
+        Ok(Slot {
+            name,
+            key: key.clone(),
+            uid,
+            dir,
+            fifo,
+            go,
+        })
+    }
+
+    /// Removes a slot that will not be used: its container, its dir, then its uid.
+    async fn destroy(&self, slot: Slot) {
+        let Slot {
+            name,
+            uid,
+            dir,
+            fifo,
+            go,
+            ..
+        } = slot;
+        drop((fifo, go));
+        match remove_container(&self.docker, &name, self.config.op_timeout_ms).await {
+            Ok(_) => {
+                remove_slot_dir(&dir);
+                if let Some(uid) = uid {
+                    self.give_back_after_kill(uid).await;
+                }
+            }
+            // The uid stays taken: something may still run under it. The next start's orphan
+            // sweep removes the container.
+            Err(e) => tracing::warn!(container = %name, "cannot remove pool slot: {e}"),
+        }
+    }
+
+    async fn give_back_after_kill(&self, uid: u32) {
+        let _ = tokio::task::spawn_blocking(move || identity::kill_all_of(uid)).await;
+        if let Some(uids) = self.uids.get() {
+            uids.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .give_back(uid);
+        }
+    }
+
+    /// Removes the idle slots of keys nobody started for `DEMAND_TTL_S`, until shutdown.
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(SWEEP_INTERVAL_S)).await;
+            let stale = {
+                let mut state = self.state();
+                if state.shut {
+                    return;
+                }
+                let ttl = Duration::from_secs(DEMAND_TTL_S);
+                let old: Vec<SlotKey> = state
+                    .demand
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() > ttl)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let mut stale = Vec::new();
+                for key in old {
+                    state.demand.remove(&key);
+                    stale.extend(state.idle.remove(&key).unwrap_or_default());
+                }
+                stale
+            };
+            self.destroy_all(stale);
+        }
+    }
+
+    /// Removes every idle slot (waiting briefly for fills in flight) and the pool dir's mount.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let idle: Vec<Slot> = {
+            let mut state = self.state();
+            state.shut = true;
+            state.idle.drain().flat_map(|(_, v)| v).collect()
+        };
+        futures_util::future::join_all(idle.into_iter().map(|s| self.destroy(s))).await;
+        let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_FILL_WAIT_MS);
+        while self.state().filling.values().any(|n| *n > 0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+        }
+        // Fills that finished meanwhile removed their slot in the background; give them time.
+        tokio::time::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+        if self.mounts.get() == Some(&Mounts::Ready) {
+            unmount_all(&self.config.pool_dir);
+        }
+    }
+
+    /// Idle slots per memory size (tests and logs).
+    #[cfg(test)]
+    fn idle_sizes(&self) -> Vec<u32> {
+        let state = self.state();
+        let mut sizes: Vec<u32> = state
+            .idle
+            .iter()
+            .flat_map(|(k, v)| std::iter::repeat_n(k.memory_mb, v.len()))
+            .collect();
+        sizes.sort_unstable();
+        sizes
+    }
+}
+
+fn user_of(uid: Option<u32>) -> (u32, u32) {
+    uid.map(|u| (u, u))
+        .unwrap_or((CONTAINER_UID, CONTAINER_GID))
+}
+
+/// A name the shell can export: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_shell_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `'…'` with every `'` closed, escaped and reopened: the shell takes the rest literally.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// The environment file the waiter sources: one export per variable, then the runtime command
+/// as the positional parameters.
+fn assignment(env: &[String], command: &[String]) -> String {
+    let mut script = String::new();
+    for kv in env {
+        if let Some((k, v)) = kv.split_once('=') {
+            script.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        }
+    }
+    let args: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
+    script.push_str(&format!("set -- {}\n", args.join(" ")));
+    script
+}
+
+/// `task`, `ctl` (with the wake-up FIFO, which only the slot's user may read) and, for layers,
+/// `opt` under `dir`; returns our read+write end of the FIFO.
+fn make_slot_dir(dir: &Path, layers: bool, (uid, gid): (u32, u32)) -> io::Result<OwnedFd> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(0o755);
+    builder.create(dir)?;
+    for sub in ["task", "ctl"] {
+        builder.create(dir.join(sub))?;
+    }
+    if layers {
+        builder.create(dir.join("opt"))?;
+    }
+    let go = dir.join("ctl/go");
+    let c_go = CString::new(go.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: c_go is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::mkfifo(c_go.as_ptr(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::os::unix::fs::chown(&go, Some(uid), Some(gid))?;
+    // Read+write: never blocks, and the waiter's open for reading finds a writer at once.
+    let fd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&go)?;
+    Ok(fd.into())
+}
+
+/// Undoes a slot dir: unmounts code and layers, removes the control files and the (then empty)
+/// dirs. Never removes anything under a mount that could not be undone (a function's code).
+pub fn remove_slot_dir(dir: &Path) {
+    for sub in ["task", "opt"] {
+        let path = dir.join(sub);
+        while umount_detach(&path) {}
+    }
+    let _ = std::fs::remove_file(dir.join("ctl/env"));
+    let _ = std::fs::remove_file(dir.join("ctl/go"));
+    for sub in ["ctl", "task", "opt", ""] {
+        let path = dir.join(sub);
+        if let Err(e) = std::fs::remove_dir(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), "cannot remove pool slot dir: {e}");
+            }
+        }
+    }
+}
+
+/// Removes what a crashed earlier run left in the pool dir (its containers are removed by label).
+pub fn remove_stale_slots(pool_dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(pool_dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("lah-") {
+                remove_slot_dir(&entry.path());
+            }
+        }
+    }
+    unmount_all(pool_dir);
+}
+
+/// Detaches every mount stacked on `pool_dir` (with whatever is mounted below it).
+fn unmount_all(pool_dir: &Path) {
+    while umount_detach(pool_dir) {}
+}
+
+/// `umount2(path, MNT_DETACH)`: true when something was unmounted.
+fn umount_detach(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) == 0 }
+}
+
+/// Makes `dir` (created if missing) a mount of its own with shared propagation, so mounts made
+/// under it later appear in containers that bind-mounted parts of it `rslave`.
+fn share_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    unmount_all(dir);
+    let c_dir = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let none = std::ptr::null();
+    // SAFETY: valid NUL-terminated paths; null fstype and data are allowed for these flags.
+    unsafe {
+        if libc::mount(
+            c_dir.as_ptr(),
+            c_dir.as_ptr(),
+            none,
+            libc::MS_BIND,
+            none.cast(),
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        for flags in [libc::MS_PRIVATE, libc::MS_SHARED] {
+            if libc::mount(none, c_dir.as_ptr(), none, flags, none.cast()) != 0 {
+                let e = io::Error::last_os_error();
+                libc::umount2(c_dir.as_ptr(), libc::MNT_DETACH);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kernel ABI of the new mount API (linux/mount.h), spelled out: not every libc version has it.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Bind-mounts `source` on `target` read-only, nosuid, nodev. The mount is made read-only
+/// before it is attached (open_tree, mount_setattr, move_mount): a remount after an ordinary
+/// bind would not reach the copies propagated into containers, which would stay writable.
+fn mount_read_only(source: &Path, target: &Path) -> io::Result<()> {
+    let c_source = CString::new(source.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let c_target = CString::new(target.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let empty = c"";
+    // SAFETY: valid NUL-terminated paths; the returned descriptor is owned below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_source.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: attr is a valid mount_attr of the size passed; the paths are NUL-terminated.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if moved != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_quotes_every_value_for_the_shell() {
+        let env = vec![
+            "A=plain".to_string(),
+            "B=it's $HOME `x` \"q\"\nline2".to_string(),
+            "C=".to_string(),
+        ];
+        let cmd = vec![
+            "python3".to_string(),
+            "/var/runtime/python/bootstrap.py".to_string(),
+        ];
+        let script = assignment(&env, &cmd);
+        assert_eq!(
+            script,
+            "export A='plain'\nexport B='it'\\''s $HOME `x` \"q\"\nline2'\nexport C=''\n\
+             set -- 'python3' '/var/runtime/python/bootstrap.py'\n"
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "{script}printf '%s|%s|%s|%s' \"$B\" \"$C\" \"$1\" \"$#\""
+            ))
+            .output()
+            .expect("sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "it's $HOME `x` \"q\"\nline2||python3|2"
+        );
+    }
+
+    #[test]
+    fn only_shell_names_are_poolable() {
+        assert!(is_shell_name("AWS_LAMBDA_RUNTIME_API"));
+        assert!(is_shell_name("_x1"));
+        assert!(!is_shell_name("1x"));
+        assert!(!is_shell_name("a-b"));
+        assert!(!is_shell_name(""));
+        assert!(!is_shell_name("a.b"));
+    }
+}
+
+/// Docker-gated like the executor's own tests (skipped without a daemon or image unless
+/// LAH_REQUIRE_DOCKER is set); they run as root, which the pool needs.
+#[cfg(test)]
+mod docker_tests {
+    use super::*;
+    use crate::control::executor::docker::tests::{
+        fixture_with_pool, inspect, read_log, spec, wait_bounded, Fixture, SERIAL, SLEEP_BOOTSTRAP,
+    };
+    use crate::control::executor::docker::DockerExecutor;
+    use crate::control::executor::Executor;
+
+    const POOL_MB: u64 = 512;
+    /// Longest a test waits for a background fill.
+    const FILL_WAIT_S: u64 = 60;
+
+    /// Prints what the pooled runtime sees; `ls /var/task` must list the function's files only.
+    const POOL_PROBE: &str = r#"#!/bin/sh
+echo "hello from $LAMBDA_INSTANCE_ID uid=$(id -u) home=$HOME root=$LAMBDA_TASK_ROOT api=$AWS_LAMBDA_RUNTIME_API pwd=$(pwd) quoted=$QUOTED"
+echo "task: $(ls /var/task | tr '\n' ' ')"
+touch /probe 2>/dev/null && echo rootfs-writable || echo rootfs-readonly
+touch /var/task/probe 2>/dev/null && echo task-writable || echo task-readonly
+grep -q ' /var/task [^ ]* ro[, ]' /proc/mounts && echo task-mounted-ro || echo task-mount-rw
+touch /tmp/probe && echo tmp-writable
+ls /var/lambda-at-home/slot
+echo "to stderr" >&2
+exit 3
+"#;
+
+    fn root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// A fixture with a pool, or None (skipped) without Docker, the image, or root.
+    async fn pool_fixture(test: &str, server_id: &str) -> Option<Fixture> {
+        if !root() {
+            eprintln!("SKIP {test}: the pool mounts code and needs root");
+            return None;
+        }
+        fixture_with_pool(test, server_id, &["provided"], POOL_MB).await
+    }
+
+    /// A `provided` spec whose runtimes dir is the fixture's shared one, as a server's is (the
+    /// plain test spec has a runtimes dir of its own, which no slot could serve).
+    fn pool_spec(fx: &Fixture, memory_mb: u32, script: &str) -> InstanceSpec {
+        let mut spec = spec(fx, "provided.al2023", memory_mb, script);
+        let shared = fx.dir.path().join("runtimes");
+        std::fs::create_dir_all(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        spec.runtimes_dir = shared;
+        spec
+    }
+
+    fn pool(fx: &Fixture) -> &Arc<Pool> {
+        fx.executor.pool().expect("pool on")
+    }
+
+    /// Waits until the pool holds `sizes` idle slots (sorted).
+    async fn wait_for_slots(fx: &Fixture, sizes: &[u32]) {
+        let deadline = Instant::now() + Duration::from_secs(FILL_WAIT_S);
+        while pool(fx).idle_sizes() != sizes {
+            assert!(
+                Instant::now() < deadline,
+                "pool has {:?}, not {sizes:?}",
+                pool(fx).idle_sizes()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn idle_names(fx: &Fixture) -> Vec<String> {
+        let state = pool(fx).state();
+        state
+            .idle
+            .values()
+            .flatten()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Warms the pool for `memory_mb` with one ordinary start (which teaches it the size).
+    async fn warm(fx: &Fixture, memory_mb: u32) {
+        let mut first = fx
+            .executor
+            .start(pool_spec(fx, memory_mb, SLEEP_BOOTSTRAP))
+            .await
+            .expect("start");
+        assert!(
+            !first.pooled(),
+            "the first start of a size cannot be pooled"
+        );
+        first.kill().await;
+        wait_for_slots(fx, &[memory_mb]).await;
+    }
+
+    fn mounts_under(dir: &Path) -> Vec<String> {
+        let dir = dir.to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&dir))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pooled_start_runs_the_function_with_its_env_code_read_only_and_log() {
+        let _serial = SERIAL.lock().await;
+        let test = "pooled_start_runs_the_function";
+        let Some(fx) = pool_fixture(test, "t-pool-run").await else {
+            return;
+        };
+        warm(&fx, 128).await;
+        let slot = idle_names(&fx).pop().expect("a slot");
+        let mut spec = pool_spec(&fx, 128, POOL_PROBE);
+        spec.env.push(("QUOTED".into(), "it's $HOME".into()));
+        let instance_id = spec.id.to_string();
+        std::fs::write(spec.function.code_dir().join("handler.txt"), "x").expect("write");
+        let mut instance = fx.executor.start(spec).await.expect("start");
+        assert!(
+            instance.pooled(),
+            "a warm size was not served from the pool"
+        );
+        let log = instance.take_log().expect("log fd");
+        let exit = wait_bounded(&mut instance).await;
+        let text = read_log(log);
+        assert_eq!((exit.code, exit.signal), (Some(3), None), "{text}");
+        let expected = format!(
+            "hello from {instance_id} uid=1000 home=/tmp root=/var/task api=127.0.0.1:9001 pwd=/var/task quoted=it's $HOME"
+        );
+        for line in [
+            &expected[..],
+            "task: bootstrap handler.txt \n",
+            "rootfs-readonly",
+            "task-readonly",
+            "task-mounted-ro",
+            "tmp-writable",
+            "to stderr",
+        ] {
+            assert!(text.contains(line), "log lacks {line:?}: {text:?}");
+        }
+        // The instance ended: its container and the slot's dir and mounts are gone.
+        assert!(inspect(&fx, &slot).await.is_none(), "slot container left");
+        assert!(!fx.executor.config.pool_dir.join(&slot).exists());
+        fx.executor.shutdown().await;
+        assert!(
+            mounts_under(fx.dir.path()).is_empty(),
+            "{:?}",
+            mounts_under(fx.dir.path())
+        );
+    }
+
+    #[tokio::test]
+    async fn pooled_container_keeps_every_hardening_flag_and_refills_after_a_claim() {
+        let _serial = SERIAL.lock().await;
+        let test = "pooled_container_is_hardened";
+        let Some(fx) = pool_fixture(test, "t-pool-hard").await else {
+            return;
+        };
+        warm(&fx, 256).await;
+        let slot = idle_names(&fx).pop().expect("a slot");
+        let mut instance = fx
+            .executor
+            .start(pool_spec(&fx, 256, SLEEP_BOOTSTRAP))
+            .await
+            .expect("start");
+        assert!(instance.pooled());
+        let inspect_slot = inspect(&fx, &slot).await.expect("container exists");
+        let host = inspect_slot.host_config.expect("host config");
+        let config = inspect_slot.config.expect("config");
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.memory, Some(256 * 1024 * 1024));
+        assert_eq!(host.memory_swap, Some(256 * 1024 * 1024));
+        assert_eq!(host.cpu_shares, Some(super::super::docker::cpu_shares(256)));
+        assert_eq!(host.pids_limit, Some(1024));
+        assert!(host
+            .security_opt
+            .unwrap_or_default()
+            .contains(&"no-new-privileges".to_string()));
+        let ulimits = host.ulimits.unwrap_or_default();
+        assert_eq!(ulimits[0].name.as_deref(), Some("nofile"));
+        assert_eq!(ulimits[0].hard, Some(1024));
+        assert_eq!(config.user.as_deref(), Some("1000:1000"));
+        let labels = config.labels.unwrap_or_default();
+        assert_eq!(labels.get(LABEL_POOL), Some(&fx.executor.config.server_id));
+        assert_eq!(labels.get(LABEL_OWNER), Some(&fx.executor.config.owner));
+        let mounts = inspect_slot.mounts.unwrap_or_default();
+        let rw = |target: &str| {
+            mounts
+                .iter()
+                .find(|m| m.destination.as_deref() == Some(target))
+                .and_then(|m| m.rw)
+        };
+        assert_eq!(rw("/var/task"), Some(false));
+        assert_eq!(rw("/var/runtime"), Some(false));
+        assert_eq!(rw(CTL_TARGET), Some(false));
+        assert_eq!(rw(LOG_FIFO_TARGET), Some(true));
+        // No layers: the image's /opt stays as on an ordinary start.
+        assert_eq!(rw("/opt"), None);
+        // The claim started a refill in the background: a new slot of the same size.
+        wait_for_slots(&fx, &[256]).await;
+        assert_ne!(idle_names(&fx), vec![slot.clone()]);
+        instance.kill().await;
+        assert!(
+            inspect(&fx, &slot).await.is_none(),
+            "claimed slot not removed"
+        );
+        fx.executor.shutdown().await;
+        assert!(pool(&fx).idle_sizes().is_empty());
+        assert!(mounts_under(fx.dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_size_without_a_slot_takes_the_ordinary_start() {
+        let _serial = SERIAL.lock().await;
+        let test = "size_without_slot";
+        let Some(fx) = pool_fixture(test, "t-pool-miss").await else {
+            return;
+        };
+        warm(&fx, 128).await;
+        let mut other = fx
+            .executor
+            .start(pool_spec(&fx, 192, SLEEP_BOOTSTRAP))
+            .await
+            .expect("start");
+        assert!(!other.pooled(), "a 192 MB start used a 128 MB slot");
+        other.kill().await;
+        // It taught the pool the new size; the 128 MB slot stays.
+        wait_for_slots(&fx, &[128, 192]).await;
+        fx.executor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn pooled_instance_runs_as_the_slot_uid_and_the_spec_uid_goes_back() {
+        let _serial = SERIAL.lock().await;
+        let test = "pooled_identity";
+        let Some(fx) = pool_fixture(test, "t-pool-uid").await else {
+            return;
+        };
+        let base = 231_000 + std::process::id() % 1000 * 8;
+        let uids = Arc::new(Mutex::new(UidPool::new(base, 8)));
+        fx.executor.share_uids(uids.clone());
+        let take = || uids.lock().unwrap().take();
+        let mut first = pool_spec(&fx, 128, SLEEP_BOOTSTRAP);
+        first.uid = take();
+        let mut first = fx.executor.start(first).await.expect("start");
+        first.kill().await;
+        wait_for_slots(&fx, &[128]).await;
+        let slot_uid = pool(&fx)
+            .state()
+            .idle
+            .values()
+            .flatten()
+            .next()
+            .unwrap()
+            .uid;
+        assert!(slot_uid.is_some(), "an identity slot without a uid");
+        let mut probe = pool_spec(&fx, 128, POOL_PROBE);
+        let spec_uid = take();
+        probe.uid = spec_uid;
+        let mut instance = fx.executor.start(probe).await.expect("start");
+        assert!(instance.pooled());
+        assert_eq!(instance.uid(), slot_uid);
+        let log = instance.take_log().expect("log");
+        wait_bounded(&mut instance).await;
+        let text = read_log(log);
+        assert!(
+            text.contains(&format!("uid={}", slot_uid.unwrap())),
+            "{text}"
+        );
+        // The spec's uid is free again; the slot's is the instance's until the control plane
+        // gives it back.
+        let mut held = Vec::new();
+        while let Some(uid) = take() {
+            held.push(uid);
+        }
+        assert!(held.contains(&spec_uid.unwrap()), "spec uid not given back");
+        assert!(
+            !held.contains(&slot_uid.unwrap()),
+            "slot uid handed out twice"
+        );
+        fx.executor.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn cleanup_orphans_removes_an_earlier_runs_pool_slots_and_mounts() {
+        let _serial = SERIAL.lock().await;
+        let test = "pool_orphans";
+        let Some(earlier) = pool_fixture(test, "t-pool-earlier").await else {
+            return;
+        };
+        warm(&earlier, 128).await;
+        let slot = idle_names(&earlier).pop().expect("a slot");
+        // The earlier run dies without shutdown; the next run on the same data dir (same owner
+        // label and pool dir) cleans up at start.
+        let now_config = DockerConfig {
+            server_id: format!("t-pool-now-{}", std::process::id()),
+            ..earlier.executor.config.clone()
+        };
+        let now = DockerExecutor::connect(now_config).await.expect("connect");
+        assert!(!mounts_under(earlier.dir.path()).is_empty());
+        let removed = now.cleanup_orphans().await.expect("cleanup");
+        assert_eq!(removed, 1, "the earlier run's slot");
+        assert!(inspect(&earlier, &slot).await.is_none(), "slot survived");
+        assert!(mounts_under(earlier.dir.path()).is_empty());
+        let left: Vec<_> = std::fs::read_dir(&earlier.executor.config.pool_dir)
+            .expect("pool dir")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // The earlier pool's memory of its slot is stale now; forget it without touching Docker.
+        pool(&earlier).state().idle.clear();
+    }
+
+    #[tokio::test]
+    async fn pool_off_starts_every_instance_anew_and_mounts_nothing() {
+        let _serial = SERIAL.lock().await;
+        let Some(fx) = fixture_with_pool("pool_off", "t-pool-off", &["provided"], 0).await else {
+            return;
+        };
+        assert!(fx.executor.pool().is_none());
+        for _ in 0..2 {
+            let mut i = fx
+                .executor
+                .start(pool_spec(&fx, 128, SLEEP_BOOTSTRAP))
+                .await
+                .expect("start");
+            assert!(!i.pooled());
+            i.kill().await;
+        }
+        assert!(!fx.executor.config.pool_dir.exists());
+        assert!(mounts_under(fx.dir.path()).is_empty());
+    }
+}
