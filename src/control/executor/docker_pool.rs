@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use bollard::models::Mount;
 use bollard::models::MountBindOptionsPropagationEnum;
 use bollard::Docker;
+use futures_util::StreamExt;
 
 use super::docker::{
     bind_mount, bounded, check_readable_by, container_env, container_name, create_and_start,
@@ -62,6 +63,10 @@ const WAITER: &str = "read -r go </var/lambda-at-home/slot/go || exit 70
 . /var/lambda-at-home/slot/env || exit 70
 cd /var/task || exit 70
 exec \"$@\" >/var/log/lambda/out 2>&1";
+/// The file the start-up probe mounts, and the check its container runs.
+const PROBE_FILE: &str = "lah-pool-probe";
+const PROBE_CHECK: &str =
+    "test -f /var/task/lah-pool-probe && grep -q ' /var/task [^ ]* ro[, ]' /proc/mounts";
 /// Idle slots wanted per key: one serves the next cold start of that size; a burst of starts
 /// beyond it takes the ordinary path while the refill runs.
 const SLOTS_PER_KEY: usize = 1;
@@ -228,12 +233,8 @@ impl Pool {
         if let Err(e) = self.prepare(&slot, spec) {
             return Err((slot, e));
         }
-        let wake = b"go\n";
-        // SAFETY: writes `wake.len()` bytes from a live buffer to a descriptor we own.
-        let written = unsafe { libc::write(slot.go.as_raw_fd(), wake.as_ptr().cast(), wake.len()) };
-        if usize::try_from(written).ok() != Some(wake.len()) {
-            let e = io::Error::last_os_error();
-            return Err((slot, format!("wake the slot: {e}")));
+        if let Err(e) = wake(&slot.go) {
+            return Err((slot, e));
         }
         // The spec's uid never ran anything: the slot's is the instance's now.
         if let (Some(spec_uid), Some(slot_uid)) = (spec.uid, slot.uid) {
@@ -264,18 +265,30 @@ impl Pool {
 
     /// Mounts the code (and layers) and writes the environment file; the waiter is not woken.
     fn prepare(&self, slot: &Slot, spec: &InstanceSpec) -> Result<(), String> {
+        check_readable_by(&spec.runtimes_dir, user_of(slot.uid)).map_err(|e| e.to_string())?;
+        let env = container_env(&spec.env, &spec.function.config.runtime);
+        let command = runtime_command(slot.key.family);
+        let opt = spec.function.opt_dir();
+        self.deliver(slot, spec.function.code_dir(), opt, &env, &command)
+    }
+
+    /// Mounts `code` (and `opt`) read-only on the slot's dirs and writes its environment file.
+    fn deliver(
+        &self,
+        slot: &Slot,
+        code: &Path,
+        opt: Option<&Path>,
+        env: &[String],
+        command: &[String],
+    ) -> Result<(), String> {
         let user = user_of(slot.uid);
-        for dir in [spec.function.code_dir(), spec.runtimes_dir.as_path()] {
-            check_readable_by(dir, user).map_err(|e| e.to_string())?;
-        }
-        mount_read_only(spec.function.code_dir(), &slot.dir.join("task"))
-            .map_err(|e| format!("mount code: {e}"))?;
-        if let Some(opt) = spec.function.opt_dir() {
+        check_readable_by(code, user).map_err(|e| e.to_string())?;
+        mount_read_only(code, &slot.dir.join("task")).map_err(|e| format!("mount code: {e}"))?;
+        if let Some(opt) = opt {
             mount_read_only(opt, &slot.dir.join("opt"))
                 .map_err(|e| format!("mount layers: {e}"))?;
         }
-        let env = container_env(&spec.env, &spec.function.config.runtime);
-        let script = assignment(&env, &runtime_command(slot.key.family));
+        let script = assignment(env, command);
         let path = slot.dir.join("ctl/env");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -359,7 +372,7 @@ impl Pool {
 
     /// Creates and starts one slot of `key`.
     async fn fill(&self, key: &SlotKey) -> Result<Slot, String> {
-        if self.mounts().await != Mounts::Ready {
+        if self.mounts(key).await != Mounts::Ready {
             return Err("the pool is off (see the warning at its first use)".into());
         }
         self.create_slot(key).await
@@ -367,11 +380,11 @@ impl Pool {
 
     /// Makes the pool dir a shared mount and checks, with one probe slot, that a mount made after
     /// a container started shows in it read-only.
-    async fn mounts(&self) -> Mounts {
+    async fn mounts(&self, key: &SlotKey) -> Mounts {
         *self
             .mounts
             .get_or_init(|| async {
-                match self.check_mounts().await {
+                match self.check_mounts(key).await {
                     Ok(()) => Mounts::Ready,
                     Err(e) => {
                         tracing::warn!("docker pool off: {e}");
@@ -382,7 +395,7 @@ impl Pool {
             .await
     }
 
-    async fn check_mounts(&self) -> Result<(), String> {
+    async fn check_mounts(&self, key: &SlotKey) -> Result<(), String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(
@@ -395,7 +408,71 @@ impl Pool {
                 self.config.pool_dir.display()
             )
         })?;
-        Ok(())
+        let probed = self.probe(key).await;
+        if probed.is_err() {
+            unmount_all(&self.config.pool_dir);
+        }
+        probed.map_err(|e| format!("a code mount does not reach a started container: {e}"))
+    }
+
+    /// Starts a slot of `key`'s image, mounts a dir with one file on its `task` dir and has the
+    /// waiter run a check that the file is there and `/var/task` is mounted read-only.
+    async fn probe(&self, key: &SlotKey) -> Result<(), String> {
+        let probe_key = SlotKey {
+            identity: false,
+            layers: false,
+            ..key.clone()
+        };
+        let code = self.config.pool_dir.join("probe-code");
+        let _ = std::fs::remove_file(code.join(PROBE_FILE));
+        let _ = std::fs::remove_dir(&code);
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&code)
+            .and_then(|()| std::fs::write(code.join(PROBE_FILE), "probe"))
+            .and_then(|()| {
+                std::fs::set_permissions(
+                    code.join(PROBE_FILE),
+                    std::fs::Permissions::from_mode(0o644),
+                )
+            })
+            .map_err(|e| format!("{}: {e}", code.display()))?;
+        let slot = self.create_slot_as(&probe_key, None).await?;
+        let command: Vec<String> = ["/bin/sh", "-c", PROBE_CHECK]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let result = match self.deliver(&slot, &code, None, &[], &command) {
+            Ok(()) => self.exit_code(&slot).await,
+            Err(e) => Err(e),
+        };
+        self.destroy(slot).await;
+        let _ = std::fs::remove_file(code.join(PROBE_FILE));
+        let _ = std::fs::remove_dir(&code);
+        match result? {
+            0 => Ok(()),
+            code => Err(format!("the probe's check exited with {code}")),
+        }
+    }
+
+    /// Wakes `slot` and waits (bounded) for its container to end; its exit code.
+    async fn exit_code(&self, slot: &Slot) -> Result<i64, String> {
+        let name = &slot.name;
+        wake(&slot.go)?;
+        let mut stream = std::pin::pin!(self.docker.wait_container(
+            name,
+            None::<bollard::query_parameters::WaitContainerOptions>
+        ));
+        let ms = self.config.op_timeout_ms;
+        match tokio::time::timeout(Duration::from_millis(ms), stream.next()).await {
+            Ok(Some(Ok(r))) => Ok(r.status_code),
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Ok(code)
+            }
+            Ok(Some(Err(e))) => Err(format!("wait: {e}")),
+            Ok(None) => Err("wait ended without a status".into()),
+            Err(_) => Err(format!("the probe did not end within {ms} ms")),
+        }
     }
 
     async fn create_slot(&self, key: &SlotKey) -> Result<Slot, String> {
@@ -580,6 +657,17 @@ impl Pool {
         sizes.sort_unstable();
         sizes
     }
+}
+
+/// Wakes a slot's waiter (it then takes its assignment).
+fn wake(go: &OwnedFd) -> Result<(), String> {
+    let line = b"go\n";
+    // SAFETY: writes `line.len()` bytes from a live buffer to a descriptor we own.
+    let written = unsafe { libc::write(go.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+    if usize::try_from(written).ok() != Some(line.len()) {
+        return Err(format!("wake the slot: {}", io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn user_of(uid: Option<u32>) -> (u32, u32) {
