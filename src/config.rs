@@ -407,7 +407,7 @@ impl Config {
         c.instance_uids = 0;
         // The Docker tests look at each instance's container by its function label, which a
         // pooled container (created before its function was known) cannot carry: tests of the
-        // pool turn it on (`tests/e2e_docker_pool.rs`).
+        // pool turn it on (`tests/e2e_docker.rs`, `tests/e2e_isolation.rs`).
         c.docker_pool_mb = 0;
         c
     }

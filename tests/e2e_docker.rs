@@ -979,3 +979,244 @@ fn closed_loop_at_concurrency_50_fails_nothing_and_runs_at_most_c_plus_10_percen
     );
     server.shutdown();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The pool of started containers (--docker-pool-mb, docs/cold-starts-docker.md)
+// ---------------------------------------------------------------------------------------------
+
+const LABEL_POOL: &str = "lambda-at-home.pool";
+/// Longest a test waits for the pool's background fill.
+const POOL_WAIT: Duration = Duration::from_secs(60);
+/// Instance uids of the pool tests: disjoint from tests/e2e_isolation.rs's ranges.
+const POOL_UID_BASE: u32 = lambda_at_home::config::INSTANCE_UID_BASE_DEFAULT + 10_000;
+const POOL_UIDS: u32 = 100;
+
+/// What a (pooled) instance sees: its environment, uid, working dir and code dir, and whether
+/// it can write its code.
+const PY_POOL_PROBE: &str = r#"import os
+def handler(event, context):
+    try:
+        open("/var/task/probe", "w")
+        task = "writable"
+    except OSError:
+        task = "readonly"
+    print("pool-log-marker", context.aws_request_id)
+    env = os.environ
+    return {"uid": os.getuid(), "greeting": env.get("GREETING"), "code": sorted(os.listdir("/var/task")),
+            "task": task, "fn": env.get("AWS_LAMBDA_FUNCTION_NAME"),
+            "mem": env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), "cwd": os.getcwd(),
+            "stream": env.get("AWS_LAMBDA_LOG_STREAM_NAME"), "root": env.get("LAMBDA_TASK_ROOT"),
+            "rid": context.aws_request_id}
+"#;
+
+/// Running pool slots of `server`'s data dir.
+fn pool_slots(server: &TestServer) -> Vec<String> {
+    let owner = lambda_at_home::control::executor::cgroup::data_dir_key(&server.data_dir);
+    docker_ok(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label={LABEL_POOL}"),
+        "--filter",
+        &format!("label={LABEL_OWNER}={owner}"),
+    ])
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Waits until the pool reports an idle slot (`lah_docker_pool_idle_slots`) other than those in
+/// `except`; its container id.
+fn wait_for_pool_slot(server: &TestServer, except: &[String]) -> String {
+    let mut found = None;
+    let appeared = wait_until(POOL_WAIT, || {
+        found = None;
+        if server.metric("lah_docker_pool_idle_slots") >= 1.0 {
+            found = pool_slots(server).into_iter().find(|s| !except.contains(s));
+        }
+        found.is_some()
+    });
+    assert!(appeared, "no pool slot appeared: {:?}", pool_slots(server));
+    found.expect("a slot")
+}
+
+/// `lah_executor_starts_total{kind=KIND}`.
+fn starts_of(server: &TestServer, kind: &str) -> f64 {
+    let prefix = format!("lah_executor_starts_total{{kind=\"{kind}\"}} ");
+    metrics_text(server)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} sample in /metrics"))
+}
+
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A started function teaches the pool its size; another function of that size then starts
+/// in the waiting container: its own environment, code (read-only, nothing else in it), uid,
+/// log tail and REPORT; the pool refills, the kinds of start are counted, and a size with no
+/// slot starts a container anew. Shutdown removes the slots and their mounts.
+#[test]
+fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
+    let test = "pooled_cold_start";
+    let Some(_docker) = docker_ready(test) else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("SKIP {test}: the pool mounts code into containers and needs root");
+        return;
+    }
+    let server = docker_server(|c| {
+        c.docker_pool_mb = 1024;
+        c.instance_uid_base = POOL_UID_BASE;
+        c.instance_uids = POOL_UIDS;
+    });
+    let data_dir = server.data_dir.clone();
+    let files = |src: &'static str| [("lambda_function.py", src.as_bytes(), 0o644)];
+    let warm = unique_name("pool-warm");
+    let extra =
+        json!({"MemorySize": 256, "Environment": {"Variables": {"LAMBDA_USE_WEBSOCKET": "false"}}});
+    let resp = server.create_function(
+        &warm,
+        "python3.12",
+        "lambda_function.handler",
+        &files(PY_POOL_PROBE),
+        extra.clone(),
+    );
+    expect_json(&resp, 201);
+    server.invoke_ok(&warm, &json!({}));
+    assert_eq!(
+        (starts_of(&server, "created"), starts_of(&server, "pooled")),
+        (1.0, 0.0)
+    );
+    let slot = wait_for_pool_slot(&server, &[]);
+    let slot_config = inspect(&slot);
+    let host = &slot_config["HostConfig"];
+    assert_eq!(host["ReadonlyRootfs"], true, "{host}");
+    assert_eq!(host["CapDrop"], json!(["ALL"]), "{host}");
+    assert_eq!(host["NetworkMode"], "host", "{host}");
+    assert_eq!(host["Memory"], 256 * MIB, "{host}");
+    assert_eq!(host["PidsLimit"], 1024, "{host}");
+    assert!(
+        host["SecurityOpt"]
+            .to_string()
+            .contains("no-new-privileges"),
+        "{host}"
+    );
+
+    let name = unique_name("pool-fn");
+    let greeting = "it's a \"test\" $HOME `x`";
+    let mut extra = extra;
+    merge(
+        &mut extra,
+        json!({"Environment": {"Variables": {"GREETING": greeting, "LAMBDA_USE_WEBSOCKET": "false"}}}),
+    );
+    let resp = server.create_function(
+        &name,
+        "python3.12",
+        "lambda_function.handler",
+        &files(PY_POOL_PROBE),
+        extra,
+    );
+    expect_json(&resp, 201);
+    let resp = server.invoke(&name, b"{}", &[("X-Amz-Log-Type", "Tail")]);
+    let got = expect_json(&resp, 200);
+    assert_eq!(resp.header_str("X-Amz-Function-Error"), None, "{got}");
+    assert_eq!(
+        (starts_of(&server, "created"), starts_of(&server, "pooled")),
+        (1.0, 1.0),
+        "the second function's start was not served from the pool"
+    );
+    assert_eq!(got["greeting"], greeting, "{got}");
+    assert_eq!(got["fn"], name.as_str(), "{got}");
+    assert_eq!(got["mem"], "256", "{got}");
+    assert_eq!(got["code"], json!(["lambda_function.py"]), "{got}");
+    assert_eq!(got["task"], "readonly", "{got}");
+    assert_eq!(got["cwd"], "/var/task", "{got}");
+    assert_eq!(got["root"], "/var/task", "{got}");
+    let uid = got["uid"].as_u64().expect("uid");
+    let range = u64::from(POOL_UID_BASE)..u64::from(POOL_UID_BASE + POOL_UIDS);
+    assert!(range.contains(&uid), "the pooled instance runs as {uid}");
+    let tail = resp
+        .header_str("X-Amz-Log-Result")
+        .map(|t| String::from_utf8_lossy(&b64_decode(t)).into_owned())
+        .unwrap_or_default();
+    let rid = got["rid"].as_str().unwrap_or("?");
+    assert!(
+        tail.contains(&format!("pool-log-marker {rid}")),
+        "the pooled runtime's output reaches the log tail: {tail:?}"
+    );
+    let init = tail
+        .lines()
+        .find(|l| l.starts_with("REPORT"))
+        .and_then(|l| l.split("Init Duration: ").nth(1))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        init.is_some_and(|ms| ms > 0.0),
+        "REPORT with Init Duration: {tail:?}"
+    );
+    eprintln!("{test}: pooled cold start, Init Duration {init:?} ms");
+    // The claim started a refill: a new slot, not the claimed one.
+    wait_for_pool_slot(&server, std::slice::from_ref(&slot));
+
+    // 512 MB was never started: no slot of that size, an ordinary start.
+    let big = unique_name("pool-big");
+    let resp = server.create_function(
+        &big,
+        "python3.12",
+        "lambda_function.handler",
+        &files(PY_POOL_PROBE),
+        json!({"MemorySize": 512}),
+    );
+    expect_json(&resp, 201);
+    server.invoke_ok(&big, &json!({}));
+    assert_eq!(
+        (starts_of(&server, "created"), starts_of(&server, "pooled")),
+        (2.0, 1.0)
+    );
+    let owner = lambda_at_home::control::executor::cgroup::data_dir_key(&data_dir);
+    server.shutdown();
+    let left = container_ids(&format!("label={LABEL_OWNER}={owner}"), true);
+    assert!(left.is_empty(), "containers left after shutdown: {left:?}");
+    assert!(
+        mounts_under(&data_dir).is_empty(),
+        "{:?}",
+        mounts_under(&data_dir)
+    );
+}
+
+/// `--docker-pool-mb 0`: every start creates its container, as before the pool.
+#[test]
+fn pool_off_creates_every_container() {
+    let Some(_docker) = docker_ready("pool_off") else {
+        return;
+    };
+    let server = docker_server(|c| c.docker_pool_mb = 0);
+    for _ in 0..2 {
+        let name = unique_name("pool-off");
+        server.create_python(&name, PY_V1, json!({}));
+        assert_eq!(server.invoke_ok(&name, &json!({})), json!({"v": 1}));
+        assert_eq!(containers_of(&name).len(), 1);
+    }
+    assert_eq!(
+        (starts_of(&server, "created"), starts_of(&server, "pooled")),
+        (2.0, 0.0)
+    );
+    assert!(pool_slots(&server).is_empty());
+    server.shutdown();
+}

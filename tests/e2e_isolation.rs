@@ -263,6 +263,47 @@ fn docker_executor_instances_cannot_reach_each_other() {
     server.shutdown();
 }
 
+/// The same attack with B's instance (and evil's, when the refill was quick enough) started in a
+/// container of the Docker pool (`--docker-pool-mb`), which ran under a uid of its own before it
+/// was given B's code: B's address still admits only that instance.
+#[test]
+fn docker_pooled_instances_cannot_reach_each_other() {
+    let test = "docker_pooled_instances_cannot_reach_each_other";
+    if let Some(why) = docker_missing() {
+        assert!(!docker_required(), "LAH_REQUIRE_DOCKER is set but {why}");
+        eprintln!("SKIP {test}: {why}");
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIP {test}: the pool mounts code into containers and needs root");
+        return;
+    }
+    let (server, _dir) = open_server(ExecutorChoice::Docker, |c| {
+        with_identities(4)(c);
+        c.docker_pool_mb = 512;
+    });
+    // One start of the default size teaches the pool to keep a slot of it.
+    let warm = unique_name("warm");
+    server.create_provided(&warm, &script(VICTIM), json!({}));
+    server.invoke_ok(&warm, &json!({"n": 0}));
+    assert!(
+        wait_until(std::time::Duration::from_secs(60), || server
+            .metric("lah_docker_pool_idle_slots")
+            >= 1.0),
+        "no pool slot appeared"
+    );
+    let outcome = attack(&server);
+    let metrics = server.call("GET", "/metrics", &[], b"").body.clone();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("lah_executor_starts_total{kind=\"pooled\"} ")
+            && !metrics.contains("lah_executor_starts_total{kind=\"pooled\"} 0\n"),
+        "B was not started from the pool: {metrics}"
+    );
+    assert_isolated(&outcome, "docker-pooled", 4);
+    server.shutdown();
+}
+
 /// The Node runtime under an identity: when the process executor says `nodejs` is usable by an
 /// unprivileged uid (root, and node, the bootstrap and the WebSocket packages reachable), an
 /// instance runs under its own uid and talks to the server over its verified WebSocket; when it

@@ -88,7 +88,7 @@ pub struct ControlPlane {
     /// The start gate: a permit per instance from before its start until its runtime's first
     /// request for work (or its end), `--max-concurrent-inits` in all.
     inits: Arc<tokio::sync::Semaphore>,
-    /// The instances' uids (`identity`), shared with the executor (`Executor::share_uids`).
+    /// The instances' uids (`identity`), shared with the executor (`Executor::attach`).
     uids: Arc<Mutex<UidPool>>,
     /// Instance tasks report their end here (what to give back).
     ended_tx: mpsc::UnboundedSender<Ended>,
@@ -112,7 +112,7 @@ impl ControlPlane {
             shared.config.instance_uid_base,
             shared.config.instance_uids,
         )));
-        executor.share_uids(uids.clone());
+        executor.attach(uids.clone(), shared.clone());
         ControlPlane {
             shared,
             registry: Arc::new(Mutex::new(registry)),

@@ -118,6 +118,8 @@ pub struct Metrics {
     pub executor_starts_created: AtomicU64,
     /// Instances the executor took from its pool of started containers (`docker_pool`).
     pub executor_starts_pooled: AtomicU64,
+    /// Started containers waiting in the Docker pool (`docker_pool`).
+    pub docker_pool_idle_slots: AtomicI64,
     pub instances: InstanceGauges,
     pub ws: WsMetrics,
     pub conns: ConnMetrics,
@@ -232,6 +234,13 @@ impl Metrics {
             let v = v.load(Ordering::Relaxed);
             let _ = writeln!(out, "lah_executor_starts_total{{kind=\"{kind}\"}} {v}");
         }
+        let idle = self.docker_pool_idle_slots.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP lah_docker_pool_idle_slots Started containers waiting in the Docker pool \
+             (--docker-pool-mb).\n# TYPE lah_docker_pool_idle_slots gauge\n\
+             lah_docker_pool_idle_slots {idle}"
+        );
         self.render_events(&mut out);
         self.duration.render(
             &mut out,

@@ -730,9 +730,10 @@ impl Executor for DockerExecutor {
         Box::pin(self.remove_orphans())
     }
 
-    fn share_uids(&self, uids: Arc<Mutex<UidPool>>) {
+    fn attach(&self, uids: Arc<Mutex<UidPool>>, shared: Arc<crate::model::Switchboard>) {
         if let Some(pool) = &self.pool {
             pool.share_uids(uids);
+            pool.report_to(shared);
         }
     }
 

@@ -50,6 +50,7 @@ use super::docker::{
 };
 use crate::control::identity::{self, UidPool};
 use crate::model::types::InstanceSpec;
+use crate::model::Switchboard;
 
 /// Marks a pool slot's container (value: the server id).
 pub const LABEL_POOL: &str = "lambda-at-home.pool";
@@ -127,6 +128,34 @@ impl State {
     }
 }
 
+/// The locked state; publishes the number of idle slots when dropped.
+struct Locked<'a> {
+    guard: std::sync::MutexGuard<'a, State>,
+    gauge: Option<&'a std::sync::atomic::AtomicI64>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(gauge) = self.gauge {
+            let idle: usize = self.guard.idle.values().map(Vec::len).sum();
+            gauge.store(i64::try_from(idle).unwrap_or(i64::MAX), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Whether the pool's dir could be made a shared mount (root) and propagation into a container
 /// works; decided once, at the first fill.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -139,6 +168,7 @@ pub struct Pool {
     docker: Docker,
     config: DockerConfig,
     uids: OnceLock<Arc<Mutex<UidPool>>>,
+    shared: OnceLock<Arc<Switchboard>>,
     state: Mutex<State>,
     mounts: tokio::sync::OnceCell<Mounts>,
     next: AtomicU64,
@@ -150,6 +180,7 @@ impl Pool {
             docker,
             config,
             uids: OnceLock::new(),
+            shared: OnceLock::new(),
             state: Mutex::new(State::default()),
             mounts: tokio::sync::OnceCell::new(),
             next: AtomicU64::new(1),
@@ -160,8 +191,17 @@ impl Pool {
         let _ = self.uids.set(uids);
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Where the pool reports its idle slots (`lah_docker_pool_idle_slots`).
+    pub fn report_to(&self, shared: Arc<Switchboard>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The state, locked; the idle gauge is brought up to date when the lock is let go.
+    fn state(&self) -> Locked<'_> {
+        Locked {
+            guard: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            gauge: self.shared.get().map(|s| &s.metrics.docker_pool_idle_slots),
+        }
     }
 
     /// The key of the slot that can serve `spec`, or None when no slot could honour it.
@@ -965,13 +1005,45 @@ exit 3
         unsafe { libc::geteuid() == 0 }
     }
 
+    /// Removes, even when a test fails, the containers of the fixture's data dir and the pool
+    /// dir's mounts (a failed assertion skips the test's own teardown).
+    struct Leftovers {
+        owner: String,
+        pool_dir: PathBuf,
+    }
+
+    impl Drop for Leftovers {
+        fn drop(&mut self) {
+            let filter = format!("label={LABEL_OWNER}={}", self.owner);
+            if let Ok(out) = std::process::Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let _ = std::process::Command::new("docker")
+                        .args(["rm", "-f"])
+                        .args(&ids)
+                        .output();
+                }
+            }
+            remove_stale_slots(&self.pool_dir);
+        }
+    }
+
     /// A fixture with a pool, or None (skipped) without Docker, the image, or root.
-    async fn pool_fixture(test: &str, server_id: &str) -> Option<Fixture> {
+    async fn pool_fixture(test: &str, server_id: &str) -> Option<(Fixture, Leftovers)> {
         if !root() {
             eprintln!("SKIP {test}: the pool mounts code and needs root");
             return None;
         }
-        fixture_with_pool(test, server_id, &["provided"], POOL_MB).await
+        let fx = fixture_with_pool(test, server_id, &["provided"], POOL_MB).await?;
+        let leftovers = Leftovers {
+            owner: fx.executor.config.owner.clone(),
+            pool_dir: fx.executor.config.pool_dir.clone(),
+        };
+        Some((fx, leftovers))
     }
 
     /// A `provided` spec whose runtimes dir is the fixture's shared one, as a server's is (the
@@ -1041,7 +1113,7 @@ exit 3
     async fn pooled_start_runs_the_function_with_its_env_code_read_only_and_log() {
         let _serial = SERIAL.lock().await;
         let test = "pooled_start_runs_the_function";
-        let Some(fx) = pool_fixture(test, "t-pool-run").await else {
+        let Some((fx, _leftovers)) = pool_fixture(test, "t-pool-run").await else {
             return;
         };
         warm(&fx, 128).await;
@@ -1088,7 +1160,7 @@ exit 3
     async fn pooled_container_keeps_every_hardening_flag_and_refills_after_a_claim() {
         let _serial = SERIAL.lock().await;
         let test = "pooled_container_is_hardened";
-        let Some(fx) = pool_fixture(test, "t-pool-hard").await else {
+        let Some((fx, _leftovers)) = pool_fixture(test, "t-pool-hard").await else {
             return;
         };
         warm(&fx, 256).await;
@@ -1150,7 +1222,7 @@ exit 3
     async fn a_size_without_a_slot_takes_the_ordinary_start() {
         let _serial = SERIAL.lock().await;
         let test = "size_without_slot";
-        let Some(fx) = pool_fixture(test, "t-pool-miss").await else {
+        let Some((fx, _leftovers)) = pool_fixture(test, "t-pool-miss").await else {
             return;
         };
         warm(&fx, 128).await;
@@ -1170,12 +1242,12 @@ exit 3
     async fn pooled_instance_runs_as_the_slot_uid_and_the_spec_uid_goes_back() {
         let _serial = SERIAL.lock().await;
         let test = "pooled_identity";
-        let Some(fx) = pool_fixture(test, "t-pool-uid").await else {
+        let Some((fx, _leftovers)) = pool_fixture(test, "t-pool-uid").await else {
             return;
         };
         let base = 231_000 + std::process::id() % 1000 * 8;
         let uids = Arc::new(Mutex::new(UidPool::new(base, 8)));
-        fx.executor.share_uids(uids.clone());
+        pool(&fx).share_uids(uids.clone());
         let take = || uids.lock().unwrap().take();
         let mut first = pool_spec(&fx, 128, SLEEP_BOOTSTRAP);
         first.uid = take();
@@ -1222,7 +1294,7 @@ exit 3
     async fn cleanup_orphans_removes_an_earlier_runs_pool_slots_and_mounts() {
         let _serial = SERIAL.lock().await;
         let test = "pool_orphans";
-        let Some(earlier) = pool_fixture(test, "t-pool-earlier").await else {
+        let Some((earlier, _leftovers)) = pool_fixture(test, "t-pool-earlier").await else {
             return;
         };
         warm(&earlier, 128).await;

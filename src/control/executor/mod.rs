@@ -76,10 +76,11 @@ pub trait Executor: Send + Sync + 'static {
     }
 
     /// Hands the executor the control plane's instance uids, for instances it prepares ahead of
-    /// their start (the Docker pool's slots).
-    fn share_uids(
+    /// their start (the Docker pool's slots), and the switchboard its metrics live in.
+    fn attach(
         &self,
         _uids: std::sync::Arc<std::sync::Mutex<crate::control::identity::UidPool>>,
+        _shared: std::sync::Arc<crate::model::Switchboard>,
     ) {
     }
 
