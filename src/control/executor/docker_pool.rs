@@ -58,11 +58,13 @@ pub const LABEL_POOL: &str = "lambda-at-home.pool";
 const CTL_TARGET: &str = "/var/lambda-at-home/slot";
 /// The slot's entrypoint: waits for the wake-up (a blocking FIFO read, no CPU), takes the
 /// assignment (exports and `set --` of the runtime command), enters the code now mounted on
-/// `/var/task` (the old working directory is the empty dir under it) and becomes the runtime
-/// with its output in the log FIFO, as `docker::LOG_WRAPPER` does. Exit 70 if any step fails.
+/// `/var/task` (the old working directory is the empty dir under it; `cd` exports `OLDPWD`,
+/// which an ordinary start does not have) and becomes the runtime with its output in the log
+/// FIFO, as `docker::LOG_WRAPPER` does. Exit 70 if any step fails.
 const WAITER: &str = "read -r go </var/lambda-at-home/slot/go || exit 70
 . /var/lambda-at-home/slot/env || exit 70
 cd /var/task || exit 70
+unset OLDPWD
 exec \"$@\" >/var/log/lambda/out 2>&1";
 /// The file the start-up probe mounts, and the check its container runs.
 const PROBE_FILE: &str = "lah-pool-probe";
@@ -1154,6 +1156,108 @@ exit 3
             "{:?}",
             mounts_under(fx.dir.path())
         );
+    }
+
+    /// The runtime's environment in a pooled container is the one an ordinary start gives it:
+    /// the same variables with the same values, but for the container's hostname and the
+    /// instance's own id.
+    #[tokio::test]
+    async fn pooled_environment_equals_the_ordinary_one() {
+        let _serial = SERIAL.lock().await;
+        let test = "pooled_environment";
+        let Some((fx, _leftovers)) = pool_fixture(test, "t-pool-env").await else {
+            return;
+        };
+        let dump = "#!/bin/sh\nenv | sort\n";
+        let mut envs = Vec::new();
+        for expect_pooled in [false, true] {
+            let mut spec = pool_spec(&fx, 128, dump);
+            spec.env
+                .push(("MULTI".into(), "line one\nline 'two'".into()));
+            let id = spec.id.to_string();
+            let mut instance = fx.executor.start(spec).await.expect("start");
+            assert_eq!(instance.pooled(), expect_pooled);
+            let log = instance.take_log().expect("log");
+            assert_eq!(wait_bounded(&mut instance).await.code, Some(0));
+            let text = read_log(log).replace(&id, "<instance>");
+            let vars: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with("HOSTNAME="))
+                .map(str::to_string)
+                .collect();
+            envs.push(vars);
+            if !expect_pooled {
+                wait_for_slots(&fx, &[128]).await;
+            }
+        }
+        assert!(envs[0].iter().any(|l| l == "line 'two'"), "{:?}", envs[0]);
+        assert_eq!(envs[0], envs[1], "ordinary vs pooled environment");
+        fx.executor.shutdown().await;
+    }
+
+    /// A function with layers gets a slot that mounts them read-only at `/opt`; a function
+    /// without layers is never given that slot (its `/opt` is the image's, as on an ordinary
+    /// start).
+    #[tokio::test]
+    async fn layers_get_slots_of_their_own_with_opt_mounted_read_only() {
+        let _serial = SERIAL.lock().await;
+        let test = "pooled_layers";
+        let Some((fx, _leftovers)) = pool_fixture(test, "t-pool-layers").await else {
+            return;
+        };
+        let opt = fx.dir.path().join("layers");
+        std::fs::create_dir_all(opt.join("bin")).expect("mkdir");
+        for dir in [&opt, &opt.join("bin")] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::write(opt.join("bin/layer-tool"), "x").expect("write");
+        std::fs::set_permissions(
+            opt.join("bin/layer-tool"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let with_layers = |script: &str| {
+            let mut spec = pool_spec(&fx, 128, script);
+            let f = &spec.function;
+            let function = crate::model::types::Function {
+                opt: Some(crate::model::types::CodeDir::fixed(opt.clone())),
+                ..crate::model::types::Function::latest(
+                    f.config.clone(),
+                    f.code_dir().to_path_buf(),
+                    1,
+                )
+            };
+            spec.function = Arc::new(function);
+            spec
+        };
+        let mut first = fx
+            .executor
+            .start(with_layers(SLEEP_BOOTSTRAP))
+            .await
+            .expect("start");
+        assert!(!first.pooled());
+        first.kill().await;
+        wait_for_slots(&fx, &[128]).await;
+        let script = "#!/bin/sh\necho \"opt: $(ls /opt | tr '\\n' ' ')\"\n\
+                      grep -q ' /opt [^ ]* ro[, ]' /proc/mounts && echo opt-ro\n";
+        let mut plain = fx
+            .executor
+            .start(pool_spec(&fx, 128, SLEEP_BOOTSTRAP))
+            .await
+            .expect("start");
+        assert!(
+            !plain.pooled(),
+            "a function without layers took a layers slot"
+        );
+        plain.kill().await;
+        let mut instance = fx.executor.start(with_layers(script)).await.expect("start");
+        assert!(instance.pooled());
+        let log = instance.take_log().expect("log");
+        assert_eq!(wait_bounded(&mut instance).await.code, Some(0));
+        let text = read_log(log);
+        assert!(text.contains("opt: bin \n"), "{text}");
+        assert!(text.contains("opt-ro"), "{text}");
+        fx.executor.shutdown().await;
     }
 
     #[tokio::test]
