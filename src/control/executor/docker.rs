@@ -504,7 +504,7 @@ impl LogFifo {
 
 /// Creates instances as Docker containers.
 pub struct DockerExecutor {
-    docker: Docker,
+    pub(super) docker: Docker,
     pub(super) config: DockerConfig,
     /// Started containers waiting for a function (`docker_pool`); None: `pool_mb` is 0.
     pool: Option<Arc<Pool>>,

@@ -103,6 +103,8 @@ struct Slot {
     fifo: LogFifo,
     /// Our end (read+write, so the waiter's open never blocks) of the wake-up FIFO.
     go: OwnedFd,
+    /// The waiter's pidfd (`Pool::waiter_pidfd`); None: a claim asks Docker instead.
+    waiter: Option<OwnedFd>,
 }
 
 #[derive(Default)]
@@ -263,13 +265,20 @@ impl Pool {
         spec: &InstanceSpec,
     ) -> Result<DockerInstance, (Slot, String)> {
         let ms = self.config.op_timeout_ms;
-        let options = None::<bollard::query_parameters::InspectContainerOptions>;
-        let running = bounded(ms, self.docker.inspect_container(&slot.name, options))
-            .await
-            .ok()
-            .and_then(|i| i.state)
-            .and_then(|s| s.running);
-        if running != Some(true) {
+        let running = match &slot.waiter {
+            // No Docker call on the invoke path: the waiter's pidfd turns readable when it ends.
+            Some(pidfd) => !exited(pidfd),
+            None => {
+                let options = None::<bollard::query_parameters::InspectContainerOptions>;
+                bounded(ms, self.docker.inspect_container(&slot.name, options))
+                    .await
+                    .ok()
+                    .and_then(|i| i.state)
+                    .and_then(|s| s.running)
+                    == Some(true)
+            }
+        };
+        if !running {
             return Err((slot, "the slot's container is not running".into()));
         }
         if let Err(e) = self.prepare(&slot, spec) {
@@ -598,6 +607,7 @@ impl Pool {
             remove_slot_dir(&dir);
             return Err(e.to_string());
         }
+        let waiter = self.waiter_pidfd(&name).await;
         Ok(Slot {
             name,
             key: key.clone(),
@@ -605,7 +615,34 @@ impl Pool {
             dir,
             fifo,
             go,
+            waiter,
         })
+    }
+
+    /// A pidfd of the slot's waiter (its container's first process), so a claim can tell
+    /// without Docker whether it still runs; None when the server does not see the container's
+    /// processes (another pid namespace) or the process is not our waiter.
+    async fn waiter_pidfd(&self, name: &str) -> Option<OwnedFd> {
+        let options = None::<bollard::query_parameters::InspectContainerOptions>;
+        let inspect = bounded(
+            self.config.op_timeout_ms,
+            self.docker.inspect_container(name, options),
+        )
+        .await
+        .ok()?;
+        let pid = i32::try_from(inspect.state?.pid?).ok().filter(|p| *p > 0)?;
+        // SAFETY: pidfd_open takes a pid and flags; the result is a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // The pid is Docker's view; make sure it names our waiter in this namespace, checked
+        // after the pidfd is held so that a reused pid cannot slip in between.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let expected = format!("/bin/sh\0-c\0{WAITER}\0");
+        (cmdline.starts_with(expected.as_bytes()) && !exited(&pidfd)).then_some(pidfd)
     }
 
     /// Removes a slot that will not be used: its container, its dir, then its uid.
@@ -699,6 +736,18 @@ impl Pool {
         sizes.sort_unstable();
         sizes
     }
+}
+
+/// Whether the process of `pidfd` has ended (a pidfd polls readable then).
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready != 0
 }
 
 /// Wakes a slot's waiter (it then takes its assignment).
@@ -1320,6 +1369,54 @@ exit 3
         fx.executor.shutdown().await;
         assert!(pool(&fx).idle_sizes().is_empty());
         assert!(mounts_under(fx.dir.path()).is_empty());
+    }
+
+    /// A slot whose container died while it waited is not handed out: the start falls back to
+    /// an ordinary one and succeeds. Here the claim notices through the waiter's pidfd, without
+    /// asking Docker.
+    #[tokio::test]
+    async fn a_dead_slot_falls_back_to_an_ordinary_start() {
+        let _serial = SERIAL.lock().await;
+        let test = "dead_slot";
+        let Some((fx, _leftovers)) = pool_fixture(test, "t-pool-dead").await else {
+            return;
+        };
+        warm(&fx, 128).await;
+        let slot = {
+            let state = pool(&fx).state();
+            let slot = state.idle.values().flatten().next().expect("a slot");
+            assert!(slot.waiter.is_some(), "no pidfd of the waiter");
+            slot.name.clone()
+        };
+        bounded(
+            5_000,
+            fx.executor.docker.kill_container(
+                &slot,
+                None::<bollard::query_parameters::KillContainerOptions>,
+            ),
+        )
+        .await
+        .expect("kill the slot");
+        let deadline = Instant::now() + Duration::from_secs(FILL_WAIT_S);
+        while inspect(&fx, &slot)
+            .await
+            .and_then(|i| i.state)
+            .and_then(|s| s.running)
+            == Some(true)
+        {
+            assert!(Instant::now() < deadline, "the slot did not die");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut instance = fx
+            .executor
+            .start(pool_spec(&fx, 128, "#!/bin/sh\necho served\n"))
+            .await
+            .expect("start");
+        assert!(!instance.pooled(), "a dead slot was handed out");
+        let log = instance.take_log().expect("log");
+        assert_eq!(wait_bounded(&mut instance).await.code, Some(0));
+        assert!(read_log(log).contains("served"));
+        fx.executor.shutdown().await;
     }
 
     #[tokio::test]
