@@ -73,6 +73,8 @@ const PROBE_CHECK: &str =
 /// Idle slots wanted per key: one serves the next cold start of that size; a burst of starts
 /// beyond it takes the ordinary path while the refill runs.
 const SLOTS_PER_KEY: usize = 1;
+/// How long a fill waits before it creates its container (see `Pool::refill`).
+const REFILL_DELAY_MS: u64 = 500;
 /// A key nobody started for this long loses its slot.
 const DEMAND_TTL_S: u64 = 600;
 /// How often idle slots of forgotten keys are removed.
@@ -398,6 +400,10 @@ impl Pool {
         self.destroy_all(evicted);
         let pool = self.clone();
         tokio::spawn(async move {
+            // Not at once: the claimed instance's runtime is initialising, and a container create
+            // and start beside it (about 80 ms of dockerd and runc CPU) slows its init down by
+            // as much on a small host.
+            tokio::time::sleep(Duration::from_millis(REFILL_DELAY_MS)).await;
             let slot = pool.fill(&key).await;
             let mut state = pool.state();
             if let Some(n) = state.filling.get_mut(&key) {
