@@ -255,7 +255,8 @@ impl Metrics {
         self.executor_start.render(
             &mut out,
             "lah_executor_start_seconds",
-            "Time the executor took to start an instance (spawn, or container create and start).",
+            "Time the executor took to start an instance (spawn, container create and start, \
+             or a claim from the Docker pool).",
         );
         let _ = writeln!(
             out,

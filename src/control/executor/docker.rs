@@ -8,6 +8,10 @@
 //! the instance's log (`take_log`). Every Docker call is bounded by `op_timeout_ms`, except the
 //! wait for an instance's end. Containers are named `lah-<server_id>-<instance id>` and labelled
 //! `lambda-at-home.*`. Images come from `runtimes/images/build.sh` (see its README).
+//!
+//! With `pool_mb` > 0 a start first tries the pool of started containers (`docker_pool`), which
+//! builds its containers with the same hardening (`Hardened`) and hands back a `DockerInstance`
+//! like this file's own; any failure there falls back to create + start here.
 
 use std::collections::HashMap;
 use std::ffi::CString;
