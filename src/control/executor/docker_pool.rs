@@ -371,24 +371,20 @@ impl Pool {
             if have >= SLOTS_PER_KEY {
                 return;
             }
-            let need = u64::from(key.memory_mb);
-            while state.used_mb() + need > self.config.pool_mb {
-                let now = Instant::now();
-                let oldest = state
-                    .idle
-                    .iter()
-                    .filter(|(k, v)| **k != key && !v.is_empty())
-                    .map(|(k, _)| (state.demand.get(k).copied().unwrap_or(now), k.clone()))
-                    .min_by_key(|(at, _)| *at);
-                let Some((_, victim)) = oldest else { break };
+            let idle = state.idle.iter().map(|(k, v)| (k, v.len()));
+            let Some(victims) = make_room(
+                idle,
+                &state.demand,
+                state.used_mb(),
+                &key,
+                self.config.pool_mb,
+            ) else {
+                return;
+            };
+            for victim in victims {
                 if let Some(slot) = state.idle.get_mut(&victim).and_then(Vec::pop) {
                     evicted.push(slot);
                 }
-            }
-            if state.used_mb() + need > self.config.pool_mb {
-                drop(state);
-                self.destroy_all(evicted);
-                return;
             }
             *state.filling.entry(key.clone()).or_default() += 1;
             if !state.sweeping {
@@ -744,6 +740,37 @@ impl Pool {
     }
 }
 
+/// Which idle slots (one per entry) to remove so that a slot of `key` fits in `budget_mb` with
+/// `used_mb` taken: those of the keys started least recently, other than `key`. None when it
+/// cannot fit even then (then nothing is removed).
+fn make_room<'a>(
+    idle: impl Iterator<Item = (&'a SlotKey, usize)>,
+    demand: &HashMap<SlotKey, Instant>,
+    used_mb: u64,
+    key: &SlotKey,
+    budget_mb: u64,
+) -> Option<Vec<SlotKey>> {
+    let need = u64::from(key.memory_mb);
+    let mut candidates: Vec<(Option<Instant>, &SlotKey, usize)> = idle
+        .filter(|(k, n)| *k != key && *n > 0)
+        .map(|(k, n)| (demand.get(k).copied(), k, n))
+        .collect();
+    // Forgotten keys (no demand) first, then the least recently started.
+    candidates.sort_by_key(|(at, _, _)| *at);
+    let mut used = used_mb;
+    let mut victims = Vec::new();
+    for (_, k, n) in candidates {
+        for _ in 0..n {
+            if used + need <= budget_mb {
+                break;
+            }
+            victims.push(k.clone());
+            used -= u64::from(k.memory_mb);
+        }
+    }
+    (used + need <= budget_mb).then_some(victims)
+}
+
 /// Whether the process of `pidfd` has ended (a pidfd polls readable then).
 fn exited(pidfd: &OwnedFd) -> bool {
     let mut poll = libc::pollfd {
@@ -1018,6 +1045,52 @@ mod tests {
         );
     }
 
+    fn key(memory_mb: u32) -> SlotKey {
+        SlotKey {
+            image: "img".into(),
+            family: "python",
+            memory_mb,
+            identity: true,
+            layers: false,
+            runtimes_dir: PathBuf::from("runtimes"),
+        }
+    }
+
+    #[test]
+    fn the_budget_evicts_least_recently_started_sizes_and_nothing_when_it_cannot_fit() {
+        let now = Instant::now();
+        let (k128, k256, k512) = (key(128), key(256), key(512));
+        let demand = HashMap::from([
+            (k128.clone(), now - Duration::from_secs(60)),
+            (k256.clone(), now - Duration::from_secs(5)),
+        ]);
+        let idle = [(&k128, 1), (&k256, 1)];
+        // Room enough: nothing goes.
+        assert_eq!(
+            make_room(idle.iter().copied(), &demand, 384, &k512, 1024),
+            Some(vec![])
+        );
+        // 512 more in 768: the 128 MB slot (started a minute ago) goes first, then the 256.
+        assert_eq!(
+            make_room(idle.iter().copied(), &demand, 384, &k512, 768),
+            Some(vec![k128.clone()])
+        );
+        assert_eq!(
+            make_room(idle.iter().copied(), &demand, 384, &k512, 600),
+            Some(vec![k128.clone(), k256.clone()])
+        );
+        // Larger than the whole budget: no slot, and no other slot is removed for nothing.
+        assert_eq!(
+            make_room(idle.iter().copied(), &demand, 384, &k512, 500),
+            None
+        );
+        // A key's own idle slot is never evicted for it.
+        assert_eq!(
+            make_room([(&k256, 1)].into_iter(), &demand, 256, &k256, 256),
+            None
+        );
+    }
+
     #[test]
     fn only_shell_names_are_poolable() {
         assert!(is_shell_name("AWS_LAMBDA_RUNTIME_API"));
@@ -1091,11 +1164,19 @@ exit 3
 
     /// A fixture with a pool, or None (skipped) without Docker, the image, or root.
     async fn pool_fixture(test: &str, server_id: &str) -> Option<(Fixture, Leftovers)> {
+        pool_fixture_of(test, server_id, POOL_MB).await
+    }
+
+    async fn pool_fixture_of(
+        test: &str,
+        server_id: &str,
+        pool_mb: u64,
+    ) -> Option<(Fixture, Leftovers)> {
         if !root() {
             eprintln!("SKIP {test}: the pool mounts code and needs root");
             return None;
         }
-        let fx = fixture_with_pool(test, server_id, &["provided"], POOL_MB).await?;
+        let fx = fixture_with_pool(test, server_id, &["provided"], pool_mb).await?;
         let leftovers = Leftovers {
             owner: fx.executor.config.owner.clone(),
             pool_dir: fx.executor.config.pool_dir.clone(),
@@ -1422,6 +1503,36 @@ exit 3
         let log = instance.take_log().expect("log");
         assert_eq!(wait_bounded(&mut instance).await.code, Some(0));
         assert!(read_log(log).contains("served"));
+        fx.executor.shutdown().await;
+    }
+
+    /// `pool_mb` bounds the idle slots' memory: a newly started size takes the place of the size
+    /// started less recently, and a size larger than the whole budget gets no slot (and takes
+    /// none away).
+    #[tokio::test]
+    async fn the_memory_budget_keeps_the_most_recently_started_sizes() {
+        let _serial = SERIAL.lock().await;
+        let test = "pool_budget";
+        let Some((fx, _leftovers)) = pool_fixture_of(test, "t-pool-budget", 256).await else {
+            return;
+        };
+        warm(&fx, 128).await;
+        let mut i = fx
+            .executor
+            .start(pool_spec(&fx, 256, SLEEP_BOOTSTRAP))
+            .await
+            .expect("start");
+        i.kill().await;
+        wait_for_slots(&fx, &[256]).await;
+        let mut i = fx
+            .executor
+            .start(pool_spec(&fx, 512, SLEEP_BOOTSTRAP))
+            .await
+            .expect("start");
+        assert!(!i.pooled());
+        i.kill().await;
+        tokio::time::sleep(Duration::from_millis(REFILL_DELAY_MS * 2)).await;
+        assert_eq!(pool(&fx).idle_sizes(), vec![256]);
         fx.executor.shutdown().await;
     }
 
