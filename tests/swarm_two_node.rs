@@ -297,7 +297,7 @@ fn two_node_swarm_spreads_reaches_and_reschedules() {
                 .lines()
                 .filter_map(|l| l.split_once("cannot run: "))
                 .map(|(_, why)| why.to_string())
-                .last()
+                .next_back()
                 .unwrap_or_else(|| err.trim().to_string());
             skip(&why);
             return;
