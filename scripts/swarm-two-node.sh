@@ -27,8 +27,8 @@
 #      LAH_SWARM_OVERLAY_POOL (Swarm's address pool for overlay networks, default 10.232.0.0/16),
 #      LAH_SWARM_LOCAL_POOL (each engine's pool for local networks such as docker_gwbridge,
 #                            default 10.233.0.0/16),
-#      LAH_SWARM_IMAGES (images to copy, default the three lambda-at-home/*:bookworm),
-#      LAH_SWARM_HOST_DOCKER (the engine the images come from, default the docker CLI's own),
+#      LAH_SWARM_IMAGES (images to copy from the engine the plain docker CLI talks to, i.e.
+#                        DOCKER_HOST or its default; default the three lambda-at-home/*:bookworm),
 #      LAH_SWARM_HEARTBEAT (dispatcher heartbeat period, e.g. 1s; default Swarm's 5s),
 #      LAH_SWARM_WAIT_S (longest wait for an engine or a node, default 60).
 set -euo pipefail
