@@ -12,7 +12,7 @@
 //! host's engine: without one of them it is skipped with the exact missing piece printed, unless
 //! LAH_REQUIRE_SWARM is set, which makes it fail. Its own namespace prefix (`lahswt`) and state dir
 //! (under the target dir) keep it apart from a developer's harness. Every command and wait is
-//! bounded; it takes about 40 s. The host's engine is only read from (`docker save`).
+//! bounded; it takes 45-90 s here. The host's engine is only read from (`docker save`).
 
 mod common;
 
