@@ -666,11 +666,11 @@ def _websocket_loop():
 # ----------------------------------------------------------------------------- fork template
 
 FORK_CONTROL_VAR = "_LAMBDA_FORK_CONTROL_FD"
-# A fork request is the instance's environment as JSON (AWS caps a function's own variables at
-# 4 KB; the rest is the server's): far below this.
-FORK_REQUEST_BYTES_MAX = 256 * 1024
-# Descriptors per fork request: the instance's output pipe and its start/status socket.
-FORK_REQUEST_FDS = 2
+# An instance's start message is its environment as JSON (AWS caps a function's own variables
+# at 4 KB; the rest is the server's): far below this.
+START_MESSAGE_BYTES_MAX = 256 * 1024
+# A fork request is `{}` with one descriptor: the child's start/status socket.
+FORK_REQUEST_BYTES_MAX = 4096
 
 _websocket_module = None
 
@@ -700,10 +700,11 @@ def template_refuses(control_fd, reason):
 
 
 def serve_template(control_fd):
-    """Fork one instance per request of the server; returns only in a child, which then serves
-    invocations as an ordinary runtime. The template itself never serves: it waits on the control
-    socket (a SOCK_SEQPACKET whose end is the server's) and on its children's pidfds, reaping
-    each child and writing its wait status to the child's status socket for the server."""
+    """Fork one child per request of the server; returns only in a child, once the server has
+    started it as an instance, which then serves invocations as an ordinary runtime. The
+    template itself never serves: it waits on the control socket (a SOCK_SEQPACKET whose end is
+    the server's) and on its children's pidfds, reaping each child and writing its wait status
+    to the child's status socket for the server."""
     import threading
 
     control = socket.socket(fileno=control_fd)
@@ -738,33 +739,30 @@ def serve_template(control_fd):
                 os.close(fd)
                 continue
             try:
-                message, fds, _, _ = socket.recv_fds(control, FORK_REQUEST_BYTES_MAX, FORK_REQUEST_FDS)
+                message, fds, _, _ = socket.recv_fds(control, FORK_REQUEST_BYTES_MAX, 1)
             except OSError:
                 os._exit(0)
             if not message:
                 # The server dropped this template (code change, delete, shutdown).
                 os._exit(0)
-            if len(fds) != FORK_REQUEST_FDS:
+            if len(fds) != 1:
                 for fd in fds:
                     os.close(fd)
-                _template_reply(control, {"error": "a fork request carries 2 descriptors"})
+                _template_reply(control, {"error": "a fork request carries 1 descriptor"})
                 continue
-            log_fd, status_fd = fds
+            status_fd = fds[0]
             try:
-                env = json.loads(message)["env"]
                 pid = os.fork()
-            except Exception as e:
-                os.close(log_fd)
+            except OSError as e:
                 os.close(status_fd)
-                _template_reply(control, {"error": "%s: %s" % (type(e).__name__, e)})
+                _template_reply(control, {"error": "fork: %s" % e})
                 continue
             if pid == 0:
                 try:
-                    _become_instance(control, children, log_fd, status_fd, env)
+                    _become_instance(control, children, status_fd)
                 except BaseException:
                     os._exit(1)
                 return
-            os.close(log_fd)
             pidfd = os.pidfd_open(pid)
             children[pidfd] = (pid, socket.socket(fileno=status_fd))
             poller.register(pidfd, select.POLLIN)
@@ -774,22 +772,26 @@ def serve_template(control_fd):
                 os._exit(0)
 
 
-def _become_instance(control, children, log_fd, status_fd, env):
-    """In a fresh child of the template: drop the template's descriptors, take the instance's
-    output and environment, wait for the server's go (it moves this process into the
-    instance's cgroup first)."""
+def _become_instance(control, children, status_fd):
+    """In a fresh child of the template: drop the template's descriptors, then wait until the
+    server starts this child as an instance (it moves it into the instance's cgroup first, and
+    may keep it waiting as a spare for the next start): the start message on the status socket
+    carries the instance's environment and, attached, its output pipe."""
     global API_ADDRESS, DEBUG, FUNCTION_VERSION
     control.close()
     for pidfd, (_, status_socket) in children.items():
         status_socket.close()
         os.close(pidfd)
     os.setpgid(0, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
     go = socket.socket(fileno=status_fd)
-    if go.recv(1) != b"g":
-        os._exit(1)
+    message, fds, _, _ = socket.recv_fds(go, START_MESSAGE_BYTES_MAX, 1)
+    if not message or len(fds) != 1:
+        # The server dropped this spare (or its template) without starting it.
+        os._exit(0)
+    env = json.loads(message)["env"]
+    os.dup2(fds[0], 1)
+    os.dup2(fds[0], 2)
+    os.close(fds[0])
     go.close()
     os.environ.clear()
     os.environ.update(env)

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use super::cgroup::InstanceCgroup;
+use super::cgroup::{Cgroups, InstanceCgroup};
 use super::process::{pipe, ProcessExecutor};
 use super::{BoxFuture, ExecError, Instance};
 use crate::control::identity;
@@ -289,6 +289,8 @@ impl Templates {
             uid: Mutex::new(spawned.uid),
             process: Mutex::new(Some((spawned.child, spawned.cgroup))),
             uid_tx: self.uid_tx.clone(),
+            spare: Mutex::new(SpareState::Empty),
+            killed: std::sync::atomic::AtomicBool::new(false),
             _function: spec.function.clone(),
         });
         match fork(exec, template.clone(), spec, Some((spawned.log, keep))).await {
@@ -367,13 +369,40 @@ struct Template {
     /// Its process and cgroup, killed and removed when it is dropped.
     process: Mutex<Option<(tokio::process::Child, Option<InstanceCgroup>)>>,
     uid_tx: mpsc::UnboundedSender<u32>,
+    /// Its child waiting to be the next instance.
+    spare: Mutex<SpareState>,
+    /// Set by `kill_now`: no new spare is made.
+    killed: std::sync::atomic::AtomicBool,
     /// Held: its code and layers stay on disk while it lives.
     _function: Arc<Function>,
 }
 
 impl Template {
-    /// Kills the template process now; its forks run on (their own process groups and cgroups).
+    fn killed(&self) -> bool {
+        self.killed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take_spare(&self) -> Option<Spare> {
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *spare, SpareState::Empty) {
+            SpareState::Ready(s) => Some(s),
+            other => {
+                *spare = other;
+                None
+            }
+        }
+    }
+
+    /// Kills the template process and its spare now; its forks run on (their own process groups
+    /// and cgroups). The cgroups go when it is dropped.
     fn kill_now(&self) {
+        self.killed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let SpareState::Ready(spare) =
+            &*self.spare.lock().unwrap_or_else(PoisonError::into_inner)
+        {
+            signal_pidfd(&spare.pidfd, libc::SIGKILL);
+        }
         if self.pid > 0 {
             // SAFETY: killpg of the template's own group; the template is not reaped before its
             // drop, so the group id cannot have been reused.
@@ -436,28 +465,94 @@ async fn teardown(
     }
 }
 
-/// Forks `spec`'s instance from `template`; `log`: the output pipe (read, write) to give it, a
-/// new one when `None`.
-async fn fork(
-    exec: &ProcessExecutor,
-    template: Arc<Template>,
-    spec: &InstanceSpec,
-    log: Option<(OwnedFd, OwnedFd)>,
-) -> Result<Box<dyn Instance>, String> {
-    let mut cgroup = match exec.cgroups() {
+/// Spares made so far: names their cgroups (`s-N`), which must be unique under the data dir's.
+static SPARES_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A child of a template that waits for its start message, already in its own cgroup: a start
+/// that finds one only sends that message (the fork and, above all, the move into a cgroup,
+/// which takes the kernel milliseconds to tens of milliseconds, were paid ahead of it).
+struct Spare {
+    pid: i32,
+    pidfd: OwnedFd,
+    /// The server's end of its start/status socket.
+    status: OwnedFd,
+    cgroup: Option<InstanceCgroup>,
+}
+
+impl Spare {
+    /// Kills it (it may be waiting or gone) and removes its cgroup.
+    async fn discard(mut self) {
+        signal_pidfd(&self.pidfd, libc::SIGKILL);
+        if let Some(cg) = self.cgroup.as_mut() {
+            cg.kill_and_remove().await;
+        }
+    }
+}
+
+/// A template's spare child.
+enum SpareState {
+    Empty,
+    /// A task is making one.
+    Preparing,
+    Ready(Spare),
+}
+
+fn signal_pidfd(pidfd: &OwnedFd, sig: i32) {
+    // SAFETY: pidfd_send_signal on a pidfd we own reaches exactly its process (or nothing).
+    unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, 0, 0);
+    }
+}
+
+/// Has `template` fork a child that waits for its start, moved into a new cgroup `name` (when
+/// the server has cgroups) limited to `memory_mb`.
+async fn prepare(
+    cgroups: Option<&Arc<Cgroups>>,
+    template: &Arc<Template>,
+    name: &str,
+    memory_mb: u32,
+) -> Result<Spare, String> {
+    let mut cgroup = match cgroups {
         Some(cgroups) => Some(
             cgroups
-                .create(&spec.id.to_string(), spec.function.config.memory_mb)
+                .create(name, memory_mb)
                 .map_err(|e| format!("cannot create its cgroup: {e}"))?,
         ),
         None => None,
     };
-    let result = fork_into(exec, template, spec, log, &mut cgroup).await;
-    match result {
-        Ok(mut instance) => {
-            instance.cgroup = cgroup;
-            Ok(Box::new(instance))
+    let forked = async {
+        let (status, theirs) = stream_pair().map_err(|e| e.to_string())?;
+        let t = template.clone();
+        let (pid, pidfd) = tokio::task::spawn_blocking(move || {
+            let control = t.control.lock().unwrap_or_else(PoisonError::into_inner);
+            // `theirs` is dropped here: the child has its own copy.
+            request_fork(&control, theirs.as_raw_fd())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        // Into its own cgroup before it runs any of an instance's code.
+        if let Some(cg) = cgroup.as_mut() {
+            let text = pid.to_string();
+            for fd in cg.take_join_fds() {
+                // SAFETY: writing our buffer to our own open cgroup.procs descriptor.
+                let n = unsafe { libc::write(fd.as_raw_fd(), text.as_ptr().cast(), text.len()) };
+                if n != text.len() as isize {
+                    let e = io::Error::last_os_error();
+                    signal_pidfd(&pidfd, libc::SIGKILL);
+                    return Err(format!("cannot move the fork into its cgroup: {e}"));
+                }
+            }
         }
+        Ok((pid, pidfd, status))
+    }
+    .await;
+    match forked {
+        Ok((pid, pidfd, status)) => Ok(Spare {
+            pid,
+            pidfd,
+            status,
+            cgroup,
+        }),
         Err(e) => {
             if let Some(cg) = cgroup.as_mut() {
                 cg.kill_and_remove().await;
@@ -467,88 +562,140 @@ async fn fork(
     }
 }
 
-async fn fork_into(
+/// Starts a new spare for `template` in the background unless it has one or one is coming.
+fn refill(cgroups: Option<Arc<Cgroups>>, template: &Arc<Template>, memory_mb: u32) {
+    {
+        let mut spare = template
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !matches!(*spare, SpareState::Empty) || template.killed() {
+            return;
+        }
+        *spare = SpareState::Preparing;
+    }
+    let template = template.clone();
+    tokio::spawn(async move {
+        let n = SPARES_MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let made = prepare(cgroups.as_ref(), &template, &format!("s-{n}"), memory_mb).await;
+        let unused = {
+            let mut slot = template
+                .spare
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match made {
+                Ok(spare) if !template.killed() => {
+                    *slot = SpareState::Ready(spare);
+                    None
+                }
+                Ok(spare) => {
+                    *slot = SpareState::Empty;
+                    Some(spare)
+                }
+                // The next start forks inline (and tries again).
+                Err(_) => {
+                    *slot = SpareState::Empty;
+                    None
+                }
+            }
+        };
+        if let Some(spare) = unused {
+            spare.discard().await;
+        }
+    });
+}
+
+/// Starts `spec`'s instance from `template`: its spare when it has one, a new fork otherwise;
+/// then has a new spare made. `log`: the output pipe (read, write) to give it, a new one when
+/// `None`.
+async fn fork(
     exec: &ProcessExecutor,
     template: Arc<Template>,
     spec: &InstanceSpec,
     log: Option<(OwnedFd, OwnedFd)>,
-    cgroup: &mut Option<InstanceCgroup>,
-) -> Result<ForkInstance, String> {
+) -> Result<Box<dyn Instance>, String> {
+    let memory_mb = spec.function.config.memory_mb;
+    let spare = match template.take_spare() {
+        Some(spare) => spare,
+        None => prepare(exec.cgroups(), &template, &spec.id.to_string(), memory_mb).await?,
+    };
     let (read, write) = match log {
         Some(log) => log,
-        None => pipe().map_err(|e| e.to_string())?,
+        None => match pipe() {
+            Ok(log) => log,
+            Err(e) => {
+                spare.discard().await;
+                return Err(e.to_string());
+            }
+        },
     };
-    let (status, theirs) = stream_pair().map_err(|e| e.to_string())?;
     let env: serde_json::Map<String, serde_json::Value> = exec
         .full_env(spec)
         .into_iter()
         .map(|(k, v)| (k, serde_json::Value::String(v)))
         .collect();
-    let body = serde_json::to_vec(&serde_json::json!({ "env": env })).map_err(|e| e.to_string())?;
-    let t = template.clone();
-    let (pid, pidfd) = tokio::task::spawn_blocking(move || {
-        let control = t.control.lock().unwrap_or_else(PoisonError::into_inner);
-        // `write` and `theirs` are dropped here: the child has its own copies.
-        request_fork(&control, &body, write.as_raw_fd(), theirs.as_raw_fd())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let pidfd_raw = pidfd.as_raw_fd();
-    let kill = |why: String| {
-        // SAFETY: pidfd_send_signal on a pidfd we own (open until this function returns): it
-        // cannot reach another process.
-        unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, pidfd_raw, libc::SIGKILL, 0, 0);
-        }
-        why
-    };
-    // Into the instance's cgroup before it runs any of the instance's code.
-    if let Some(cg) = cgroup.as_mut() {
-        let text = pid.to_string();
-        for fd in cg.take_join_fds() {
-            // SAFETY: writing our buffer to our own open cgroup.procs descriptor.
-            let n = unsafe { libc::write(fd.as_raw_fd(), text.as_ptr().cast(), text.len()) };
-            if n != text.len() as isize {
-                let e = io::Error::last_os_error();
-                return Err(kill(format!("cannot move the fork into its cgroup: {e}")));
-            }
-        }
-    }
-    // SAFETY: a one-byte send on our own socket.
-    let sent = unsafe {
-        libc::send(
-            status.as_raw_fd(),
-            b"g".as_ptr().cast(),
-            1,
-            libc::MSG_NOSIGNAL,
-        )
-    };
-    if sent != 1 {
-        return Err(kill(format!(
-            "cannot start the fork: {}",
-            io::Error::last_os_error()
-        )));
-    }
-    set_nonblocking(&status).map_err(|e| kill(e.to_string()))?;
+    let body = serde_json::json!({ "env": env }).to_string();
     let uid = *template.uid.lock().unwrap_or_else(PoisonError::into_inner);
-    // SAFETY: both are OwnedFds moved in: nothing else can close or reuse them while they are
-    // registered, and they are deregistered when the AsyncFds drop.
-    let pidfd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| {
-        // Signalled while the error still holds the pidfd open.
-        let why = kill(format!("cannot watch the fork: {e}"));
-        drop(e);
-        why
-    })?;
-    // SAFETY: as above; `kill` still reaches the fork (its pidfd is held by `pidfd`).
-    let status = unsafe { AsyncFd::register(status) }
-        .map_err(|e| kill(format!("cannot watch the fork: {e}")))?;
+    let started = launch(spare, body.as_bytes(), write, uid, template.clone()).await;
+    refill(exec.cgroups().cloned(), &template, memory_mb);
+    started.map(|mut instance| {
+        instance.log = Some(read);
+        Box::new(instance) as Box<dyn Instance>
+    })
+}
+
+/// Sends `spare` its start message (`body`, with `log` attached) and makes it an instance.
+async fn launch(
+    spare: Spare,
+    body: &[u8],
+    log: OwnedFd,
+    uid: Option<u32>,
+    template: Arc<Template>,
+) -> Result<ForkInstance, String> {
+    let sent = send_with_fds(spare.status.as_raw_fd(), body, &[log.as_raw_fd()])
+        .and_then(|()| set_nonblocking(&spare.status));
+    drop(log);
+    if let Err(e) = sent {
+        spare.discard().await;
+        return Err(format!("cannot start the fork: {e}"));
+    }
+    let Spare {
+        pid,
+        pidfd,
+        status,
+        mut cgroup,
+    } = spare;
+    let pidfd_raw = pidfd.as_raw_fd();
+    let registered = (|| {
+        // SAFETY: both are OwnedFds moved in: nothing else can close or reuse them while they
+        // are registered, and they are deregistered when the AsyncFds drop.
+        let pidfd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.to_string())?;
+        // SAFETY: as above.
+        let status = unsafe { AsyncFd::register(status) }.map_err(|e| {
+            // SAFETY: the pidfd is still open (held by `pidfd`): the signal reaches the fork.
+            unsafe {
+                libc::syscall(libc::SYS_pidfd_send_signal, pidfd_raw, libc::SIGKILL, 0, 0);
+            }
+            e.to_string()
+        })?;
+        Ok::<_, String>((pidfd, status))
+    })();
+    let (pidfd, status) = match registered {
+        Ok(fds) => fds,
+        Err(e) => {
+            if let Some(cg) = cgroup.as_mut() {
+                cg.kill_and_remove().await;
+            }
+            return Err(format!("cannot watch the fork: {e}"));
+        }
+    };
     Ok(ForkInstance {
         pid,
         pidfd,
         status,
         status_open: true,
-        log: Some(read),
-        cgroup: None,
+        log: None,
+        cgroup,
         uid,
         exit: None,
         _template: template,
@@ -724,14 +871,10 @@ fn wait_ready(control: &OwnedFd, timeout_ms: u64) -> Result<(), String> {
     }
 }
 
-/// Sends a fork request and returns the child's pid and pidfd.
-fn request_fork(
-    control: &OwnedFd,
-    body: &[u8],
-    log: RawFd,
-    status: RawFd,
-) -> Result<(i32, OwnedFd), String> {
-    send_with_fds(control.as_raw_fd(), body, &[log, status])
+/// Asks the template for a child (which waits for its start message on `status`) and returns
+/// the child's pid and pidfd.
+fn request_fork(control: &OwnedFd, status: RawFd) -> Result<(i32, OwnedFd), String> {
+    send_with_fds(control.as_raw_fd(), b"{}", &[status])
         .map_err(|e| format!("the template does not take requests: {e}"))?;
     let mut buf = [0u8; REPLY_BYTES_MAX];
     let (n, mut fds) = recv_with_fds(control.as_raw_fd(), &mut buf, FORK_REPLY_MS_MAX)

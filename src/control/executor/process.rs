@@ -40,7 +40,7 @@ pub struct ProcessExecutor {
     node: PathBuf,
     python: PathBuf,
     /// This data dir's cgroups, when the server can write them.
-    cgroups: Option<Cgroups>,
+    cgroups: Option<std::sync::Arc<Cgroups>>,
     /// `<data-dir>/functions`, absolute: instances' `LAMBDA_TASK_ROOT` is under it, which is how
     /// `cleanup_orphans` recognises their processes without cgroups.
     functions_dir: PathBuf,
@@ -107,7 +107,7 @@ impl ProcessExecutor {
             deps_dir,
             node,
             python,
-            cgroups: detected.cgroups,
+            cgroups: detected.cgroups.map(std::sync::Arc::new),
             functions_dir: std::path::absolute(&functions_dir).unwrap_or(functions_dir),
             data_dir,
             identity,
@@ -345,7 +345,7 @@ impl ProcessExecutor {
     }
 
     /// Whether instances get their own cgroups, and the cgroups to make them in.
-    pub(super) fn cgroups(&self) -> Option<&Cgroups> {
+    pub(super) fn cgroups(&self) -> Option<&std::sync::Arc<Cgroups>> {
         self.cgroups.as_ref()
     }
 
