@@ -224,3 +224,116 @@ fn an_init_error_is_reported_as_without_forks() {
     assert_eq!(body["errorType"], "ValueError", "{body}");
     assert_eq!(body["errorMessage"], "broken init", "{body}");
 }
+
+/// Handler of the identity test: reports its uid, and with `target` tries to take the next
+/// invocation of another instance's Runtime API address, returning the HTTP status it got.
+const PROBE: &str = r#"
+import http.client, os, time
+INIT_AT = time.time()
+
+def handler(event, context):
+    if event.get("hold"):
+        time.sleep(event["hold"])
+    status = None
+    if event.get("target"):
+        conn = http.client.HTTPConnection(event["target"], timeout=3)
+        try:
+            conn.request("GET", "/2018-06-01/runtime/invocation/next")
+            status = conn.getresponse().status
+        except OSError as e:
+            status = str(e)
+    return {
+        "uid": os.getuid(),
+        "pid": os.getpid(),
+        "init_at": INIT_AT,
+        "api": os.environ["AWS_LAMBDA_RUNTIME_API"],
+        "status": status,
+    }
+"#;
+
+/// With identities (a root server and an interpreter every uid can run): the forks of one
+/// function share their template's uid, one from the instance range, and an instance of another
+/// function is refused on their Runtime API address. Skipped when not root or without a
+/// world-usable `/usr/bin/python3` (a pyenv interpreter under `/root` is not).
+#[test]
+fn forked_instances_share_their_templates_uid_and_other_functions_are_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIP forked instances' identities: needs root and /usr/bin/python3");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("/usr/bin:/bin:{}", std::env::var("PATH").unwrap_or_default());
+    // A uid range of its own (e2e_isolation's are below it).
+    let base = (lambda_at_home::config::INSTANCE_UID_BASE_DEFAULT + 50_000).to_string();
+    let server = common::child::ChildServer::start_with_env(
+        dir.path(),
+        &[
+            "--instance-uid-base",
+            &base,
+            "--instance-uids",
+            "1000",
+            "--scale-out",
+            "eager",
+        ],
+        &[("PATH", &path)],
+    );
+    let call = |method: &str, path: &str, body: &Value| {
+        http_call(server.addr, method, path, &[], body.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    };
+    let create = |name: &str| {
+        let body = json!({
+            "FunctionName": name, "Runtime": "python3.12", "Role": ROLE,
+            "Handler": "lambda_function.handler", "Timeout": 10,
+            "Code": { "ZipFile": zip_b64(&[("lambda_function.py", PROBE.as_bytes(), 0o644)]) },
+        });
+        expect_json(&call("POST", "/2015-03-31/functions", &body), 201);
+    };
+    let invoke = |name: &str, payload: Value| {
+        let resp = call(
+            "POST",
+            &format!("/2015-03-31/functions/{name}/invocations"),
+            &payload,
+        );
+        assert_eq!(resp.header_str("X-Amz-Function-Error"), None, "{}", describe(&resp));
+        expect_json(&resp, 200)
+    };
+    create("victim");
+    create("intruder");
+    let first = invoke("victim", json!({}));
+    let [a, b] = std::thread::scope(|s| {
+        let a = s.spawn(|| invoke("victim", json!({ "hold": 2.0 })));
+        let b = s.spawn(|| invoke("victim", json!({ "hold": 2.0 })));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    assert_ne!(a["pid"], b["pid"], "two instances: {a} {b}");
+    let uid = first["uid"].as_u64().unwrap();
+    assert!(uid >= base.parse::<u64>().unwrap(), "an instance uid: {first}");
+    for r in [&a, &b] {
+        assert_eq!(r["init_at"], first["init_at"], "forks of one template: {first} {r}");
+        assert_eq!(r["uid"].as_u64(), Some(uid), "siblings share the template's uid: {r}");
+    }
+    // Another function's instance, on the victim's (idle, parked) instance address.
+    let intruder = invoke("intruder", json!({ "target": first["api"] }));
+    assert_ne!(intruder["uid"].as_u64(), Some(uid), "{intruder}");
+    assert_eq!(intruder["status"], 403, "refused by identity: {intruder}");
+    // The victim still serves.
+    invoke("victim", json!({}));
+    // A graceful stop kills the instances and the templates (a kill -9 would leave the forks to
+    // exit on their own).
+    let mut server = server;
+    // SAFETY: kill with our own child's pid.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    let stopped = wait_until(std::time::Duration::from_secs(20), || {
+        matches!(server.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(stopped, "the server did not stop on SIGTERM");
+}
