@@ -268,7 +268,10 @@ fn forked_instances_share_their_templates_uid_and_other_functions_are_refused() 
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let path = format!("/usr/bin:/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "/usr/bin:/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
     // A uid range of its own (e2e_isolation's are below it).
     let base = (lambda_at_home::config::INSTANCE_UID_BASE_DEFAULT + 50_000).to_string();
     let server = common::child::ChildServer::start_with_env(
@@ -301,7 +304,12 @@ fn forked_instances_share_their_templates_uid_and_other_functions_are_refused() 
             &format!("/2015-03-31/functions/{name}/invocations"),
             &payload,
         );
-        assert_eq!(resp.header_str("X-Amz-Function-Error"), None, "{}", describe(&resp));
+        assert_eq!(
+            resp.header_str("X-Amz-Function-Error"),
+            None,
+            "{}",
+            describe(&resp)
+        );
         expect_json(&resp, 200)
     };
     create("victim");
@@ -314,10 +322,20 @@ fn forked_instances_share_their_templates_uid_and_other_functions_are_refused() 
     });
     assert_ne!(a["pid"], b["pid"], "two instances: {a} {b}");
     let uid = first["uid"].as_u64().unwrap();
-    assert!(uid >= base.parse::<u64>().unwrap(), "an instance uid: {first}");
+    assert!(
+        uid >= base.parse::<u64>().unwrap(),
+        "an instance uid: {first}"
+    );
     for r in [&a, &b] {
-        assert_eq!(r["init_at"], first["init_at"], "forks of one template: {first} {r}");
-        assert_eq!(r["uid"].as_u64(), Some(uid), "siblings share the template's uid: {r}");
+        assert_eq!(
+            r["init_at"], first["init_at"],
+            "forks of one template: {first} {r}"
+        );
+        assert_eq!(
+            r["uid"].as_u64(),
+            Some(uid),
+            "siblings share the template's uid: {r}"
+        );
     }
     // Another function's instance, on the victim's (idle, parked) instance address.
     let intruder = invoke("intruder", json!({ "target": first["api"] }));
@@ -336,4 +354,39 @@ fn forked_instances_share_their_templates_uid_and_other_functions_are_refused() 
         matches!(server.child.try_wait(), Ok(Some(_)))
     });
     assert!(stopped, "the server did not stop on SIGTERM");
+}
+
+/// A template that died (here: killed) never fails an invocation: its spare may still serve one
+/// start, the next falls back to an ordinary start, and the one after gets a new template.
+#[test]
+fn a_dead_template_falls_back_to_normal_starts() {
+    let server = server(false);
+    let name = unique_name("deadtpl");
+    server.create_python(&name, SOURCE, json!({ "Timeout": 10 }));
+    let (first, _) = invoke_tail(&server, &name, "first", 0.0);
+    let template = first["init_pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill with the pid of the template the function reported.
+    assert_eq!(unsafe { libc::kill(template, libc::SIGKILL) }, 0);
+    let mut results = Vec::new();
+    // Each round keeps every existing instance busy and needs one more.
+    for round in 2..=4 {
+        let got: Vec<Value> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..round)
+                .map(|i| {
+                    let (server, name) = (&server, &name);
+                    s.spawn(move || invoke_tail(server, name, &format!("r{round}-{i}"), 2.0).0)
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        results.extend(got);
+    }
+    assert!(
+        starts_of_kind(&server, "exec") >= 1.0,
+        "a fork of the dead template failed and the start fell back"
+    );
+    assert!(
+        results.iter().any(|r| r["init_at"] != first["init_at"]),
+        "a new init ran: {results:?}"
+    );
 }

@@ -10,13 +10,15 @@
 //!
 //! Protocol (a `SOCK_SEQPACKET` socketpair; the template's end is inherited across exec and named
 //! by `_LAMBDA_FORK_CONTROL_FD`): the template sends `{"ready":true}` once its init is done, or
-//! `{"refused":REASON}` (init error, threads) and exits. A fork request is `{"env":{...}}` with two
-//! descriptors (SCM_RIGHTS): the write end of the instance's output pipe and one end of a
-//! per-instance `SOCK_STREAM` pair. The template forks and answers `{"pid":N}` with a pidfd of the
-//! child, or `{"error":...}`. The server moves the child into the instance's cgroup, then writes
-//! `g` on its end of the pair: only then does the child adopt its environment and connect. When
-//! the child ends, the template reaps it and writes its 4-byte wait status on the pair, which is
-//! how `ForkInstance::wait` learns the exit; if the template is gone first, the pidfd says when.
+//! `{"refused":REASON}` (init error, threads) and exits. A fork request is `{}` with one end of a
+//! new `SOCK_STREAM` pair attached (SCM_RIGHTS); the template forks and answers `{"pid":N}` with a
+//! pidfd of the child, or `{"error":...}`. The child waits on the pair while the server moves it
+//! into a cgroup of its own; the *start message* on the pair (`{"env":{...}}`, the instance's
+//! environment, with the write end of its output pipe attached) makes it the instance. Each
+//! template keeps one such child ready (`Spare`), so that a start pays neither the fork nor the
+//! cgroup move (milliseconds to tens of milliseconds in the kernel). When a child ends, the
+//! template reaps it and writes its 4-byte wait status on the pair, which is how
+//! `ForkInstance::wait` learns the exit; if the template is gone first, the pidfd says when.
 //!
 //! Identity: a template runs under the uid of the start that created it, and all its forks share
 //! that uid (an instance cannot give its forks fresh uids without privilege). The uid goes back to
@@ -24,10 +26,13 @@
 //! it was killed (`Template`'s drop); siblings of one function version can therefore take each
 //! other's invocations, instances of other functions cannot (docs/isolation.md).
 //!
-//! Limits: at most `TEMPLATES_MAX` templates (least recently used dropped first), each in its own
-//! cgroup limited to the function's MemorySize. Every failure falls back to an ordinary start
+//! Limits: at most `TEMPLATES_MAX` templates (least recently used dropped first), each, and its
+//! spare, in its own cgroup limited to the function's MemorySize. Every failure falls back to an ordinary start
 //! (`None` from `Templates::start`); a failure of the template itself (refusal, init error,
 //! timeout) turns fork starts off for that function version until its next change.
+//!
+//! Invariants: a uid a template holds is not in the pool until the template and its forks are
+//! gone and nothing runs under it; a fork's end never kills under its uid (its siblings run there).
 
 use std::collections::HashMap;
 use std::io;
@@ -497,6 +502,17 @@ enum SpareState {
     Ready(Spare),
 }
 
+/// Whether the process behind `pidfd` still runs (its pidfd is not readable yet).
+fn pidfd_alive(pidfd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd with a zero timeout.
+    unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
+}
+
 fn signal_pidfd(pidfd: &OwnedFd, sig: i32) {
     // SAFETY: pidfd_send_signal on a pidfd we own reaches exactly its process (or nothing).
     unsafe {
@@ -616,8 +632,15 @@ async fn fork(
 ) -> Result<Box<dyn Instance>, String> {
     let memory_mb = spec.function.config.memory_mb;
     let spare = match template.take_spare() {
-        Some(spare) => spare,
-        None => prepare(exec.cgroups(), &template, &spec.id.to_string(), memory_mb).await?,
+        // A spare that died while it waited (killed from outside) would be an instance that
+        // ends at once: make another.
+        Some(spare) if pidfd_alive(&spare.pidfd) => spare,
+        dead => {
+            if let Some(spare) = dead {
+                spare.discard().await;
+            }
+            prepare(exec.cgroups(), &template, &spec.id.to_string(), memory_mb).await?
+        }
     };
     let (read, write) = match log {
         Some(log) => log,
@@ -722,19 +745,8 @@ struct ForkInstance {
 }
 
 impl ForkInstance {
-    /// Whether it still runs (its pidfd is not readable yet).
-    fn alive(&self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.pidfd.get_ref().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll on one valid pollfd with a zero timeout.
-        unsafe { libc::poll(&mut pfd, 1, 0) == 0 }
-    }
-
     fn signal_group(&self, sig: i32) {
-        if self.exit.is_none() && self.alive() {
+        if self.exit.is_none() && pidfd_alive(self.pidfd.get_ref()) {
             // SAFETY: signals to a live process's own group: a running process keeps its pid
             // (and so its group id) from being reused; an ended one is not signalled.
             unsafe {
@@ -811,8 +823,13 @@ impl Instance for ForkInstance {
 
     fn kill(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            self.signal_group(libc::SIGKILL);
-            self.signal_group(libc::SIGCONT);
+            // The whole group, as for an ordinary instance, even once the fork itself has ended:
+            // a process group id is not reused while the group has members.
+            // SAFETY: killpg of the group the fork created; a stale one yields ESRCH.
+            unsafe {
+                libc::killpg(self.pid, libc::SIGKILL);
+                libc::killpg(self.pid, libc::SIGCONT);
+            }
             // SAFETY: pidfd_send_signal on our own pidfd reaches exactly this process.
             unsafe {
                 libc::syscall(
