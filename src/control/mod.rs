@@ -407,7 +407,20 @@ impl InstanceTask {
         };
         waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let result = self.executor.start(spec).await;
+        // The place in the start gate is held through the init's first moments only, also when
+        // the executor's start includes an init (a fork template imports the handler inside it).
+        let result = {
+            let start = self.executor.start(spec);
+            tokio::pin!(start);
+            let slot_ends = tokio::time::sleep(INIT_SLOT);
+            tokio::pin!(slot_ends);
+            loop {
+                tokio::select! {
+                    result = &mut start => break result,
+                    () = &mut slot_ends, if permit.is_some() => drop(permit.take()),
+                }
+            }
+        };
         let start_us = started.elapsed().as_micros() as u64;
         self.shared.metrics.executor_start.observe_us(start_us);
         let mut instance = match result {

@@ -659,12 +659,10 @@ async fn fork(
         .collect();
     let body = serde_json::json!({ "env": env }).to_string();
     let uid = *template.uid.lock().unwrap_or_else(PoisonError::into_inner);
-    let started = launch(spare, body.as_bytes(), write, uid, template.clone()).await;
+    let mut instance = launch(spare, body.as_bytes(), write, uid, template.clone()).await?;
+    instance.log = Some(read);
     refill(exec.cgroups().cloned(), &template, memory_mb);
-    started.map(|mut instance| {
-        instance.log = Some(read);
-        Box::new(instance) as Box<dyn Instance>
-    })
+    Ok(Box::new(instance))
 }
 
 /// Sends `spare` its start message (`body`, with `log` attached) and makes it an instance.
