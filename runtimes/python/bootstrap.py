@@ -713,6 +713,12 @@ def serve_template(control_fd):
         _template_reply(control, {"refused": "the handler module started threads"})
         control.close()
         sys.exit(0)
+    # What the init allocated moves to the collector's permanent generation: a fork's collections
+    # then never walk (and so never copy-on-write) the pages it shares with the template.
+    import gc
+
+    gc.collect()
+    gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()
     # The output pipe is the first instance's: the template's init output goes there (as AWS puts
