@@ -93,6 +93,8 @@ pub struct ControlPlane {
     /// Instance tasks report their end here (what to give back).
     ended_tx: mpsc::UnboundedSender<Ended>,
     ended_rx: mpsc::UnboundedReceiver<Ended>,
+    /// Uids the executor kept beyond an instance (a fork template's), given back once free.
+    uid_returns: Option<mpsc::UnboundedReceiver<u32>>,
 }
 
 /// What an ended instance gives back: its address and, once nothing runs under it, its uid.
@@ -109,6 +111,7 @@ impl ControlPlane {
         let base = u32::from(shared.config.instance_net) & 0xffff_0000;
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let uids = UidPool::new(shared.config.instance_uid_base, shared.config.instance_uids);
+        let uid_returns = executor.take_uid_returns();
         ControlPlane {
             shared,
             registry: Arc::new(Mutex::new(registry)),
@@ -124,6 +127,7 @@ impl ControlPlane {
             uids,
             ended_tx,
             ended_rx,
+            uid_returns,
         }
     }
 
@@ -153,6 +157,7 @@ impl ControlPlane {
                         self.uids.give_back(uid);
                     }
                 }
+                Some(uid) = next_uid_return(&mut self.uid_returns) => self.uids.give_back(uid),
                 Some(path) = released.recv() => {
                     // On the blocking pool: the registry may be locked by a long upload.
                     let registry = self.registry.clone();
@@ -192,6 +197,7 @@ impl ControlPlane {
     fn api(&mut self, request: Request, reply: oneshot::Sender<ApiAnswer>) {
         let registry = self.registry.clone();
         let shared = self.shared.clone();
+        let executor = self.executor.clone();
         tokio::task::spawn_blocking(move || {
             // The core checked the header, key and clock; the signature, which hashes a body of
             // up to 70 MB, is checked here so that no core stalls on it.
@@ -235,6 +241,7 @@ impl ControlPlane {
             let answer = api::route(&mut call).into();
             for pool in std::mem::take(&mut call.retire) {
                 retire(&shared, &pool);
+                executor.retire(&pool);
             }
             for name in std::mem::take(&mut call.deleted) {
                 // On the blocking pool: waiting for room in the log store's inbox is allowed.
@@ -338,6 +345,15 @@ impl ControlPlane {
                 _ => break,
             }
         }
+        self.executor.shutdown().await;
+    }
+}
+
+/// The next uid the executor gives back; never resolves without an executor that keeps uids.
+async fn next_uid_return(returns: &mut Option<mpsc::UnboundedReceiver<u32>>) -> Option<u32> {
+    match returns {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -391,7 +407,20 @@ impl InstanceTask {
         };
         waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let result = self.executor.start(spec).await;
+        // The place in the start gate is held through the init's first moments only, also when
+        // the executor's start includes an init (a fork template imports the handler inside it).
+        let result = {
+            let start = self.executor.start(spec);
+            tokio::pin!(start);
+            let slot_ends = tokio::time::sleep(INIT_SLOT);
+            tokio::pin!(slot_ends);
+            loop {
+                tokio::select! {
+                    result = &mut start => break result,
+                    () = &mut slot_ends, if permit.is_some() => drop(permit.take()),
+                }
+            }
+        };
         let start_us = started.elapsed().as_micros() as u64;
         self.shared.metrics.executor_start.observe_us(start_us);
         let mut instance = match result {
@@ -406,6 +435,13 @@ impl InstanceTask {
         };
         let log = instance.take_log();
         let verified = instance.uid();
+        let forked = instance.forked();
+        let kind = if forked {
+            &self.shared.metrics.starts_fork
+        } else {
+            &self.shared.metrics.starts_exec
+        };
+        kind.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if uid.is_some() && verified.is_none() {
             self.shared
                 .metrics
@@ -444,7 +480,13 @@ impl InstanceTask {
         self.shared
             .send_core(core, CoreMsg::InstanceExited { id, exit });
         drop(function);
-        self.end(uid, verified.is_some()).await;
+        if forked {
+            // A fork runs under its template's uid, which outlives it: `uid` either became the
+            // template's (the start that created it) or was never used (given back as is).
+            self.end(uid.filter(|u| Some(*u) != verified), false).await;
+        } else {
+            self.end(uid, verified.is_some()).await;
+        }
     }
 
     /// Reports the end; the uid goes back only once nothing runs under it: when the instance ran

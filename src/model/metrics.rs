@@ -110,6 +110,10 @@ pub struct Metrics {
     /// Instances that were to get an identity but run without one (the executor could not
     /// switch to their uid, e.g. a non-root process executor): their connections are unverified.
     pub instances_unverified: AtomicU64,
+    /// Instances started as forks of a template (process executor, Python; docs/cold-starts.md).
+    pub starts_fork: AtomicU64,
+    /// Instances started from scratch (a new process or container).
+    pub starts_exec: AtomicU64,
     pub duration: Histogram,
     pub init_duration: Histogram,
     /// The executor's part of a cold start (process spawn; container create + start).
@@ -208,6 +212,15 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP lah_executor_starts_total Instances the executor started, by kind: fork (of a \
+             pre-initialised template) or exec (from scratch).\n# TYPE lah_executor_starts_total \
+             counter\nlah_executor_starts_total{{kind=\"fork\"}} {}\n\
+             lah_executor_starts_total{{kind=\"exec\"}} {}",
+            self.starts_fork.load(Ordering::Relaxed),
+            self.starts_exec.load(Ordering::Relaxed)
+        );
         let waiting = self.start_gate_waiting.load(Ordering::Relaxed);
         let _ = writeln!(
             out,

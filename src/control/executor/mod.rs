@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod docker;
+pub mod fork;
 pub mod process;
 pub mod sandbox;
 
@@ -73,6 +74,23 @@ pub trait Executor: Send + Sync + 'static {
     fn cleanup_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
         Box::pin(async { Ok(0) })
     }
+
+    /// The instances of pool `pool` (`NAME` or `NAME:N`) are stale (code or configuration
+    /// changed, or the function or version was deleted): whatever the executor keeps for starting
+    /// them (fork templates) goes. Called from the blocking pool; must not block for long.
+    fn retire(&self, _pool: &str) {}
+
+    /// The server is stopping and every instance has been killed: release what is left.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Where the executor gives back instance uids it took over from an instance's start (a fork
+    /// template keeps the uid of the start that created it until it and its forks are gone);
+    /// taken once by the control plane. `None`: the executor never keeps a uid.
+    fn take_uid_returns(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<u32>> {
+        None
+    }
 }
 
 /// One running instance, owned by the control plane's task for it.
@@ -96,6 +114,13 @@ pub trait Instance: Send {
     /// other instance runs as it (`InstanceSpec::uid` was applied); `None`: unverifiable.
     fn uid(&self) -> Option<u32> {
         None
+    }
+
+    /// Whether it is a fork of a template (`fork`): the uid it runs as is then its template's,
+    /// shared with its siblings and outliving it, so its end neither kills what runs under that
+    /// uid nor gives the uid back (the template's end does both).
+    fn forked(&self) -> bool {
+        false
     }
 }
 
