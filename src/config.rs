@@ -223,6 +223,12 @@ pub struct Config {
     #[arg(long, env = "LAH_USE_WEBSOCKET", default_value_t = true, action = clap::ArgAction::Set)]
     pub use_websocket: bool,
 
+    /// Python instances of the process executor start as forks of a template that has already
+    /// imported the handler (docs/cold-starts.md); `false` starts every instance from scratch. A
+    /// function opts out with its own `LAMBDA_USE_FORK=false`.
+    #[arg(long, env = "LAH_FORK_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fork_start: bool,
+
     /// First address of the per-instance Runtime API addresses (a /16 inside 127.0.0.0/8).
     #[arg(long, env = "LAH_INSTANCE_NET", default_value = "127.10.0.0")]
     pub instance_net: std::net::Ipv4Addr,

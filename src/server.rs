@@ -279,6 +279,7 @@ async fn choose_executor(shared: &Arc<Switchboard>) -> Result<Arc<dyn Executor>,
             &config.data_dir,
             &config.resolve_runtimes_dir(),
             config.instance_uids > 0,
+            config.fork_start,
         )) as Arc<dyn Executor>
     };
     match config.executor {

@@ -1100,7 +1100,7 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
     expect_json(&resp, 201);
     server.invoke_ok(&warm, &json!({}));
     assert_eq!(
-        (starts_of(&server, "created"), starts_of(&server, "pooled")),
+        (starts_of(&server, "exec"), starts_of(&server, "pooled")),
         (1.0, 0.0)
     );
     let slot = wait_for_pool_slot(&server, &[]);
@@ -1137,7 +1137,7 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
     let got = expect_json(&resp, 200);
     assert_eq!(resp.header_str("X-Amz-Function-Error"), None, "{got}");
     assert_eq!(
-        (starts_of(&server, "created"), starts_of(&server, "pooled")),
+        (starts_of(&server, "exec"), starts_of(&server, "pooled")),
         (1.0, 1.0),
         "the second function's start was not served from the pool"
     );
@@ -1186,7 +1186,7 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
     expect_json(&resp, 201);
     server.invoke_ok(&big, &json!({}));
     assert_eq!(
-        (starts_of(&server, "created"), starts_of(&server, "pooled")),
+        (starts_of(&server, "exec"), starts_of(&server, "pooled")),
         (2.0, 1.0)
     );
     let owner = lambda_at_home::control::executor::cgroup::data_dir_key(&data_dir);
@@ -1214,7 +1214,7 @@ fn pool_off_creates_every_container() {
         assert_eq!(containers_of(&name).len(), 1);
     }
     assert_eq!(
-        (starts_of(&server, "created"), starts_of(&server, "pooled")),
+        (starts_of(&server, "exec"), starts_of(&server, "pooled")),
         (2.0, 0.0)
     );
     assert!(pool_slots(&server).is_empty());

@@ -227,7 +227,7 @@ pub fn overlays(reports: &[(PathBuf, ReportView)]) -> Vec<(String, String, Strin
             let Some(h) = merged_histogram(&phases) else {
                 continue;
             };
-            if key.scenario == "cold" {
+            if crate::view::is_cold(&key.scenario) {
                 continue; // a handful of samples: the cold table says more than a curve
             }
             let target = (key.runtime.clone(), key.transport.clone());

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::compare::Spread;
 use crate::plots::{self, Bar, Line};
-use crate::view::{merged_histogram, scenario_title, PhaseView, ReportView};
+use crate::view::{is_cold, merged_histogram, scenario_title, PhaseView, ReportView};
 
 /// One chart: `suffix` names its file (`<stem>-<suffix>.svg`).
 #[derive(Clone, Debug)]
@@ -33,7 +33,7 @@ pub fn scenario_charts(view: &ReportView, scenario: &str) -> Vec<Chart> {
         .collect();
     let title = scenario_title(scenario);
     let mut charts = Vec::new();
-    if scenario == "cold" {
+    if is_cold(scenario) {
         let lines: Vec<Line> = in_scenario
             .iter()
             .map(|(k, phases)| Line {
@@ -45,10 +45,11 @@ pub fn scenario_charts(view: &ReportView, scenario: &str) -> Vec<Chart> {
                     .collect(),
             })
             .collect();
-        if let Some(svg) = plots::cold_chart("Cold start: distribution of samples", &lines) {
+        let chart_title = format!("{title}: distribution of samples");
+        if let Some(svg) = plots::cold_chart(&chart_title, &lines) {
             charts.push(Chart {
-                suffix: "cold-distribution".into(),
-                title: "Cold start: distribution of samples".into(),
+                suffix: format!("{scenario}-distribution"),
+                title: chart_title,
                 svg,
             });
         }
@@ -116,7 +117,7 @@ pub fn scenario_charts(view: &ReportView, scenario: &str) -> Vec<Chart> {
             });
         }
     }
-    if scenario != "cold" {
+    if !is_cold(scenario) {
         let bars: Vec<Bar> = in_scenario
             .iter()
             .map(|(k, phases)| Bar {

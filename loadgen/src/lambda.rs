@@ -41,6 +41,9 @@ pub enum ApiError {
     Zip(String),
 }
 
+/// The environment variable whose value (ms) the echo functions sleep in their module init.
+pub const INIT_SLEEP_ENV: &str = "LOADGEN_INIT_SLEEP_MS";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
@@ -70,13 +73,30 @@ impl RuntimeKind {
         }
     }
 
-    /// The echo function: returns its event unchanged.
+    /// The echo function: returns its event unchanged. An event with `loadgen_hold_ms` is
+    /// answered that much later (`loadgen cold`'s later-instance samples keep instances busy
+    /// with it), and `LOADGEN_INIT_SLEEP_MS` in the environment makes module init sleep that
+    /// long (`--init-sleep-ms`: a function with a slow init, without a CPU-burning one).
     fn source(self) -> (&'static str, &'static str) {
         match self {
-            RuntimeKind::Node => ("index.js", "exports.handler = async (event) => event;\n"),
+            RuntimeKind::Node => (
+                "index.js",
+                "const initSleep = Number(process.env.LOADGEN_INIT_SLEEP_MS || 0);\n\
+                 if (initSleep > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, initSleep);\n\
+                 exports.handler = async (event) => {\n\
+                 \x20 if (event && event.loadgen_hold_ms) await new Promise((r) => setTimeout(r, event.loadgen_hold_ms));\n\
+                 \x20 return event;\n\
+                 };\n",
+            ),
             RuntimeKind::Python => (
                 "lambda_function.py",
-                "def handler(event, context):\n    return event\n",
+                "import os\nimport time\n\n\
+                 _INIT_SLEEP_MS = int(os.environ.get(\"LOADGEN_INIT_SLEEP_MS\") or 0)\n\
+                 if _INIT_SLEEP_MS > 0:\n    time.sleep(_INIT_SLEEP_MS / 1000)\n\n\n\
+                 def handler(event, context):\n\
+                 \x20   if isinstance(event, dict) and event.get(\"loadgen_hold_ms\"):\n\
+                 \x20       time.sleep(event[\"loadgen_hold_ms\"] / 1000)\n\
+                 \x20   return event\n",
             ),
         }
     }
@@ -481,6 +501,68 @@ mod tests {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut file, &mut text).unwrap();
             assert_eq!(text, source);
+        }
+    }
+
+    /// Runs the echo handler of `runtime` with the host's interpreter: module init with
+    /// `INIT_SLEEP_ENV` = `init_ms`, then the handler with a plain event and with a hold event.
+    /// Prints `init_ms`, the plain echo, `hold_ms` and the held echo, one per line.
+    fn run_echo(runtime: RuntimeKind, init_ms: u64, hold_ms: u64) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let (name, source) = runtime.source();
+        std::fs::write(dir.path().join(name), source).unwrap();
+        let hold = String::from_utf8(crate::scenarios::hold_event(hold_ms)).unwrap();
+        let (program, script) = match runtime {
+            RuntimeKind::Node => (
+                "node",
+                format!(
+                    "const t0 = Date.now(); const m = require('./index.js'); const init = Date.now() - t0;\n\
+                     (async () => {{ const plain = await m.handler({{a: [1]}});\n\
+                     const t1 = Date.now(); const held = await m.handler({hold});\n\
+                     console.log([init, JSON.stringify(plain), Date.now() - t1, JSON.stringify(held)].join('\\n')); }})();"
+                ),
+            ),
+            RuntimeKind::Python => (
+                "python3",
+                format!(
+                    "import json, time\nt0 = time.time()\nimport lambda_function as m\n\
+                     init = int((time.time() - t0) * 1000)\nplain = m.handler({{'a': [1]}}, None)\n\
+                     t1 = time.time()\nheld = m.handler(json.loads('{hold}'), None)\n\
+                     print(init, json.dumps(plain, separators=(',', ':')), int((time.time() - t1) * 1000), json.dumps(held, separators=(',', ':')), sep='\\n')\n"
+                ),
+            ),
+        };
+        let out = std::process::Command::new(program)
+            .arg(if program == "node" { "-e" } else { "-c" })
+            .arg(script)
+            .current_dir(dir.path())
+            .env(INIT_SLEEP_ENV, init_ms.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn echo_handlers_echo_hold_and_sleep_in_init_when_asked() {
+        for runtime in [RuntimeKind::Node, RuntimeKind::Python] {
+            let lines = run_echo(runtime, 120, 80);
+            let num = |i: usize| lines[i].parse::<u64>().unwrap();
+            assert!(num(0) >= 115, "{runtime:?} init slept: {lines:?}");
+            assert_eq!(lines[1], r#"{"a":[1]}"#, "{runtime:?}");
+            assert!(num(2) >= 75, "{runtime:?} held: {lines:?}");
+            assert_eq!(lines[3], r#"{"loadgen_hold_ms":80}"#, "{runtime:?}");
+            // No sleep asked: the handler still answers, and a 0 hold is a plain echo.
+            let quick = run_echo(runtime, 0, 0);
+            assert_eq!(quick[3], r#"{"loadgen_hold_ms":0}"#, "{runtime:?}");
         }
     }
 

@@ -195,6 +195,15 @@ struct Options {
     /// Pause after each configuration change before the cold invoke (lets the old instance exit).
     #[arg(long, global = true, default_value_t = 250)]
     cold_pause_ms: u64,
+    /// Later-instance cold-start samples per function, after the first-instance ones: a new
+    /// instance of an unchanged configuration while the others are busy (0: none). Needs
+    /// loadgen's own echo functions (not with `--function`).
+    #[arg(long, global = true, default_value_t = 5)]
+    later_samples: u64,
+    /// Module-level init of the echo functions sleeps this long (the functions loadgen creates
+    /// get `LOADGEN_INIT_SLEEP_MS`): a function with a slow init, for cold starts.
+    #[arg(long, global = true, default_value_t = 0)]
+    init_sleep_ms: u64,
     /// Sequential invokes in the warm-start scenario.
     #[arg(long, global = true, default_value_t = 1000)]
     warm_invokes: u64,
@@ -805,8 +814,14 @@ async fn setup_targets(
                 runtime.label(),
                 transport.label()
             );
-            let env =
+            let mut env =
                 BTreeMap::from([(TRANSPORT_ENV.to_owned(), transport.env_value().to_owned())]);
+            if opts.init_sleep_ms > 0 {
+                env.insert(
+                    lambda::INIT_SLEEP_ENV.to_owned(),
+                    opts.init_sleep_ms.to_string(),
+                );
+            }
             let mut target = Target {
                 function: name,
                 runtime,
@@ -1000,8 +1015,21 @@ async fn run_phases(
             match scenario {
                 Scenario::Cold => {
                     let pause = Duration::from_millis(opts.cold_pause_ms);
-                    phases.push(scenarios::cold(bench, target, opts.samples, pause, run_id).await);
+                    let cold = scenarios::cold(bench, target, opts.samples, pause, run_id).await;
+                    // Holders must outlast the measured start: four times the slowest first
+                    // start (bounded in `cold_later`).
+                    let hold = cold.latency.as_ref().map_or(Duration::ZERO, |l| {
+                        Duration::from_secs_f64(l.max_ms * 4.0 / 1e3)
+                    });
+                    phases.push(cold);
+                    if opts.later_samples > 0 && opts.function.is_none() {
+                        phases.push(
+                            scenarios::cold_later(bench, target, opts.later_samples, hold).await,
+                        );
+                        retire_instances(bench, opts, target, run_id).await;
+                    }
                 }
+                Scenario::ColdLater => {}
                 Scenario::Warm => {
                     phases.push(scenarios::warm(bench, target, opts.warm_invokes).await)
                 }
@@ -1074,6 +1102,8 @@ fn settings(opts: &Options, scenarios: Vec<Scenario>) -> Settings {
         payload_bytes: lambda::payload(opts.payload_bytes).len(),
         cold_samples: opts.samples,
         cold_pause_ms: opts.cold_pause_ms,
+        cold_later_samples: opts.later_samples,
+        init_sleep_ms: opts.init_sleep_ms,
         warm_invokes: opts.warm_invokes,
         rate_per_s: opts.rate,
         duration_s: opts.duration_s,

@@ -198,6 +198,10 @@ pub struct Settings {
     pub payload_bytes: usize,
     pub cold_samples: u64,
     pub cold_pause_ms: u64,
+    /// Later-instance cold-start samples per function (`--later-samples`).
+    pub cold_later_samples: u64,
+    /// `--init-sleep-ms`: the echo functions' module init sleeps this long.
+    pub init_sleep_ms: u64,
     pub warm_invokes: u64,
     pub rate_per_s: f64,
     pub duration_s: f64,
@@ -441,7 +445,12 @@ fn comparison(out: &mut String, r: &Report, runtime: RuntimeKind) {
             out,
             "| Scenario | HTTP (ms) | WebSocket (ms) | Improvement |\n|----------|-----------|----------------|-------------|"
         );
-        for scenario in [Scenario::Cold, Scenario::Warm, Scenario::Highfreq] {
+        for scenario in [
+            Scenario::Cold,
+            Scenario::ColdLater,
+            Scenario::Warm,
+            Scenario::Highfreq,
+        ] {
             let h = med(Transport::Http, scenario, None, pick);
             let w = med(Transport::Ws, scenario, None, pick);
             if h.is_none() && w.is_none() {
@@ -503,7 +512,7 @@ fn load_label(p: &Phase, s: &Settings) -> String {
 
 fn load_label_one(p: &Phase, s: &Settings) -> String {
     match p.scenario {
-        Scenario::Cold => format!("{} samples", p.cold_samples.len()),
+        Scenario::Cold | Scenario::ColdLater => format!("{} samples", p.cold_samples.len()),
         Scenario::Warm => format!("{} sequential", p.ok + p.errors.values().sum::<u64>()),
         Scenario::Highfreq => format!(
             "{:.0}/s × {:.0} s, {} conns",
@@ -544,7 +553,7 @@ fn floor_section(out: &mut String, r: &Report) {
     let mut seen: Vec<(RuntimeKind, Transport, Scenario, Option<usize>)> = Vec::new();
     for p in &r.phases {
         let key = (p.runtime, p.transport, p.scenario, p.concurrency);
-        if p.scenario == Scenario::Cold || seen.contains(&key) {
+        if p.scenario.is_cold() || seen.contains(&key) {
             continue;
         }
         seen.push(key);
@@ -659,7 +668,7 @@ fn detail(out: &mut String, r: &Report) {
             ms(l.map(|l| l.p999_ms)),
             ms(l.map(|l| l.max_ms)),
             ms(l.map(|l| l.mean_ms)),
-            if p.scenario == Scenario::Cold {
+            if p.scenario.is_cold() {
                 "–".into()
             } else {
                 num(Some(p.throughput_per_s), 0)
@@ -671,11 +680,7 @@ fn detail(out: &mut String, r: &Report) {
 }
 
 fn cold_detail(out: &mut String, r: &Report) {
-    let colds: Vec<&Phase> = r
-        .phases
-        .iter()
-        .filter(|p| p.scenario == Scenario::Cold)
-        .collect();
+    let colds: Vec<&Phase> = r.phases.iter().filter(|p| p.scenario.is_cold()).collect();
     if colds.is_empty() {
         return;
     }
@@ -683,12 +688,16 @@ fn cold_detail(out: &mut String, r: &Report) {
     let _ = writeln!(
         out,
         "Client latency of the first invoke of a fresh instance; \"init\" is the server's \
-         `Init Duration` from the REPORT line of the invoke's log tail. The `create` sample is the \
-         first invoke after CreateFunction, the others follow an UpdateFunctionConfiguration.\n"
+         `Init Duration` from the REPORT line of the invoke's log tail. \"First\" instances: the \
+         `create` sample is the first invoke after CreateFunction, the others follow an \
+         UpdateFunctionConfiguration (a new configuration's first instance). \"Later\" instances: \
+         a new instance of an unchanged configuration while its others are busy, as a scale-out \
+         starts one (`--later-samples`); their latency includes any wait the server's scale-out \
+         policy imposes before starting one, their init does not.\n"
     );
     let _ = writeln!(
         out,
-        "| Runtime | Transport | Latency p50 | Latency max | Init p50 | Init max | Samples (latency/init ms) |\n|---|---|---|---|---|---|---|"
+        "| Runtime | Transport | Instance | Latency p50 | Latency max | Init p50 | Init max | Samples (latency/init ms) |\n|---|---|---|---|---|---|---|---|"
     );
     for p in colds {
         let l = p.latency.as_ref();
@@ -707,9 +716,14 @@ fn cold_detail(out: &mut String, r: &Report) {
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             p.runtime.label(),
             p.transport.label(),
+            if p.scenario == Scenario::ColdLater {
+                "later"
+            } else {
+                "first"
+            },
             ms(l.map(|l| l.p50_ms)),
             ms(l.map(|l| l.max_ms)),
             ms(i.map(|i| i.p50_ms)),
@@ -833,7 +847,7 @@ pub fn phase_warnings(phases: &[Phase]) -> Vec<String> {
 fn server_warnings(name: &str, p: &Phase, out: &mut Vec<String>) {
     let c = &p.server_counters;
     let get = |k: &str| c.get(k).copied().unwrap_or(0.0);
-    if p.scenario != Scenario::Cold && get("lah_cold_starts_total") > 0.0 {
+    if !p.scenario.is_cold() && get("lah_cold_starts_total") > 0.0 {
         out.push(format!(
             "{name}: {} cold starts inside the measured window",
             get("lah_cold_starts_total")

@@ -37,15 +37,25 @@ const SCHEDULE_LEAD: Duration = Duration::from_millis(20);
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
     Cold,
+    /// Cold starts of later instances of a function whose first instance is up (`cold_later`).
+    #[serde(rename = "cold-later")]
+    #[value(name = "cold-later")]
+    ColdLater,
     Warm,
     Highfreq,
     Throughput,
 }
 
 impl Scenario {
+    /// Whether the phase is a set of cold-start samples rather than a stream of invokes.
+    pub fn is_cold(self) -> bool {
+        matches!(self, Scenario::Cold | Scenario::ColdLater)
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             Scenario::Cold => "Cold Start",
+            Scenario::ColdLater => "Cold Start, later instance",
             Scenario::Warm => "Warm Start",
             Scenario::Highfreq => "High Frequency",
             Scenario::Throughput => "Throughput",
@@ -91,7 +101,8 @@ impl Target {
 /// One cold invoke.
 #[derive(Clone, Debug, Serialize)]
 pub struct ColdSample {
-    /// `create` (first invoke of a new function) or `update` (after a configuration change).
+    /// `create` (first invoke of a new function), `update` (after a configuration change) or
+    /// `later` (a new instance beside busy ones of the same configuration, `cold_later`).
     pub kind: &'static str,
     pub latency_ms: f64,
     /// `Init Duration` of the REPORT line; `None` means the server reported no cold start.
@@ -345,6 +356,88 @@ pub async fn cold(
         .saturating_sub(target.first_invoke.iter().count()) as u64;
     phase.cold_samples = seen;
     bench.end(meter, &mut phase, in_window).await;
+    progress.finish(&phase.one_line()).await;
+    phase
+}
+
+/// How long, at least, the holders of `cold_later` keep their instances busy.
+const HOLD_MIN: Duration = Duration::from_secs(1);
+/// How long, at most.
+const HOLD_MAX: Duration = Duration::from_secs(30);
+/// How long `cold_later` lets its holders reach their instances before the measured invoke.
+const HOLD_SETTLE: Duration = Duration::from_millis(50);
+
+/// The event that makes the echo handler wait `ms` before it answers (`lambda::RuntimeKind`'s
+/// source reads `loadgen_hold_ms`).
+pub fn hold_event(ms: u64) -> Vec<u8> {
+    format!("{{\"loadgen_hold_ms\":{ms}}}").into_bytes()
+}
+
+/// Cold start of later instances: the second and later instances of one configuration, as a
+/// scale-out starts them (on AWS, and here from a pre-initialised template where the server has
+/// one). Sample `i` keeps the function's `i + 1` instances busy with invokes that wait `hold` in
+/// the handler (one connection each), then sends the measured invoke, which needs a new instance.
+/// Its client latency includes any wait the server's scale-out policy imposes before it starts
+/// one (`--scale-out adaptive` first waits up to one init duration for a busy instance); "init"
+/// is the instance's own `Init Duration`. Runs on the configuration the `cold` phase left.
+pub async fn cold_later(bench: &mut Bench, target: &Target, samples: u64, hold: Duration) -> Phase {
+    let mut phase = Phase::new(Scenario::ColdLater, target);
+    let mut tally = Tally::default();
+    let mut inits = histogram();
+    let progress = bench.progress(Scenario::ColdLater, target, Plan::Count(samples));
+    let hold = hold.clamp(HOLD_MIN, HOLD_MAX);
+    let path = invoke_path(&target.function);
+    // One instance of the configuration must be up; after `cold` it is.
+    let _ = bench
+        .api
+        .invoke_tail(&target.function, &target.payload)
+        .await;
+    let meter = bench.begin().await;
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    for i in 0..samples {
+        let mut holders = tokio::task::JoinSet::new();
+        for _ in 0..=i {
+            let mut conn = Conn::new(&bench.endpoint, bench.request_timeout + hold);
+            let path = path.clone();
+            let event = hold_event(hold.as_millis() as u64);
+            holders.spawn(async move { invoke(&mut conn, &path, &event).await });
+        }
+        tokio::time::sleep(HOLD_SETTLE).await;
+        let sample = cold_invoke(&mut bench.api, target, "later").await;
+        progress.counters.record(sample.error.is_none());
+        seen.push(sample);
+        while let Some(held) = holders.join_next().await {
+            if let Ok(Err(kind)) = held {
+                phase.notes.push(format!("a holding invoke failed: {kind}"));
+            }
+        }
+    }
+    for sample in &seen {
+        match &sample.error {
+            Some(kind) => tally.error(kind.clone()),
+            None => tally.ok((sample.latency_ms * 1e6) as u64),
+        }
+        if let Some(init) = sample.init_duration_ms {
+            inits.saturating_record((init * 1e6) as u64);
+        }
+    }
+    let not_cold = seen
+        .iter()
+        .filter(|s| s.error.is_none() && s.init_duration_ms.is_none())
+        .count();
+    if not_cold > 0 {
+        phase.notes.push(format!(
+            "{not_cold} of {} later-instance samples were served by an instance that was \
+             already up (no Init Duration)",
+            seen.len()
+        ));
+    }
+    phase.set_tally(&tally, started.elapsed());
+    phase.throughput_per_s = 0.0;
+    phase.init_duration = Summary::of(&inits);
+    phase.cold_samples = seen;
+    bench.end(meter, &mut phase, samples).await;
     progress.finish(&phase.one_line()).await;
     phase
 }

@@ -16,11 +16,17 @@ use hdrhistogram::Histogram;
 use serde_json::Value;
 
 /// Scenarios in the order reports show them.
-pub const SCENARIOS: [&str; 4] = ["cold", "warm", "highfreq", "throughput"];
+pub const SCENARIOS: [&str; 5] = ["cold", "cold-later", "warm", "highfreq", "throughput"];
+
+/// Whether a scenario is a set of cold-start samples (`cold`, `cold-later`).
+pub fn is_cold(scenario: &str) -> bool {
+    scenario == "cold" || scenario == "cold-later"
+}
 
 pub fn scenario_title(scenario: &str) -> &str {
     match scenario {
         "cold" => "Cold Start",
+        "cold-later" => "Cold Start, later instance",
         "warm" => "Warm Start",
         "highfreq" => "High Frequency",
         "throughput" => "Throughput",
@@ -120,7 +126,7 @@ impl PhaseView {
             },
             p50_ms: latency["p50_ms"].as_f64(),
             p99_ms: latency["p99_ms"].as_f64(),
-            throughput_per_s: (scenario != "cold")
+            throughput_per_s: (!is_cold(&scenario))
                 .then(|| p["throughput_per_s"].as_f64())
                 .flatten(),
             server_cpu_us: usage["server_cpu_us_per_invoke"].as_f64(),
@@ -232,7 +238,7 @@ impl Figure {
     pub fn applies(self, scenario: &str) -> bool {
         match self {
             Figure::Throughput => scenario == "throughput",
-            Figure::ServerCpu | Figure::RuntimeCpu => scenario != "cold",
+            Figure::ServerCpu | Figure::RuntimeCpu => !is_cold(scenario),
             Figure::P50 | Figure::P99 => true,
         }
     }

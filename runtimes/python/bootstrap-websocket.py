@@ -87,6 +87,12 @@ def _mask_key():
     return _mask_pool[_mask_pos - 4 : _mask_pos]
 
 
+def after_fork():
+    """In a fork of a template: draw a fresh masking-key pool (siblings must not share one)."""
+    global _mask_pool, _mask_pos
+    _mask_pool, _mask_pos = b"", MASK_POOL_BYTES
+
+
 def mask(data, key, offset=0):
     """`data` XOR the 4-byte `key` (RFC 6455 section 5.3), the key's phase starting at `offset`.
 

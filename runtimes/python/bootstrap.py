@@ -10,6 +10,10 @@ LAMBDA_WS_CLIENT=library) and falls back to HTTP when that is unavailable.
 Response streaming: a handler that returns a generator (any iterator) of bytes/str streams
 each item as one chunk (set context.response_content_type before the first yield to declare
 a content type); see docs/streaming.md in the repository.
+Fork start (docs/cold-starts.md): when the process executor passes a control socket in
+_LAMBDA_FORK_CONTROL_FD, this process is a template: it imports the handler (module init) and
+then, instead of serving, forks one child per request of the server; each child takes its own
+output descriptor and environment and enters the /next loop (`serve_template`).
 Invariant: one invocation at a time; nothing is logged on the warm success path.
 Specs: AWS Lambda Runtime API 2018-06-01; docs/websocket-protocol.md in the repository.
 """
@@ -20,8 +24,10 @@ import importlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -652,13 +658,174 @@ def _websocket_loop():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     _RUNTIME_FILES.add(module.run.__code__.co_filename)
+    global _websocket_module
+    _websocket_module = module
     return module.run
+
+
+# ----------------------------------------------------------------------------- fork template
+
+FORK_CONTROL_VAR = "_LAMBDA_FORK_CONTROL_FD"
+# An instance's start message is its environment as JSON (AWS caps a function's own variables
+# at 4 KB; the rest is the server's): far below this.
+START_MESSAGE_BYTES_MAX = 256 * 1024
+# A fork request is `{}` with one descriptor: the child's start/status socket.
+FORK_REQUEST_BYTES_MAX = 4096
+
+_websocket_module = None
+
+
+def _threads():
+    """Threads of this process, including ones a C extension started behind Python's back."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def _template_reply(control, message, fds=()):
+    socket.send_fds(control, [json.dumps(message).encode()], list(fds))
+
+
+def template_refuses(control_fd, reason):
+    """Tell the server this process cannot be a template (it starts the instance normally)."""
+    control = socket.socket(fileno=control_fd)
+    try:
+        _template_reply(control, {"refused": reason})
+    except OSError:
+        pass
+    control.close()
+
+
+def serve_template(control_fd):
+    """Fork one child per request of the server; returns only in a child, once the server has
+    started it as an instance, which then serves invocations as an ordinary runtime. The
+    template itself never serves: it waits on the control socket (a SOCK_SEQPACKET whose end is
+    the server's) and on its children's pidfds, reaping each child and writing its wait status
+    to the child's status socket for the server."""
+    import threading
+
+    control = socket.socket(fileno=control_fd)
+    if threading.active_count() > 1 or _threads() > 1:
+        # fork() copies only the calling thread: locks held by the others would stay held.
+        _template_reply(control, {"refused": "the handler module started threads"})
+        control.close()
+        sys.exit(0)
+    # What the init allocated moves to the collector's permanent generation: a fork's collections
+    # then never walk (and so never copy-on-write) the pages it shares with the template.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The output pipe is the first instance's: the template's init output goes there (as AWS puts
+    # init logs in the first instance's stream); from now on the template writes nothing.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    _template_reply(control, {"ready": True})
+    children = {}  # pidfd -> (pid, status socket)
+    poller = select.poll()
+    poller.register(control, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd != control.fileno():
+                pid, status_socket = children.pop(fd)
+                poller.unregister(fd)
+                _, status = os.waitpid(pid, 0)
+                try:
+                    status_socket.send(struct.pack("<i", status))
+                except OSError:
+                    pass
+                status_socket.close()
+                os.close(fd)
+                continue
+            try:
+                message, fds, _, _ = socket.recv_fds(control, FORK_REQUEST_BYTES_MAX, 1)
+            except OSError:
+                os._exit(0)
+            if not message:
+                # The server dropped this template (code change, delete, shutdown).
+                os._exit(0)
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                _template_reply(control, {"error": "a fork request carries 1 descriptor"})
+                continue
+            status_fd = fds[0]
+            try:
+                pid = os.fork()
+            except OSError as e:
+                os.close(status_fd)
+                _template_reply(control, {"error": "fork: %s" % e})
+                continue
+            if pid == 0:
+                try:
+                    _become_instance(control, children, status_fd)
+                except BaseException:
+                    os._exit(1)
+                return
+            pidfd = os.pidfd_open(pid)
+            children[pidfd] = (pid, socket.socket(fileno=status_fd))
+            poller.register(pidfd, select.POLLIN)
+            try:
+                _template_reply(control, {"pid": pid}, [pidfd])
+            except OSError:
+                os._exit(0)
+
+
+def _become_instance(control, children, status_fd):
+    """In a fresh child of the template: drop the template's descriptors, then wait until the
+    server starts this child as an instance (it moves it into the instance's cgroup first, and
+    may keep it waiting as a spare for the next start): the start message on the status socket
+    carries the instance's environment and, attached, its output pipe."""
+    global API_ADDRESS, DEBUG, FUNCTION_VERSION
+    control.close()
+    for pidfd, (_, status_socket) in children.items():
+        status_socket.close()
+        os.close(pidfd)
+    os.setpgid(0, 0)
+    go = socket.socket(fileno=status_fd)
+    message, fds, _, _ = socket.recv_fds(go, START_MESSAGE_BYTES_MAX, 1)
+    if not message or len(fds) != 1:
+        # The server dropped this spare (or its template) without starting it.
+        os._exit(0)
+    env = json.loads(message)["env"]
+    os.dup2(fds[0], 1)
+    os.dup2(fds[0], 2)
+    os.close(fds[0])
+    go.close()
+    os.environ.clear()
+    os.environ.update(env)
+    API_ADDRESS = env.get("AWS_LAMBDA_RUNTIME_API") or API_ADDRESS
+    DEBUG = bool(env.get("LAMBDA_RUNTIME_DEBUG"))
+    FUNCTION_VERSION = env.get("AWS_LAMBDA_FUNCTION_VERSION") or "$LATEST"
+    for attribute, key in (
+        ("function_name", "AWS_LAMBDA_FUNCTION_NAME"),
+        ("function_version", "AWS_LAMBDA_FUNCTION_VERSION"),
+        ("memory_limit_in_mb", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+        ("log_group_name", "AWS_LAMBDA_LOG_GROUP_NAME"),
+        ("log_stream_name", "AWS_LAMBDA_LOG_STREAM_NAME"),
+    ):
+        setattr(LambdaContext, attribute, env.get(key))
+    # Every fork would otherwise draw the same numbers as its siblings. `random` reseeds itself
+    # at fork (os.register_at_fork); reseeding again costs nothing and covers older Pythons.
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    if _websocket_module is not None:
+        _websocket_module.after_fork()
 
 
 def main():
     signal.signal(signal.SIGTERM, _on_sigterm)
     if not os.environ.get("PYTHONUNBUFFERED"):
         sys.stdout.reconfigure(line_buffering=True)
+    control_fd = os.environ.pop(FORK_CONTROL_VAR, None)
+    control_fd = int(control_fd) if control_fd and control_fd.isdigit() else None
     setup_sys_path()
     setup_logging()
     try:
@@ -671,14 +838,21 @@ def main():
         error = None
     if error is not None:
         log_error(error)
+        if control_fd is not None:
+            # The server starts this instance normally, which reports the init error.
+            template_refuses(control_fd, "init error: %s" % error["errorType"])
+            sys.exit(1)
         report_init_error(error)
         sys.exit(1)
 
+    run_websocket = None
     if os.environ.get("LAMBDA_USE_WEBSOCKET", "true").lower() != "false":
         run_websocket = _websocket_loop()
-        if run_websocket is not None:
-            reason = run_websocket(sys.modules[__name__], handler)
-            print("WebSocket connection failed (%s), falling back to HTTP" % reason)
+    if control_fd is not None:
+        serve_template(control_fd)
+    if run_websocket is not None:
+        reason = run_websocket(sys.modules[__name__], handler)
+        print("WebSocket connection failed (%s), falling back to HTTP" % reason)
     try:
         run_http(handler)
     except (OSError, http.client.HTTPException) as e:

@@ -93,6 +93,8 @@ pub struct ControlPlane {
     /// Instance tasks report their end here (what to give back).
     ended_tx: mpsc::UnboundedSender<Ended>,
     ended_rx: mpsc::UnboundedReceiver<Ended>,
+    /// Uids the executor kept beyond an instance (a fork template's), given back once free.
+    uid_returns: Option<mpsc::UnboundedReceiver<u32>>,
 }
 
 /// What an ended instance gives back: its address and, once nothing runs under it, its uid.
@@ -113,6 +115,7 @@ impl ControlPlane {
             shared.config.instance_uids,
         )));
         executor.attach(uids.clone(), shared.clone());
+        let uid_returns = executor.take_uid_returns();
         ControlPlane {
             shared,
             registry: Arc::new(Mutex::new(registry)),
@@ -128,6 +131,7 @@ impl ControlPlane {
             uids,
             ended_tx,
             ended_rx,
+            uid_returns,
         }
     }
 
@@ -156,6 +160,9 @@ impl ControlPlane {
                     if let Some(uid) = ended.uid {
                         self.uids.lock().unwrap_or_else(|e| e.into_inner()).give_back(uid);
                     }
+                }
+                Some(uid) = next_uid_return(&mut self.uid_returns) => {
+                    self.uids.lock().unwrap_or_else(|e| e.into_inner()).give_back(uid);
                 }
                 Some(path) = released.recv() => {
                     // On the blocking pool: the registry may be locked by a long upload.
@@ -196,6 +203,7 @@ impl ControlPlane {
     fn api(&mut self, request: Request, reply: oneshot::Sender<ApiAnswer>) {
         let registry = self.registry.clone();
         let shared = self.shared.clone();
+        let executor = self.executor.clone();
         tokio::task::spawn_blocking(move || {
             // The core checked the header, key and clock; the signature, which hashes a body of
             // up to 70 MB, is checked here so that no core stalls on it.
@@ -239,6 +247,7 @@ impl ControlPlane {
             let answer = api::route(&mut call).into();
             for pool in std::mem::take(&mut call.retire) {
                 retire(&shared, &pool);
+                executor.retire(&pool);
             }
             for name in std::mem::take(&mut call.deleted) {
                 // On the blocking pool: waiting for room in the log store's inbox is allowed.
@@ -350,6 +359,14 @@ impl ControlPlane {
     }
 }
 
+/// The next uid the executor gives back; never resolves without an executor that keeps uids.
+async fn next_uid_return(returns: &mut Option<mpsc::UnboundedReceiver<u32>>) -> Option<u32> {
+    match returns {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The control plane's task for one instance: start it, hand its listener and output to its
 /// home core, obey commands, report its end.
 struct InstanceTask {
@@ -400,20 +417,24 @@ impl InstanceTask {
         };
         waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let result = self.executor.start(spec).await;
+        // The place in the start gate is held through the init's first moments only, also when
+        // the executor's start includes an init (a fork template imports the handler inside it).
+        let result = {
+            let start = self.executor.start(spec);
+            tokio::pin!(start);
+            let slot_ends = tokio::time::sleep(INIT_SLOT);
+            tokio::pin!(slot_ends);
+            loop {
+                tokio::select! {
+                    result = &mut start => break result,
+                    () = &mut slot_ends, if permit.is_some() => drop(permit.take()),
+                }
+            }
+        };
         let start_us = started.elapsed().as_micros() as u64;
         self.shared.metrics.executor_start.observe_us(start_us);
         let mut instance = match result {
-            Ok(i) => {
-                let m = &self.shared.metrics;
-                let kind = if i.pooled() {
-                    &m.executor_starts_pooled
-                } else {
-                    &m.executor_starts_created
-                };
-                kind.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                i
-            }
+            Ok(i) => i,
             Err(e) => {
                 let error = ApiError::service(format!("Cannot start instance: {e}"));
                 self.shared
@@ -424,6 +445,15 @@ impl InstanceTask {
         };
         let log = instance.take_log();
         let verified = instance.uid();
+        let forked = instance.forked();
+        let kind = if forked {
+            &self.shared.metrics.starts_fork
+        } else if instance.pooled() {
+            &self.shared.metrics.starts_pooled
+        } else {
+            &self.shared.metrics.starts_exec
+        };
+        kind.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if uid.is_some() && verified.is_none() {
             self.shared
                 .metrics
@@ -462,8 +492,15 @@ impl InstanceTask {
         self.shared
             .send_core(core, CoreMsg::InstanceExited { id, exit });
         drop(function);
-        // The uid the instance ran under is the one to give back (see `Instance::uid`).
-        self.end(verified.or(uid), verified.is_some()).await;
+        if forked {
+            // A fork runs under its template's uid, which outlives it: `uid` either became the
+            // template's (the start that created it) or was never used (given back as is).
+            self.end(uid.filter(|u| Some(*u) != verified), false).await;
+        } else {
+            // The uid the instance ran under is the one to give back: a pooled container's own
+            // (see `Instance::uid`), else the spec's.
+            self.end(verified.or(uid), verified.is_some()).await;
+        }
     }
 
     /// Reports the end; the uid goes back only once nothing runs under it: when the instance ran

@@ -30,9 +30,6 @@ use crate::model::{CoreMsg, EventMsg, Switchboard};
 
 /// How often deadlines and idle limits are checked: timeouts fire within this of their deadline.
 const TICK: Duration = Duration::from_millis(10);
-/// Submission queue entries of each core's io_uring: enough for every connection's read and
-/// write to be queued in one batch without the ring pushing back.
-const RING_ENTRIES: u32 = 1024;
 /// Connections a core's table holds before it first grows.
 const CONNECTIONS_PREALLOCATED: usize = 1024;
 /// Pause after a failed accept (such as running out of file descriptors) before trying again, so
@@ -89,43 +86,41 @@ pub fn run(
     inbox: UnboundedReceiver<CoreMsg>,
     events: Sender<EventMsg>,
 ) {
-    tokio_uring::builder()
-        .entries(RING_ENTRIES)
-        .start(async move {
-            let core = Rc::new(Core {
-                index,
-                sched: RefCell::new(Scheduler::new(index, shared.clone())),
-                shared,
-                conns: RefCell::new(Slab::with_capacity(CONNECTIONS_PREALLOCATED)),
-                listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
-                events,
-                clients: Cell::new(0),
-                peer: match PeerLookup::new() {
-                    Ok(lookup) => Some(lookup),
-                    Err(e) => {
-                        tracing::warn!(
-                            core = index,
-                            "no sock_diag socket ({e}): connections of instances with an \
+    super::ring::builder().start(async move {
+        let core = Rc::new(Core {
+            index,
+            sched: RefCell::new(Scheduler::new(index, shared.clone())),
+            shared,
+            conns: RefCell::new(Slab::with_capacity(CONNECTIONS_PREALLOCATED)),
+            listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
+            events,
+            clients: Cell::new(0),
+            peer: match PeerLookup::new() {
+                Ok(lookup) => Some(lookup),
+                Err(e) => {
+                    tracing::warn!(
+                        core = index,
+                        "no sock_diag socket ({e}): connections of instances with an \
                              identity will be refused, the User API is not guarded"
-                        );
-                        None
-                    }
-                },
-                identities: RefCell::new(HashMap::new()),
-            });
-            tokio_uring::spawn(accept_loop(
-                core.clone(),
-                TcpListener::from_std(user),
-                ConnKind::User,
-            ));
-            tokio_uring::spawn(accept_loop(
-                core.clone(),
-                TcpListener::from_std(runtime),
-                ConnKind::RuntimeShared,
-            ));
-            tokio_uring::spawn(tick_loop(core.clone()));
-            core.run_inbox(inbox).await;
+                    );
+                    None
+                }
+            },
+            identities: RefCell::new(HashMap::new()),
         });
+        tokio_uring::spawn(accept_loop(
+            core.clone(),
+            TcpListener::from_std(user),
+            ConnKind::User,
+        ));
+        tokio_uring::spawn(accept_loop(
+            core.clone(),
+            TcpListener::from_std(runtime),
+            ConnKind::RuntimeShared,
+        ));
+        tokio_uring::spawn(tick_loop(core.clone()));
+        core.run_inbox(inbox).await;
+    });
 }
 
 impl Core {

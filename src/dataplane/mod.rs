@@ -14,6 +14,7 @@ pub mod function_url;
 pub mod identity;
 pub mod logs;
 pub mod peer;
+pub mod ring;
 pub mod runtime_api;
 pub mod scheduler;
 pub mod streaming;

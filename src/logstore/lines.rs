@@ -194,7 +194,13 @@ pub fn start(stream: &LogStream, at_ms: u64, request: &RequestId) -> Vec<Event> 
     match stream.format {
         LogFormat::Text => vec![Event {
             ts: at_ms,
-            message: format!("START RequestId: {request} Version: {}", stream.version),
+            message: [
+                "START RequestId: ",
+                request.as_str(),
+                " Version: ",
+                &stream.version,
+            ]
+            .concat(),
         }],
         LogFormat::Json => platform(
             stream,
@@ -223,7 +229,7 @@ pub fn end(stream: &LogStream, at_ms: u64, request: &RequestId, r: &Report) -> V
             vec![
                 Event {
                     ts: at_ms,
-                    message: format!("END RequestId: {request}"),
+                    message: ["END RequestId: ", request.as_str()].concat(),
                 },
                 Event {
                     ts: at_ms,

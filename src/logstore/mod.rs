@@ -60,8 +60,10 @@ struct Writer {
     shared: Arc<Switchboard>,
     /// Per instance: its stream and the bytes after its last newline.
     partial: HashMap<InstanceId, (Arc<LogStream>, LineSplitter)>,
-    /// Events of this batch, per (group, stream).
-    batch: BTreeMap<(String, String), (String, Vec<Event>)>,
+    /// Events of this batch, per group and stream (with the stream's function). Nested rather
+    /// than keyed by the pair so that adding to a stream already in the batch, the usual case,
+    /// looks it up by reference without copying its names.
+    batch: BTreeMap<String, BTreeMap<String, (String, Vec<Event>)>>,
     last_prune_ms: u64,
 }
 
@@ -206,11 +208,18 @@ impl Writer {
         if events.is_empty() {
             return;
         }
+        if let Some((_, batched)) = self
+            .batch
+            .get_mut(&stream.group)
+            .and_then(|streams| streams.get_mut(&stream.name))
+        {
+            batched.extend(events);
+            return;
+        }
         self.batch
-            .entry((stream.group.clone(), stream.name.clone()))
-            .or_insert_with(|| (stream.function.clone(), Vec::new()))
-            .1
-            .extend(events);
+            .entry(stream.group.clone())
+            .or_default()
+            .insert(stream.name.clone(), (stream.function.clone(), events));
     }
 
     fn flush_partial(&mut self, id: InstanceId, at_ms: u64) {
@@ -247,16 +256,22 @@ impl Writer {
         }
         let now = lines::now_ms();
         let m = &self.shared.metrics;
-        for ((group, stream), (function, events)) in std::mem::take(&mut self.batch) {
-            match self.store.append(&group, &stream, &function, &events, now) {
-                Ok(()) => {
-                    m.log_events_stored
-                        .fetch_add(events.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    m.log_lines_dropped
-                        .fetch_add(events.len() as u64, Ordering::Relaxed);
-                    tracing::debug!(group, stream, "log store: write failed, lines dropped: {e}");
+        for (group, streams) in std::mem::take(&mut self.batch) {
+            for (stream, (function, events)) in streams {
+                match self.store.append(&group, &stream, &function, &events, now) {
+                    Ok(()) => {
+                        m.log_events_stored
+                            .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        m.log_lines_dropped
+                            .fetch_add(events.len() as u64, Ordering::Relaxed);
+                        tracing::debug!(
+                            group,
+                            stream,
+                            "log store: write failed, lines dropped: {e}"
+                        );
+                    }
                 }
             }
         }

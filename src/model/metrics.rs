@@ -110,14 +110,16 @@ pub struct Metrics {
     /// Instances that were to get an identity but run without one (the executor could not
     /// switch to their uid, e.g. a non-root process executor): their connections are unverified.
     pub instances_unverified: AtomicU64,
+    /// Instances started as forks of a template (process executor, Python; docs/cold-starts.md).
+    pub starts_fork: AtomicU64,
+    /// Instances started from scratch (a new process or container).
+    pub starts_exec: AtomicU64,
+    /// Instances taken from the Docker pool of started containers (`docker_pool`).
+    pub starts_pooled: AtomicU64,
     pub duration: Histogram,
     pub init_duration: Histogram,
     /// The executor's part of a cold start (process spawn; container create + start).
     pub executor_start: Histogram,
-    /// Instances the executor started by creating a container or process.
-    pub executor_starts_created: AtomicU64,
-    /// Instances the executor took from its pool of started containers (`docker_pool`).
-    pub executor_starts_pooled: AtomicU64,
     /// Started containers waiting in the Docker pool (`docker_pool`).
     pub docker_pool_idle_slots: AtomicI64,
     pub instances: InstanceGauges,
@@ -214,6 +216,18 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP lah_executor_starts_total Instances the executor started, by kind: fork (of a \
+             pre-initialised template), pooled (a started container of the Docker pool) or exec \
+             (from scratch).\n# TYPE lah_executor_starts_total \
+             counter\nlah_executor_starts_total{{kind=\"fork\"}} {}\n\
+             lah_executor_starts_total{{kind=\"pooled\"}} {}\n\
+             lah_executor_starts_total{{kind=\"exec\"}} {}",
+            self.starts_fork.load(Ordering::Relaxed),
+            self.starts_pooled.load(Ordering::Relaxed),
+            self.starts_exec.load(Ordering::Relaxed)
+        );
         let waiting = self.start_gate_waiting.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
@@ -221,19 +235,6 @@ impl Metrics {
              (--max-concurrent-inits).\n# TYPE lah_start_gate_waiting gauge\n\
              lah_start_gate_waiting {waiting}"
         );
-        let _ = writeln!(
-            out,
-            "# HELP lah_executor_starts_total Instances started, by kind: created (a new process \
-             or container) or pooled (a started container taken from the Docker pool).\n\
-             # TYPE lah_executor_starts_total counter"
-        );
-        for (kind, v) in [
-            ("created", &self.executor_starts_created),
-            ("pooled", &self.executor_starts_pooled),
-        ] {
-            let v = v.load(Ordering::Relaxed);
-            let _ = writeln!(out, "lah_executor_starts_total{{kind=\"{kind}\"}} {v}");
-        }
         let idle = self.docker_pool_idle_slots.load(Ordering::Relaxed);
         let _ = writeln!(
             out,

@@ -20,6 +20,11 @@ impl ChildServer {
     /// Starts `lambda-at-home-server` on `data_dir` with ephemeral ports, the process executor
     /// and `args`; waits until it listens.
     pub fn start(data_dir: &Path, args: &[&str]) -> ChildServer {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// `start`, with `env` added to the child's environment (after the defaults, so it wins).
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> ChildServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_lambda-at-home-server"))
             .args([
                 "--user-api-port",
@@ -36,6 +41,7 @@ impl ChildServer {
             // As `Config::for_tests`: tests play runtimes and share files with functions, which
             // instance identities forbid; e2e_isolation tests those.
             .env("LAH_INSTANCE_UIDS", "0")
+            .envs(env.iter().copied())
             // The server logs to stdout (tracing's default writer).
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -117,6 +117,26 @@ USER_CODE = {
         def handler(event, context)
             return 1
         """,
+    "threaded.py": """
+        import threading, time
+        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+
+        def handler(event, context):
+            return "threaded"
+        """,
+    "forked.py": """
+        import os, random, time
+        INIT_PID = os.getpid()
+
+        def handler(event, context):
+            print("fork says %s" % event.get("tag"))
+            return {
+                "pid": os.getpid(),
+                "init_pid": INIT_PID,
+                "stream": context.log_stream_name,
+                "rand": random.random(),
+            }
+        """,
     # Shadows any installed websockets so that its absence is tested whatever the host has.
     "no-websockets/websockets/__init__.py": """
         raise ImportError("No module named 'websockets'")
@@ -460,7 +480,9 @@ class RuntimeTestCase(unittest.TestCase):
                 child.kill()
             child.communicate(timeout=WAIT_S)
 
-    def spawn(self, api_address, handler, use_websocket="true", pythonpath=None, **extra):
+    def spawn(
+        self, api_address, handler, use_websocket="true", pythonpath=None, pass_fds=(), **extra
+    ):
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "AWS_LAMBDA_RUNTIME_API": api_address,
@@ -489,6 +511,7 @@ class RuntimeTestCase(unittest.TestCase):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            pass_fds=pass_fds,
         )
         self.children.append(child)
         return child
@@ -568,6 +591,127 @@ class InitErrorTests(RuntimeTestCase):
             "Runtime.MalformedHandlerName",
             "Bad handler 'nodot': not enough values to unpack (expected 2, got 1)",
         )
+
+
+class TemplateTests(RuntimeTestCase):
+    """The fork-start protocol (docs/cold-starts.md), with this test as the server."""
+
+    def spawn_template(self, handler, address="127.0.0.1:1"):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.addCleanup(ours.close)
+        # The template's own address is never used: each fork gets its instance's.
+        child = self.spawn(
+            address,
+            handler,
+            use_websocket="false",
+            pass_fds=(theirs.fileno(),),
+            _LAMBDA_FORK_CONTROL_FD=str(theirs.fileno()),
+            AWS_LAMBDA_LOG_STREAM_NAME="template-stream",
+        )
+        theirs.close()
+        ours.settimeout(WAIT_S)
+        return child, ours
+
+    def fork(self, control):
+        """A child of the template: (pid, pidfd, the server's end of its socket)."""
+        mine, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        socket.send_fds(control, [b"{}"], [child_end.fileno()])
+        child_end.close()
+        message, fds, _, _ = socket.recv_fds(control, 4096, 1)
+        reply = json.loads(message)
+        self.assertIn("pid", reply, reply)
+        self.assertEqual(len(fds), 1)
+        self.addCleanup(os.close, fds[0])
+        self.addCleanup(mine.close)
+        self.addCleanup(self.kill_quietly, fds[0])
+        return reply["pid"], fds[0], mine
+
+    @staticmethod
+    def kill_quietly(pidfd):
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def start(self, status_socket, api, stream):
+        """Send the start message; returns the read end of the instance's output pipe."""
+        env = {
+            "AWS_LAMBDA_RUNTIME_API": api.address,
+            "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+            "AWS_LAMBDA_FUNCTION_NAME": "my fn",
+            "LAMBDA_USE_WEBSOCKET": "false",
+        }
+        read, write = os.pipe()
+        socket.send_fds(status_socket, [json.dumps({"env": env}).encode()], [write])
+        os.close(write)
+        self.addCleanup(os.close, read)
+        return read
+
+    def read_until(self, fd, text):
+        seen = b""
+        deadline = time.time() + WAIT_S
+        while text.encode() not in seen and time.time() < deadline:
+            ready, _, _ = select.select([fd], [], [], deadline - time.time())
+            if not ready:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            seen += chunk
+        self.assertIn(text, seen.decode())
+        return seen.decode()
+
+    def test_forks_serve_with_their_own_environment_and_output(self):
+        template, control = self.spawn_template("forked.handler")
+        self.assertEqual(json.loads(control.recv(4096)), {"ready": True})
+        results = []
+        for n in (1, 2):
+            api = self.http_api()
+            pid, _, status = self.fork(control)
+            output = self.start(status, api, "stream-%d" % n)
+            api.invoke("req-%d" % n, {"tag": "fork-%d" % n})
+            kind, _, _, body = api.wait_posted()
+            self.assertEqual(kind, "response", body)
+            result = json.loads(body)
+            self.assertEqual(result["pid"], pid)
+            self.assertEqual(result["init_pid"], template.pid, "the module ran in the template")
+            self.assertEqual(result["stream"], "stream-%d" % n)
+            seen = self.read_until(output, "fork says fork-%d" % n)
+            self.assertNotIn("fork says fork-%d" % (3 - n), seen)
+            results.append((result, pid, status))
+        self.assertNotEqual(results[0][0]["rand"], results[1][0]["rand"])
+        # An ended fork's wait status comes back on its socket.
+        _, pid, status = results[0]
+        os.kill(pid, signal.SIGKILL)
+        status.settimeout(WAIT_S)
+        raw = status.recv(4)
+        self.assertEqual(os.waitstatus_to_exitcode(struct.unpack("<i", raw)[0]), -signal.SIGKILL)
+        # Closing the control socket ends the template.
+        control.close()
+        self.assertEqual(template.wait(WAIT_S), 0)
+
+    def test_a_spare_dropped_unstarted_exits(self):
+        template, control = self.spawn_template("forked.handler")
+        self.assertEqual(json.loads(control.recv(4096)), {"ready": True})
+        pid, _, status = self.fork(control)
+        status.shutdown(socket.SHUT_WR)
+        raw = status.recv(4)
+        self.assertEqual(os.waitstatus_to_exitcode(struct.unpack("<i", raw)[0]), 0)
+
+    def test_threads_make_the_template_refuse(self):
+        template, control = self.spawn_template("threaded.handler")
+        reply = json.loads(control.recv(4096))
+        self.assertIn("threads", reply.get("refused", ""), reply)
+        self.assertEqual(template.wait(WAIT_S), 0)
+
+    def test_an_init_error_is_left_to_the_ordinary_start(self):
+        api = self.http_api()
+        # Given an address that works, so that a report of its own would be seen.
+        template, control = self.spawn_template("nope.handler", api.address)
+        reply = json.loads(control.recv(4096))
+        self.assertEqual(reply, {"refused": "init error: Runtime.ImportModuleError"})
+        self.assertEqual(template.wait(WAIT_S), 1)
+        self.assertTrue(api.posted.empty(), "the template reports nothing itself")
 
 
 class HttpTests(RuntimeTestCase):

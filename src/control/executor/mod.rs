@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod docker_pool;
+pub mod fork;
 pub mod process;
 pub mod sandbox;
 
@@ -75,6 +76,23 @@ pub trait Executor: Send + Sync + 'static {
         Box::pin(async { Ok(0) })
     }
 
+    /// The instances of pool `pool` (`NAME` or `NAME:N`) are stale (code or configuration
+    /// changed, or the function or version was deleted): whatever the executor keeps for starting
+    /// them (fork templates) goes. Called from the blocking pool; must not block for long.
+    fn retire(&self, _pool: &str) {}
+
+    /// The server is stopping and every instance has been killed: release what is left.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Where the executor gives back instance uids it took over from an instance's start (a fork
+    /// template keeps the uid of the start that created it until it and its forks are gone);
+    /// taken once by the control plane. `None`: the executor never keeps a uid.
+    fn take_uid_returns(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<u32>> {
+        None
+    }
+
     /// Hands the executor the control plane's instance uids, for instances it prepares ahead of
     /// their start (the Docker pool's slots), and the switchboard its metrics live in.
     fn attach(
@@ -82,12 +100,6 @@ pub trait Executor: Send + Sync + 'static {
         _uids: std::sync::Arc<std::sync::Mutex<crate::control::identity::UidPool>>,
         _shared: std::sync::Arc<crate::model::Switchboard>,
     ) {
-    }
-
-    /// Releases what the executor holds beyond its instances (the Docker pool); called once the
-    /// instances are gone at shutdown.
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
     }
 }
 
@@ -117,8 +129,15 @@ pub trait Instance: Send {
         None
     }
 
-    /// Whether the instance came from a pool of started containers rather than a new start
-    /// (`lah_executor_starts_total{kind}`).
+    /// Whether it is a fork of a template (`fork`): the uid it runs as is then its template's,
+    /// shared with its siblings and outliving it, so its end neither kills what runs under that
+    /// uid nor gives the uid back (the template's end does both).
+    fn forked(&self) -> bool {
+        false
+    }
+
+    /// Whether the instance came from the Docker pool of started containers rather than a new
+    /// start (`lah_executor_starts_total{kind="pooled"}`).
     fn pooled(&self) -> bool {
         false
     }

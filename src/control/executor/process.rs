@@ -9,6 +9,9 @@
 //! layers (`sandbox`); otherwise it runs as the server's user, unverified (counted in
 //! `lah_instances_unverified_total`). See docs/isolation.md.
 //!
+//! Python instances may instead start as forks of a template that already imported the handler
+//! (`fork`, docs/cold-starts.md); every fallback of that path ends here.
+//!
 //! Where the server can write cgroups (root; see `cgroup`), each instance runs in its own cgroup:
 //! everything it starts dies with it (also processes that left its process group), its memory is
 //! limited to MemorySize without swap, and an OOM kill is reported as Docker's is. Without
@@ -37,7 +40,7 @@ pub struct ProcessExecutor {
     node: PathBuf,
     python: PathBuf,
     /// This data dir's cgroups, when the server can write them.
-    cgroups: Option<Cgroups>,
+    cgroups: Option<std::sync::Arc<Cgroups>>,
     /// `<data-dir>/functions`, absolute: instances' `LAMBDA_TASK_ROOT` is under it, which is how
     /// `cleanup_orphans` recognises their processes without cgroups.
     functions_dir: PathBuf,
@@ -46,15 +49,19 @@ pub struct ProcessExecutor {
     /// Per runtime family (`nodejs`, `python`, `provided`): whether its instances can run under
     /// their own uid, or why not.
     identity: Vec<(&'static str, Result<(), String>)>,
+    /// Fork templates of Python functions (`fork`); `None` with `--fork-start false`.
+    forks: Option<super::fork::Templates>,
 }
 
 impl ProcessExecutor {
-    /// `identities`: whether instances are to get their own uids (`--instance-uids` > 0).
+    /// `identities`: whether instances are to get their own uids (`--instance-uids` > 0);
+    /// `fork_start`: whether Python instances start as forks of a template (`--fork-start`).
     pub fn new(
         deps_dir: PathBuf,
         data_dir: &Path,
         runtimes_dir: &Path,
         identities: bool,
+        fork_start: bool,
     ) -> ProcessExecutor {
         let node = resolve_interpreter("node", &["-p", "process.execPath"]);
         let python = resolve_interpreter("python3", &["-c", "import sys; print(sys.executable)"]);
@@ -100,10 +107,11 @@ impl ProcessExecutor {
             deps_dir,
             node,
             python,
-            cgroups: detected.cgroups,
+            cgroups: detected.cgroups.map(std::sync::Arc::new),
             functions_dir: std::path::absolute(&functions_dir).unwrap_or(functions_dir),
             data_dir,
             identity,
+            forks: fork_start.then(super::fork::Templates::new),
         }
     }
 
@@ -224,7 +232,7 @@ pub fn command_for(
     }
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid two-element array for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -271,115 +279,197 @@ impl Executor for ProcessExecutor {
 
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, ExecError>> {
         Box::pin(async move {
-            let (program, args) = self.command_for(&spec)?;
-            let code_dir = spec.function.code_dir();
-            let (read, write) = pipe().map_err(|e| ExecError::Spawn(e.to_string()))?;
-            let write2 = write
-                .try_clone()
-                .map_err(|e| ExecError::Spawn(e.to_string()))?;
-            let mut cmd = tokio::process::Command::new(&program);
-            cmd.args(&args)
-                .current_dir(code_dir)
-                .env_clear()
-                .envs(spec.env.iter().map(|(k, v)| (k, v)))
-                .envs(path_env(&spec, &self.deps_dir))
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(write))
-                .stderr(Stdio::from(write2))
-                .process_group(0)
-                .kill_on_drop(true);
-            let opt_source = opt_mount_source(&spec);
-            // Its own uid when the runtime allows it; otherwise it runs as the server's user.
-            let identity = match (spec.uid, self.identity_for(&spec.function.config.runtime)) {
-                (Some(uid), Ok(())) => {
-                    let mut visible = vec![code_dir];
-                    visible.extend(spec.function.opt_dir());
-                    visible.push(&self.deps_dir);
-                    let view = DataView::prepare(&self.data_dir, &visible).map_err(|e| {
-                        ExecError::Spawn(format!("cannot prepare its view of the data dir: {e}"))
-                    })?;
-                    Some((uid, view))
+            if let Some(forks) = &self.forks {
+                if super::fork::eligible(&spec) {
+                    if let Some(instance) = forks.start(self, &spec).await {
+                        return Ok(instance);
+                    }
                 }
-                _ => None,
-            };
-            let uid = identity.as_ref().map(|(uid, _)| *uid);
-            // SAFETY: getpid has no preconditions.
-            let parent = unsafe { libc::getpid() };
-            let mut cgroup = match &self.cgroups {
-                Some(cgroups) => Some(
-                    cgroups
-                        .create(&spec.id.to_string(), spec.function.config.memory_mb)
-                        .map_err(|e| ExecError::Spawn(format!("cannot create its cgroup: {e}")))?,
-                ),
-                None => None,
-            };
-            let join = cgroup
-                .as_mut()
-                .map(InstanceCgroup::take_join_fds)
-                .unwrap_or_default();
-            let join_raw: Vec<i32> = join.iter().map(|fd| fd.as_raw_fd()).collect();
-            // SAFETY: prctl, write, unshare, mount, mkdir and the credential calls are
-            // async-signal-safe syscalls; the closure only reads `opt_source`, `join_raw` and
-            // `identity`, prepared before the fork, and touches no allocator or lock.
-            unsafe {
-                cmd.pre_exec(move || {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    // Join the instance's cgroups before exec: everything the runtime starts is
-                    // in them. An instance that cannot join must not run outside them.
-                    for &fd in &join_raw {
-                        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                    let private = if opt_source.is_some() || identity.is_some() {
-                        private_mount_namespace()
-                    } else {
-                        false
-                    };
-                    if let (true, Some(source)) = (private, &opt_source) {
-                        mount_opt(source);
-                    }
-                    if let Some((uid, view)) = &identity {
-                        // An instance that was given a uid never runs without it.
-                        if !private {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        sandbox::enter(view, *uid, parent)?;
-                    }
-                    Ok(())
-                });
             }
-            let spawned = cmd.spawn();
-            drop(join);
-            let child = match spawned {
-                Ok(child) => child,
-                Err(e) => {
-                    if let Some(cg) = cgroup.as_mut() {
-                        cg.kill_and_remove().await;
-                    }
-                    return Err(ExecError::Spawn(spawn_error(&spec, &program, &e)));
-                }
-            };
-            let pgid = child.id().map(|p| p as i32);
+            let log = pipe().map_err(|e| ExecError::Spawn(e.to_string()))?;
+            let spawned = self.spawn(&spec, &spec.id.to_string(), log, None).await?;
             let token = spec
                 .env
                 .iter()
                 .find(|(k, _)| k == INSTANCE_ID_VAR)
                 .map(|(_, v)| v.clone());
             Ok(Box::new(ProcessInstance {
-                child,
-                pgid,
-                log: Some(read),
-                cgroup,
+                pgid: spawned.child.id().map(|p| p as i32),
+                child: spawned.child,
+                log: Some(spawned.log),
+                cgroup: spawned.cgroup,
                 token,
-                uid,
+                uid: spawned.uid,
             }) as Box<dyn Instance>)
         })
+    }
+
+    fn retire(&self, pool: &str) {
+        if let Some(forks) = &self.forks {
+            forks.retire(pool);
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(forks) = &self.forks {
+                forks.shutdown().await;
+            }
+        })
+    }
+
+    fn take_uid_returns(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<u32>> {
+        self.forks
+            .as_ref()
+            .and_then(|forks| forks.take_uid_returns())
+    }
+}
+
+/// A runtime process `spawn` started, not yet wrapped as an instance.
+pub(super) struct Spawned {
+    pub child: tokio::process::Child,
+    /// The read end of its stdout+stderr pipe.
+    pub log: OwnedFd,
+    pub cgroup: Option<InstanceCgroup>,
+    /// The uid it runs as, when it has its own.
+    pub uid: Option<u32>,
+}
+
+impl ProcessExecutor {
+    /// The environment an instance's runtime gets: the control plane's (`spec.env`) plus the
+    /// path variables of this host.
+    pub(super) fn full_env(&self, spec: &InstanceSpec) -> Vec<(String, String)> {
+        let mut env = spec.env.clone();
+        env.extend(path_env(spec, &self.deps_dir));
+        env
+    }
+
+    /// Whether instances get their own cgroups, and the cgroups to make them in.
+    pub(super) fn cgroups(&self) -> Option<&std::sync::Arc<Cgroups>> {
+        self.cgroups.as_ref()
+    }
+
+    /// Starts `spec`'s runtime in its own process group, in a new cgroup named `cgroup_name`
+    /// (when the server has cgroups), under `spec.uid` when the runtime allows it, with `log`
+    /// (read end, write end) as its stdout and stderr. `inherit`: a descriptor the runtime keeps
+    /// across exec (a fork template's control socket) and the variable that names its number.
+    pub(super) async fn spawn(
+        &self,
+        spec: &InstanceSpec,
+        cgroup_name: &str,
+        log: (OwnedFd, OwnedFd),
+        inherit: Option<(&'static str, std::os::fd::RawFd)>,
+    ) -> Result<Spawned, ExecError> {
+        let (program, args) = self.command_for(spec)?;
+        let code_dir = spec.function.code_dir();
+        let (read, write) = log;
+        let write2 = write
+            .try_clone()
+            .map_err(|e| ExecError::Spawn(e.to_string()))?;
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(&args)
+            .current_dir(code_dir)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(path_env(spec, &self.deps_dir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(write2))
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some((var, fd)) = inherit {
+            cmd.env(var, fd.to_string());
+        }
+        let inherit_fd = inherit.map(|(_, fd)| fd);
+        let opt_source = opt_mount_source(spec);
+        // Its own uid when the runtime allows it; otherwise it runs as the server's user.
+        let identity = match (spec.uid, self.identity_for(&spec.function.config.runtime)) {
+            (Some(uid), Ok(())) => {
+                let mut visible = vec![code_dir];
+                visible.extend(spec.function.opt_dir());
+                visible.push(&self.deps_dir);
+                let view = DataView::prepare(&self.data_dir, &visible).map_err(|e| {
+                    ExecError::Spawn(format!("cannot prepare its view of the data dir: {e}"))
+                })?;
+                Some((uid, view))
+            }
+            _ => None,
+        };
+        let uid = identity.as_ref().map(|(uid, _)| *uid);
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let mut cgroup = match &self.cgroups {
+            Some(cgroups) => Some(
+                cgroups
+                    .create(cgroup_name, spec.function.config.memory_mb)
+                    .map_err(|e| ExecError::Spawn(format!("cannot create its cgroup: {e}")))?,
+            ),
+            None => None,
+        };
+        let join = cgroup
+            .as_mut()
+            .map(InstanceCgroup::take_join_fds)
+            .unwrap_or_default();
+        let join_raw: Vec<i32> = join.iter().map(|fd| fd.as_raw_fd()).collect();
+        // SAFETY: prctl, write, fcntl, unshare, mount, mkdir and the credential calls are
+        // async-signal-safe syscalls; the closure only reads `opt_source`, `join_raw`,
+        // `inherit_fd` and `identity`, prepared before the fork, and touches no allocator or lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Join the instance's cgroups before exec: everything the runtime starts is
+                // in them. An instance that cannot join must not run outside them.
+                for &fd in &join_raw {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // The one descriptor meant for the runtime survives exec (the fork is the
+                // child's own copy of the table: the server's stays close-on-exec).
+                if let Some(fd) = inherit_fd {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                let private = if opt_source.is_some() || identity.is_some() {
+                    private_mount_namespace()
+                } else {
+                    false
+                };
+                if let (true, Some(source)) = (private, &opt_source) {
+                    mount_opt(source);
+                }
+                if let Some((uid, view)) = &identity {
+                    // An instance that was given a uid never runs without it.
+                    if !private {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    sandbox::enter(view, *uid, parent)?;
+                }
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn();
+        drop(join);
+        match spawned {
+            Ok(child) => Ok(Spawned {
+                child,
+                log: read,
+                cgroup,
+                uid,
+            }),
+            Err(e) => {
+                if let Some(cg) = cgroup.as_mut() {
+                    cg.kill_and_remove().await;
+                }
+                Err(ExecError::Spawn(spawn_error(spec, &program, &e)))
+            }
+        }
     }
 }
 
 /// The variable that carries an instance's token (set by the control plane, never by a function).
-const INSTANCE_ID_VAR: &str = "LAMBDA_INSTANCE_ID";
+pub(super) const INSTANCE_ID_VAR: &str = "LAMBDA_INSTANCE_ID";
 
 /// Why the runtime could not be started, without host paths: callers see this message, and
 /// where the server keeps its data is none of theirs. A `provided` function's `bootstrap` is
