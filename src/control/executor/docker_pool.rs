@@ -170,13 +170,19 @@ enum Mounts {
     Unusable,
 }
 
+/// The pool of one `DockerExecutor`; shared with its background tasks.
 pub struct Pool {
     docker: Docker,
+    /// The executor's configuration: names, labels, FIFO dir, `pool_mb`, `pool_dir`.
     config: DockerConfig,
+    /// The control plane's instance uids (`Pool::share_uids`); unset: slots without identity.
     uids: OnceLock<Arc<Mutex<UidPool>>>,
+    /// Where `lah_docker_pool_idle_slots` is kept (`Pool::report_to`).
     shared: OnceLock<Arc<Switchboard>>,
+    /// Locked briefly, never across an await.
     state: Mutex<State>,
     mounts: tokio::sync::OnceCell<Mounts>,
+    /// Numbers the slots' container names.
     next: AtomicU64,
 }
 
@@ -240,6 +246,9 @@ impl Pool {
         family: &'static str,
         image: &str,
     ) -> Option<DockerInstance> {
+        if self.mounts.get() == Some(&Mounts::Unusable) {
+            return None;
+        }
         let key = Self::key_of(spec, family, image)?;
         let slot = {
             let mut state = self.state();
