@@ -390,3 +390,45 @@ fn a_dead_template_falls_back_to_normal_starts() {
         "a new init ran: {results:?}"
     );
 }
+
+/// The template runs function code (module init), which can replace `os.fork` so that the
+/// template answers a fork request with another process's pid and pidfd. The server must not
+/// take it for the fork: no cgroup move, no signal, and the start falls back to a normal one.
+#[test]
+fn a_template_that_names_a_stranger_as_its_fork_is_not_believed() {
+    let server = server(false);
+    let name = unique_name("forged");
+    let mut victim = std::process::Command::new("sleep")
+        .arg("120")
+        .spawn()
+        .unwrap();
+    let victim_pid = victim.id();
+    let cgroup_of = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let cgroup_before = cgroup_of(victim_pid);
+    let source = format!(
+        "import os\n_real_fork = os.fork\n\n\
+         def _forged_fork():\n    pid = _real_fork()\n    return pid if pid == 0 else int(os.environ['VICTIM'])\n\n\
+         os.fork = _forged_fork\n{SOURCE}"
+    );
+    server.create_python(
+        &name,
+        &source,
+        json!({ "Timeout": 10, "Environment": { "Variables": { "VICTIM": victim_pid.to_string() } } }),
+    );
+    let (first, _) = invoke_tail(&server, &name, "first", 0.0);
+    let [(a, _), (b, _)] = invoke_pair(&server, &name, 2.0);
+    assert_ne!(a["pid"], b["pid"]);
+    assert_eq!(first["pid"], first["init_pid"], "a normal start: {first}");
+    assert_eq!(starts_of_kind(&server, "fork"), 0.0);
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the process the template named was killed"
+    );
+    assert_eq!(
+        cgroup_of(victim_pid),
+        cgroup_before,
+        "the process the template named was moved into a cgroup"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+}

@@ -502,6 +502,47 @@ enum SpareState {
     Ready(Spare),
 }
 
+/// Checks that a template's answer to a fork request names its own child: `pidfd` is a pidfd
+/// of process `pid`, whose parent is the template (`template_pid`), and which still runs. The
+/// template runs function code (its module init, which can replace `os.fork` or write on the
+/// control socket itself), so its answer is not trusted: a forged pid and pidfd of another
+/// process, the server's or another function's, would have the server (root) move that process
+/// into this fork's cgroup and later kill it. Nothing is signalled here: on a mismatch `pidfd`
+/// may be a stranger's.
+fn verify_child(template_pid: i32, pid: i32, pidfd: &OwnedFd) -> Result<(), String> {
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+        .map_err(|e| format!("cannot read the fork's pidfd: {e}"))?;
+    let of_pidfd = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    if of_pidfd != Some(pid) {
+        return Err(format!(
+            "the template named pid {pid} with a descriptor of {of_pidfd:?}: not its fork"
+        ));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read the fork's stat: {e}"))?;
+    let parent = parent_in_stat(&stat);
+    if parent != Some(template_pid) {
+        return Err(format!(
+            "pid {pid} named by the template is a child of {parent:?}, not of the template ({template_pid})"
+        ));
+    }
+    // Still the same process: had it ended, its pid could belong to another one by now.
+    if !pidfd_alive(pidfd) {
+        return Err("the fork ended at once".into());
+    }
+    Ok(())
+}
+
+/// The parent pid in the text of `/proc/PID/stat` (the field after the state; the command name
+/// before them is in parentheses and may itself contain spaces and parentheses).
+fn parent_in_stat(stat: &str) -> Option<i32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Whether the process behind `pidfd` still runs (its pidfd is not readable yet).
 fn pidfd_alive(pidfd: &OwnedFd) -> bool {
     let mut pfd = libc::pollfd {
@@ -546,6 +587,8 @@ async fn prepare(
         })
         .await
         .map_err(|e| e.to_string())??;
+        // Before the pid or pidfd is used for anything (a cgroup move, a signal).
+        verify_child(template.pid, pid, &pidfd)?;
         // Into its own cgroup before it runs any of an instance's code.
         if let Some(cg) = cgroup.as_mut() {
             let text = pid.to_string();
@@ -1055,6 +1098,56 @@ fn recv_with_fds(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pidfd_of(pid: i32) -> OwnedFd {
+        // SAFETY: pidfd_open on a pid; the result is checked before it is owned.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        assert!(fd >= 0, "pidfd_open {pid}: {}", io::Error::last_os_error());
+        // SAFETY: a new descriptor of ours alone.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    #[test]
+    fn parent_pid_is_read_past_a_command_name_with_spaces_and_parens() {
+        assert_eq!(parent_in_stat("42 (a) b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_in_stat("42 (python3) R 1 2 3"), Some(1));
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_fork_answer_must_name_a_running_child_of_the_template_by_its_own_pidfd() {
+        // This test process plays the template; `child` is its fork.
+        let me = std::process::id() as i32;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert_eq!(verify_child(me, pid, &pidfd_of(pid)), Ok(()));
+        // A process that is not the template's child (here: the test's own parent), named
+        // with its own pidfd: what a template whose `os.fork` was replaced would answer.
+        let parent = std::os::unix::process::parent_id() as i32;
+        let err = verify_child(me, parent, &pidfd_of(parent)).unwrap_err();
+        assert!(err.contains("not of the template"), "{err}");
+        // A pid with the pidfd of another process.
+        let err = verify_child(me, pid, &pidfd_of(other.id() as i32)).unwrap_err();
+        assert!(err.contains("not its fork"), "{err}");
+        // Not a pidfd at all.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let err = verify_child(me, pid, &OwnedFd::from(file)).unwrap_err();
+        assert!(err.contains("not its fork"), "{err}");
+        // A child that has ended (and was reaped) is not accepted either.
+        let fd = pidfd_of(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(verify_child(me, pid, &fd).is_err());
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
 
     #[test]
     fn opt_out_values() {
