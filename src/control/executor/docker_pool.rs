@@ -184,6 +184,9 @@ pub struct Pool {
     mounts: tokio::sync::OnceCell<Mounts>,
     /// Numbers the slots' container names.
     next: AtomicU64,
+    /// Replaces `PROBE_CHECK` (tests make the probe fail with it).
+    #[cfg(test)]
+    probe_check: OnceLock<&'static str>,
 }
 
 impl Pool {
@@ -196,7 +199,17 @@ impl Pool {
             state: Mutex::new(State::default()),
             mounts: tokio::sync::OnceCell::new(),
             next: AtomicU64::new(1),
+            #[cfg(test)]
+            probe_check: OnceLock::new(),
         })
+    }
+
+    fn probe_check(&self) -> &'static str {
+        #[cfg(test)]
+        if let Some(check) = self.probe_check.get() {
+            return check;
+        }
+        PROBE_CHECK
     }
 
     pub fn share_uids(&self, uids: Arc<Mutex<UidPool>>) {
@@ -500,7 +513,7 @@ impl Pool {
             })
             .map_err(|e| format!("{}: {e}", code.display()))?;
         let slot = self.create_slot_as(&probe_key, None).await?;
-        let command: Vec<String> = ["/bin/sh", "-c", PROBE_CHECK]
+        let command: Vec<String> = ["/bin/sh", "-c", self.probe_check()]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -1543,6 +1556,44 @@ exit 3
         tokio::time::sleep(Duration::from_millis(REFILL_DELAY_MS * 2)).await;
         assert_eq!(pool(&fx).idle_sizes(), vec![256]);
         fx.executor.shutdown().await;
+    }
+
+    /// When a code mount does not reach a started container (the probe's check fails, as it
+    /// would with a daemon in another mount namespace), the pool turns itself off: no slot is
+    /// made, every start is ordinary and succeeds, and nothing stays mounted.
+    #[tokio::test]
+    async fn a_failed_probe_turns_the_pool_off_and_starts_stay_ordinary() {
+        let _serial = SERIAL.lock().await;
+        let test = "pool_probe_fails";
+        let Some((fx, _leftovers)) = pool_fixture(test, "t-pool-probe").await else {
+            return;
+        };
+        pool(&fx).probe_check.set("exit 1").expect("first use");
+        for _ in 0..2 {
+            let mut i = fx
+                .executor
+                .start(pool_spec(&fx, 128, "#!/bin/sh\necho served\n"))
+                .await
+                .expect("start");
+            assert!(!i.pooled());
+            let log = i.take_log().expect("log");
+            assert_eq!(wait_bounded(&mut i).await.code, Some(0));
+            assert!(read_log(log).contains("served"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(FILL_WAIT_S);
+        while pool(&fx).mounts.get().is_none() {
+            assert!(Instant::now() < deadline, "the probe never finished");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(pool(&fx).mounts.get(), Some(&Mounts::Unusable));
+        assert!(pool(&fx).idle_sizes().is_empty());
+        assert!(mounts_under(fx.dir.path()).is_empty());
+        let filter = format!("label={LABEL_OWNER}={}", fx.executor.config.owner);
+        let left = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .expect("docker ps");
+        assert!(left.stdout.is_empty(), "probe container left");
     }
 
     #[tokio::test]
