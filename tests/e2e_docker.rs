@@ -1174,6 +1174,25 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
     // The claim started a refill: a new slot, not the claimed one.
     wait_for_pool_slot(&server, std::slice::from_ref(&slot));
 
+    // The refilled slot serves a function on the WebSocket transport: its register is admitted
+    // from the slot's uid.
+    let ws_name = unique_name("pool-ws");
+    let resp = server.create_function(
+        &ws_name,
+        "python3.12",
+        "lambda_function.handler",
+        &files(PY_POOL_PROBE),
+        json!({"MemorySize": 256}),
+    );
+    expect_json(&resp, 201);
+    let got = server.invoke_ok(&ws_name, &json!({}));
+    assert_eq!(got["fn"], ws_name.as_str(), "{got}");
+    let ws_uid = got["uid"].as_u64().expect("uid");
+    assert!(range.contains(&ws_uid), "{got}");
+    assert_ne!(ws_uid, uid, "two live instances share a uid");
+    assert_eq!(starts_of(&server, "pooled"), 2.0);
+    assert_transport(&server, true);
+
     // 512 MB was never started: no slot of that size, an ordinary start.
     let big = unique_name("pool-big");
     let resp = server.create_function(
@@ -1187,7 +1206,7 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
     server.invoke_ok(&big, &json!({}));
     assert_eq!(
         (starts_of(&server, "exec"), starts_of(&server, "pooled")),
-        (2.0, 1.0)
+        (2.0, 2.0)
     );
     let owner = lambda_at_home::control::executor::cgroup::data_dir_key(&data_dir);
     server.shutdown();
