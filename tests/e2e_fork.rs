@@ -268,6 +268,20 @@ fn forked_instances_share_their_templates_uid_and_other_functions_are_refused() 
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    // The instance uids must be able to read the Python bootstrap, wherever the checkout is (a
+    // clone under a 0700 directory would otherwise leave Python instances unverified, as the
+    // server's start check reports): a copy next to the data dir, passed with --runtimes-dir.
+    let data = dir.path().join("data");
+    let runtimes = dir.path().join("runtimes");
+    std::fs::create_dir(&data).unwrap();
+    copy_world_readable(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/python"),
+        &runtimes.join("python"),
+    );
+    for d in [&data, &runtimes] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let runtimes_arg = runtimes.to_string_lossy().into_owned();
     let path = format!(
         "/usr/bin:/bin:{}",
         std::env::var("PATH").unwrap_or_default()
@@ -275,8 +289,10 @@ fn forked_instances_share_their_templates_uid_and_other_functions_are_refused() 
     // A uid range of its own (e2e_isolation's are below it).
     let base = (lambda_at_home::config::INSTANCE_UID_BASE_DEFAULT + 50_000).to_string();
     let server = common::child::ChildServer::start_with_env(
-        dir.path(),
+        &data,
         &[
+            "--runtimes-dir",
+            &runtimes_arg,
             "--instance-uid-base",
             &base,
             "--instance-uids",
@@ -431,4 +447,22 @@ fn a_template_that_names_a_stranger_as_its_fork_is_not_believed() {
     );
     victim.kill().unwrap();
     victim.wait().unwrap();
+}
+
+/// Copies the directory tree `from` to `to` (created), directories 0755 and files 0644, so that
+/// any uid can read it.
+fn copy_world_readable(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_world_readable(&entry.path(), &target);
+        } else if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), &target).unwrap();
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
 }
