@@ -403,12 +403,19 @@ fn header(out: &mut String, r: &Report) {
     );
     let _ = writeln!(
         out,
-        "- Settings: payload {} B; cold {} samples ({} ms pause); warm {} sequential invokes; \
+        "- Settings: payload {} B; cold {} first-instance samples ({} ms pause) and {} \
+         later-instance samples{}; warm {} sequential invokes; \
          high frequency {} req/s for {} s over {} connections; throughput at concurrency {:?} \
          for {} s each; {} s warm-up; loadgen on {} tokio thread(s)",
         s.payload_bytes,
         s.cold_samples,
         s.cold_pause_ms,
+        s.cold_later_samples,
+        if s.init_sleep_ms > 0 {
+            format!(" (module init sleeps {} ms)", s.init_sleep_ms)
+        } else {
+            String::new()
+        },
         s.warm_invokes,
         s.rate_per_s,
         s.duration_s,
