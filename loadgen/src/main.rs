@@ -395,26 +395,7 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
     let mut machine = Machine::collect();
     let mut server = server_info(&endpoint, &opts, metrics.as_ref(), &scrub);
     let git = GitInfo::collect();
-    // Only a server that identified itself as Lambda@Home (its /metrics) is built from this
-    // checkout; another endpoint's binary has nothing to do with the commit.
-    let stale = server
-        .has_metrics
-        .then(|| git.stale_binary(&server))
-        .flatten();
-    if let Some(why) = stale {
-        if !opts.allow_stale {
-            return Err(RunError::Stale(why));
-        }
-        server.stale = true;
-    }
-    let mut warnings = if server.has_metrics {
-        git.warnings(&server)
-    } else {
-        Vec::new()
-    };
-    for w in &warnings {
-        eprintln!("loadgen: warning: {w}");
-    }
+    let mut warnings = check_checkout(&opts, &git, &mut server)?;
     if server.pid.is_none() {
         warnings.push("server process not found: no server CPU or memory figures".to_owned());
     }
@@ -617,24 +598,7 @@ async fn run_soak(opts: &Options, args: &soak::SoakArgs) -> Result<bool, RunErro
     let mut machine = Machine::collect();
     let mut server = server_info(&endpoint, opts, metrics.as_ref(), &scrub);
     let git = GitInfo::collect();
-    if let Some(why) = server
-        .has_metrics
-        .then(|| git.stale_binary(&server))
-        .flatten()
-    {
-        if !opts.allow_stale {
-            return Err(RunError::Stale(why));
-        }
-        server.stale = true;
-    }
-    let mut warnings = if server.has_metrics {
-        git.warnings(&server)
-    } else {
-        Vec::new()
-    };
-    for w in &warnings {
-        eprintln!("loadgen: warning: {w}");
-    }
+    let mut warnings = check_checkout(opts, &git, &mut server)?;
     if server.pid.is_none() {
         warnings.push("server process not found: no RSS, descriptor or thread figures".into());
     }
@@ -1029,6 +993,7 @@ async fn run_phases(
                         retire_instances(bench, opts, target, run_id).await;
                     }
                 }
+                // Part of `Cold` above: no command lists it on its own.
                 Scenario::ColdLater => {}
                 Scenario::Warm => {
                     phases.push(scenarios::warm(bench, target, opts.warm_invokes).await)
@@ -1092,6 +1057,32 @@ async fn teardown(
             warnings.push(format!("cleaning up {}: {e}", target.function));
         }
     }
+}
+
+/// Relates the server to this checkout: refuses a Lambda@Home server whose binary is older than
+/// the checked-out sources (or marks it stale with `--allow-stale`), and returns the checkout's
+/// warnings (printed as well). Only a server that identified itself as Lambda@Home (its
+/// /metrics) is built from this checkout; another endpoint's binary has nothing to do with the
+/// commit.
+fn check_checkout(
+    opts: &Options,
+    git: &GitInfo,
+    server: &mut ServerInfo,
+) -> Result<Vec<String>, RunError> {
+    if !server.has_metrics {
+        return Ok(Vec::new());
+    }
+    if let Some(why) = git.stale_binary(server) {
+        if !opts.allow_stale {
+            return Err(RunError::Stale(why));
+        }
+        server.stale = true;
+    }
+    let warnings = git.warnings(server);
+    for w in &warnings {
+        eprintln!("loadgen: warning: {w}");
+    }
+    Ok(warnings)
 }
 
 fn settings(opts: &Options, scenarios: Vec<Scenario>) -> Settings {

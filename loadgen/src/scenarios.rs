@@ -309,8 +309,6 @@ pub async fn cold(
     run_id: &str,
 ) -> Phase {
     let mut phase = Phase::new(Scenario::Cold, target);
-    let mut tally = Tally::default();
-    let mut inits = histogram();
     let progress = bench.progress(Scenario::Cold, target, Plan::Count(samples));
     let meter = bench.begin().await;
     let started = Instant::now();
@@ -328,33 +326,18 @@ pub async fn cold(
         progress.counters.record(sample.error.is_none());
         seen.push(sample);
     }
-    for sample in &seen {
-        match &sample.error {
-            Some(kind) => tally.error(kind.clone()),
-            None => tally.ok((sample.latency_ms * 1e6) as u64),
-        }
-        if let Some(init) = sample.init_duration_ms {
-            inits.saturating_record((init * 1e6) as u64);
-        }
-    }
-    let not_cold = seen
-        .iter()
-        .filter(|s| s.error.is_none() && s.init_duration_ms.is_none())
-        .count();
+    let not_cold = record_cold_samples(&mut phase, seen, started.elapsed());
     if not_cold > 0 {
         phase.notes.push(format!(
             "{not_cold} of {} cold-start samples had no Init Duration in their REPORT line \
              (the server did not report a cold start)",
-            seen.len()
+            phase.cold_samples.len()
         ));
     }
-    phase.set_tally(&tally, started.elapsed());
-    phase.throughput_per_s = 0.0;
-    phase.init_duration = Summary::of(&inits);
-    let in_window = seen
+    let in_window = phase
+        .cold_samples
         .len()
         .saturating_sub(target.first_invoke.iter().count()) as u64;
-    phase.cold_samples = seen;
     bench.end(meter, &mut phase, in_window).await;
     progress.finish(&phase.one_line()).await;
     phase
@@ -382,8 +365,6 @@ pub fn hold_event(ms: u64) -> Vec<u8> {
 /// is the instance's own `Init Duration`. Runs on the configuration the `cold` phase left.
 pub async fn cold_later(bench: &mut Bench, target: &Target, samples: u64, hold: Duration) -> Phase {
     let mut phase = Phase::new(Scenario::ColdLater, target);
-    let mut tally = Tally::default();
-    let mut inits = histogram();
     let progress = bench.progress(Scenario::ColdLater, target, Plan::Count(samples));
     let hold = hold.clamp(HOLD_MIN, HOLD_MAX);
     let path = invoke_path(&target.function);
@@ -413,6 +394,25 @@ pub async fn cold_later(bench: &mut Bench, target: &Target, samples: u64, hold: 
             }
         }
     }
+    let not_cold = record_cold_samples(&mut phase, seen, started.elapsed());
+    if not_cold > 0 {
+        phase.notes.push(format!(
+            "{not_cold} of {} later-instance samples were served by an instance that was \
+             already up (no Init Duration)",
+            phase.cold_samples.len()
+        ));
+    }
+    bench.end(meter, &mut phase, samples).await;
+    progress.finish(&phase.one_line()).await;
+    phase
+}
+
+/// Puts a cold phase's samples into it: latencies and errors into its tally (measured over
+/// `elapsed`), Init Durations into its init summary, the samples themselves. Returns how many
+/// succeeded without an Init Duration (no cold start reported).
+fn record_cold_samples(phase: &mut Phase, seen: Vec<ColdSample>, elapsed: Duration) -> usize {
+    let mut tally = Tally::default();
+    let mut inits = histogram();
     for sample in &seen {
         match &sample.error {
             Some(kind) => tally.error(kind.clone()),
@@ -422,24 +422,15 @@ pub async fn cold_later(bench: &mut Bench, target: &Target, samples: u64, hold: 
             inits.saturating_record((init * 1e6) as u64);
         }
     }
+    phase.set_tally(&tally, elapsed);
+    phase.throughput_per_s = 0.0;
+    phase.init_duration = Summary::of(&inits);
     let not_cold = seen
         .iter()
         .filter(|s| s.error.is_none() && s.init_duration_ms.is_none())
         .count();
-    if not_cold > 0 {
-        phase.notes.push(format!(
-            "{not_cold} of {} later-instance samples were served by an instance that was \
-             already up (no Init Duration)",
-            seen.len()
-        ));
-    }
-    phase.set_tally(&tally, started.elapsed());
-    phase.throughput_per_s = 0.0;
-    phase.init_duration = Summary::of(&inits);
     phase.cold_samples = seen;
-    bench.end(meter, &mut phase, samples).await;
-    progress.finish(&phase.one_line()).await;
-    phase
+    not_cold
 }
 
 /// One logged invoke, timed from send to the end of the response.
