@@ -42,6 +42,9 @@ pub const INSTANCE_UIDS_DEFAULT: u32 = 65_536;
 /// Room for a few warm slots of the common sizes (128 to 1024 MB); an idle slot is a waiting
 /// shell, so its real footprint is far below its memory limit.
 pub const DOCKER_POOL_MB_DEFAULT: u64 = 2048;
+/// Pre-started Node processes kept by default: one serves the next cold start while the other
+/// is being replaced, for about 100 MB of memory in all.
+pub const NODE_POOL_DEFAULT: usize = 2;
 /// AWS's retry interval after a function error: about one minute, then two
 /// (`--event-retry-base-ms` scales every event delay by itself / this).
 pub const EVENT_RETRY_BASE_MS: u64 = 60_000;
@@ -229,6 +232,13 @@ pub struct Config {
     #[arg(long, env = "LAH_FORK_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub fork_start: bool,
 
+    /// Process executor, Node: how many Node processes to keep started with the bootstrap loaded
+    /// and no function yet, so that a cold start only hands one its function (docs/cold-starts.md);
+    /// 0 turns the pool off. Each idle one holds about 40-50 MB. A function opts out with its own
+    /// `LAMBDA_USE_POOL=false`.
+    #[arg(long, env = "LAH_NODE_POOL", default_value_t = NODE_POOL_DEFAULT)]
+    pub node_pool: usize,
+
     /// First address of the per-instance Runtime API addresses (a /16 inside 127.0.0.0/8).
     #[arg(long, env = "LAH_INSTANCE_NET", default_value = "127.10.0.0")]
     pub instance_net: std::net::Ipv4Addr,
@@ -415,6 +425,10 @@ impl Config {
         // pooled container (created before its function was known) cannot carry: tests of the
         // pool turn it on (`tests/e2e_docker.rs`, `tests/e2e_isolation.rs`).
         c.docker_pool_mb = 0;
+        // Likewise for the Node pool: its processes start in the background after a Node start,
+        // which would load every test that starts a Node function; its tests turn it on
+        // (`tests/e2e_node_pool.rs`).
+        c.node_pool = 0;
         c
     }
 }

@@ -280,6 +280,7 @@ async fn choose_executor(shared: &Arc<Switchboard>) -> Result<Arc<dyn Executor>,
             &config.resolve_runtimes_dir(),
             config.instance_uids > 0,
             config.fork_start,
+            config.node_pool,
         )) as Arc<dyn Executor>
     };
     match config.executor {

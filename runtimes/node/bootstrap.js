@@ -10,8 +10,15 @@
 // wrapped in awslambda.streamifyResponse streams its response (a chunked /response with
 // Lambda-Runtime-Function-Response-Mode: streaming; docs/streaming.md).
 
+const fs = require('fs');
+const Module = require('module');
 const net = require('net');
 const common = require('./runtime-common');
+
+// Names the pooled process's control socket (removed from the environment at once).
+const POOL_CONTROL_FD_VAR = '_LAMBDA_POOL_CONTROL_FD';
+// A start message larger than this is not from the server (an instance's environment is a few KB).
+const START_MESSAGE_BYTES_MAX = 1024 * 1024;
 
 const API_PREFIX = '/2018-06-01/runtime';
 // Retries for a request that failed at the socket level (e.g. the server closed an
@@ -425,7 +432,50 @@ function loadWebSocketModule(taskRoot) {
   }
 }
 
+// Pooled start: waits (a blocking read, no event loop turn) for the start message on the
+// control socket, then makes this process the instance: its environment replaces the pool's,
+// the working directory becomes its code (which the server has just made visible), and
+// module lookup re-reads NODE_PATH as node does at start. Returns false when the server
+// dropped this process without a start (then it exits).
+function awaitStart(fdText) {
+  const fd = Number(fdText);
+  delete process.env[POOL_CONTROL_FD_VAR];
+  // The runtime's own modules, loaded now so that a start does not pay for them.
+  require('./bootstrap-websocket');
+  if (typeof Module._initPaths !== 'function') {
+    fs.writeSync(fd, '{"refused":"this node cannot re-read NODE_PATH"}\n');
+    return false;
+  }
+  fs.writeSync(fd, '{"ready":true}\n');
+  const chunks = [];
+  let total = 0;
+  for (;;) {
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    let n;
+    try {
+      n = fs.readSync(fd, buf, 0, buf.length, null);
+    } catch (err) {
+      if (err.code === 'EAGAIN' || err.code === 'EINTR') continue;
+      throw err;
+    }
+    if (n === 0) break;
+    total += n;
+    if (total > START_MESSAGE_BYTES_MAX) throw new Error('start message too large');
+    chunks.push(buf.subarray(0, n));
+  }
+  fs.closeSync(fd);
+  if (total === 0) return false;
+  const { env } = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  for (const key of Object.keys(process.env)) delete process.env[key];
+  Object.assign(process.env, env);
+  process.chdir(process.env.LAMBDA_TASK_ROOT);
+  Module._initPaths();
+  return true;
+}
+
 async function main() {
+  const poolFd = process.env[POOL_CONTROL_FD_VAR];
+  if (poolFd !== undefined && !awaitStart(poolFd)) process.exit(0);
   common.installProcessHooks();
   common.installAwsLambdaGlobal();
   common.patchConsole();

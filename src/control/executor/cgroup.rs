@@ -209,6 +209,26 @@ impl InstanceCgroup {
         std::mem::take(&mut self.join)
     }
 
+    /// Sets the memory limit (`memory_mb`, no swap) of a cgroup that already holds its process:
+    /// a pooled Node process is created under a pool limit and gets its function's MemorySize
+    /// when it is claimed (a write, where moving it into a new cgroup would take milliseconds).
+    /// Lowering the limit below what it uses makes the kernel reclaim, or OOM-kill it.
+    pub fn set_memory_mb(&self, memory_mb: u32) -> io::Result<()> {
+        let bytes = (u64::from(memory_mb) * 1024 * 1024).to_string();
+        for base in self.dirs.iter().filter(|b| b.memory) {
+            if base.v2 {
+                write(&base.dir.join("memory.max"), &bytes)?;
+            } else {
+                // v1 refuses a memory limit above the memory+swap one: lower that one last.
+                let memsw = base.dir.join("memory.memsw.limit_in_bytes");
+                let _ = write(&memsw, &bytes);
+                write(&base.dir.join("memory.limit_in_bytes"), &bytes)?;
+                let _ = write(&memsw, &bytes);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the kernel's OOM killer killed a process of this instance.
     pub fn oom_killed(&self) -> bool {
         self.dirs.iter().filter(|b| b.memory).any(|b| {

@@ -973,11 +973,11 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     socketpair(libc::SOCK_SEQPACKET)
 }
 
-fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     socketpair(libc::SOCK_STREAM)
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: fcntl flags of our own open descriptor.
     unsafe {
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);

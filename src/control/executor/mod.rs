@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod docker;
 pub mod docker_pool;
 pub mod fork;
+pub mod node_pool;
 pub mod process;
 pub mod sandbox;
 

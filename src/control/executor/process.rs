@@ -10,7 +10,8 @@
 //! `lah_instances_unverified_total`). See docs/isolation.md.
 //!
 //! Python instances may instead start as forks of a template that already imported the handler
-//! (`fork`, docs/cold-starts.md); every fallback of that path ends here.
+//! (`fork`, docs/cold-starts.md), Node instances as a pre-started process of a pool
+//! (`node_pool`); every fallback of those paths ends here.
 //!
 //! Where the server can write cgroups (root; see `cgroup`), each instance runs in its own cgroup:
 //! everything it starts dies with it (also processes that left its process group), its memory is
@@ -51,17 +52,21 @@ pub struct ProcessExecutor {
     identity: Vec<(&'static str, Result<(), String>)>,
     /// Fork templates of Python functions (`fork`); `None` with `--fork-start false`.
     forks: Option<super::fork::Templates>,
+    /// Pre-started Node processes (`node_pool`); `None` with `--node-pool 0`.
+    node_pool: Option<super::node_pool::NodePool>,
 }
 
 impl ProcessExecutor {
     /// `identities`: whether instances are to get their own uids (`--instance-uids` > 0);
-    /// `fork_start`: whether Python instances start as forks of a template (`--fork-start`).
+    /// `fork_start`: whether Python instances start as forks of a template (`--fork-start`);
+    /// `node_pool`: how many pre-started Node processes to keep (`--node-pool`, 0: none).
     pub fn new(
         deps_dir: PathBuf,
         data_dir: &Path,
         runtimes_dir: &Path,
         identities: bool,
         fork_start: bool,
+        node_pool: usize,
     ) -> ProcessExecutor {
         let node = resolve_interpreter("node", &["-p", "process.execPath"]);
         let python = resolve_interpreter("python3", &["-c", "import sys; print(sys.executable)"]);
@@ -103,15 +108,36 @@ impl ProcessExecutor {
                 ),
             }
         }
+        let cgroups = detected.cgroups.map(std::sync::Arc::new);
+        let functions_dir = std::path::absolute(&functions_dir).unwrap_or(functions_dir);
+        let node_pool = (node_pool > 0).then(|| {
+            let nodejs = identity
+                .iter()
+                .find(|(f, _)| *f == "nodejs")
+                .map(|(_, verdict)| verdict.clone())
+                .unwrap_or_else(|| Err("instance identities are off".into()));
+            super::node_pool::NodePool::new(super::node_pool::PoolSetup {
+                size: node_pool,
+                node: node.clone(),
+                runtimes_dir: std::path::absolute(runtimes_dir)
+                    .unwrap_or_else(|_| runtimes_dir.to_path_buf()),
+                deps_dir: deps_dir.clone(),
+                data_dir: data_dir.clone(),
+                functions_dir: functions_dir.clone(),
+                identity: nodejs,
+                cgroups: cgroups.clone(),
+            })
+        });
         ProcessExecutor {
             deps_dir,
             node,
             python,
-            cgroups: detected.cgroups.map(std::sync::Arc::new),
-            functions_dir: std::path::absolute(&functions_dir).unwrap_or(functions_dir),
+            cgroups,
+            functions_dir,
             data_dir,
             identity,
             forks: fork_start.then(super::fork::Templates::new),
+            node_pool,
         }
     }
 
@@ -286,6 +312,11 @@ impl Executor for ProcessExecutor {
                     }
                 }
             }
+            if let Some(pool) = &self.node_pool {
+                if let Some(instance) = pool.start(self, &spec).await {
+                    return Ok(instance);
+                }
+            }
             let log = pipe().map_err(|e| ExecError::Spawn(e.to_string()))?;
             let spawned = self.spawn(&spec, &spec.id.to_string(), log, None).await?;
             let token = spec
@@ -300,6 +331,7 @@ impl Executor for ProcessExecutor {
                 cgroup: spawned.cgroup,
                 token,
                 uid: spawned.uid,
+                pooled: false,
             }) as Box<dyn Instance>)
         })
     }
@@ -315,7 +347,20 @@ impl Executor for ProcessExecutor {
             if let Some(forks) = &self.forks {
                 forks.shutdown().await;
             }
+            if let Some(pool) = &self.node_pool {
+                pool.shutdown().await;
+            }
         })
+    }
+
+    fn attach(
+        &self,
+        uids: std::sync::Arc<std::sync::Mutex<crate::control::identity::UidPool>>,
+        _shared: std::sync::Arc<crate::model::Switchboard>,
+    ) {
+        if let Some(pool) = &self.node_pool {
+            pool.share_uids(uids);
+        }
     }
 
     fn take_uid_returns(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<u32>> {
@@ -540,7 +585,7 @@ fn opt_mount_source(spec: &InstanceSpec) -> Option<std::ffi::CString> {
 ///
 /// # Safety
 /// Only between fork and exec (it changes the calling process's mount namespace).
-unsafe fn private_mount_namespace() -> bool {
+pub(super) unsafe fn private_mount_namespace() -> bool {
     let none = std::ptr::null();
     // SAFETY: plain syscalls on NUL-terminated strings that outlive the calls.
     unsafe {
@@ -635,17 +680,20 @@ fn honour_user_paths(
     }
 }
 
-struct ProcessInstance {
-    child: tokio::process::Child,
+pub(super) struct ProcessInstance {
+    pub child: tokio::process::Child,
     /// The child's process group (its pid): killed as a whole.
-    pgid: Option<i32>,
-    log: Option<OwnedFd>,
+    pub pgid: Option<i32>,
+    pub log: Option<OwnedFd>,
     /// Its cgroup: killed as a whole, then removed.
-    cgroup: Option<InstanceCgroup>,
+    pub cgroup: Option<InstanceCgroup>,
     /// Its `LAMBDA_INSTANCE_ID`: without a cgroup, what finds processes that left its group.
-    token: Option<String>,
+    pub token: Option<String>,
     /// The uid it runs as, when it has its own.
-    uid: Option<u32>,
+    pub uid: Option<u32>,
+    /// Whether it was a pre-started Node process of the pool (`node_pool`) rather than a new
+    /// start (`lah_executor_starts_total{kind="pooled"}`).
+    pub pooled: bool,
 }
 
 impl ProcessInstance {
@@ -718,6 +766,10 @@ impl Instance for ProcessInstance {
 
     fn uid(&self) -> Option<u32> {
         self.uid
+    }
+
+    fn pooled(&self) -> bool {
+        self.pooled
     }
 }
 

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 /// Size cap of the tmpfs that covers the data dir: it holds only empty mount points, and a cap
 /// keeps a bug from turning it into a memory sink (it is read-only once set up anyway).
-const COVER_OPTIONS: &std::ffi::CStr = c"mode=0755,size=64k";
+pub(super) const COVER_OPTIONS: &std::ffi::CStr = c"mode=0755,size=64k";
 
 /// What the child needs, prepared before the fork (nothing may allocate after it).
 pub struct DataView {
