@@ -801,7 +801,14 @@ mod tests {
         ] {
             assert!(startup_only(key), "{key}");
         }
-        for key in ["NODE_PATH", "NODE_ENV", "TZ", "PATH", "MY_NODE_OPTIONS", "AWS_REGION"] {
+        for key in [
+            "NODE_PATH",
+            "NODE_ENV",
+            "TZ",
+            "PATH",
+            "MY_NODE_OPTIONS",
+            "AWS_REGION",
+        ] {
             assert!(!startup_only(key), "{key}");
         }
     }
