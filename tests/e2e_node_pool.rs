@@ -277,6 +277,34 @@ fn a_pooled_start_serves_with_the_functions_own_environment_and_nothing_outlives
     );
 }
 
+/// Over the WebSocket Runtime API: the pooled process learns the transport (and its secret
+/// `LAMBDA_INSTANCE_ID` for `register`) from its start message.
+#[test]
+fn a_pooled_start_serves_over_websocket() {
+    let server = server(|c| c.use_websocket = true);
+    let data_dir = server.data_dir.clone();
+    let name = unique_name("pooledws");
+    create_node(&server, &name, json!({ "MY_VAR": "one" }));
+    let (first, _) = invoke_tail(&server, &name, json!({}));
+    wait_for_pool(&data_dir, &[pid_of(&first)], 2);
+    let resp = server.call_json(
+        "PUT",
+        &format!("/2015-03-31/functions/{name}/configuration"),
+        &json!({ "Environment": { "Variables": { "MY_VAR": "two" } } }),
+    );
+    assert_eq!(resp.status, 200, "{}", describe(&resp));
+    let (pooled, tail) = invoke_tail(&server, &name, json!({ "tag": "ws" }));
+    assert_eq!(pooled["env"]["MY_VAR"], "two", "{pooled}");
+    assert_eq!(pooled["env"]["LAMBDA_USE_WEBSOCKET"], "true", "{pooled}");
+    assert!(tail.contains("POOL-LOG-ws"), "{tail}");
+    assert_eq!(starts_of_kind(&server, "pooled"), 1.0);
+    assert_transport(&server, true);
+    eprintln!(
+        "Init Duration of a pooled start over WebSocket: {:?} ms",
+        init_duration_ms(&tail)
+    );
+}
+
 #[test]
 fn opted_out_and_unsupported_functions_start_normally() {
     let server = server(|_| {});
@@ -466,7 +494,21 @@ fn pooled_instances_are_isolated_from_each_other_and_from_other_functions() {
         &json!({ "Environment": { "Variables": { "ROUND": "2" } } }),
     );
     assert_eq!(resp.status, 200, "{}", describe(&resp));
-    let second = invoke("victim", json!({ "peek": own_root }));
+    let resp = http_call(
+        server.addr,
+        "POST",
+        "/2015-03-31/functions/victim/invocations",
+        &[("X-Amz-Log-Type", "Tail")],
+        json!({ "peek": own_root }).to_string().as_bytes(),
+    )
+    .unwrap();
+    let second = expect_success(&resp);
+    let tail = String::from_utf8_lossy(&b64_decode(resp.header_str("X-Amz-Log-Result").unwrap()))
+        .into_owned();
+    eprintln!(
+        "Init Duration of a pooled start with identities (code attached on the claim): {:?} ms",
+        init_duration_ms(&tail)
+    );
     assert_eq!(pooled_starts(), 2.0);
     assert_eq!(second["env"]["ROUND"], "2");
     assert_eq!(second["peek"], "ENOENT", "{second}");

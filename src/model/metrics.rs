@@ -114,7 +114,8 @@ pub struct Metrics {
     pub starts_fork: AtomicU64,
     /// Instances started from scratch (a new process or container).
     pub starts_exec: AtomicU64,
-    /// Instances taken from the Docker pool of started containers (`docker_pool`).
+    /// Instances taken from the Docker pool of started containers (`docker_pool`) or from the
+    /// process executor's pre-started Node processes (`node_pool`).
     pub starts_pooled: AtomicU64,
     pub duration: Histogram,
     pub init_duration: Histogram,
@@ -219,7 +220,8 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP lah_executor_starts_total Instances the executor started, by kind: fork (of a \
-             pre-initialised template), pooled (a started container of the Docker pool) or exec \
+             pre-initialised template), pooled (a started container of the Docker pool, or a \
+             pre-started Node process of the process executor's pool) or exec \
              (from scratch).\n# TYPE lah_executor_starts_total \
              counter\nlah_executor_starts_total{{kind=\"fork\"}} {}\n\
              lah_executor_starts_total{{kind=\"pooled\"}} {}\n\
