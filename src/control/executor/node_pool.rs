@@ -34,7 +34,7 @@
 //!
 //! Limits: at most `--node-pool` idle processes (clamped to `NODE_POOL_MAX`), filled one at a
 //! time, `REFILL_DELAY_MS` after the start that wants them; the pool fills from the first Node
-//! start on and is kept until the server stops.
+//! start it could serve on, and is emptied when no such start came for `IDLE_TTL_S`.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -76,6 +76,11 @@ const REFILL_DELAY_MS: u64 = 200;
 const IDLE_MEMORY_MB: u32 = 128;
 /// Largest ready report of a pooled process (`{"ready":true}` or a short refusal).
 const READY_BYTES_MAX: usize = 4096;
+/// A pool no Node start wanted for this long is emptied (its memory goes back to the host) until
+/// the next Node start; as the Docker pool forgets a key nobody started.
+const IDLE_TTL_S: u64 = 600;
+/// How often the pool checks whether it was forgotten.
+const SWEEP_INTERVAL_S: u64 = 30;
 /// How long shutdown waits for a fill in flight to end before it goes on.
 const SHUTDOWN_FILL_WAIT_MS: u64 = 3_000;
 const SHUTDOWN_POLL_MS: u64 = 20;
@@ -170,8 +175,11 @@ struct State {
     idle: VecDeque<Pooled>,
     /// A fill task runs.
     filling: bool,
-    /// A Node function was started: the pool is wanted from now on.
+    /// A Node function the pool could serve was started, within `IDLE_TTL_S` of `last_wanted`.
     wanted: bool,
+    last_wanted: Option<std::time::Instant>,
+    /// A sweep task runs (`ensure_sweeping`).
+    sweeping: bool,
     /// Set at shutdown: nothing new is made or handed out.
     shut: bool,
     /// Fills that failed in a row: the first is a warning, the next ones debug lines.
@@ -226,12 +234,14 @@ impl NodePool {
         let pooled = {
             let mut state = inner.state();
             state.wanted = true;
+            state.last_wanted = Some(std::time::Instant::now());
             if state.shut {
                 return None;
             }
             state.idle.pop_front()
         };
         ensure_filling(inner);
+        ensure_sweeping(inner);
         let mut pooled = pooled?;
         // One that ended while it waited (killed from outside) would be an instance that ends
         // at once.
@@ -543,6 +553,51 @@ fn ensure_filling(inner: &Arc<Inner>) {
     });
 }
 
+/// Starts the sweep task unless one runs: every `SWEEP_INTERVAL_S` it empties the pool once no
+/// Node start wanted it for `IDLE_TTL_S`, and then ends (the next Node start fills it again).
+fn ensure_sweeping(inner: &Arc<Inner>) {
+    {
+        let mut state = inner.state();
+        if state.sweeping || state.shut {
+            return;
+        }
+        state.sweeping = true;
+    }
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(SWEEP_INTERVAL_S)).await;
+            let (forgotten, done) = {
+                let mut state = inner.state();
+                let ttl = Duration::from_secs(IDLE_TTL_S);
+                let stale = state.last_wanted.is_none_or(|t| t.elapsed() >= ttl);
+                if state.shut {
+                    state.sweeping = false;
+                    (Vec::new(), true)
+                } else if stale && !state.filling {
+                    state.wanted = false;
+                    state.sweeping = false;
+                    (state.idle.drain(..).collect::<Vec<_>>(), true)
+                } else {
+                    (Vec::new(), false)
+                }
+            };
+            if !forgotten.is_empty() {
+                tracing::debug!(
+                    "no Node start for {IDLE_TTL_S} s: {} pooled Node processes stopped",
+                    forgotten.len()
+                );
+            }
+            for pooled in forgotten {
+                discard(inner.clone(), pooled).await;
+            }
+            if done {
+                break;
+            }
+        }
+    });
+}
+
 /// Starts one pooled process and waits until it is ready.
 async fn fill_one(inner: &Arc<Inner>) -> Result<Pooled, String> {
     let uid = match (&inner.setup.identity, inner.uids.get()) {
@@ -811,6 +866,72 @@ mod tests {
         ] {
             assert!(!startup_only(key), "{key}");
         }
+    }
+
+    /// A child in a view of the data dir with nothing in it (as a pooled process) sees, once
+    /// `show_code` ran, exactly the code dir, read-only even for root, and no other function's.
+    #[test]
+    fn shown_code_appears_read_only_in_the_waiting_process_only() {
+        use std::io::{BufRead, Write};
+        use std::os::unix::process::CommandExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP shown_code_appears_read_only: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = std::path::absolute(dir.path()).unwrap();
+        let code = data.join("functions/f/code-1");
+        let other = data.join("functions/g/code-1");
+        for d in [&code, &other] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("x"), b"hi").unwrap();
+        }
+        let view = DataView::prepare(&data, &[]).unwrap();
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let (c, o) = (code.display(), other.display());
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ls {c} 2>&1 || echo before-hidden; echo waiting; read go; cat {c}/x; echo; \
+                 cat {o}/x 2>&1 || echo other-hidden; touch {c}/y 2>&1 || echo read-only"
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        // SAFETY: only syscalls on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if !private_mount_namespace() {
+                    return Err(io::Error::last_os_error());
+                }
+                sandbox::enter(&view, 0, parent)
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut before = String::new();
+        while !before.contains("waiting") {
+            assert!(out.read_line(&mut before).unwrap() > 0, "{before}");
+        }
+        assert!(before.contains("before-hidden"), "{before}");
+        let ns =
+            OwnedFd::from(std::fs::File::open(format!("/proc/{}/ns/mnt", child.id())).unwrap());
+        show_code(&ns, &data, &code).unwrap();
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut after = String::new();
+        std::io::Read::read_to_string(&mut out, &mut after).unwrap();
+        child.wait().unwrap();
+        let lines: Vec<&str> = after.lines().collect();
+        assert_eq!(lines[0], "hi", "{after}");
+        assert!(after.contains("other-hidden"), "{after}");
+        assert!(after.contains("read-only"), "{after}");
+        // The server's own view is untouched: nothing was mounted here.
+        assert!(!code.join("y").exists());
+        assert!(std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .all(|l| !l.contains(&*data.to_string_lossy())));
     }
 
     #[test]
