@@ -231,24 +231,28 @@ impl NodePool {
             }
             return None;
         }
-        let pooled = {
+        {
             let mut state = inner.state();
-            state.wanted = true;
-            state.last_wanted = Some(std::time::Instant::now());
             if state.shut {
                 return None;
             }
-            state.idle.pop_front()
+            state.wanted = true;
+            state.last_wanted = Some(std::time::Instant::now());
+        }
+        let pooled = loop {
+            let Some(mut pooled) = inner.state().idle.pop_front() else {
+                break None;
+            };
+            // One that ended while it waited (killed from outside) would be an instance that
+            // ends at once: the next one, if any.
+            if matches!(pooled.child.try_wait(), Ok(None)) {
+                break Some(pooled);
+            }
+            tokio::spawn(discard(inner.clone(), pooled));
         };
         ensure_filling(inner);
         ensure_sweeping(inner);
-        let mut pooled = pooled?;
-        // One that ended while it waited (killed from outside) would be an instance that ends
-        // at once.
-        if !matches!(pooled.child.try_wait(), Ok(None)) {
-            tokio::spawn(discard(inner.clone(), pooled));
-            return None;
-        }
+        let pooled = pooled?;
         // A process with a uid of its own for a spec without one is fine (the spec's uid pool
         // ran dry, and the pooled process had taken its uid earlier); the other way round it
         // would run unverified where an ordinary start would not.
@@ -256,7 +260,7 @@ impl NodePool {
             tokio::spawn(discard(inner.clone(), pooled));
             return None;
         }
-        match claim(inner, exec, spec, &mut pooled) {
+        match claim(inner, exec, spec, &pooled) {
             Ok(()) => {}
             Err(why) => {
                 tracing::warn!(function = %spec.function.pool_key, "pooled start failed ({why}); the instance starts normally");
@@ -329,7 +333,7 @@ fn claim(
     inner: &Inner,
     exec: &ProcessExecutor,
     spec: &InstanceSpec,
-    pooled: &mut Pooled,
+    pooled: &Pooled,
 ) -> Result<(), String> {
     if let Some(ns) = &pooled.mnt {
         show_code(ns, &inner.setup.data_dir, spec.function.code_dir())
