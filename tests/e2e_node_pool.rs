@@ -26,8 +26,16 @@ const SOURCE: &str = r#"
 const fs = require('fs');
 const INIT_AT = Date.now();
 exports.handler = async (event, context) => {
-  console.log('POOL-LOG-' + (event.tag || ''));
   if (event.hold) await new Promise((r) => setTimeout(r, event.hold * 1000));
+  return report(event, context);
+};
+// Callback style: AWS's runtime answers once the event loop is empty, so a handle the pooled
+// process left open (its warm-up's) would hold the answer back.
+exports.callback = (event, context, callback) => {
+  setImmediate(() => callback(null, report(event, context)));
+};
+function report(event, context) {
+  console.log('POOL-LOG-' + (event.tag || ''));
   const attempt = (f) => { try { return f(); } catch (e) { return e.code || String(e); } };
   const others = (event.kill || []).filter((pid) => pid !== process.pid);
   return {
@@ -45,7 +53,7 @@ exports.handler = async (event, context) => {
       return fs.readFileSync(`/sys/fs/cgroup${line.slice(3)}/memory.max`, 'utf8').trim();
     }),
   };
-};
+}
 "#;
 
 /// Bound of every wait for the pool to (re)fill: a Node start takes tens of milliseconds, a
@@ -65,10 +73,14 @@ fn server(adjust: impl FnOnce(&mut lambda_at_home::config::Config)) -> TestServe
 const MEMORY_MB: u64 = 256;
 
 fn create_node(server: &TestServer, name: &str, env: Value) {
+    create_node_with(server, name, "index.handler", env);
+}
+
+fn create_node_with(server: &TestServer, name: &str, handler: &str, env: Value) {
     let resp = server.create_function(
         name,
         "nodejs20.x",
-        "index.handler",
+        handler,
         &[("index.js", SOURCE.as_bytes(), 0o644)],
         json!({ "Timeout": 10, "MemorySize": MEMORY_MB, "Environment": { "Variables": env } }),
     );
@@ -278,13 +290,14 @@ fn a_pooled_start_serves_with_the_functions_own_environment_and_nothing_outlives
 }
 
 /// Over the WebSocket Runtime API: the pooled process learns the transport (and its secret
-/// `LAMBDA_INSTANCE_ID` for `register`) from its start message.
+/// `LAMBDA_INSTANCE_ID` for `register`) from its start message; a callback-style handler answers
+/// when its event loop is empty, as on an ordinary start.
 #[test]
 fn a_pooled_start_serves_over_websocket() {
     let server = server(|c| c.use_websocket = true);
     let data_dir = server.data_dir.clone();
     let name = unique_name("pooledws");
-    create_node(&server, &name, json!({ "MY_VAR": "one" }));
+    create_node_with(&server, &name, "index.callback", json!({ "MY_VAR": "one" }));
     let (first, _) = invoke_tail(&server, &name, json!({}));
     wait_for_pool(&data_dir, &[pid_of(&first)], 2);
     let resp = server.call_json(
@@ -297,6 +310,17 @@ fn a_pooled_start_serves_over_websocket() {
     assert_eq!(pooled["env"]["MY_VAR"], "two", "{pooled}");
     assert_eq!(pooled["env"]["LAMBDA_USE_WEBSOCKET"], "true", "{pooled}");
     assert!(tail.contains("POOL-LOG-ws"), "{tail}");
+    // Answered as soon as its event loop was empty: nothing of the pooled process's own start
+    // (its warm-up's sockets and timers) was left in it.
+    let duration: f64 = tail
+        .split("\tDuration: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no Duration: {tail}"));
+    assert!(
+        duration < 1000.0,
+        "a callback handler took {duration} ms: {tail}"
+    );
     assert_eq!(starts_of_kind(&server, "pooled"), 1.0);
     assert_transport(&server, true);
     eprintln!(
