@@ -259,6 +259,10 @@ struct Instance {
     served: u64,
     idle_since: Instant,
     init_duration: Option<Duration>,
+    /// Its start included work the function's next start will not repeat
+    /// (`executor::Instance::one_off_init`: a fork template's import and init): its init time is
+    /// reported but not taken as the pool's start-cost estimate.
+    one_off_init: bool,
     /// What the runtime posted to `/runtime/init/error`.
     init_error: Option<Bytes>,
     log: Option<Rc<LogSource>>,
@@ -654,6 +658,7 @@ impl Scheduler {
                 served: 0,
                 idle_since: now,
                 init_duration: None,
+                one_off_init: false,
                 init_error: None,
                 log: None,
                 listener_fd: None,
@@ -868,12 +873,20 @@ impl Scheduler {
                 .metrics
                 .init_duration
                 .observe_us(init.as_micros() as u64);
-            let name = inst.function.pool_key.clone();
-            inst.function
-                .counters
-                .init_ns
-                .store(init.as_nanos() as u64, Ordering::Relaxed);
-            self.pools.entry(name).or_default().init_estimate = init;
+            // What the next start of the function will cost, for `--scale-out adaptive` and the
+            // return grace. Not a template's first fork: its ~200 ms of import and init made
+            // every busy instance look worth waiting for through a Python function's warm-up,
+            // and the first 6 ms fork start inside the measured window then set off a burst of
+            // starts (issue 11). Until a start that repeats has been seen, the cost is unknown
+            // and starts are eager.
+            if !inst.one_off_init {
+                let name = inst.function.pool_key.clone();
+                inst.function
+                    .counters
+                    .init_ns
+                    .store(init.as_nanos() as u64, Ordering::Relaxed);
+                self.pools.entry(name).or_default().init_estimate = init;
+            }
             // Its init is over: the next start may take its place in the start gate.
             self.shared.send_control(ControlMsg::InstanceReady { id });
         }
@@ -1162,7 +1175,16 @@ impl Scheduler {
     }
 
     /// The control plane started the instance: remember how to reach its output and listener.
-    pub fn started(&mut self, id: InstanceId, log: Rc<LogSource>, listener_fd: RawFd) -> bool {
+    pub fn started(
+        &mut self,
+        id: InstanceId,
+        log: Rc<LogSource>,
+        listener_fd: RawFd,
+        one_off_init: bool,
+    ) -> bool {
+        if one_off_init {
+            self.init_is_one_off(id);
+        }
         match self.instances.get_mut(&id) {
             Some(inst) => {
                 inst.log = Some(log);
@@ -1171,6 +1193,14 @@ impl Scheduler {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The executor says the instance's start included work the function's next start will not
+    /// repeat (`executor::Instance::one_off_init`).
+    pub fn init_is_one_off(&mut self, id: InstanceId) {
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.one_off_init = true;
         }
     }
 

@@ -136,6 +136,14 @@ pub trait Instance: Send {
         false
     }
 
+    /// Whether this start included work the function's next start will not repeat (the first
+    /// instance of a fork template: its start ran the template's import and init, the next one
+    /// is a fork of it). Its init time then says nothing about what another instance costs, and
+    /// the scheduler does not take it as the function's start-cost estimate (`init_ns`).
+    fn one_off_init(&self) -> bool {
+        false
+    }
+
     /// Whether the instance came from the Docker pool of started containers rather than a new
     /// start (`lah_executor_starts_total{kind="pooled"}`).
     fn pooled(&self) -> bool {
