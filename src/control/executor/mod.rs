@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod docker_pool;
+pub mod dynmods;
 pub mod fork;
 pub mod process;
 pub mod sandbox;
