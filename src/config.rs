@@ -238,6 +238,12 @@ pub struct Config {
     /// `LAMBDA_USE_POOL=false`.
     #[arg(long, env = "LAH_NODE_POOL", default_value_t = NODE_POOL_DEFAULT)]
     pub node_pool: usize,
+    /// Remount the host's cgroup2 hierarchy with `favordynmods` while the server runs (root only;
+    /// the options it had are restored at stop): moving a process into an instance's cgroup then
+    /// takes ~0.1 ms instead of an RCU grace period (1–100 ms), which every process start,
+    /// fork start and container start pays (docs/cold-starts.md). `false` leaves the host alone.
+    #[arg(long, env = "LAH_CGROUP_FAVOR_DYNMODS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cgroup_favor_dynmods: bool,
 
     /// First address of the per-instance Runtime API addresses (a /16 inside 127.0.0.0/8).
     #[arg(long, env = "LAH_INSTANCE_NET", default_value = "127.10.0.0")]
@@ -429,6 +435,9 @@ impl Config {
         // which would load every test that starts a Node function; its tests turn it on
         // (`tests/e2e_node_pool.rs`).
         c.node_pool = 0;
+        // Tests run many servers at once: none of them changes the host's cgroup mount (the
+        // one test of it asks for it).
+        c.cgroup_favor_dynmods = false;
         c
     }
 }

@@ -466,3 +466,43 @@ fn copy_world_readable(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The cgroup2 superblock options of this namespace's first cgroup2 mount, or `None` without one.
+fn cgroup2_options() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    table.lines().find_map(|l| {
+        let (_, right) = l.split_once(" - ")?;
+        let mut f = right.split(' ');
+        (f.next()? == "cgroup2").then(|| f.nth(1).unwrap_or("").to_string())
+    })
+}
+
+#[test]
+fn favordynmods_is_on_while_the_server_runs_and_restored_at_stop() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: remounting the cgroup2 hierarchy needs root");
+        return;
+    }
+    let Some(before) = cgroup2_options() else {
+        eprintln!("skipped: no cgroup2 hierarchy is mounted");
+        return;
+    };
+    let was_on = before.split(',').any(|o| o == "favordynmods");
+    // Exclusive: no other test server starts instances while the host's option changes.
+    let server = TestServer::exclusive(|c| c.cgroup_favor_dynmods = true);
+    let during = cgroup2_options().expect("still mounted");
+    assert!(
+        during.split(',').any(|o| o == "favordynmods"),
+        "on while the server runs: {during}"
+    );
+    let name = unique_name("dynmods");
+    server.create_python(&name, SOURCE, json!({ "Timeout": 10 }));
+    let (body, tail) = invoke_tail(&server, &name, "dynmods", 0.0);
+    assert!(tail.contains("FORK-LOG-dynmods"), "{tail}");
+    assert!(body["pid"].is_number(), "{body}");
+    server.shutdown();
+    let after = cgroup2_options().expect("still mounted");
+    // Turned off again when this server turned it on; left on when the host had it on.
+    assert_eq!(after, before, "the options the host had (was on: {was_on})");
+}

@@ -446,6 +446,7 @@ impl InstanceTask {
         let log = instance.take_log();
         let verified = instance.uid();
         let forked = instance.forked();
+        let one_off_init = instance.one_off_init();
         let kind = if forked {
             &self.shared.metrics.starts_fork
         } else if instance.pooled() {
@@ -468,6 +469,7 @@ impl InstanceTask {
                 log,
                 uid: verified,
                 stream: self.stream.clone(),
+                one_off_init,
             },
         );
         // The place in the start gate is held through the init's first moments only: an init

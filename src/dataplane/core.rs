@@ -134,7 +134,8 @@ impl Core {
                     log,
                     uid,
                     stream,
-                } => self.instance_started(id, listener, log, uid, stream),
+                    one_off_init,
+                } => self.instance_started(id, listener, log, uid, stream, one_off_init),
                 CoreMsg::InstanceStartFailed { id, error } => {
                     self.sched.borrow_mut().start_failed(id, error)
                 }
@@ -169,6 +170,7 @@ impl Core {
         log: Option<std::os::fd::OwnedFd>,
         uid: Option<u32>,
         stream: Arc<LogStream>,
+        one_off_init: bool,
     ) {
         let tee = LogTee {
             stream,
@@ -182,7 +184,11 @@ impl Core {
             }
         };
         let fd = listener.as_raw_fd();
-        if !self.sched.borrow_mut().started(id, log.clone(), fd) {
+        if !self
+            .sched
+            .borrow_mut()
+            .started(id, log.clone(), fd, one_off_init)
+        {
             return; // Already gone: dropping the listener closes it.
         }
         if let Some(uid) = uid {

@@ -259,6 +259,10 @@ struct Instance {
     served: u64,
     idle_since: Instant,
     init_duration: Option<Duration>,
+    /// Its start included work the function's next start will not repeat
+    /// (`executor::Instance::one_off_init`: a fork template's import and init): its init time is
+    /// reported but not taken as the pool's start-cost estimate.
+    one_off_init: bool,
     /// What the runtime posted to `/runtime/init/error`.
     init_error: Option<Bytes>,
     log: Option<Rc<LogSource>>,
@@ -654,6 +658,7 @@ impl Scheduler {
                 served: 0,
                 idle_since: now,
                 init_duration: None,
+                one_off_init: false,
                 init_error: None,
                 log: None,
                 listener_fd: None,
@@ -868,12 +873,22 @@ impl Scheduler {
                 .metrics
                 .init_duration
                 .observe_us(init.as_micros() as u64);
-            let name = inst.function.pool_key.clone();
-            inst.function
-                .counters
-                .init_ns
-                .store(init.as_nanos() as u64, Ordering::Relaxed);
-            self.pools.entry(name).or_default().init_estimate = init;
+            // What the next start of the function will cost, for `--scale-out adaptive` and the
+            // return grace. Not a template's first fork: its ~200 ms of import and init made
+            // every busy instance look worth waiting for through a Python function's warm-up,
+            // and the first 6 ms fork start inside the measured window then set off a burst of
+            // starts (issue 11). Until a start that repeats has been seen, the cost is unknown
+            // and starts are eager.
+            if !inst.one_off_init {
+                let name = inst.function.pool_key.clone();
+                let sample = init.as_nanos() as u64;
+                let _ = inst.function.counters.init_ns.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |was| Some(moving_average(was, sample)),
+                );
+                self.pools.entry(name).or_default().init_estimate = init;
+            }
             // Its init is over: the next start may take its place in the start gate.
             self.shared.send_control(ControlMsg::InstanceReady { id });
         }
@@ -1122,7 +1137,7 @@ impl Scheduler {
         let service = &self.instances[&id].function.counters.service_ns;
         // Cores race benignly on it.
         let was = service.load(Ordering::Relaxed);
-        service.store(service_average(was, served), Ordering::Relaxed);
+        service.store(moving_average(was, served), Ordering::Relaxed);
         self.set_state(
             id,
             State::Returning {
@@ -1162,7 +1177,16 @@ impl Scheduler {
     }
 
     /// The control plane started the instance: remember how to reach its output and listener.
-    pub fn started(&mut self, id: InstanceId, log: Rc<LogSource>, listener_fd: RawFd) -> bool {
+    pub fn started(
+        &mut self,
+        id: InstanceId,
+        log: Rc<LogSource>,
+        listener_fd: RawFd,
+        one_off_init: bool,
+    ) -> bool {
+        if one_off_init {
+            self.init_is_one_off(id);
+        }
         match self.instances.get_mut(&id) {
             Some(inst) => {
                 inst.log = Some(log);
@@ -1171,6 +1195,14 @@ impl Scheduler {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The executor says the instance's start included work the function's next start will not
+    /// repeat (`executor::Instance::one_off_init`).
+    pub fn init_is_one_off(&mut self, id: InstanceId) {
+        if let Some(inst) = self.instances.get_mut(&id) {
+            inst.one_off_init = true;
         }
     }
 
@@ -1722,19 +1754,22 @@ fn adaptive_starts(missing: usize, cover: usize, per_instance: usize) -> usize {
     }
 }
 
-/// The pool's moving average of dispatch-to-answer times (about the last eight) after an
-/// invocation that took `served` ns, from `was` (0: none yet). One sample moves it by at most
-/// `SERVICE_SAMPLE_CAP` times the average: a single stall (a garbage collection, a runtime
-/// descheduled on a busy machine) otherwise multiplied a sub-millisecond average tenfold, and
-/// `--scale-out adaptive` started a burst of instances for a load that had not changed. A real
-/// change in the function's duration still gets through within a few dozen invocations, and a
-/// busy instance that runs longer than a start stops counting as soon free anyway
+/// A pool's moving average (about the last eight samples) after a sample of `sample` ns, from
+/// `was` (0: none yet): the dispatch-to-answer time of its invocations (`service_ns`) and the
+/// init of its starts (`init_ns`). One sample moves it by at most `SERVICE_SAMPLE_CAP` times the
+/// average. A single stall (a garbage collection, a runtime descheduled on a busy machine)
+/// otherwise multiplied a sub-millisecond service average tenfold, and `--scale-out adaptive`
+/// started a burst of instances for a load that had not changed; likewise one fork start that
+/// waited 120 ms for its cgroup move (8 ms usually) made every busy instance look worth waiting
+/// for through a warm-up, and the next ordinary start let the held-back starts go inside the
+/// measured window. A real change in either still gets through within a few dozen samples, and
+/// a busy instance that runs longer than a start stops counting as soon free anyway
 /// (`soon_serving`).
-fn service_average(was: u64, served: u64) -> u64 {
+fn moving_average(was: u64, sample: u64) -> u64 {
     if was == 0 {
-        return served;
+        return sample;
     }
-    let sample = served.min(was.saturating_mul(SERVICE_SAMPLE_CAP));
+    let sample = sample.min(was.saturating_mul(SERVICE_SAMPLE_CAP));
     (was * 7 + sample) / 8
 }
 

@@ -685,6 +685,7 @@ async fn fork(
             prepare(exec.cgroups(), &template, &spec.id.to_string(), memory_mb).await?
         }
     };
+    let creates_template = log.is_some();
     let (read, write) = match log {
         Some(log) => log,
         None => match pipe() {
@@ -704,6 +705,7 @@ async fn fork(
     let uid = *template.uid.lock().unwrap_or_else(PoisonError::into_inner);
     let mut instance = launch(spare, body.as_bytes(), write, uid, template.clone()).await?;
     instance.log = Some(read);
+    instance.one_off_init = creates_template;
     refill(exec.cgroups().cloned(), &template, memory_mb);
     Ok(Box::new(instance))
 }
@@ -762,6 +764,7 @@ async fn launch(
         cgroup,
         uid,
         exit: None,
+        one_off_init: false,
         _template: template,
     })
 }
@@ -781,6 +784,9 @@ struct ForkInstance {
     uid: Option<u32>,
     /// How it ended, once known.
     exit: Option<ExitInfo>,
+    /// Whether this is the template's first fork, whose start included the template's init
+    /// (`Instance::one_off_init`).
+    one_off_init: bool,
     /// Held: the template's uid is given back only when every fork is gone.
     _template: Arc<Template>,
 }
@@ -907,6 +913,10 @@ impl Instance for ForkInstance {
 
     fn forked(&self) -> bool {
         true
+    }
+
+    fn one_off_init(&self) -> bool {
+        self.one_off_init
     }
 }
 

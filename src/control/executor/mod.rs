@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod docker_pool;
+pub mod dynmods;
 pub mod fork;
 pub mod node_pool;
 pub mod process;
@@ -134,6 +135,14 @@ pub trait Instance: Send {
     /// shared with its siblings and outliving it, so its end neither kills what runs under that
     /// uid nor gives the uid back (the template's end does both).
     fn forked(&self) -> bool {
+        false
+    }
+
+    /// Whether this start included work the function's next start will not repeat (the first
+    /// instance of a fork template: its start ran the template's import and init, the next one
+    /// is a fork of it). Its init time then says nothing about what another instance costs, and
+    /// the scheduler does not take it as the function's start-cost estimate (`init_ns`).
+    fn one_off_init(&self) -> bool {
         false
     }
 
