@@ -1161,6 +1161,12 @@ impl Scheduler {
         self.rebalance(&name);
     }
 
+    /// Where instance `id`'s output is kept, once it started (for `log` messages of its
+    /// WebSocket session).
+    pub fn log_source(&self, id: InstanceId) -> Option<Rc<LogSource>> {
+        self.instances.get(&id).and_then(|inst| inst.log.clone())
+    }
+
     /// The control plane started the instance: remember how to reach its output and listener.
     pub fn started(&mut self, id: InstanceId, log: Rc<LogSource>, listener_fd: RawFd) -> bool {
         match self.instances.get_mut(&id) {

@@ -348,6 +348,13 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
         ClientMessage::Ping => {
             return out.frame(text_frame(msg::PONG));
         }
+        ClientMessage::Log { data } => {
+            let log = core.sched.borrow().log_source(id);
+            if let Some(log) = log {
+                log.feed(&data);
+            }
+            return;
+        }
         ClientMessage::Pong => return,
         ClientMessage::Register(_) => {
             return send_error_response(out, "already registered", error_code::ALREADY_REGISTERED);
