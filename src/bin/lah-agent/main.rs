@@ -53,6 +53,9 @@ const LOG_READ_BYTES: usize = 64 * 1024;
 const LINK_LOST_EXIT: i32 = 70;
 /// Exit status for a start-up failure (settings, code, listener, spawn).
 const START_FAILED_EXIT: i32 = 71;
+/// Exit status when the kernel's OOM killer took the runtime (the Swarm executor reports the
+/// instance as killed out of memory; `control::executor::swarm::OOM_EXIT`).
+const OOM_EXIT: i32 = 72;
 /// Time to connect the link and finish its handshake.
 const LINK_CONNECT_TIMEOUT_S: u64 = 10;
 /// Largest handshake answer of the server.
@@ -178,7 +181,11 @@ fn main() {
     let code = match status {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;
-            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+            match s.signal() {
+                Some(libc::SIGKILL) if std::process::id() == 1 && oom_kills() > 0 => OOM_EXIT,
+                Some(sig) => 128 + sig,
+                None => s.code().unwrap_or(START_FAILED_EXIT),
+            }
         }
         Err(_) => START_FAILED_EXIT,
     };
@@ -190,6 +197,26 @@ fn main() {
         let _ = w.send(OpCode::Control(Control::Close), &close[2..]);
     }
     std::process::exit(code);
+}
+
+/// OOM kills in the agent's own memory cgroup, as the container sees it (cgroup v2's
+/// `memory.events`, or v1's `memory.oom_control`); 0 when neither can be read. Asked only when
+/// the agent is its container's PID 1 (a host process's view is the host's cgroups).
+fn oom_kills() -> u64 {
+    [
+        "/sys/fs/cgroup/memory.events",
+        "/sys/fs/cgroup/memory/memory.oom_control",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .flat_map(|text| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("oom_kill "))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .collect::<Vec<_>>()
+    })
+    .max()
+    .unwrap_or(0)
 }
 
 fn fail(why: &str) -> ! {
