@@ -77,6 +77,8 @@ struct Settings {
     version: String,
     runtime: String,
     command: Vec<String>,
+    /// `uid:gid` the runtime runs as when the agent starts as root (`LAH_AGENT_RUN_AS`).
+    run_as: Option<(u32, u32)>,
 }
 
 impl Settings {
@@ -102,6 +104,17 @@ impl Settings {
             version: or("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
             runtime: or("LAMBDA_RUNTIME_NAME", "provided"),
             command,
+            run_as: match std::env::var("LAH_AGENT_RUN_AS") {
+                Ok(v) if !v.is_empty() => {
+                    let parse = |p: Option<&str>| p.and_then(|n| n.trim().parse::<u32>().ok());
+                    let mut parts = v.split(':');
+                    match (parse(parts.next()), parse(parts.next())) {
+                        (Some(uid), Some(gid)) => Some((uid, gid)),
+                        _ => return Err(format!("LAH_AGENT_RUN_AS wants UID:GID, got {v:?}")),
+                    }
+                }
+                _ => None,
+            },
         })
     }
 }
@@ -151,14 +164,24 @@ fn main() {
         Err(e) => fail(&e),
     };
     if let Err(e) = prepare_code(&settings) {
-        fail(&e);
+        fail_reported(&settings, &e);
     }
-    let listener = TcpListener::bind(&settings.listen)
-        .unwrap_or_else(|e| fail(&format!("cannot listen on {}: {e}", settings.listen)));
-    let (log_read, log_write) = pipe().unwrap_or_else(|e| fail(&format!("pipe: {e}")));
+    let listener = TcpListener::bind(&settings.listen).unwrap_or_else(|e| {
+        fail_reported(
+            &settings,
+            &format!("cannot listen on {}: {e}", settings.listen),
+        )
+    });
+    let (log_read, log_write) =
+        pipe().unwrap_or_else(|e| fail_reported(&settings, &format!("pipe: {e}")));
     let mut child = runtime_command(&settings, &listener, log_write)
         .spawn()
-        .unwrap_or_else(|e| fail(&format!("cannot start {:?}: {e}", settings.command)));
+        .unwrap_or_else(|e| {
+            fail_reported(
+                &settings,
+                &format!("cannot start {:?}: {e}", settings.command),
+            )
+        });
     let agent = Arc::new(Agent {
         settings,
         link: Mutex::new(LinkState::default()),
@@ -219,6 +242,20 @@ fn oom_kills() -> u64 {
     .unwrap_or(0)
 }
 
+/// A start-up failure, also sent to the function's log over the link when the link works (a
+/// remote task's own output is nowhere the operator looks), then the exit.
+fn fail_reported(s: &Settings, why: &str) -> ! {
+    if let Ok((stream, _)) = connect_link(&s.link, &s.function) {
+        let mut w = LinkWriter { stream };
+        let register = translate::register_message(&s.function, &s.runtime, &s.version, &s.token);
+        let line = format!("lah-agent: {why}\n");
+        let _ = w
+            .text(&register)
+            .and_then(|()| w.binary(&translate::log_envelope(line.as_bytes())));
+    }
+    fail(why)
+}
+
 fn fail(why: &str) -> ! {
     eprintln!("lah-agent: {why}");
     std::process::exit(START_FAILED_EXIT);
@@ -228,7 +265,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where a Swarm task's tmpfs mounts come out root-owned and 0755 whatever mode was asked (Docker
+/// before API 1.46 ignores it for services), so the agent starts as root and, before the runtime
+/// runs as `LAH_AGENT_RUN_AS`, makes `/tmp` writable for it as AWS's is.
+fn prepare_dirs(s: &Settings) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if s.run_as.is_none() || unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions("/tmp", std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| format!("/tmp: {e}"))
+}
+
 fn prepare_code(s: &Settings) -> Result<(), String> {
+    prepare_dirs(s)?;
     let blob = code::fetch(&s.code_addr, &s.code_sha256, &s.token)?;
     code::unpack(&blob, &s.task_dir)?;
     if let Some(opt) = &s.opt_sha256 {
@@ -273,6 +324,25 @@ fn runtime_command(s: &Settings, listener: &TcpListener, log_write: OwnedFd) -> 
         .env("LAMBDA_USE_WEBSOCKET", "false")
         .current_dir(&s.task_dir)
         .stdin(Stdio::null());
+    if let Some((uid, gid)) = s.run_as {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setgroups, setgid, setuid and prctl are async-signal-safe syscalls on values
+        // copied into the closure; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::geteuid() == 0 {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                Ok(())
+            });
+        }
+    }
     let err = log_write.try_clone().map(Stdio::from);
     cmd.stdout(Stdio::from(log_write));
     if let Ok(err) = err {

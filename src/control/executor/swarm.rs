@@ -65,8 +65,13 @@ const SIGNAL_MAX: i64 = 31;
 pub const AGENT_IN_IMAGE: &str = "/usr/local/bin/lah-agent";
 /// Where those images keep the bootstraps (the Docker executor mounts them there instead).
 const RUNTIME_ROOT: &str = "/var/runtime";
-/// Unprivileged user of the images (`sbx_user`); remote instances have no host uid.
-const TASK_USER: &str = "1000:1000";
+/// The agent starts as root with only the capabilities to become the runtime's user (Swarm's
+/// tmpfs mounts are root's, 0755, whatever mode is asked before API 1.46): it unpacks the code
+/// into them, read-only for the runtime as AWS's `/var/task`, then starts the runtime as
+/// `RUNTIME_USER` (the images' `sbx_user`) with no capability and no new privileges.
+const AGENT_USER: &str = "0:0";
+const AGENT_CAPABILITIES: [&str; 2] = ["CAP_SETUID", "CAP_SETGID"];
+const RUNTIME_USER: &str = "1000:1000";
 /// Writable tmpfs of the task: its code, its layers and AWS's /tmp (512 MB, as Lambda's default
 /// ephemeral storage); bytes each may hold.
 const TASK_TMPFS_BYTES: i64 = 512 * 1024 * 1024;
@@ -135,21 +140,27 @@ impl SwarmExecutor {
                 "the Docker engine (DOCKER_HOST) is not a Swarm manager".into(),
             ));
         }
+        // A family whose image the manager lacks cannot start; the others can.
+        let mut config = config;
         let mut missing = Vec::new();
-        for image in config.images.values() {
+        for (family, image) in &config.images {
             if bounded(OP_TIMEOUT_MS, docker.inspect_image(image))
                 .await
                 .is_err()
             {
-                missing.push(image.clone());
+                missing.push((family.clone(), image.clone()));
             }
         }
-        if !missing.is_empty() {
-            missing.sort();
+        missing.sort();
+        if missing.len() == config.images.len() {
             return Err(ExecError::Unavailable(format!(
-                "agent images missing on the manager: {} (runtimes/images/add-agent.sh, then docker save | docker load on every node)",
-                missing.join(", ")
+                "no agent image on the manager ({}): build them with runtimes/images/add-agent.sh, then docker save | docker load on every node",
+                missing.iter().map(|(_, i)| i.as_str()).collect::<Vec<_>>().join(", ")
             )));
+        }
+        for (family, image) in missing {
+            tracing::warn!("swarm executor: image {image} missing on the manager: {family} functions cannot start (runtimes/images/add-agent.sh)");
+            config.images.remove(&family);
         }
         let watches: Watches = Arc::default();
         tokio::spawn(watch(docker.clone(), config.owner.clone(), watches.clone()));
@@ -270,6 +281,7 @@ fn service_spec(
         .filter(|(k, _)| k != "AWS_LAMBDA_RUNTIME_API")
         .cloned()
         .chain(agent_env(&config.link, code, &config.code_host, hashes))
+        .chain([("LAH_AGENT_RUN_AS".to_string(), RUNTIME_USER.to_string())])
         .collect();
     let env = container_env(&runtime_env, &function.runtime);
     let tmpfs = |target: &str, mode: i64| Mount {
@@ -290,7 +302,7 @@ fn service_spec(
         args: Some(runtime_args(family)),
         env: Some(env),
         dir: Some("/var/task".to_string()),
-        user: Some(TASK_USER.to_string()),
+        user: Some(AGENT_USER.to_string()),
         read_only: Some(true),
         mounts: Some(vec![
             tmpfs("/var/task", 0o755),
@@ -298,6 +310,7 @@ fn service_spec(
             tmpfs("/tmp", 0o1777),
         ]),
         capability_drop: Some(vec!["ALL".to_string()]),
+        capability_add: Some(AGENT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
         ulimits: Some(vec![ResourcesUlimits {
             name: Some("nofile".to_string()),
             soft: Some(NOFILE_MAX),
@@ -440,6 +453,7 @@ async fn watch(docker: Docker, owner: String, watches: Watches) {
             let exit_code = status
                 .and_then(|s| s.container_status.as_ref())
                 .and_then(|c| c.exit_code);
+            let err = status.and_then(|s| s.err.clone()).unwrap_or_default();
             let ended = match state {
                 Some(
                     TaskState::COMPLETE
@@ -448,8 +462,14 @@ async fn watch(docker: Docker, owner: String, watches: Watches) {
                     | TaskState::REJECTED
                     | TaskState::ORPHANED
                     | TaskState::REMOVE,
-                ) => Some(exit_of(exit_code)),
-                _ if task.node_id.as_ref().is_some_and(|n| down.contains(n)) => Some(lost()),
+                ) => {
+                    tracing::info!(service = %service, ?state, exit_code, "swarm task ended: {err}");
+                    Some(exit_of(exit_code))
+                }
+                _ if task.node_id.as_ref().is_some_and(|n| down.contains(n)) => {
+                    tracing::warn!(service = %service, node = ?task.node_id, "swarm task lost with its node");
+                    Some(lost())
+                }
                 _ => None,
             };
             seen.insert(service, ended);
@@ -459,15 +479,45 @@ async fn watch(docker: Docker, owner: String, watches: Watches) {
             let ended = match seen.get(name) {
                 Some(ended) => ended.clone(),
                 None if w.created.elapsed() > Duration::from_millis(NO_TASK_GRACE_MS) => {
+                    tracing::warn!(service = %name, "swarm service has no task");
                     Some(lost())
                 }
                 None => None,
             };
-            if let (Some(exit), Some(tx)) = (ended, w.ended.take()) {
-                let _ = tx.send(exit);
+            if let Some(exit) = ended {
+                if let Some(tx) = w.ended.take() {
+                    let _ = tx.send(exit);
+                }
             }
         }
     }
+}
+
+/// How the task of service `name` ended, if it has (one look, for a kill).
+async fn final_state(docker: &Docker, name: &str) -> Option<ExitInfo> {
+    let tasks = bounded(
+        OP_TIMEOUT_MS,
+        docker.list_tasks(Some(ListTasksOptions {
+            filters: Some(HashMap::from([(
+                "service".to_string(),
+                vec![name.to_string()],
+            )])),
+        })),
+    )
+    .await
+    .ok()?;
+    tasks.iter().find_map(|task| {
+        let status = task.status.as_ref()?;
+        let done = matches!(
+            status.state?,
+            TaskState::COMPLETE | TaskState::FAILED | TaskState::REJECTED
+        );
+        let code = status.container_status.as_ref().and_then(|c| c.exit_code);
+        if done {
+            tracing::info!(service = %name, state = ?status.state, exit_code = code, "swarm task ended: {}", status.err.as_deref().unwrap_or_default());
+        }
+        done.then(|| exit_of(code))
+    })
 }
 
 /// The service a task belongs to, by the name its labels give it (`lah-<server>-<instance>`),
@@ -544,6 +594,11 @@ impl Instance for SwarmInstance {
             }
             self.removed = true;
             self.code.revoke(&self.token);
+            // How it ended, if it did (its link closing is often what made the server kill it):
+            // asked before the removal, which takes its task's state with it.
+            if self.exit.is_none() {
+                self.exit = final_state(&self.docker, &self.name).await;
+            }
             let _ = bounded(OP_TIMEOUT_MS, self.docker.delete_service(&self.name)).await;
             let watch = self
                 .watches
