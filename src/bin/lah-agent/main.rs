@@ -330,13 +330,12 @@ fn runtime_command(s: &Settings, listener: &TcpListener, log_write: OwnedFd) -> 
         // copied into the closure; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::geteuid() == 0 {
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setgid(gid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                let dropped = libc::geteuid() != 0
+                    || (libc::setgroups(0, std::ptr::null()) == 0
+                        && libc::setgid(gid) == 0
+                        && libc::setuid(uid) == 0);
+                if !dropped {
+                    return Err(std::io::Error::last_os_error());
                 }
                 libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
                 Ok(())

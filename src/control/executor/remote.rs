@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(get(mine[0].clone(), "nobody").await, "HTTP/1.1 403");
         server.revoke("tok-a");
         assert_eq!(get(mine[0].clone(), "tok-a").await, "HTTP/1.1 403");
-        assert!(lock(&server.state).blobs.get(&mine[0]).is_none());
+        assert!(!lock(&server.state).blobs.contains_key(&mine[0]));
         assert_eq!(get(theirs[0].clone(), "tok-b").await, "HTTP/1.1 200");
     }
 }
