@@ -22,8 +22,8 @@
 //! Ends: when the runtime exits, the agent closes the link and exits with the runtime's status
 //! (128 + signal for a signal); when the link drops, it kills the runtime and exits with status
 //! `LINK_LOST_EXIT`. Limits: output produced before the link is registered is kept up to
-//! `PENDING_LOG_BYTES_MAX` (the rest is dropped with a note); one invocation at a time, as the
-//! server sends them.
+//! `PENDING_LOG_BYTES_MAX` (the rest is dropped with a note); output read in the background at
+//! `OUTPUT_BYTES_PER_S`; one invocation at a time, as the server sends them.
 
 mod code;
 mod http;
@@ -47,6 +47,13 @@ use translate::{Invocation, Route, ServerMessage};
 
 /// Output the runtime writes before the link is registered (its init), kept until then.
 const PENDING_LOG_BYTES_MAX: usize = 1024 * 1024;
+/// How fast the runtime's output is read on average, and how much it may write at once beyond
+/// that: the server bounds a local instance's pipe the same way (`dataplane::logs`), and a
+/// remote instance's output costs its home core as much; past it the pipe fills and the
+/// runtime's writes wait. Output sent ahead of an answer is never held back (the answer waits
+/// for it), so the bound applies to the background pump only.
+const OUTPUT_BYTES_PER_S: f64 = 4.0 * 1024.0 * 1024.0;
+const OUTPUT_BURST_BYTES: f64 = 1024.0 * 1024.0;
 /// Bytes taken from the runtime's output per read.
 const LOG_READ_BYTES: usize = 64 * 1024;
 /// Exit status when the server's link drops (distinct from the runtime's own statuses).
@@ -353,7 +360,18 @@ fn runtime_command(s: &Settings, listener: &TcpListener, log_write: OwnedFd) -> 
 /// Reads the runtime's output until it closes its end, sending it on (or keeping it until the
 /// link is registered).
 fn log_pump(agent: Arc<Agent>) {
+    let mut tokens = OUTPUT_BURST_BYTES;
+    let mut refilled = std::time::Instant::now();
     loop {
+        let now = std::time::Instant::now();
+        tokens = (tokens + now.duration_since(refilled).as_secs_f64() * OUTPUT_BYTES_PER_S)
+            .min(OUTPUT_BURST_BYTES);
+        refilled = now;
+        if tokens < LOG_READ_BYTES as f64 {
+            let wait = (LOG_READ_BYTES as f64 - tokens) / OUTPUT_BYTES_PER_S;
+            std::thread::sleep(Duration::from_secs_f64(wait));
+            continue;
+        }
         let mut pfd = libc::pollfd {
             fd: agent.log_fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -368,7 +386,9 @@ fn log_pump(agent: Arc<Agent>) {
             return;
         }
         let mut link = lock(&agent.link);
-        if !pump_logs(&agent, &mut link) {
+        let (open, taken) = pump_logs_up_to(&agent, &mut link, tokens as usize);
+        tokens -= taken as f64;
+        if !open {
             return;
         }
     }
@@ -376,14 +396,24 @@ fn log_pump(agent: Arc<Agent>) {
 
 /// Takes what is in the output pipe now and sends it (or keeps it); false at its end.
 fn pump_logs(agent: &Agent, link: &mut LinkState) -> bool {
+    pump_logs_up_to(agent, link, usize::MAX).0
+}
+
+/// `pump_logs`, stopping after about `budget` bytes; also returns the bytes taken.
+fn pump_logs_up_to(agent: &Agent, link: &mut LinkState, budget: usize) -> (bool, usize) {
     let mut buf = vec![0u8; LOG_READ_BYTES];
+    let mut taken = 0usize;
     loop {
+        if taken >= budget {
+            return (true, taken);
+        }
         // SAFETY: reading into a buffer of the given length from an fd we own.
         let n = unsafe { libc::read(agent.log_fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         match n {
-            0 => return false,
+            0 => return (false, taken),
             n if n > 0 => {
                 let data = &buf[..n as usize];
+                taken += data.len();
                 match link.writer.as_mut() {
                     Some(w) => {
                         let _ = w.binary(&translate::log_envelope(data));
@@ -398,10 +428,11 @@ fn pump_logs(agent: &Agent, link: &mut LinkState) -> bool {
             }
             _ => {
                 let err = std::io::Error::last_os_error();
-                return matches!(
+                let open = matches!(
                     err.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 );
+                return (open, taken);
             }
         }
     }
