@@ -625,6 +625,123 @@ impl Instance for SwarmInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::types::{Function, FunctionConfig, InstanceId};
+    use std::collections::BTreeMap;
+
+    fn spec() -> InstanceSpec {
+        let config = FunctionConfig {
+            name: "f".to_string(),
+            runtime: "python3.12".to_string(),
+            handler: "lambda_function.handler".to_string(),
+            role: String::new(),
+            description: String::new(),
+            timeout_s: 3,
+            memory_mb: 256,
+            environment: BTreeMap::new(),
+            code_sha256: String::new(),
+            code_size: 0,
+            last_modified: String::new(),
+            revision_id: String::new(),
+            reserved_concurrency: None,
+            layers: Vec::new(),
+            logging: Default::default(),
+        };
+        let function = Arc::new(Function::latest(config, "code".into(), 1));
+        InstanceSpec {
+            id: InstanceId(0x101),
+            function,
+            runtime_api: "127.10.0.1:9001".parse().expect("addr"),
+            env: vec![
+                ("AWS_LAMBDA_RUNTIME_API".into(), "127.10.0.1:9001".into()),
+                (
+                    "LAMBDA_INSTANCE_ID".into(),
+                    "i-00000101-0123456789abcdef".into(),
+                ),
+            ],
+            runtimes_dir: "runtimes".into(),
+            uid: None,
+        }
+    }
+
+    /// The service carries the Docker executor's hardening, the agent's settings and no path
+    /// of this host.
+    #[test]
+    fn service_is_hardened_and_self_contained() {
+        let config = SwarmConfig {
+            images: default_images(),
+            server_id: "s1".into(),
+            owner: "owner1".into(),
+            network: Some("net".into()),
+            link: "10.0.0.1:9001".into(),
+            code_host: "10.0.0.1".into(),
+        };
+        let hashes = vec!["ab".repeat(32)];
+        let code: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let image = "lambda-at-home/python-agent:bookworm";
+        let service = service_spec(
+            &spec(),
+            "lah-s1-i-00000101",
+            image,
+            "python",
+            &config,
+            &hashes,
+            code,
+        );
+        let task = service.task_template.as_ref().unwrap();
+        let c = task.container_spec.as_ref().unwrap();
+        assert_eq!(c.read_only, Some(true));
+        assert_eq!(c.capability_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(c.command, Some(vec![AGENT_IN_IMAGE.to_string()]));
+        assert_eq!(
+            c.args,
+            Some(vec![
+                "python3".to_string(),
+                "/var/runtime/python/bootstrap.py".to_string()
+            ])
+        );
+        let env = c.env.as_ref().unwrap();
+        let has = |kv: &str| env.iter().any(|e| e == kv);
+        assert!(has("LAH_AGENT_LINK=10.0.0.1:9001"), "{env:?}");
+        assert!(has("LAH_AGENT_CODE=10.0.0.1:7000"), "{env:?}");
+        assert!(
+            has(&format!("LAH_AGENT_CODE_SHA256={}", hashes[0])),
+            "{env:?}"
+        );
+        assert!(has("LAH_AGENT_RUN_AS=1000:1000"), "{env:?}");
+        assert!(has("LAMBDA_TASK_ROOT=/var/task"), "{env:?}");
+        assert!(
+            !env.iter().any(|e| e.starts_with("AWS_LAMBDA_RUNTIME_API=")),
+            "{env:?}"
+        );
+        assert!(
+            !env.iter().any(|e| e.contains("runtimes")),
+            "no host path: {env:?}"
+        );
+        let mounts = c.mounts.as_ref().unwrap();
+        assert!(
+            mounts.iter().all(|m| m.typ == Some(MountTypeEnum::TMPFS)),
+            "{mounts:?}"
+        );
+        let limits = task.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits.memory_bytes, Some(256 * MIB_BYTES));
+        assert_eq!(limits.pids, Some(PIDS_MAX));
+        assert_eq!(
+            task.restart_policy.as_ref().unwrap().condition,
+            Some(TaskSpecRestartPolicyConditionEnum::NONE)
+        );
+        assert_eq!(
+            task.networks.as_ref().unwrap()[0].target.as_deref(),
+            Some("net")
+        );
+        assert_eq!(
+            service.endpoint_spec.as_ref().unwrap().mode,
+            Some(EndpointSpecModeEnum::DNSRR)
+        );
+        let labels = service.labels.as_ref().unwrap();
+        assert_eq!(labels.get(LABEL_OWNER).map(String::as_str), Some("owner1"));
+        assert_eq!(labels.get(LABEL_FUNCTION).map(String::as_str), Some("f"));
+        assert_eq!(c.labels.as_ref(), Some(labels));
+    }
 
     #[test]
     fn exit_codes_say_how_the_agent_ended() {
