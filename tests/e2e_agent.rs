@@ -1,7 +1,8 @@
 //! End-to-end tests of the in-instance agent's link (`--executor agent`: `lah-agent` as a host
 //! process, the Swarm executor's path without Swarm; docs/swarm.md): the agent fetches the code
 //! by content hash, serves AWS's HTTP Runtime API to an unmodified runtime on its own loopback
-//! port, and carries invocations, answers, errors and output over one WebSocket to the server.
+//! port, and carries invocations, answers, errors, streamed responses and output over one
+//! WebSocket to the server.
 //!
 //! In-process servers (test config, 2 cores) with real Python runtimes; the agent is this
 //! package's `lah-agent` binary. Every wait is bounded; all traffic stays on 127.0.0.1.
@@ -133,5 +134,42 @@ fn runtime_exit_and_deadline_end_the_instance() {
             .metric("lah_ws_connections_open")
             == 1.0),
         "old links stay open"
+    );
+}
+
+/// A generator handler: the Python bootstrap streams it as a chunked `/response`.
+const PY_STREAM: &str = r#"
+def handler(event, context):
+    context.response_content_type = "text/plain"
+    print("streaming")
+    yield "first;"
+    if event.get("throw"):
+        raise ValueError("broke mid-stream")
+    yield b"second:%d" % len(context.aws_request_id)
+"#;
+
+/// A streamed `/response` crosses the agent as `response_chunk`s and a `response_end` (with the
+/// trailers' error), collected whole for a plain Invoke.
+#[test]
+fn streamed_responses_cross_the_agent() {
+    let server = agent_server();
+    let name = unique_name("agent-stream");
+    server.create_python(&name, PY_STREAM, json!({"Timeout": 5}));
+    let resp = server.invoke(&name, b"{}", &[("X-Amz-Log-Type", "Tail")]);
+    assert_eq!(resp.status, 200, "{}", describe(&resp));
+    assert_eq!(&resp.body[..], b"first;second:36", "{}", describe(&resp));
+    let tail = resp
+        .header_str("X-Amz-Log-Result")
+        .map(|t| String::from_utf8_lossy(&b64_decode(t)).into_owned())
+        .unwrap_or_default();
+    assert!(tail.contains("streaming"), "tail: {tail:?}");
+    let resp = server.invoke(&name, br#"{"throw":true}"#, &[]);
+    let error = expect_function_error(&resp);
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("broke mid-stream"),
+        "{error}"
     );
 }
