@@ -65,6 +65,12 @@ const START_FAILED_EXIT: i32 = 71;
 const OOM_EXIT: i32 = 72;
 /// Time to connect the link and finish its handshake.
 const LINK_CONNECT_TIMEOUT_S: u64 = 10;
+/// TCP keepalive of the link (idle seconds, seconds between probes, probes): a server whose
+/// machine or network vanished sends no FIN, and the agent would wait for it forever; with
+/// probes it ends (exit `LINK_LOST_EXIT`) about 25 s after the silence began.
+const LINK_KEEPALIVE_IDLE_S: u64 = 10;
+const LINK_KEEPALIVE_INTERVAL_S: u64 = 5;
+const LINK_KEEPALIVE_PROBES: u32 = 3;
 /// Largest handshake answer of the server.
 const HANDSHAKE_BYTES_MAX: usize = 16 * 1024;
 /// Largest piece of a streamed response sent as one `response_chunk`.
@@ -623,6 +629,11 @@ fn connect_link(link: &str, function: &str) -> Result<(TcpStream, Vec<u8>), Stri
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("link {link}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(timeout));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(LINK_KEEPALIVE_IDLE_S))
+        .with_interval(Duration::from_secs(LINK_KEEPALIVE_INTERVAL_S))
+        .with_retries(LINK_KEEPALIVE_PROBES);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
     let request = format!(
