@@ -629,7 +629,9 @@ impl Scheduler {
     /// cross-core instance count was reserved by the caller (`reserve_slot`).
     fn start_instance(&mut self, function: Arc<Function>) {
         let id = self.shared.new_instance_id(self.core);
-        let token = format!("{id}-{:016x}", rand::random::<u64>());
+        // 128 random bits: remote instances (docs/swarm.md) are admitted on this secret alone,
+        // from another machine, with no uid the kernel could check.
+        let token = format!("{id}-{:032x}", rand::random::<u128>());
         let expects_ws = expects_websocket(&function, self.shared.config.use_websocket);
         let now = Instant::now();
         self.instances.insert(
