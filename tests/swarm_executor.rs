@@ -352,7 +352,7 @@ fn swarm_executor_runs_on_both_nodes_and_survives_node_loss() {
 
         // Node 2 disappears while every instance is busy.
         let busy_on_node2 = containers_on(2, &name).len();
-        let (results, lost_at) = std::thread::scope(|s| {
+        let results = std::thread::scope(|s| {
             let calls =
                 s.spawn(|| invoke_concurrently(&server, &name, INFLIGHT_SLEEP_S, INSTANCES));
             std::thread::sleep(Duration::from_secs(3));
@@ -368,8 +368,7 @@ fn swarm_executor_runs_on_both_nodes_and_survives_node_loss() {
                 CLI_TIMEOUT,
             );
             assert!(down.0.is_some_and(|s| s.success()), "veth down: {}", down.2);
-            let lost_at = Instant::now();
-            (calls.join().expect("calls"), lost_at)
+            calls.join().expect("calls")
         });
         let failed: Vec<_> = results.iter().filter(|(_, _, _, e)| e.is_some()).collect();
         eprintln!(
@@ -387,7 +386,6 @@ fn swarm_executor_runs_on_both_nodes_and_survives_node_loss() {
                 "failed after {took:?}"
             );
         }
-        let _ = lost_at;
         let node1 = containers_on(1, &name);
         for (_, _, body, error) in results.iter().filter(|(_, _, _, e)| e.is_none()) {
             assert!(error.is_none());
