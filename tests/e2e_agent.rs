@@ -173,3 +173,35 @@ fn streamed_responses_cross_the_agent() {
         "{error}"
     );
 }
+
+/// A handler that cannot be imported: the invocation that started the instance gets the
+/// runtime's init error (AWS's `Runtime.ImportModuleError`), not a hang or a bare exit error.
+#[test]
+fn init_errors_reach_the_caller() {
+    let server = agent_server();
+    let name = unique_name("agent-initerr");
+    let resp = server.create_function(
+        &name,
+        "python3.12",
+        "nope.handler",
+        &[("lambda_function.py", PY_ECHO.as_bytes(), 0o644)],
+        json!({}),
+    );
+    expect_json(&resp, 201);
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let resp = server.invoke(&name, b"{}", &[("X-Amz-Log-Type", "Tail")]);
+        let body = expect_function_error(&resp);
+        assert_eq!(
+            body["errorType"],
+            "Runtime.ImportModuleError",
+            "{}",
+            describe(&resp)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}

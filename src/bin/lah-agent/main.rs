@@ -20,8 +20,9 @@
 //! reach the server in the order the runtime produced them.
 //!
 //! Ends: when the runtime exits, the agent closes the link and exits with the runtime's status
-//! (128 + signal for a signal); when the link drops, it kills the runtime and exits with status
-//! `LINK_LOST_EXIT`. Limits: output produced before the link is registered is kept up to
+//! (128 + signal for a signal); when the link drops without the agent closing it, it kills the
+//! runtime and exits with status `LINK_LOST_EXIT`. An init error (`/init/error`) answers the
+//! invocation that started the instance and closes the link (see `init_error`). Limits: output produced before the link is registered is kept up to
 //! `PENDING_LOG_BYTES_MAX` (the rest is dropped with a note); output read in the background at
 //! `OUTPUT_BYTES_PER_S`; one invocation at a time, as the server sends them.
 
@@ -35,7 +36,7 @@ use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -73,6 +74,9 @@ const LINK_KEEPALIVE_INTERVAL_S: u64 = 5;
 const LINK_KEEPALIVE_PROBES: u32 = 3;
 /// Largest handshake answer of the server.
 const HANDSHAKE_BYTES_MAX: usize = 16 * 1024;
+/// How long the agent waits, after its runtime's init failed, for the invocation to answer with
+/// the init error: the server hands one to a ready instance at once when any is pending.
+const INIT_ERROR_WAIT_MS: u64 = 1_000;
 /// Largest piece of a streamed response sent as one `response_chunk`.
 const CHUNK_BYTES_MAX: usize = 1024 * 1024;
 
@@ -169,6 +173,9 @@ struct Agent {
     invocations: Mutex<VecDeque<Invocation>>,
     arrived: Condvar,
     runtime_pid: AtomicI32,
+    /// The agent closes the link itself (the runtime exited, or its init failed): the link's
+    /// end is then expected, not a loss.
+    closing: AtomicBool,
 }
 
 fn main() {
@@ -202,6 +209,7 @@ fn main() {
         invocations: Mutex::new(VecDeque::new()),
         arrived: Condvar::new(),
         runtime_pid: AtomicI32::new(child.id() as i32),
+        closing: AtomicBool::new(false),
     });
     {
         let agent = agent.clone();
@@ -227,11 +235,7 @@ fn main() {
     };
     let mut link = lock(&agent.link);
     pump_logs(&agent, &mut link);
-    if let Some(w) = link.writer.as_mut() {
-        let mut close = Vec::new();
-        ws::encode_close(&mut close, 1000, "runtime exited");
-        let _ = w.send(OpCode::Control(Control::Close), &close[2..]);
-    }
+    close_link(&agent, &mut link, "runtime exited");
     std::process::exit(code);
 }
 
@@ -267,6 +271,17 @@ fn fail_reported(s: &Settings, why: &str) -> ! {
             .and_then(|()| w.binary(&translate::log_envelope(line.as_bytes())));
     }
     fail(why)
+}
+
+/// Sends a close frame: the server ends the session and retires the instance, which takes no
+/// more work. The link's end that follows is not a loss (`closing`).
+fn close_link(agent: &Agent, link: &mut LinkState, reason: &str) {
+    agent.closing.store(true, Ordering::SeqCst);
+    if let Some(mut w) = link.writer.take() {
+        let mut close = Vec::new();
+        ws::encode_close(&mut close, 1000, reason);
+        let _ = w.send(OpCode::Control(Control::Close), &close[2..]);
+    }
 }
 
 fn fail(why: &str) -> ! {
@@ -511,20 +526,11 @@ fn handle(
             Ok(translate::accepted())
         }
         Route::InitError => {
-            // The WebSocket API has no init error message: the error goes to the function's
-            // log, and the runtime's exit, which follows, fails the pending invocation.
-            let line = format!(
-                "lah-agent: init error: {}\n",
-                String::from_utf8_lossy(&body).trim()
+            init_error(
+                agent,
+                &body,
+                req.header("lambda-runtime-function-error-type"),
             );
-            let mut link = lock(&agent.link);
-            pump_logs(agent, &mut link);
-            match link.writer.as_mut() {
-                Some(w) => {
-                    let _ = w.binary(&translate::log_envelope(line.as_bytes()));
-                }
-                None => link.pending_logs.extend_from_slice(line.as_bytes()),
-            }
             Ok(translate::accepted())
         }
         Route::NotFound => Ok(translate::runtime_error(
@@ -534,6 +540,50 @@ fn handle(
             &format!("No such Runtime API route: {} {}", req.method, req.path),
         )),
     }
+}
+
+/// The runtime's init failed (`/init/error`, after which it exits). The WebSocket API has no
+/// init error message, and the invocation that caused this cold start is what must carry the
+/// error, as AWS's and the local executors' callers see it: the agent registers, takes the
+/// invocation the server hands a ready instance (waiting at most `INIT_ERROR_WAIT_MS`, for an
+/// instance started with nothing pending), and answers it with the init error. The error also
+/// goes to the function's log.
+fn init_error(agent: &Arc<Agent>, body: &[u8], error_type: Option<&str>) {
+    let line = format!(
+        "lah-agent: init error: {}\n",
+        String::from_utf8_lossy(body).trim()
+    );
+    {
+        let mut link = lock(&agent.link);
+        pump_logs(agent, &mut link);
+        match link.writer.as_mut() {
+            Some(w) => {
+                let _ = w.binary(&translate::log_envelope(line.as_bytes()));
+            }
+            None => link.pending_logs.extend_from_slice(line.as_bytes()),
+        }
+    }
+    if let Err(e) = ensure_link(agent) {
+        eprintln!("lah-agent: init error not forwarded: {e}");
+        return;
+    }
+    let queue = lock(&agent.invocations);
+    let (mut queue, _) = agent
+        .arrived
+        .wait_timeout_while(queue, Duration::from_millis(INIT_ERROR_WAIT_MS), |q| {
+            q.is_empty()
+        })
+        .unwrap_or_else(|e| e.into_inner());
+    let Some(inv) = queue.pop_front() else {
+        return;
+    };
+    drop(queue);
+    let msg = translate::error_message(&inv.request_id, body, error_type);
+    if let Err(e) = send_answer(agent, |w| w.text(&msg)) {
+        eprintln!("lah-agent: init error not forwarded: {e}");
+    }
+    // This instance must take no further invocation: its runtime is about to exit.
+    close_link(agent, &mut lock(&agent.link), "init error");
 }
 
 /// Sends the runtime's answer after every byte of output it wrote before it.
@@ -712,6 +762,9 @@ fn link_reader(mut stream: TcpStream, leftover: Vec<u8>, agent: Arc<Agent>) {
             Err(e) => break format!("link read: {e}"),
         }
     };
+    if agent.closing.load(Ordering::SeqCst) {
+        return;
+    }
     eprintln!("lah-agent: {why}; stopping the runtime");
     // SAFETY: signalling the runtime child we started.
     unsafe { libc::kill(agent.runtime_pid.load(Ordering::Relaxed), libc::SIGKILL) };
