@@ -3,7 +3,8 @@
 //! each instance is a Swarm service whose task runs `lah-agent` and an unmodified Python runtime
 //! client (HTTP to the agent), with its code fetched by content hash and its link over the
 //! overlay's gateway. The test checks that instances land on both nodes and answer, that the
-//! function's output reaches the invoke's log tail, that services an earlier run left are
+//! function's output reaches the invoke's log tail, that a task over its MemorySize is reported
+//! as killed out of memory, that services an earlier run left are
 //! removed at start, that losing node 2 (its veth taken down) fails the invocations in flight on
 //! it within seconds and that new invocations then run on node 1, and that the server's shutdown
 //! removes its services.
@@ -187,6 +188,13 @@ def handler(event, context):
     return {"host": socket.gethostname(), "n": event.get("n")}
 "#;
 
+/// Takes `mb` MiB and writes them (so the pages are really used).
+const PY_EAT: &str = r#"
+def handler(event, context):
+    block = b"x" * (event["mb"] * 1024 * 1024)
+    return len(block)
+"#;
+
 /// `count` concurrent invocations; each result with the time it took.
 fn invoke_concurrently(
     server: &TestServer,
@@ -349,6 +357,19 @@ fn swarm_executor_runs_on_both_nodes_and_survives_node_loss() {
             .map(|t| String::from_utf8_lossy(&b64_decode(t)).into_owned())
             .unwrap_or_default();
         assert!(tail.contains("marker:tail-me"), "tail: {tail:?}");
+
+        // MemorySize is the task's memory limit, and its OOM kill is reported as such.
+        let hungry = unique_name("swarm-oom");
+        server.create_python(&hungry, PY_EAT, json!({"MemorySize": 128, "Timeout": 30}));
+        assert_eq!(
+            server.invoke_ok(&hungry, &json!({"mb": 16})),
+            json!(16 * 1024 * 1024)
+        );
+        let resp = server.invoke(&hungry, br#"{"mb": 300}"#, &[]);
+        let error = expect_function_error(&resp);
+        assert_eq!(error["errorType"], "Runtime.ExitError", "{error}");
+        let message = error["errorMessage"].as_str().unwrap_or_default();
+        assert!(message.contains("out of memory"), "{error}");
 
         // Node 2 disappears while every instance is busy.
         let busy_on_node2 = containers_on(2, &name).len();
