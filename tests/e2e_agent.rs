@@ -205,3 +205,45 @@ fn init_errors_reach_the_caller() {
         );
     }
 }
+
+/// Imports a module from its layers (`python/` in a layer is on the path) and answers from it.
+const PY_LAYERED: &str = r#"
+import os, layer_mod
+def handler(event, context):
+    return {"layer": layer_mod.VALUE, "file": layer_mod.__file__}
+"#;
+
+/// Layers travel like code: merged, fetched by content hash into the agent's own `opt`.
+#[test]
+fn layers_reach_the_agent() {
+    let server = agent_server();
+    let layer = unique_name("agent-layer");
+    let publish = |value: &str| {
+        let zip = zip_b64(&[(
+            "python/layer_mod.py",
+            format!("VALUE = '{value}'\n").as_bytes(),
+            0o644,
+        )]);
+        let body = json!({"Content": {"ZipFile": zip}, "CompatibleRuntimes": ["python3.12"]});
+        let resp = server.call_json(
+            "POST",
+            &format!("/2018-10-31/layers/{layer}/versions"),
+            &body,
+        );
+        expect_json(&resp, 201)["LayerVersionArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (first, second) = (publish("first"), publish("second"));
+    let name = unique_name("agent-layered");
+    server.create_python(&name, PY_LAYERED, json!({"Layers": [first, second]}));
+    let out = server.invoke_ok(&name, &json!({}));
+    // Later layers override earlier files, as on AWS.
+    assert_eq!(out["layer"], "second", "{out}");
+    let file = out["file"].as_str().unwrap_or_default();
+    assert!(
+        file.contains("/agents/") && file.contains("/opt/python/"),
+        "{out}"
+    );
+}
