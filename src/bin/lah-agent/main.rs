@@ -504,7 +504,13 @@ fn handle(
     .map_err(|e| e.to_string())?;
     match route {
         Route::Next => {
-            ensure_link(agent)?;
+            if let Err(e) = ensure_link(agent) {
+                // Without its link the instance can never serve: end it, as a lost link does.
+                eprintln!("lah-agent: {e}; stopping the runtime");
+                // SAFETY: signalling the runtime child we started.
+                unsafe { libc::kill(agent.runtime_pid.load(Ordering::Relaxed), libc::SIGKILL) };
+                std::process::exit(LINK_LOST_EXIT);
+            }
             let mut queue = lock(&agent.invocations);
             loop {
                 if let Some(inv) = queue.pop_front() {
