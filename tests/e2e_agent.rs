@@ -247,3 +247,35 @@ fn layers_reach_the_agent() {
         "{out}"
     );
 }
+
+/// The Node bootstrap behind the agent too.
+#[test]
+fn node_runtime_behind_the_agent() {
+    let server = agent_server();
+    let name = unique_name("agent-node");
+    let source = b"exports.handler = async (event, context) => {\n  console.log('node-marker');\n  return { n: event.n, api: process.env.AWS_LAMBDA_RUNTIME_API, ws: process.env.LAMBDA_USE_WEBSOCKET };\n};\n";
+    let resp = server.create_function(
+        &name,
+        "nodejs20.x",
+        "index.handler",
+        &[("index.js", source, 0o644)],
+        json!({}),
+    );
+    expect_json(&resp, 201);
+    let resp = server.invoke(&name, br#"{"n":7}"#, &[("X-Amz-Log-Type", "Tail")]);
+    let body = expect_json(&resp, 200);
+    assert_eq!(body["n"], 7, "{body}");
+    assert_eq!(body["ws"], "false", "{body}");
+    assert!(
+        body["api"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("127.0.0.1:"),
+        "{body}"
+    );
+    let tail = resp
+        .header_str("X-Amz-Log-Result")
+        .map(|t| String::from_utf8_lossy(&b64_decode(t)).into_owned())
+        .unwrap_or_default();
+    assert!(tail.contains("node-marker"), "tail: {tail:?}");
+}
