@@ -77,6 +77,12 @@ pub enum ExecutorChoice {
     Docker,
     /// Docker when a daemon answers, the process executor otherwise.
     Auto,
+    /// Each instance is `lah-agent` as a host process, linked to the Runtime API over one
+    /// WebSocket (the Swarm executor's path on one host, to test and measure it; docs/swarm.md).
+    Agent,
+    /// Each instance is a Docker Swarm service (one task) placed by Swarm on any node, with
+    /// `lah-agent` inside; `DOCKER_HOST` names the manager (docs/swarm.md).
+    Swarm,
 }
 
 /// When a pending invocation gets a new instance (`--scale-out`).
@@ -139,6 +145,32 @@ pub struct Config {
     /// Runtime API port (AWS Runtime API 2018-06-01 and the WebSocket runtime API).
     #[arg(long, env = "LAH_RUNTIME_API_PORT", default_value_t = 9001)]
     pub runtime_api_port: u16,
+
+    /// Address the Runtime API's shared port listens on (default: `--bind`). Remote instances
+    /// (`--executor swarm`) link to it, so it must be reachable from every node then; the
+    /// per-instance addresses stay on loopback.
+    #[arg(long, env = "LAH_RUNTIME_BIND")]
+    pub runtime_bind: Option<IpAddr>,
+
+    /// `host:port` at which the agents of remote instances reach the Runtime API (default: the
+    /// Runtime API's address, which must then not be a wildcard). The code endpoint is reached at
+    /// the same host.
+    #[arg(long, env = "LAH_AGENT_LINK")]
+    pub agent_link: Option<String>,
+
+    /// Port of the code endpoint remote instances fetch their code from (on the Runtime API's
+    /// address; 0: any free port).
+    #[arg(long, env = "LAH_AGENT_CODE_PORT", default_value_t = 0)]
+    pub agent_code_port: u16,
+
+    /// The `lah-agent` executable for `--executor agent` (default: next to the server's).
+    #[arg(long, env = "LAH_AGENT_PATH")]
+    pub agent_path: Option<PathBuf>,
+
+    /// Overlay network the Swarm executor attaches its services to (must be attachable or
+    /// swarm-scoped, and reach the Runtime API's address).
+    #[arg(long, env = "LAH_SWARM_NETWORK")]
+    pub swarm_network: Option<String>,
 
     /// Where functions (configuration and code) are persisted.
     #[arg(long, env = "LAH_DATA_DIR", default_value = "./data")]
@@ -406,6 +438,24 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("runtime-deps")),
         )
+    }
+
+    /// The Runtime API's shared port's address (`--runtime-bind`, else `--bind`).
+    pub fn runtime_bind_addr(&self) -> IpAddr {
+        self.runtime_bind.unwrap_or(self.bind)
+    }
+
+    /// `host:port` agents dial for the Runtime API (`--agent-link`, else the Runtime API's own
+    /// address when it is not a wildcard).
+    pub fn agent_link_addr(&self) -> Result<String, String> {
+        if let Some(link) = &self.agent_link {
+            return Ok(link.clone());
+        }
+        let ip = self.runtime_bind_addr();
+        if ip.is_unspecified() {
+            return Err("the Runtime API listens on a wildcard address: give --agent-link".into());
+        }
+        Ok(std::net::SocketAddr::new(ip, self.runtime_api_port).to_string())
     }
 
     /// Whether `uid` is one of the instance identities (`--instance-uid-base`, `--instance-uids`).

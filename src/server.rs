@@ -95,13 +95,14 @@ impl Server {
             ServerError::DataDir(config.data_dir.display().to_string(), e.to_string())
         })?;
         let user = bind_per_core(SocketAddr::new(config.bind, config.user_api_port), cores)?;
-        let runtime = bind_per_core(SocketAddr::new(config.bind, config.runtime_api_port), cores)?;
+        let runtime_ip = config.runtime_bind_addr();
+        let runtime = bind_per_core(SocketAddr::new(runtime_ip, config.runtime_api_port), cores)?;
         let user_addr = user[0]
             .local_addr()
             .map_err(|e| ServerError::Bind(SocketAddr::new(config.bind, 0), e))?;
         let runtime_addr = runtime[0]
             .local_addr()
-            .map_err(|e| ServerError::Bind(SocketAddr::new(config.bind, 0), e))?;
+            .map_err(|e| ServerError::Bind(SocketAddr::new(runtime_ip, 0), e))?;
         config.user_api_port = user_addr.port();
         config.runtime_api_port = runtime_addr.port();
 
@@ -319,6 +320,12 @@ async fn choose_executor(shared: &Arc<Switchboard>) -> Result<Arc<dyn Executor>,
     };
     match config.executor {
         ExecutorChoice::Process => Ok(process()),
+        ExecutorChoice::Agent => crate::control::executor::connect_agent(config)
+            .await
+            .map_err(|e| e.to_string()),
+        ExecutorChoice::Swarm => crate::control::executor::connect_swarm(config)
+            .await
+            .map_err(|e| e.to_string()),
         ExecutorChoice::Docker => crate::control::executor::connect_docker(config)
             .await
             .map_err(|e| e.to_string()),

@@ -169,6 +169,25 @@ impl LogSource {
         });
     }
 
+    /// Output the instance sent over its WebSocket (`log` messages of `lah-agent`, for remote
+    /// instances that have no pipe to this host): kept and stored exactly like bytes read from
+    /// the pipe. The agent sends what its runtime wrote before it forwards the runtime's answer,
+    /// on the same connection, so a tail built at the answer holds it too.
+    pub fn feed(&self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(t) = &self.tee {
+            tracing::debug!(target: "function", function = %t.stream.function, "{}", String::from_utf8_lossy(data).trim_end());
+        }
+        self.ring.borrow_mut().push(data);
+        self.offer(|stream| LogMsg::Output {
+            stream,
+            at_ms: epoch_ms(),
+            data: Bytes::copy_from_slice(data),
+        });
+    }
+
     /// Reads what is in the pipe now, without waiting. Returns false at end of file.
     pub fn drain(&self) -> bool {
         loop {

@@ -633,7 +633,9 @@ impl Scheduler {
     /// cross-core instance count was reserved by the caller (`reserve_slot`).
     fn start_instance(&mut self, function: Arc<Function>) {
         let id = self.shared.new_instance_id(self.core);
-        let token = format!("{id}-{:016x}", rand::random::<u64>());
+        // 128 random bits: remote instances (docs/swarm.md) are admitted on this secret alone,
+        // from another machine, with no uid the kernel could check.
+        let token = format!("{id}-{:032x}", rand::random::<u128>());
         let expects_ws = expects_websocket(&function, self.shared.config.use_websocket);
         let now = Instant::now();
         self.instances.insert(
@@ -1174,6 +1176,12 @@ impl Scheduler {
         }
         self.shared.send_control(ControlMsg::KillInstance { id });
         self.rebalance(&name);
+    }
+
+    /// Where instance `id`'s output is kept, once it started (for `log` messages of its
+    /// WebSocket session).
+    pub fn log_source(&self, id: InstanceId) -> Option<Rc<LogSource>> {
+        self.instances.get(&id).and_then(|inst| inst.log.clone())
     }
 
     /// The control plane started the instance: remember how to reach its output and listener.

@@ -11,7 +11,9 @@
 //! while the caller's queue is full, so a fast runtime is slowed by TCP. Closing the socket fails the in-flight invocation
 //! and retires the instance. Upgrades on the shared Runtime API port are handed to the home core
 //! of the instance their `register` names, which admits them only from that instance's uid
-//! (`identity::check_instance`).
+//! (`identity::check_instance`); such sessions (among them remote instances' agents, which have
+//! no uid here and are admitted on their secret) get TCP keepalive, so a vanished peer ends its
+//! session. A `log` message feeds the instance's log (`LogSource::feed`).
 
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -50,6 +52,14 @@ const INVOCATION_HEAD_BYTES: usize = 320;
 /// Frames (pongs, error responses) the reader may queue before it stops reading until the writer
 /// has sent some: what a runtime that never reads can make us hold.
 const OUTGOING_FRAMES_MAX: usize = 64;
+/// TCP keepalive of sessions registered on the shared port (which is where remote instances'
+/// agents link from other machines): idle seconds before the first probe, seconds between
+/// probes, unanswered probes before the kernel ends the connection. A peer whose machine or
+/// network vanished sends no FIN; without probes its session (and its invocation, if Swarm does
+/// not report the loss first) would wait forever. About 25 s from silence to the end.
+const LINK_KEEPALIVE_IDLE_S: u64 = 10;
+const LINK_KEEPALIVE_INTERVAL_S: u64 = 5;
+const LINK_KEEPALIVE_PROBES: u32 = 3;
 
 /// Handles the upgrade request on a Runtime API connection. Returns when the session ends (the
 /// connection is then finished) or after writing a refusal.
@@ -207,6 +217,9 @@ async fn run_session(
         )
         .await;
     }
+    if !peer_checked {
+        keep_alive(stream.as_raw_fd());
+    }
     tracing::info!(instance = %id, function = %register.function_name, "Container registered via WebSocket");
     let m = &core.shared.metrics.ws;
     m.connections_open.fetch_add(1, Ordering::Relaxed);
@@ -236,6 +249,19 @@ async fn run_session(
         .ws
         .connections_open
         .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Turns on `LINK_KEEPALIVE_*` probes on a session's socket; failure only costs the detection.
+fn keep_alive(fd: std::os::fd::RawFd) {
+    // SAFETY: the session's stream owns `fd` and keeps it open for this call.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(LINK_KEEPALIVE_IDLE_S))
+        .with_interval(Duration::from_secs(LINK_KEEPALIVE_INTERVAL_S))
+        .with_retries(LINK_KEEPALIVE_PROBES);
+    if let Err(e) = socket2::SockRef::from(&borrowed).set_tcp_keepalive(&keepalive) {
+        tracing::debug!("WebSocket keepalive not set: {e}");
+    }
 }
 
 /// Reads messages until the connection ends; each `response`/`error` completes the in-flight
@@ -347,6 +373,13 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
         }
         ClientMessage::Ping => {
             return out.frame(text_frame(msg::PONG));
+        }
+        ClientMessage::Log { data } => {
+            let log = core.sched.borrow().log_source(id);
+            if let Some(log) = log {
+                log.feed(&data);
+            }
+            return;
         }
         ClientMessage::Pong => return,
         ClientMessage::Register(_) => {

@@ -12,6 +12,9 @@
 //! Response streaming (our addition): `response_chunk` (`data`: base64 in a text frame, raw
 //! bytes in a binary envelope) any number of times, then `response_end`, optionally with the
 //! handler's error; see `docs/streaming.md`.
+//! Logs (our addition, for instances whose output the server cannot read from a pipe: the
+//! in-instance agent of remote instances, `docs/swarm.md`): `log` with `data` (base64 in a text
+//! frame, raw bytes in a binary envelope).
 
 use std::borrow::Cow;
 
@@ -88,6 +91,13 @@ pub enum ClientMessage {
         error_type: Option<String>,
         error_message: Option<String>,
         stack_trace: Vec<String>,
+    },
+    /// Output of the instance's runtime (our addition, sent by `lah-agent`, whose runtime's
+    /// stdout and stderr the server cannot read from a pipe): `data` is the base64 `"data"` of a
+    /// text frame, decoded, or the raw bytes after a binary envelope's header. The bytes go to
+    /// the instance's log exactly as if read from its output pipe.
+    Log {
+        data: Bytes,
     },
     Ping,
     Pong,
@@ -255,6 +265,17 @@ impl<'a> Fields<'a> {
                 error_type: optional_string(self.error_type.as_ref(), "error_type")?,
                 error_message: optional_string(self.error_message.as_ref(), "error_message")?,
                 stack_trace: stack_trace(self.stack_trace.as_ref())?,
+            }),
+            "log" => Ok(ClientMessage::Log {
+                data: match binary {
+                    Some(bytes) if self.data.is_none() => bytes,
+                    Some(_) => {
+                        return Err(MessageError::BinaryEnvelope(
+                            "header must not contain \"data\"",
+                        ))
+                    }
+                    None => base64_field(self.data.as_ref(), "data")?,
+                },
             }),
             "ping" => Ok(ClientMessage::Ping),
             "pong" => Ok(ClientMessage::Pong),
@@ -433,7 +454,9 @@ pub fn parse_client_binary(frame: &Bytes) -> Result<ClientMessage, MessageError>
     let message = fields.into_message(Some(body.clone()), Some(body))?;
     let payload_allowed = matches!(
         message,
-        ClientMessage::Response { .. } | ClientMessage::ResponseChunk { .. }
+        ClientMessage::Response { .. }
+            | ClientMessage::ResponseChunk { .. }
+            | ClientMessage::Log { .. }
     );
     if !payload_allowed && header_end != frame.len() {
         return Err(MessageError::BinaryEnvelope(
@@ -971,6 +994,32 @@ mod tests {
             "cognito_identity": null
         });
         assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn log_in_text_and_binary_frames() {
+        assert_eq!(
+            parse(r#"{"type":"log","data":"aGkK"}"#),
+            Ok(ClientMessage::Log {
+                data: Bytes::from_static(b"hi\n")
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"log"}"#),
+            Err(MessageError::MissingField("data"))
+        );
+        let frame = binary_frame(r#"{"type":"log"}"#, b"line 1\nline 2\n");
+        assert_eq!(
+            parse_client_binary(&frame),
+            Ok(ClientMessage::Log {
+                data: Bytes::from_static(b"line 1\nline 2\n")
+            })
+        );
+        let both = binary_frame(r#"{"type":"log","data":"aGkK"}"#, b"x");
+        assert!(matches!(
+            parse_client_binary(&both),
+            Err(MessageError::BinaryEnvelope(_))
+        ));
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! Runs on the control-plane thread only. The data plane never calls an executor: it asks the
 //! control plane over a channel and learns the outcome from a message.
 //!
-//! Two backends: `process` (a child process group on the host, the embedded default) and `docker`
-//! (a hardened container through bollard). Both hand back the read end of a pipe (or FIFO) that
-//! carries the instance's stdout and stderr; the instance's home core reads it, so the log tail of
-//! an invocation is exact (see `dataplane::logs`).
+//! Two local backends: `process` (a child process group on the host, the embedded default) and
+//! `docker` (a hardened container through bollard). Both hand back the read end of a pipe (or
+//! FIFO) that carries the instance's stdout and stderr; the instance's home core reads it, so the
+//! log tail of an invocation is exact (see `dataplane::logs`). Two remote ones (`remote`):
+//! `swarm` (a Swarm service per instance, on any node) and `agent` (its single-host form), whose
+//! instances run `lah-agent`, fetch their code from the code endpoint and send their output over
+//! their WebSocket link (`log` messages) instead of a pipe (docs/swarm.md).
 
+pub mod agent_local;
 pub mod cgroup;
 pub mod docker;
 pub mod docker_pool;
@@ -15,7 +19,9 @@ pub mod dynmods;
 pub mod fork;
 pub mod node_pool;
 pub mod process;
+pub mod remote;
 pub mod sandbox;
+pub mod swarm;
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -192,4 +198,82 @@ pub async fn connect_docker(
         )));
     }
     Ok(std::sync::Arc::new(docker))
+}
+
+/// The code endpoint of remote instances (`remote`), on the Runtime API's address, and where
+/// agents reach it and the Runtime API.
+async fn remote_setup(
+    config: &crate::config::Config,
+) -> Result<(std::sync::Arc<remote::CodeServer>, String, String), ExecError> {
+    let link = config.agent_link_addr().map_err(ExecError::Unavailable)?;
+    let code_host = link
+        .rsplit_once(':')
+        .map(|(host, _)| host.to_string())
+        .ok_or_else(|| {
+            ExecError::Unavailable(format!("--agent-link wants HOST:PORT, got {link:?}"))
+        })?;
+    let bind = std::net::SocketAddr::new(config.runtime_bind_addr(), config.agent_code_port);
+    let code = remote::CodeServer::bind(bind).await?;
+    tracing::info!(%link, code = %code.addr(), "remote instances link to the Runtime API at {link}");
+    Ok((code, link, code_host))
+}
+
+/// The `agent` executor: `lah-agent` processes on this host (`--agent-path`, default next to
+/// the server's executable).
+pub async fn connect_agent(
+    config: &crate::config::Config,
+) -> Result<std::sync::Arc<dyn Executor>, ExecError> {
+    let (code, link, code_host) = remote_setup(config).await?;
+    let agent = match &config.agent_path {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| {
+                // Tests run from target/<profile>/deps: the agent is one folder up.
+                exe.ancestors()
+                    .skip(1)
+                    .take(2)
+                    .map(|d| d.join("lah-agent"))
+                    .find(|p| p.is_file())
+            })
+            .unwrap_or_else(|| std::path::PathBuf::from("lah-agent")),
+    };
+    let dir = std::path::absolute(config.data_dir.join("agents"))
+        .unwrap_or_else(|_| config.data_dir.join("agents"));
+    let executor = agent_local::AgentExecutor::new(
+        agent,
+        dir,
+        config.resolve_runtime_deps_dir(),
+        link,
+        code,
+        code_host,
+    )?;
+    Ok(std::sync::Arc::new(executor))
+}
+
+/// The `swarm` executor: one service per instance on the Swarm whose manager `DOCKER_HOST` names.
+pub async fn connect_swarm(
+    config: &crate::config::Config,
+) -> Result<std::sync::Arc<dyn Executor>, ExecError> {
+    let mut images = swarm::default_images();
+    for spec in &config.images {
+        let (family, image) = spec.split_once('=').ok_or_else(|| {
+            ExecError::Unavailable(format!("--image wants FAMILY=IMAGE, got {spec:?}"))
+        })?;
+        images.insert(family.trim().to_string(), image.trim().to_string());
+    }
+    let (code, link, code_host) = remote_setup(config).await?;
+    let executor = swarm::SwarmExecutor::connect(
+        swarm::SwarmConfig {
+            images,
+            server_id: format!("{:08x}", rand::random::<u32>()),
+            owner: cgroup::data_dir_key(&config.data_dir),
+            network: config.swarm_network.clone(),
+            link,
+            code_host,
+        },
+        code,
+    )
+    .await?;
+    Ok(std::sync::Arc::new(executor))
 }
