@@ -101,6 +101,10 @@ const BUSY_CAPACITY_MIN: usize = 2;
 /// At most this many pending invocations are left to one busy instance.
 const BUSY_CAPACITY_MAX: usize = 1000;
 
+/// Beside serving instances, `--scale-out adaptive` starts one only when the shortfall is at
+/// least 1 / this of the invocations waiting on the core (`adaptive_starts`).
+const SHORTFALL_SHARE_MIN: usize = 4;
+
 /// One invocation's dispatch-to-answer time counts in the pool's service average as at most
 /// this many times the average (`service_average`).
 const SERVICE_SAMPLE_CAP: u64 = 4;
@@ -1747,16 +1751,25 @@ fn busy_capacity(service_ns: u64, init_ns: u64) -> usize {
 /// How many instances `--scale-out adaptive` starts for `missing` pending invocations when this
 /// core's soon-serving instances cover `cover` of them and one instance serves `per_instance`
 /// in the time a start takes. With nothing serving, one per `per_instance` begun (someone must
-/// serve them). Beside serving instances, one per `per_instance` rounded to the nearest: a new
-/// instance pays off only if it takes at least half an instance's share, otherwise the pool
-/// would grow by one each time the shortfall flickers above zero. Under a steady closed loop the
-/// pending count sits right at the cover (callers re-send as soon as they are answered), and
-/// rounding up started an instance inside a measured window whenever the service time
-/// wobbled (issue 11; `adaptive_a_small_shortfall_beside_serving_instances_starts_nothing`).
+/// serve them). Beside serving instances, none unless the shortfall is a real one, then one per
+/// `per_instance` rounded to the nearest:
+/// - the shortfall must be at least `1 / SHORTFALL_SHARE_MIN` of what waits. Under a closed loop
+///   that saturates the CPUs the pending count and the cover both sit near the callers' count
+///   and flicker by a few per cent of it, while an instance's share shrinks as instances are
+///   added (each one lengthens every invocation: the CPUs are shared), so a rule in units of
+///   shares alone kept starting instances inside the measured window: 1–3 per window with
+///   40 waiting, a cover of 35 and shares of 5–7 (issue 11;
+///   `adaptive_a_shortfall_small_next_to_what_waits_starts_nothing`). The waiting then get at
+///   most 4/3 of the wait the rule aims for;
+/// - a new instance pays off only if it takes at least half an instance's share, otherwise the
+///   pool would grow by one each time the shortfall flickers above zero
+///   (`adaptive_a_small_shortfall_beside_serving_instances_starts_nothing`).
 fn adaptive_starts(missing: usize, cover: usize, per_instance: usize) -> usize {
     let excess = missing.saturating_sub(cover);
     if cover == 0 {
         excess.div_ceil(per_instance)
+    } else if excess * SHORTFALL_SHARE_MIN < missing {
+        0
     } else {
         (excess + per_instance / 2) / per_instance
     }

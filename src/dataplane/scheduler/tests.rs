@@ -1236,6 +1236,37 @@ fn adaptive_one_slow_start_does_not_hold_back_scale_out() {
 }
 
 #[test]
+fn adaptive_a_shortfall_small_next_to_what_waits_starts_nothing() {
+    // Issue 11: a closed loop of 100 callers that saturates both CPUs. Every instance added
+    // lengthens every invocation (they share the CPUs), so an instance's share shrinks as the
+    // pool grows, while what waits and the cover flicker by a few per cent around each other:
+    // in units of shares alone, each flicker started an instance inside the measured window.
+    // 8 busy instances, 5 ms invocations, 30 ms starts: each covers 6, together 48.
+    let mut rig = Rig::with(
+        |c| {
+            c.scale_out = crate::config::ScaleOut::Adaptive;
+            c.concurrency = 200;
+        },
+        |_| {},
+    );
+    let _calls: Vec<_> = (0..8).map(|_| rig.invoke()).collect();
+    let ids = rig.starts();
+    assert_eq!(ids.len(), 8, "durations unknown: one start each");
+    let _works: Vec<_> = ids.iter().map(|id| work(&mut rig.next(*id))).collect();
+    rig.counters.service_ns.store(5_000_000, Ordering::Relaxed);
+    rig.counters.init_ns.store(30_000_000, Ordering::Relaxed);
+    // 52 waiting: 4 beyond the cover, two thirds of a share but 8 % of what waits.
+    let _waiting: Vec<_> = (0..52).map(|_| rig.invoke()).collect();
+    assert!(rig.asked().is_empty(), "a flicker starts nothing");
+    assert_eq!(rig.sched.pools[NAME].awaiting_busy, 52);
+    // More arrive: at 64 waiting the shortfall (16) is a quarter of what waits, a real one, and
+    // starts 16 / 6 instances rounded; those starting cover the next eight.
+    let _more: Vec<_> = (0..20).map(|_| rig.invoke()).collect();
+    assert_eq!(rig.starts().len(), 3, "a real shortfall starts instances");
+    rig.check();
+}
+
+#[test]
 fn adaptive_one_stalled_invocation_does_not_start_a_burst_of_instances() {
     // Issue 11: one invocation that stalls (a garbage collection, a runtime descheduled on a
     // busy machine) used to count in full in the service average: 45 ms against a 1 ms average
