@@ -10,8 +10,9 @@
 //! (`GET /blobs/<sha256> HTTP/1.1`, `Authorization: Bearer <LAMBDA_INSTANCE_ID>`) is answered
 //! only for a token of a live remote instance, and only with a blob of that instance's own
 //! function version (`grant`); anything else is 403 (404 for a path that is not a blob).
-//! Limits: a request head of `HEAD_BYTES_MAX` within `REQUEST_WAIT_S`; a directory packs to at
-//! most `BLOB_BYTES_MAX`. Invariant: a token's grant is revoked when its instance ends, so a
+//! Limits: `CODE_CONNECTIONS_MAX` connections at once (more are closed at accept), a request
+//! head of `HEAD_BYTES_MAX` within `REQUEST_WAIT_S`, the answer within `RESPONSE_WAIT_S`; a
+//! directory packs to at most `BLOB_BYTES_MAX`. Invariant: a token's grant is revoked when its instance ends, so a
 //! token a replaced instance still holds fetches nothing.
 
 use std::collections::HashMap;
@@ -31,6 +32,16 @@ use super::ExecError;
 const HEAD_BYTES_MAX: usize = 8 * 1024;
 /// A request head must arrive within this; agents send theirs at once.
 const REQUEST_WAIT_S: u64 = 10;
+/// Connections served at once; more are closed at accept. Every agent fetches once per start
+/// (one or two blobs), so this is far above need, and it bounds the descriptors and memory a
+/// client that opens connections without end can take from the server.
+const CODE_CONNECTIONS_MAX: usize = 256;
+/// A whole answer must be written within this (a 300 MB blob at 1 MB/s): a reader that stalls
+/// cannot hold one of `CODE_CONNECTIONS_MAX` for ever.
+const RESPONSE_WAIT_S: u64 = 300;
+/// After a failed accept (out of descriptors), wait this long before the next: a failing
+/// `accept` returns at once, and retrying at once would spin the control-plane thread.
+const ACCEPT_RETRY_MS: u64 = 50;
 /// Largest blob: AWS's unzipped limit (250 MB, code and layers) plus the zip's overhead.
 pub const BLOB_BYTES_MAX: u64 = 300 * 1024 * 1024;
 
@@ -76,13 +87,26 @@ impl CodeServer {
             state: Arc::default(),
         });
         let state = server.state.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(CODE_CONNECTIONS_MAX));
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
+                        continue;
+                    }
+                };
+                // Over the limit: closed at once (dropped).
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(stream, state.clone()));
+                let state = state.clone();
+                tokio::spawn(async move {
+                    serve(stream, state).await;
+                    drop(slot);
+                });
             }
         });
         Ok(server)
@@ -180,10 +204,13 @@ async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    if stream.write_all(head.as_bytes()).await.is_ok() {
-        let _ = stream.write_all(&body).await;
-    }
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(RESPONSE_WAIT_S), async {
+        if stream.write_all(head.as_bytes()).await.is_ok() {
+            let _ = stream.write_all(&body).await;
+        }
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// The status and body for one request head.
@@ -347,5 +374,45 @@ mod tests {
         assert_eq!(get(mine[0].clone(), "tok-a").await, "HTTP/1.1 403");
         assert!(!lock(&server.state).blobs.contains_key(&mine[0]));
         assert_eq!(get(theirs[0].clone(), "tok-b").await, "HTTP/1.1 200");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_past_the_limit_are_closed_and_a_freed_slot_serves_again() {
+        // A client that opens connections without end holds at most CODE_CONNECTIONS_MAX of
+        // the server's descriptors; an agent gets a slot again as soon as one frees.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.py"), b"x = 1\n").unwrap();
+        let server = CodeServer::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let hashes = server.grant("tok", &[dir.path()]).await.unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..CODE_CONNECTIONS_MAX {
+            idle.push(tokio::net::TcpStream::connect(server.addr()).await.unwrap());
+        }
+        // Let the accept loop take them all.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut over = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf))
+            .await
+            .expect("closed at once, not held")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a connection past the limit is closed unanswered");
+        drop(idle.pop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut s = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let req = format!(
+            "GET /blobs/{} HTTP/1.1\r\nAuthorization: Bearer tok\r\n\r\n",
+            hashes[0]
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        assert!(
+            out.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     }
 }
