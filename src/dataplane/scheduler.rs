@@ -105,6 +105,12 @@ const BUSY_CAPACITY_MAX: usize = 1000;
 /// least 1 / this of the invocations waiting on the core (`adaptive_starts`).
 const SHORTFALL_SHARE_MIN: usize = 4;
 
+/// Beside serving instances, a shortfall must last half as long as a start takes (the pool's
+/// init estimate, within these bounds) before `--scale-out adaptive` starts for it
+/// (`Scheduler::lasting_shortfall`).
+const SHORTFALL_LASTS_MIN: Duration = Duration::from_millis(10);
+const SHORTFALL_LASTS_MAX: Duration = Duration::from_millis(100);
+
 /// One invocation's dispatch-to-answer time counts in the pool's service average as at most
 /// this many times the average (`service_average`).
 const SERVICE_SAMPLE_CAP: u64 = 4;
@@ -320,6 +326,9 @@ struct Pool {
     awaiting_busy: usize,
     /// The last observed init duration of this pool's instances (0 before the first).
     init_estimate: Duration,
+    /// Since when `rebalance` has seen a shortfall beside serving instances that calls for a
+    /// start (`lasting_shortfall`); `None` while there is none.
+    shortfall_since: Option<Instant>,
     /// When the executor last reported an instance of this pool running: pending invocations
     /// are not expired as stale within an init limit (plus slack) of it (`expire_pending`).
     last_running: Option<Instant>,
@@ -491,7 +500,10 @@ impl Scheduler {
             (missing, 0)
         } else {
             let cover = self.soon_serving(name, &function.counters) * per_instance;
-            let want = adaptive_starts(missing, cover, per_instance);
+            let mut want = adaptive_starts(missing, cover, per_instance);
+            if cover > 0 {
+                want = self.lasting_shortfall(name, &function.counters, want);
+            }
             (want, missing - want)
         };
         let pool = self.pools.get_mut(name).expect("looked up above");
@@ -526,6 +538,37 @@ impl Scheduler {
             counters.service_ns.load(Ordering::Relaxed),
             counters.init_ns.load(Ordering::Relaxed),
         )
+    }
+
+    /// `want` starts beside serving instances if the shortfall behind them has lasted half as
+    /// long as a start takes, else none (`tick` re-runs `rebalance` every 10 ms while
+    /// invocations wait). A stall of the machine (10–15 ms here: every busy invocation late at
+    /// once) raises the service average for a few dozen invocations and shrinks each instance's
+    /// share for as long; without this, five instances started inside a measured window for a
+    /// load that had not changed (issue 11). A real rise in load waits half a start's time more
+    /// for its instances (the service average is back within a few milliseconds of a stall),
+    /// and the waiting are served by the busy instances meanwhile. Half, not a whole: a busy
+    /// instance stops counting once its invocation has run as long as a start (`soon_serving`).
+    fn lasting_shortfall(&mut self, name: &str, counters: &FunctionCounters, want: usize) -> usize {
+        let lasts = (Duration::from_nanos(counters.init_ns.load(Ordering::Relaxed)) / 2)
+            .clamp(SHORTFALL_LASTS_MIN, SHORTFALL_LASTS_MAX);
+        let pool = self.pools.entry(name.to_string()).or_default();
+        if want == 0 {
+            pool.shortfall_since = None;
+            return 0;
+        }
+        let now = Instant::now();
+        match pool.shortfall_since {
+            Some(since) if now.duration_since(since) >= lasts => {
+                pool.shortfall_since = None;
+                want
+            }
+            Some(_) => 0,
+            None => {
+                pool.shortfall_since = Some(now);
+                0
+            }
+        }
     }
 
     /// This core's instances of pool `name` that will serve pending invocations one after
