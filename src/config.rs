@@ -270,11 +270,15 @@ pub struct Config {
     /// `LAMBDA_USE_POOL=false`.
     #[arg(long, env = "LAH_NODE_POOL", default_value_t = NODE_POOL_DEFAULT)]
     pub node_pool: usize,
+
     /// Remount the host's cgroup2 hierarchy with `favordynmods` while the server runs (root only;
     /// the options it had are restored at stop): moving a process into an instance's cgroup then
-    /// takes ~0.1 ms instead of an RCU grace period (1–100 ms), which every process start,
-    /// fork start and container start pays (docs/cold-starts.md). `false` leaves the host alone.
-    #[arg(long, env = "LAH_CGROUP_FAVOR_DYNMODS", default_value_t = true, action = clap::ArgAction::Set)]
+    /// never waits for an RCU grace period, which every process, fork and container start
+    /// otherwise may (9–22 ms per move was seen here while namespaces and Docker engines were
+    /// being set up and torn down; 0.2–0.3 ms on a quiet machine either way). Off by default:
+    /// it changes a host-wide kernel setting; `scripts/cgroup-move-cost.py` shows whether a host
+    /// gains from it (docs/cold-starts.md).
+    #[arg(long, env = "LAH_CGROUP_FAVOR_DYNMODS", default_value_t = false, action = clap::ArgAction::Set)]
     pub cgroup_favor_dynmods: bool,
 
     /// First address of the per-instance Runtime API addresses (a /16 inside 127.0.0.0/8).
@@ -485,9 +489,6 @@ impl Config {
         // which would load every test that starts a Node function; its tests turn it on
         // (`tests/e2e_node_pool.rs`).
         c.node_pool = 0;
-        // Tests run many servers at once: none of them changes the host's cgroup mount (the
-        // one test of it asks for it).
-        c.cgroup_favor_dynmods = false;
         c
     }
 }

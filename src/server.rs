@@ -242,7 +242,7 @@ fn favor_dynmods(config: &Config) -> Option<FavorDynmods> {
     match dynmods::enable() {
         Ok(Enabled::Now(d)) => {
             tracing::info!(
-                "cgroup2 option favordynmods turned on for {} until the server stops: moving a process into an instance's cgroup takes ~0.1 ms instead of an RCU grace period (--cgroup-favor-dynmods false to leave the host alone)",
+                "cgroup2 option favordynmods turned on for {} until the server stops: moving a process into an instance's cgroup no longer waits for an RCU grace period",
                 d.mount_point().display()
             );
             Some(d)

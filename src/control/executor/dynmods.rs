@@ -4,14 +4,15 @@
 //! between fork and exec, a fork's spare, a pooled process on its claim), and Docker's runtime
 //! does the same for every container. By default the kernel guards those moves with a per-CPU
 //! rwsem (`cgroup_threadgroup_rwsem`) whose writer waits for an RCU grace period: measured on the
-//! 2-core test VM, moving a sleeping process into a memory cgroup took 9–22 ms while builds ran
-//! (1 ms on a quiet machine), and 8–100 ms was measured earlier inside fork starts. Mounted with
+//! 2-core test VM, moving a sleeping process into a memory cgroup took 9–22 ms while Docker
+//! engines and namespaces were set up and torn down (0.2–0.3 ms on a quiet machine, under a
+//! CPU-bound load or a fork loop), and 8–100 ms was measured earlier inside fork starts. Mounted with
 //! `favordynmods` (Linux 6.0+), the kernel keeps that rwsem in its slow-reader mode and a move
 //! takes ~0.1 ms (same measurement), at the cost of forks and exits taking one more atomic
 //! operation on a shared cache line. The option lives on the cgroup2 superblock but the rwsem is
 //! global: it speeds up moves in the cgroup v1 hierarchies of a hybrid host as well.
 //!
-//! `enable` (server start, when `--cgroup-favor-dynmods` is on and the server is root) remounts
+//! `enable` (server start, when `--cgroup-favor-dynmods true` was given and the server is root) remounts
 //! the cgroup2 hierarchy with the option added to its current ones, unless it is already there;
 //! dropping the `FavorDynmods` it returns (server stop, or a start that failed later) remounts it with exactly the options it had. A server
 //! killed with SIGKILL leaves the option on (harmless: only the speed of the host's forks and
