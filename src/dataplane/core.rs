@@ -240,20 +240,19 @@ impl Core {
         for (_, c) in self.conns.borrow().iter() {
             if c.deadline.deadline.get().is_some_and(|d| now >= d) && !c.deadline.expired.get() {
                 c.deadline.expired.set(true);
+                // Counted here, before the client can see the close: counted by the
+                // connection's task (`ConnError::TimedOut`), a client that read the metric as
+                // soon as its connection closed could find it not yet counted (seen in CI).
+                self.shared
+                    .metrics
+                    .conns
+                    .timed_out
+                    .fetch_add(1, Ordering::Relaxed);
                 // SAFETY: the connection's task still owns the open fd; shutdown only wakes its
                 // pending read.
                 unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
             }
         }
-    }
-
-    /// Counts a connection closed for being too slow.
-    pub fn note_timeout(&self) {
-        self.shared
-            .metrics
-            .conns
-            .timed_out
-            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn register(&self, stream: &TcpStream, kind: ConnKind, deadline: Rc<DeadlineCell>) -> usize {

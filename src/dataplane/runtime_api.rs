@@ -65,7 +65,8 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn, kind: ConnKind) {
                 }
                 return;
             }
-            Err(ConnError::TimedOut) => return core.note_timeout(),
+            // Counted by the sweep that cut it off (`Core::sweep_deadlines`).
+            Err(ConnError::TimedOut) => return,
             Err(_) => return,
         };
         // Any method: the upgrade check answers a non-GET with 400 and says why.

@@ -74,7 +74,8 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
                 }
                 return;
             }
-            Err(ConnError::TimedOut) => return core.note_timeout(),
+            // Counted by the sweep that cut it off (`Core::sweep_deadlines`).
+            Err(ConnError::TimedOut) => return,
             Err(_) => return,
         };
         if req.method == Method::Post && super::streaming::is_stream_invoke(req.path()) {
