@@ -169,9 +169,9 @@ impl LogSource {
         });
     }
 
-    /// Output the instance sent over its WebSocket (`log` messages of `lah-agent`, for remote
-    /// instances that have no pipe to this host): kept and stored exactly like bytes read from
-    /// the pipe. The agent sends what its runtime wrote before it forwards the runtime's answer,
+    /// Output of the instance: bytes read from its pipe (`drain_up_to`), or sent over its
+    /// WebSocket (`log` messages of `lah-agent`, for remote instances that have no pipe to this
+    /// host), kept and stored alike. The agent sends what its runtime wrote before it forwards the runtime's answer,
     /// on the same connection, so a tail built at the answer holds it too.
     pub fn feed(&self, data: &[u8]) {
         if data.is_empty() {
@@ -221,15 +221,7 @@ impl LogSource {
                 n if n > 0 => {
                     let data = &chunk[..n as usize];
                     taken += data.len();
-                    if let Some(t) = &self.tee {
-                        tracing::debug!(target: "function", function = %t.stream.function, "{}", String::from_utf8_lossy(data).trim_end());
-                    }
-                    self.ring.borrow_mut().push(data);
-                    self.offer(|stream| LogMsg::Output {
-                        stream,
-                        at_ms: epoch_ms(),
-                        data: Bytes::copy_from_slice(data),
-                    });
+                    self.feed(data);
                 }
                 _ => {
                     let err = io::Error::last_os_error();

@@ -555,7 +555,10 @@ impl Scheduler {
     fn lasting_shortfall(&mut self, name: &str, counters: &FunctionCounters, want: usize) -> usize {
         let lasts = (Duration::from_nanos(counters.init_ns.load(Ordering::Relaxed)) / 2)
             .clamp(SHORTFALL_LASTS_MIN, SHORTFALL_LASTS_MAX);
-        let pool = self.pools.entry(name.to_string()).or_default();
+        // `rebalance` runs on the invoke path: no key allocation (its caller found the pool).
+        let Some(pool) = self.pools.get_mut(name) else {
+            return want;
+        };
         if want == 0 {
             pool.shortfall_since = None;
             return 0;
