@@ -188,6 +188,12 @@ impl LogSource {
         });
     }
 
+    /// Whether the instance's output comes from a pipe read here (local instances); remote
+    /// instances have none and send their output as `log` messages instead.
+    pub fn has_pipe(&self) -> bool {
+        self.fd.is_some()
+    }
+
     /// Reads what is in the pipe now, without waiting. Returns false at end of file.
     pub fn drain(&self) -> bool {
         loop {

@@ -375,9 +375,16 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
             return out.frame(text_frame(msg::PONG));
         }
         ClientMessage::Log { data } => {
+            // Only from an instance without a pipe (a remote one's agent): a local instance's
+            // output goes through its pipe, whose reads are rate-bounded per instance, and a
+            // `log` message from its function code must not get around that bound.
             let log = core.sched.borrow().log_source(id);
-            if let Some(log) = log {
-                log.feed(&data);
+            match log {
+                Some(log) if !log.has_pipe() => log.feed(&data),
+                Some(_) => {
+                    tracing::debug!(instance = %id, "log message from an instance with an output pipe: ignored")
+                }
+                None => {}
             }
             return;
         }
