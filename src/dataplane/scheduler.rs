@@ -511,7 +511,12 @@ impl Scheduler {
         };
         let pool = self.pools.get_mut(name).expect("looked up above");
         pool.awaiting_busy = awaiting;
-        self.hint_waiting(name, want > 0);
+        // Invocations left to this core's busy instances are advertised too: an instance of
+        // another core that parks with nothing to do takes the oldest of them at once
+        // (`wake_a_waiting_core`). Invocations queue on the core their caller's connection
+        // arrived on, so without this a core with one busy instance kept dozens waiting while
+        // another core's instances sat idle, until the shortfall started instances (issue 11).
+        self.hint_waiting(name, true);
         if want == 0 {
             return;
         }
@@ -526,7 +531,7 @@ impl Scheduler {
         }
         let pool = self.pools.get_mut(name).expect("looked up above");
         pool.capped = want - started;
-        if pool.capped == 0 {
+        if pool.capped == 0 && pool.awaiting_busy == 0 {
             self.hint_waiting(name, false);
         }
     }
@@ -986,7 +991,13 @@ impl Scheduler {
         self.set_state(id, State::idle());
         let pool = self.pools.entry(name.clone()).or_default();
         if let Some(inv) = pool.pending.pop_front() {
+            let drained = pool.pending.is_empty();
             self.sync_spare(&name);
+            if drained {
+                // Nothing waits here any more: another core's instance that parks must not
+                // send a wake-up for nothing.
+                self.hint_waiting(&name, false);
+            }
             self.dispatch(id, inv);
         } else {
             pool.idle.push(id);

@@ -2062,6 +2062,59 @@ fn the_first_request_for_work_frees_the_instances_place_in_the_start_gate() {
 }
 
 #[test]
+fn adaptive_invocations_waiting_on_a_busy_instance_go_to_another_core_s_idle_instance() {
+    // Cause (issue 11, seen in `lah::scale_out` traces): invocations queue on the core their
+    // caller's connection arrived on. Left to that core's one busy instance (its invocations are
+    // far shorter than a start), they stayed there while another core's instances parked idle;
+    // the shortfall then started instances inside a measured window. An instance of another
+    // core that parks with nothing to do takes the oldest of them at once.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(1), Duration::from_millis(50));
+    let mut first = rig.invoke();
+    let w = work(&mut rig.next(id));
+    let mut other = core_1(&rig);
+    let remote = returning_instance_on_core_1(&mut rig, &mut other);
+    // Its spare hint missed (or already spoken for): the invocations stay on core 0.
+    miss_spare_hint(&rig, 1);
+    let mut queued: Vec<_> = (0..3).map(|_| rig.invoke()).collect();
+    assert!(rig.asked().is_empty(), "left to the busy instance");
+    assert_eq!(rig.sched.pools[NAME].awaiting_busy, 3);
+    assert!(rig.handed_to(1).is_empty());
+    // Core 1's instance parks with nothing of its own to do: it wakes core 0, which hands over
+    // its oldest waiting invocation.
+    let mut next = other.next(remote).expect("live");
+    let woken = rig.woken(0);
+    assert_eq!(woken, vec![(NAME.to_string(), 1)], "core 0 is told at once");
+    rig.sched.idle_instance_on(&woken[0].0, woken[0].1);
+    let handed = rig.handed_to(1);
+    assert_eq!(handed.len(), 1);
+    other.accept_handoff(handed.into_iter().next().expect("one"));
+    let stolen = work(&mut next);
+    other
+        .respond(remote, stolen.id.as_str(), success(b"on core 1"))
+        .expect("its own invocation");
+    assert_eq!(success_body(&result(&mut queued[0])), b"on core 1");
+    assert_eq!(rig.sched.pools[NAME].pending.len(), 2);
+    // The busy instance serves the rest; once nothing waits on core 0, the advertising stops.
+    rig.respond(id, &w, b"first");
+    result(&mut first);
+    for rx in queued.iter_mut().skip(1) {
+        let w = work(&mut rig.next(id));
+        rig.respond(id, &w, b"in turn");
+        assert_eq!(success_body(&result(rx)), b"in turn");
+    }
+    assert_eq!(
+        rig.counters.waiting_cores.load(Ordering::Relaxed) & 1,
+        0,
+        "no longer advertised once drained"
+    );
+    let _parked = other.next(remote).expect("live");
+    assert!(rig.woken(0).is_empty(), "no wake-up for nothing");
+    assert!(rig.asked().is_empty(), "no instance started");
+    other.check_invariants();
+    rig.sched.check_invariants();
+}
+
+#[test]
 fn a_wake_up_with_nothing_left_pending_stops_the_advertising() {
     // The `waiting_cores` hint must not outlive what waited, or every instance of another core
     // that parks idle sends a wake-up for nothing.
