@@ -993,7 +993,7 @@ const POOL_UIDS: u32 = 100;
 
 /// What a (pooled) instance sees: its environment, uid, working dir and code dir, and whether
 /// it can write its code.
-const PY_POOL_PROBE: &str = r#"import os
+const PY_POOL_PROBE: &str = r#"import os, sys, time
 def handler(event, context):
     try:
         open("/var/task/probe", "w")
@@ -1006,7 +1006,25 @@ def handler(event, context):
             "task": task, "fn": env.get("AWS_LAMBDA_FUNCTION_NAME"),
             "mem": env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), "cwd": os.getcwd(),
             "stream": env.get("AWS_LAMBDA_LOG_STREAM_NAME"), "root": env.get("LAMBDA_TASK_ROOT"),
-            "rid": context.aws_request_id}
+            "rid": context.aws_request_id, "path": sys.path, "keys": sorted(env),
+            "tz": time.tzname[0]}
+"#;
+
+/// The Node twin of `PY_POOL_PROBE`: what a pooled (started ahead) runtime must show exactly as
+/// an ordinary start does.
+const NODE_POOL_PROBE: &str = r#"const fs = require('fs');
+const Module = require('module');
+exports.handler = async (event, context) => {
+  let task = 'readonly';
+  try { fs.writeFileSync('/var/task/probe', 'x'); task = 'writable'; } catch (e) {}
+  console.log('pool-log-marker', context.awsRequestId);
+  const env = process.env;
+  return { uid: process.getuid(), greeting: env.GREETING, code: fs.readdirSync('/var/task').sort(),
+    task, fn: env.AWS_LAMBDA_FUNCTION_NAME, mem: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    cwd: process.cwd(), root: env.LAMBDA_TASK_ROOT, rid: context.awsRequestId,
+    keys: Object.keys(env).sort(), paths: Module.globalPaths,
+    tz: new Date(0).toString().split(' ').slice(5).join(' ') };
+};
 "#;
 
 /// Running pool slots of `server`'s data dir.
@@ -1098,12 +1116,15 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
         extra.clone(),
     );
     expect_json(&resp, 201);
-    server.invoke_ok(&warm, &json!({}));
+    let ordinary = server.invoke_ok(&warm, &json!({}));
     assert_eq!(
         (starts_of(&server, "exec"), starts_of(&server, "pooled")),
         (1.0, 0.0)
     );
     let slot = wait_for_pool_slot(&server, &[]);
+    // A Python function without layers gets a slot whose runtime is started and waiting.
+    let entry = inspect(&slot)["Config"]["Entrypoint"].to_string();
+    assert!(entry.contains("bootstrap.py"), "{entry}");
     let slot_config = inspect(&slot);
     let host = &slot_config["HostConfig"];
     assert_eq!(host["ReadonlyRootfs"], true, "{host}");
@@ -1123,7 +1144,7 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
     let mut extra = extra;
     merge(
         &mut extra,
-        json!({"Environment": {"Variables": {"GREETING": greeting, "LAMBDA_USE_WEBSOCKET": "false"}}}),
+        json!({"Environment": {"Variables": {"GREETING": greeting, "LAMBDA_USE_WEBSOCKET": "false", "TZ": "Asia/Tokyo"}}}),
     );
     let resp = server.create_function(
         &name,
@@ -1148,6 +1169,22 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
     assert_eq!(got["task"], "readonly", "{got}");
     assert_eq!(got["cwd"], "/var/task", "{got}");
     assert_eq!(got["root"], "/var/task", "{got}");
+    // The runtime started before its function: sys.path and the variables are exactly an
+    // ordinary start's (the slot's own are gone), and TZ set late is honoured.
+    assert_eq!(got["path"], ordinary["path"], "sys.path pooled vs ordinary");
+    let mut keys: Vec<Value> = ordinary["keys"].as_array().expect("keys").clone();
+    for k in ["GREETING", "TZ"] {
+        if !keys.contains(&json!(k)) {
+            keys.push(json!(k));
+        }
+    }
+    keys.sort_by_key(|k| k.as_str().unwrap_or_default().to_string());
+    assert_eq!(
+        got["keys"],
+        Value::Array(keys),
+        "variables pooled vs ordinary"
+    );
+    assert_eq!(got["tz"], "JST", "{got}");
     let uid = got["uid"].as_u64().expect("uid");
     let range = u64::from(POOL_UID_BASE)..u64::from(POOL_UID_BASE + POOL_UIDS);
     assert!(range.contains(&uid), "the pooled instance runs as {uid}");
@@ -1217,6 +1254,116 @@ fn pooled_cold_start_serves_a_function_with_its_env_code_uid_and_log_tail() {
         "{:?}",
         mounts_under(&data_dir)
     );
+}
+
+/// A Node function without layers starts in a slot whose runtime was started ahead: its code,
+/// variables (exactly an ordinary start's), module paths, working directory, uid and log tail
+/// are an ordinary start's, and a function that sets a variable Node reads only at start
+/// (`NODE_OPTIONS`) gets a slot whose runtime starts at the claim.
+#[test]
+fn pooled_node_runtime_started_ahead_serves_as_an_ordinary_start() {
+    let test = "pooled_node_ahead";
+    let Some(_docker) = docker_ready(test) else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("SKIP {test}: the pool mounts code into containers and needs root");
+        return;
+    }
+    let server = docker_server(|c| {
+        c.docker_pool_mb = 1024;
+        c.instance_uid_base = POOL_UID_BASE;
+        c.instance_uids = POOL_UIDS;
+    });
+    let files = [("index.js", NODE_POOL_PROBE.as_bytes(), 0o644)];
+    let create = |name: &str, vars: Value| {
+        let extra = json!({"MemorySize": 256, "Environment": {"Variables": vars}});
+        let resp = server.create_function(name, "nodejs20.x", "index.handler", &files, extra);
+        expect_json(&resp, 201);
+    };
+    let warm = unique_name("pool-node-warm");
+    create(&warm, json!({"LAMBDA_USE_WEBSOCKET": "false"}));
+    let ordinary = server.invoke_ok(&warm, &json!({}));
+    assert_eq!(starts_of(&server, "pooled"), 0.0);
+    let slot = wait_for_pool_slot(&server, &[]);
+    let entry = inspect(&slot)["Config"]["Entrypoint"].to_string();
+    assert!(entry.contains("bootstrap.js"), "{entry}");
+
+    let name = unique_name("pool-node");
+    let greeting = "it's a \"test\" $HOME `x`\nline two";
+    create(
+        &name,
+        json!({"GREETING": greeting, "LAMBDA_USE_WEBSOCKET": "false", "TZ": "Asia/Tokyo"}),
+    );
+    let resp = server.invoke(&name, b"{}", &[("X-Amz-Log-Type", "Tail")]);
+    let got = expect_json(&resp, 200);
+    assert_eq!(resp.header_str("X-Amz-Function-Error"), None, "{got}");
+    assert_eq!(
+        starts_of(&server, "pooled"),
+        1.0,
+        "not served from the pool"
+    );
+    assert_eq!(got["greeting"], greeting, "{got}");
+    assert_eq!(got["fn"], name.as_str(), "{got}");
+    assert_eq!(got["mem"], "256", "{got}");
+    assert_eq!(got["code"], json!(["index.js"]), "{got}");
+    assert_eq!(got["task"], "readonly", "{got}");
+    assert_eq!(got["cwd"], "/var/task", "{got}");
+    assert_eq!(got["root"], "/var/task", "{got}");
+    assert_eq!(
+        got["paths"], ordinary["paths"],
+        "module paths pooled vs ordinary"
+    );
+    let mut keys: Vec<Value> = ordinary["keys"].as_array().expect("keys").clone();
+    for k in ["GREETING", "TZ"] {
+        if !keys.contains(&json!(k)) {
+            keys.push(json!(k));
+        }
+    }
+    keys.sort_by_key(|k| k.as_str().unwrap_or_default().to_string());
+    assert_eq!(
+        got["keys"],
+        Value::Array(keys),
+        "variables pooled vs ordinary"
+    );
+    assert!(
+        got["tz"].as_str().unwrap_or_default().contains("Japan"),
+        "{got}"
+    );
+    let uid = got["uid"].as_u64().expect("uid");
+    let range = u64::from(POOL_UID_BASE)..u64::from(POOL_UID_BASE + POOL_UIDS);
+    assert!(range.contains(&uid), "the pooled instance runs as {uid}");
+    let tail = resp
+        .header_str("X-Amz-Log-Result")
+        .map(|t| String::from_utf8_lossy(&b64_decode(t)).into_owned())
+        .unwrap_or_default();
+    let rid = got["rid"].as_str().unwrap_or("?");
+    assert!(tail.contains(&format!("pool-log-marker {rid}")), "{tail:?}");
+    let init = tail
+        .lines()
+        .find(|l| l.starts_with("REPORT"))
+        .and_then(|l| l.split("Init Duration: ").nth(1))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    eprintln!("{test}: pooled Node cold start, Init Duration {init:?} ms");
+    assert!(init.is_some_and(|ms| ms > 0.0), "{tail:?}");
+
+    // NODE_OPTIONS is read when node starts: a slot whose runtime starts at the claim.
+    let refill = wait_for_pool_slot(&server, std::slice::from_ref(&slot));
+    let opts = unique_name("pool-node-opts");
+    create(&opts, json!({"NODE_OPTIONS": "--max-old-space-size=100"}));
+    let got = server.invoke_ok(&opts, &json!({}));
+    assert_eq!(got["fn"], opts.as_str(), "{got}");
+    assert_eq!(
+        (starts_of(&server, "exec"), starts_of(&server, "pooled")),
+        (2.0, 1.0),
+        "the slot started ahead was not given a function it cannot honour"
+    );
+    assert!(
+        pool_slots(&server).contains(&refill),
+        "the slot still waits"
+    );
+    server.shutdown();
 }
 
 /// `--docker-pool-mb 0`: every start creates its container, as before the pool.

@@ -17,6 +17,9 @@ const common = require('./runtime-common');
 
 // Names the pooled process's control socket (removed from the environment at once).
 const POOL_CONTROL_FD_VAR = '_LAMBDA_POOL_CONTROL_FD';
+// Names a Docker pool slot's control dir (docs/cold-starts-docker.md): the runtime was started in
+// a container before its function was known (removed from the environment at once).
+const SLOT_DIR_VAR = '_LAMBDA_SLOT_DIR';
 // A start message larger than this is not from the server (an instance's environment is a few KB).
 const START_MESSAGE_BYTES_MAX = 1024 * 1024;
 
@@ -517,19 +520,61 @@ function awaitStart(fdText) {
   }
   fs.closeSync(fd);
   if (total === 0) return false;
-  const { env } = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  for (const key of Object.keys(process.env)) delete process.env[key];
+  becomeInstance(JSON.parse(Buffer.concat(chunks).toString('utf8')).env);
+  return true;
+}
+
+// The instance's environment replaces the process's (or, `over`, is set over it); the working
+// directory becomes its code (visible by now), and module lookup re-reads NODE_PATH as node does
+// at start.
+function becomeInstance(env, over = false) {
+  if (!over) for (const key of Object.keys(process.env)) delete process.env[key];
   Object.assign(process.env, env);
   process.chdir(process.env.LAMBDA_TASK_ROOT);
   Module._initPaths();
+}
+
+// Docker pool slot: blocks (a blocking read, no event loop turn) on the slot's wake-up FIFO;
+// once woken, the function's code is mounted on /var/task and `start.json` in the slot dir holds
+// the instance's environment, set over the process's (the image's variables and the container's
+// HOSTNAME stay, as in an ordinary start; every variable the slot was started with is in it).
+// Returns false when the slot was dropped unused. A node that cannot
+// re-read NODE_PATH exits at once: the server sees the slot dead at its claim and starts the
+// instance anew.
+function awaitSlotStart(dir) {
+  delete process.env[SLOT_DIR_VAR];
+  require('./bootstrap-websocket');
+  if (typeof Module._initPaths !== 'function') process.exit(70);
+  const go = fs.openSync(`${dir}/go`, 'r');
+  const buf = Buffer.alloc(16);
+  let n;
+  for (;;) {
+    try {
+      n = fs.readSync(go, buf, 0, buf.length, null);
+      break;
+    } catch (err) {
+      if (err.code !== 'EAGAIN' && err.code !== 'EINTR') throw err;
+    }
+  }
+  fs.closeSync(go);
+  if (n === 0) return false;
+  const message = fs.readFileSync(`${dir}/start.json`);
+  if (message.length > START_MESSAGE_BYTES_MAX) throw new Error('start message too large');
+  becomeInstance(JSON.parse(message.toString('utf8')).env, true);
+  // An ordinary start's shell exports the working directory.
+  process.env.PWD = process.cwd();
   return true;
 }
 
 async function main() {
   const poolFd = process.env[POOL_CONTROL_FD_VAR];
+  const slotDir = process.env[SLOT_DIR_VAR];
   if (poolFd !== undefined) {
     await warmUp();
     if (!awaitStart(poolFd)) process.exit(0);
+  } else if (slotDir !== undefined) {
+    await warmUp();
+    if (!awaitSlotStart(slotDir)) process.exit(0);
   }
   common.installProcessHooks();
   common.installAwsLambdaGlobal();

@@ -14,6 +14,9 @@ Fork start (docs/cold-starts.md): when the process executor passes a control soc
 _LAMBDA_FORK_CONTROL_FD, this process is a template: it imports the handler (module init) and
 then, instead of serving, forks one child per request of the server; each child takes its own
 output descriptor and environment and enters the /next loop (`serve_template`).
+Docker pool slot (docs/cold-starts-docker.md): with _LAMBDA_SLOT_DIR set, the runtime was started
+in a container before its function was known; it waits for the slot's wake-up and takes the
+instance's environment from the slot dir (`await_slot_start`), then starts as usual.
 Invariant: one invocation at a time; nothing is logged on the warm success path.
 Specs: AWS Lambda Runtime API 2018-06-01; docs/websocket-protocol.md in the repository.
 """
@@ -651,6 +654,10 @@ def _websocket_loop():
         except ImportError:
             print("WebSocket unavailable (websockets package not found), falling back to HTTP")
             return None
+    return (_websocket_module or _load_websocket_module()).run
+
+
+def _load_websocket_module():
     import importlib.util
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap-websocket.py")
@@ -660,7 +667,7 @@ def _websocket_loop():
     _RUNTIME_FILES.add(module.run.__code__.co_filename)
     global _websocket_module
     _websocket_module = module
-    return module.run
+    return module
 
 
 # ----------------------------------------------------------------------------- fork template
@@ -778,12 +785,68 @@ def serve_template(control_fd):
                 os._exit(0)
 
 
+def _take_environment(env, replace=True):
+    """Makes `env` this process's environment (over what it has unless `replace`), and
+    everything read from it at import."""
+    global API_ADDRESS, DEBUG, FUNCTION_VERSION
+    if replace:
+        os.environ.clear()
+    os.environ.update(env)
+    API_ADDRESS = env.get("AWS_LAMBDA_RUNTIME_API") or API_ADDRESS
+    DEBUG = bool(env.get("LAMBDA_RUNTIME_DEBUG"))
+    FUNCTION_VERSION = env.get("AWS_LAMBDA_FUNCTION_VERSION") or "$LATEST"
+    for attribute, key in (
+        ("function_name", "AWS_LAMBDA_FUNCTION_NAME"),
+        ("function_version", "AWS_LAMBDA_FUNCTION_VERSION"),
+        ("memory_limit_in_mb", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+        ("log_group_name", "AWS_LAMBDA_LOG_GROUP_NAME"),
+        ("log_stream_name", "AWS_LAMBDA_LOG_STREAM_NAME"),
+    ):
+        setattr(LambdaContext, attribute, env.get(key))
+
+
+# ----------------------------------------------------------------------------- Docker pool slot
+
+SLOT_DIR_VAR = "_LAMBDA_SLOT_DIR"
+
+
+def await_slot_start(slot_dir):
+    """A Docker pool slot (docs/cold-starts-docker.md, "Runtimes started ahead"): this runtime
+    was started in a container before any function was assigned to it. Loads what a start would
+    load, then blocks on the slot's wake-up FIFO; once woken, the function's code is mounted on
+    /var/task and `start.json` in the slot dir holds the instance's environment, set over this
+    process's (the image's variables and the container's HOSTNAME stay, as in an ordinary
+    start, and every variable the slot was started with is in it). PYTHONPATH is read when the interpreter starts, so its entries in sys.path
+    are replaced by the instance's. Returns only once this process is the instance; exits when
+    the slot is dropped unused."""
+    _load_websocket_module()
+    started_with = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+    with open(os.path.join(slot_dir, "go"), "rb", buffering=0) as go:
+        if not go.readline():
+            os._exit(0)
+    with open(os.path.join(slot_dir, "start.json"), "rb") as f:
+        message = f.read(START_MESSAGE_BYTES_MAX + 1)
+    if len(message) > START_MESSAGE_BYTES_MAX:
+        raise SystemExit("start message too large")
+    env = json.loads(message)["env"]
+    _take_environment(env, replace=False)
+    rest = sys.path[1:]
+    for entry in started_with:
+        if entry in rest:
+            rest.remove(entry)
+    wanted = [p for p in env.get("PYTHONPATH", "").split(":") if p]
+    sys.path[:] = sys.path[:1] + wanted + rest
+    os.chdir(env.get("LAMBDA_TASK_ROOT") or "/var/task")
+    # An ordinary start's shell exports the working directory.
+    os.environ["PWD"] = os.getcwd()
+    time.tzset()
+
+
 def _become_instance(control, children, status_fd):
     """In a fresh child of the template: drop the template's descriptors, then wait until the
     server starts this child as an instance (it moves it into the instance's cgroup first, and
     may keep it waiting as a spare for the next start): the start message on the status socket
     carries the instance's environment and, attached, its output pipe."""
-    global API_ADDRESS, DEBUG, FUNCTION_VERSION
     control.close()
     for pidfd, (_, status_socket) in children.items():
         status_socket.close()
@@ -799,19 +862,7 @@ def _become_instance(control, children, status_fd):
     os.dup2(fds[0], 2)
     os.close(fds[0])
     go.close()
-    os.environ.clear()
-    os.environ.update(env)
-    API_ADDRESS = env.get("AWS_LAMBDA_RUNTIME_API") or API_ADDRESS
-    DEBUG = bool(env.get("LAMBDA_RUNTIME_DEBUG"))
-    FUNCTION_VERSION = env.get("AWS_LAMBDA_FUNCTION_VERSION") or "$LATEST"
-    for attribute, key in (
-        ("function_name", "AWS_LAMBDA_FUNCTION_NAME"),
-        ("function_version", "AWS_LAMBDA_FUNCTION_VERSION"),
-        ("memory_limit_in_mb", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
-        ("log_group_name", "AWS_LAMBDA_LOG_GROUP_NAME"),
-        ("log_stream_name", "AWS_LAMBDA_LOG_STREAM_NAME"),
-    ):
-        setattr(LambdaContext, attribute, env.get(key))
+    _take_environment(env)
     # Every fork would otherwise draw the same numbers as its siblings. `random` reseeds itself
     # at fork (os.register_at_fork); reseeding again costs nothing and covers older Pythons.
     if "random" in sys.modules:
@@ -824,6 +875,9 @@ def main():
     signal.signal(signal.SIGTERM, _on_sigterm)
     if not os.environ.get("PYTHONUNBUFFERED"):
         sys.stdout.reconfigure(line_buffering=True)
+    slot_dir = os.environ.pop(SLOT_DIR_VAR, None)
+    if slot_dir:
+        await_slot_start(slot_dir)
     control_fd = os.environ.pop(FORK_CONTROL_VAR, None)
     control_fd = int(control_fd) if control_fd and control_fd.isdigit() else None
     setup_sys_path()

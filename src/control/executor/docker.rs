@@ -767,6 +767,10 @@ pub struct DockerInstance {
     /// The pool slot's directory, when the container came from the pool: its mounts are undone
     /// and it is removed once the container is gone.
     slot_dir: Option<PathBuf>,
+    /// Our end of a pool slot's wake-up FIFO, held until the instance ended: a runtime started
+    /// ahead (`docker_pool`) may open the FIFO only after the claim wrote to it, and what was
+    /// written to a FIFO is lost once no descriptor of it is open.
+    wake: Option<OwnedFd>,
 }
 
 impl DockerInstance {
@@ -788,7 +792,14 @@ impl DockerInstance {
             removed: false,
             uid,
             slot_dir,
+            wake: None,
         }
+    }
+
+    /// Holds a pool slot's wake-up FIFO open until the instance ended (see `wake`).
+    pub(super) fn holding_wake(mut self, go: OwnedFd) -> DockerInstance {
+        self.wake = Some(go);
+        self
     }
 
     async fn wait_exit(&mut self) -> ExitInfo {
@@ -895,6 +906,7 @@ impl DockerInstance {
     /// Removes the container and closes our end of the log FIFO, so its reader sees EOF.
     async fn release(&mut self) {
         self.hold = None;
+        self.wake = None;
         if self.removed {
             return;
         }

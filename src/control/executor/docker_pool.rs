@@ -48,6 +48,7 @@ use super::docker::{
     CONTAINER_GID, CONTAINER_UID, LABEL_OWNER, LABEL_SERVER, LAYERS_ROOT, LOG_FIFO_TARGET,
     RUNTIME_ROOT, TASK_ROOT,
 };
+use super::node_pool;
 use crate::control::identity::{self, UidPool};
 use crate::model::types::InstanceSpec;
 use crate::model::Switchboard;
@@ -66,6 +67,30 @@ const WAITER: &str = "read -r go </var/lambda-at-home/slot/go || exit 70
 cd /var/task || exit 70
 unset OLDPWD
 exec \"$@\" >/var/log/lambda/out 2>&1";
+/// The entrypoint of a slot whose runtime starts ahead (`SlotKey::prestart`): the runtime itself,
+/// with its output in the log FIFO, loads and waits for the wake-up (`_LAMBDA_SLOT_DIR`), then
+/// takes `start.json` as its environment (runtimes/python/bootstrap.py `await_slot_start`,
+/// runtimes/node/bootstrap.js `awaitSlotStart`).
+const PRESTART: &str = "exec \"$@\" >/var/log/lambda/out 2>&1";
+/// Tells our bootstraps that they run in a slot, and where its control dir is.
+const SLOT_DIR_VAR: &str = "_LAMBDA_SLOT_DIR";
+/// A started runtime's assignment: `{"env": {...}}`, the instance's whole environment.
+const START_FILE: &str = "start.json";
+/// Variables an interpreter, its libraries or the dynamic loader read once, when the process
+/// starts: a runtime started ahead of its function cannot honour a function that sets one, so
+/// such a function gets a slot whose runtime starts at the claim (as an ordinary start).
+/// `PYTHONPATH` and `NODE_PATH` are the server's own (`docker::container_env`) and re-read at the
+/// claim; `TZ` is re-read too (`time.tzset`; Node reads it when it formats).
+const PYTHON_STARTUP_ONLY: &[&str] = &[
+    "PYTHON",
+    "LD_",
+    "MALLOC_",
+    "GLIBC_TUNABLES",
+    "LC_",
+    "LANG",
+    "OPENSSL_",
+    "SSL_CERT_",
+];
 /// The file the start-up probe mounts, and the check its container runs.
 const PROBE_FILE: &str = "lah-pool-probe";
 const PROBE_CHECK: &str =
@@ -93,6 +118,10 @@ struct SlotKey {
     identity: bool,
     /// Mounts layers at `/opt` (else the image's `/opt` stays visible, as on an ordinary start).
     layers: bool,
+    /// Runs our runtime's bootstrap ahead of the claim, loaded and waiting (`PRESTART`), rather
+    /// than a shell that starts it at the claim (`WAITER`): Python and Node functions without
+    /// layers, a variable read only at start (`startup_only`) or `LAMBDA_USE_POOL=false`.
+    prestart: bool,
     runtimes_dir: PathBuf,
 }
 
@@ -240,12 +269,15 @@ impl Pool {
         {
             return None;
         }
+        let layers = spec.function.opt_dir().is_some();
+        let prestart = starts_ahead(family, layers, &spec.function.config.environment);
         Some(SlotKey {
             image: image.to_string(),
             family,
             memory_mb: spec.function.config.memory_mb,
             identity: spec.uid.is_some(),
-            layers: spec.function.opt_dir().is_some(),
+            layers,
+            prestart,
             runtimes_dir: spec.runtimes_dir.clone(),
         })
     }
@@ -308,6 +340,10 @@ impl Pool {
         if let Err(e) = self.prepare(&slot, spec) {
             return Err((slot, e));
         }
+        if slot.key.prestart {
+            // What a runtime started ahead wrote while it waited is not the function's.
+            drain(&slot.fifo.read);
+        }
         if let Err(e) = wake(&slot.go) {
             return Err((slot, e));
         }
@@ -326,16 +362,13 @@ impl Pool {
             uid,
             dir,
             fifo,
+            go,
             ..
         } = slot;
-        Ok(DockerInstance::new(
-            self.docker.clone(),
-            name,
-            ms,
-            fifo,
-            uid,
-            Some(dir),
-        ))
+        Ok(
+            DockerInstance::new(self.docker.clone(), name, ms, fifo, uid, Some(dir))
+                .holding_wake(go),
+        )
     }
 
     /// Mounts the code (and layers) and writes the environment file; the waiter is not woken.
@@ -363,8 +396,11 @@ impl Pool {
             mount_read_only(opt, &slot.dir.join("opt"))
                 .map_err(|e| format!("mount layers: {e}"))?;
         }
-        let script = assignment(env, command);
-        let path = slot.dir.join("ctl/env");
+        let (script, path) = if slot.key.prestart {
+            (start_message(env), slot.dir.join("ctl").join(START_FILE))
+        } else {
+            (assignment(env, command), slot.dir.join("ctl/env"))
+        };
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -496,6 +532,7 @@ impl Pool {
         let probe_key = SlotKey {
             identity: false,
             layers: false,
+            prestart: false,
             ..key.clone()
         };
         let code = self.config.pool_dir.join("probe-code");
@@ -609,13 +646,10 @@ impl Pool {
             user,
             labels,
             mounts,
-            entrypoint: ["/bin/sh", "-c", WAITER, "sh"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            entrypoint: entrypoint(key),
             cmd: Vec::new(),
-            // The assignment sets each of these again, with the function's values.
-            env: container_env(&[], "provided"),
+            // The assignment replaces these with the function's values.
+            env: slot_env(key),
         }
         .body();
         let started = create_and_start(
@@ -631,7 +665,7 @@ impl Pool {
             remove_slot_dir(&dir);
             return Err(e.to_string());
         }
-        let waiter = self.waiter_pidfd(&name).await;
+        let waiter = self.waiter_pidfd(&name, key).await;
         Ok(Slot {
             name,
             key: key.clone(),
@@ -646,7 +680,7 @@ impl Pool {
     /// A pidfd of the slot's waiter (its container's first process), so a claim can tell
     /// without Docker whether it still runs; None when the server does not see the container's
     /// processes (another pid namespace) or the process is not our waiter.
-    async fn waiter_pidfd(&self, name: &str) -> Option<OwnedFd> {
+    async fn waiter_pidfd(&self, name: &str, key: &SlotKey) -> Option<OwnedFd> {
         let options = None::<bollard::query_parameters::InspectContainerOptions>;
         let inspect = bounded(
             self.config.op_timeout_ms,
@@ -665,8 +699,18 @@ impl Pool {
         // The pid is Docker's view; make sure it names our waiter in this namespace, checked
         // after the pidfd is held so that a reused pid cannot slip in between.
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let expected = format!("/bin/sh\0-c\0{WAITER}\0");
-        (cmdline.starts_with(expected.as_bytes()) && !exited(&pidfd)).then_some(pidfd)
+        let ours = |args: &[String]| {
+            let mut expected = Vec::new();
+            for a in args {
+                expected.extend_from_slice(a.as_bytes());
+                expected.push(0);
+            }
+            cmdline.starts_with(&expected)
+        };
+        // A runtime started ahead is the shell until it `exec`s, then the runtime (same pid).
+        let waits =
+            ours(&entrypoint(key)[..3]) || (key.prestart && ours(&runtime_command(key.family)));
+        (waits && !exited(&pidfd)).then_some(pidfd)
     }
 
     /// Removes a slot that will not be used: its container, its dir, then its uid.
@@ -805,6 +849,85 @@ fn exited(pidfd: &OwnedFd) -> bool {
     ready != 0
 }
 
+/// A slot's entrypoint: the runtime started ahead (`PRESTART`, then the runtime command), or
+/// the waiting shell (`WAITER`; the command comes with the assignment).
+fn entrypoint(key: &SlotKey) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "/bin/sh",
+        "-c",
+        if key.prestart { PRESTART } else { WAITER },
+        "sh",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if key.prestart {
+        args.extend(runtime_command(key.family));
+    }
+    args
+}
+
+/// A slot's environment until its claim: an ordinary start's without a function (a runtime
+/// started ahead loads with the server's own `PYTHONPATH` / `NODE_PATH`), plus the slot dir for
+/// a runtime started ahead.
+fn slot_env(key: &SlotKey) -> Vec<String> {
+    if !key.prestart {
+        return container_env(&[], "provided");
+    }
+    let runtime = match key.family {
+        "python" => "python3.12",
+        _ => "nodejs20.x",
+    };
+    let mut env = container_env(&[], runtime);
+    env.push(format!("{SLOT_DIR_VAR}={CTL_TARGET}"));
+    env
+}
+
+/// Whether a slot of `family` may run the runtime ahead of the claim for a function with these
+/// own variables (`SlotKey::prestart`). A layer's `lib` is on LD_LIBRARY_PATH, which the loader
+/// reads (and whose missing dirs it remembers) at start; an opted-out function keeps the
+/// runtime's start in its init, as the process executor's pools do.
+fn starts_ahead(
+    family: &str,
+    layers: bool,
+    own: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    matches!(family, "python" | "nodejs")
+        && !layers
+        && !node_pool::opted_out(own.get(node_pool::POOL_OPT_OUT_VAR).map(String::as_str))
+        && !own.keys().any(|k| startup_only(family, k))
+}
+
+/// Whether a function's own variable `key` is read only when `family`'s runtime process starts.
+fn startup_only(family: &str, key: &str) -> bool {
+    match family {
+        "python" => PYTHON_STARTUP_ONLY.iter().any(|p| key.starts_with(p)),
+        _ => node_pool::startup_only(key),
+    }
+}
+
+/// The start message of a runtime started ahead: `{"env": {...}}`.
+fn start_message(env: &[String]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    serde_json::json!({ "env": map }).to_string()
+}
+
+/// Reads and drops whatever waits in a non-blocking descriptor.
+fn drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        // SAFETY: reads at most `buf.len()` bytes into a live buffer from a descriptor we own.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+    }
+}
+
 /// Wakes a slot's waiter (it then takes its assignment).
 fn wake(go: &OwnedFd) -> Result<(), String> {
     let line = b"go\n";
@@ -886,6 +1009,7 @@ pub fn remove_slot_dir(dir: &Path) {
         while umount_detach(&path) {}
     }
     let _ = std::fs::remove_file(dir.join("ctl/env"));
+    let _ = std::fs::remove_file(dir.join("ctl").join(START_FILE));
     let _ = std::fs::remove_file(dir.join("ctl/go"));
     for sub in ["ctl", "task", "opt", ""] {
         let path = dir.join(sub);
@@ -1074,8 +1198,102 @@ mod tests {
             memory_mb,
             identity: true,
             layers: false,
+            prestart: true,
             runtimes_dir: PathBuf::from("runtimes"),
         }
+    }
+
+    #[test]
+    fn runtimes_start_ahead_only_for_functions_they_can_honour() {
+        let env = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let plain = env(&[("GREETING", "hi"), ("TZ", "Europe/Paris"), ("PATH", "/x")]);
+        assert!(starts_ahead("python", false, &plain));
+        assert!(starts_ahead("nodejs", false, &plain));
+        assert!(!starts_ahead("provided", false, &plain), "not our runtime");
+        assert!(!starts_ahead("python", true, &plain), "layers");
+        for opt_out in ["false", "0", "off"] {
+            let e = env(&[("LAMBDA_USE_POOL", opt_out)]);
+            assert!(!starts_ahead("python", false, &e), "{opt_out}");
+            assert!(!starts_ahead("nodejs", false, &e), "{opt_out}");
+        }
+        for key in [
+            "PYTHONWARNINGS",
+            "PYTHONHASHSEED",
+            "PYTHONIOENCODING",
+            "LD_PRELOAD",
+            "LC_ALL",
+            "LANG",
+            "MALLOC_ARENA_MAX",
+            "GLIBC_TUNABLES",
+            "SSL_CERT_FILE",
+        ] {
+            assert!(!starts_ahead("python", false, &env(&[(key, "x")])), "{key}");
+        }
+        for key in [
+            "NODE_OPTIONS",
+            "UV_THREADPOOL_SIZE",
+            "LD_PRELOAD",
+            "OPENSSL_CONF",
+        ] {
+            assert!(!starts_ahead("nodejs", false, &env(&[(key, "x")])), "{key}");
+        }
+        // Read at the claim: the server's own path variables, and a variable of another runtime.
+        assert!(starts_ahead(
+            "nodejs",
+            false,
+            &env(&[("NODE_ENV", "production")])
+        ));
+        assert!(starts_ahead(
+            "nodejs",
+            false,
+            &env(&[("PYTHONWARNINGS", "x")])
+        ));
+        assert!(starts_ahead(
+            "python",
+            false,
+            &env(&[("NODE_OPTIONS", "x")])
+        ));
+    }
+
+    #[test]
+    fn a_started_runtime_gets_its_environment_as_json_and_waits_in_its_own_command() {
+        let env = vec![
+            "A=plain".to_string(),
+            "B=it's $HOME `x` \"q\"\nline2=3".to_string(),
+            "C=".to_string(),
+        ];
+        let message: serde_json::Value = serde_json::from_str(&start_message(&env)).expect("JSON");
+        assert_eq!(
+            message,
+            serde_json::json!({"env": {"A": "plain", "B": "it's $HOME `x` \"q\"\nline2=3", "C": ""}})
+        );
+        let ahead = key(128);
+        let args = entrypoint(&ahead);
+        assert_eq!(
+            args,
+            [
+                "/bin/sh",
+                "-c",
+                PRESTART,
+                "sh",
+                "python3",
+                "/var/runtime/python/bootstrap.py"
+            ]
+        );
+        assert!(slot_env(&ahead).contains(&format!("{SLOT_DIR_VAR}={CTL_TARGET}")));
+        let waiting = SlotKey {
+            prestart: false,
+            ..key(128)
+        };
+        assert_eq!(entrypoint(&waiting), ["/bin/sh", "-c", WAITER, "sh"]);
+        assert!(!slot_env(&waiting)
+            .iter()
+            .any(|kv| kv.starts_with(SLOT_DIR_VAR)));
     }
 
     #[test]

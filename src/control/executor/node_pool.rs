@@ -124,13 +124,13 @@ fn unusable(spec: &InstanceSpec, runtimes_dir: &Path) -> Option<&'static str> {
     None
 }
 
-fn startup_only(key: &str) -> bool {
+pub(super) fn startup_only(key: &str) -> bool {
     !LIVE_NODE_VARS.contains(&key)
         && (STARTUP_ONLY_NAMES.contains(&key)
             || STARTUP_ONLY_PREFIXES.iter().any(|p| key.starts_with(p)))
 }
 
-fn opted_out(value: Option<&str>) -> bool {
+pub(super) fn opted_out(value: Option<&str>) -> bool {
     matches!(
         value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
         Some("false" | "0" | "no" | "off")
