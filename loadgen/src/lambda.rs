@@ -464,6 +464,22 @@ impl Metrics {
         Some(series.map(|(_, v)| v).sum())
     }
 
+    /// The kinds of executor start (`lah_executor_starts_total{kind="..."}`: `exec`, `fork`,
+    /// `pooled`) counted since `before`, joined with `+` when several; None when none was.
+    pub fn start_kinds_since(&self, before: &Metrics) -> Option<String> {
+        let kinds: Vec<&str> = self
+            .series
+            .iter()
+            .filter(|(k, v)| **v > before.series.get(*k).copied().unwrap_or(0.0))
+            .filter_map(|(k, _)| {
+                let rest = k.strip_prefix("lah_executor_starts_total{")?;
+                let (_, kind) = rest.split_once("kind=\"")?;
+                kind.split('"').next()
+            })
+            .collect();
+        (!kinds.is_empty()).then(|| kinds.join("+"))
+    }
+
     /// Changes of the `_total` counters between `before` and `self` (unchanged ones omitted).
     pub fn counter_deltas(&self, before: &Metrics) -> BTreeMap<String, f64> {
         self.series
@@ -625,6 +641,25 @@ mod tests {
         assert_eq!(d.get("lah_invocations_total"), Some(&15.0));
         assert_eq!(d.get("lah_cold_starts_total"), Some(&1.0));
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn start_kinds_are_the_executor_start_counters_that_rose() {
+        let before = Metrics::parse(
+            "lah_executor_starts_total{kind=\"exec\"} 3\nlah_executor_starts_total{kind=\"pooled\"} 1\n",
+        );
+        let pooled = Metrics::parse(
+            "lah_executor_starts_total{kind=\"exec\"} 3\nlah_executor_starts_total{kind=\"pooled\"} 2\n",
+        );
+        assert_eq!(pooled.start_kinds_since(&before).as_deref(), Some("pooled"));
+        let both = Metrics::parse(
+            "lah_executor_starts_total{kind=\"exec\"} 4\nlah_executor_starts_total{kind=\"pooled\"} 2\nlah_cold_starts_total 9\n",
+        );
+        assert_eq!(
+            both.start_kinds_since(&before).as_deref(),
+            Some("exec+pooled")
+        );
+        assert_eq!(before.start_kinds_since(&before), None);
     }
 
     #[test]

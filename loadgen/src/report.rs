@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::lambda::{RuntimeKind, Transport};
-use crate::scenarios::{Phase, Scenario, Target};
+use crate::scenarios::{ColdSample, Phase, Scenario, Target};
 use crate::view::{FloorView, ReportView};
 
 #[derive(Debug, thiserror::Error)]
@@ -700,7 +700,10 @@ fn cold_detail(out: &mut String, r: &Report) {
          UpdateFunctionConfiguration (a new configuration's first instance). \"Later\" instances: \
          a new instance of an unchanged configuration while its others are busy, as a scale-out \
          starts one (`--later-samples`); their latency includes any wait the server's scale-out \
-         policy imposes before starting one, their init does not.\n"
+         policy imposes before starting one, their init does not. Where the server started \
+         instances of one row in different ways (its `lah_executor_starts_total` kinds: `exec` a \
+         new process or container, `fork` from an initialised template, `pooled` a pre-started \
+         process or container), a row per way follows.\n"
     );
     let _ = writeln!(
         out,
@@ -709,36 +712,80 @@ fn cold_detail(out: &mut String, r: &Report) {
     for p in colds {
         let l = p.latency.as_ref();
         let i = p.init_duration.as_ref();
-        let samples: Vec<String> = p
-            .cold_samples
-            .iter()
-            .map(|s| match &s.error {
-                Some(e) => format!("{}:{e}", s.kind),
-                None => format!(
-                    "{}/{}",
-                    ms(Some(s.latency_ms)),
-                    s.init_duration_ms.map_or("none".into(), |v| ms(Some(v)))
-                ),
-            })
-            .collect();
+        let instance = if p.scenario == Scenario::ColdLater {
+            "later"
+        } else {
+            "first"
+        };
+        let all: Vec<&ColdSample> = p.cold_samples.iter().collect();
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             p.runtime.label(),
             p.transport.label(),
-            if p.scenario == Scenario::ColdLater {
-                "later"
-            } else {
-                "first"
-            },
+            instance,
             ms(l.map(|l| l.p50_ms)),
             ms(l.map(|l| l.max_ms)),
             ms(i.map(|i| i.p50_ms)),
             ms(i.map(|i| i.max_ms)),
-            samples.join(", ")
+            cold_sample_list(&all)
         );
+        // Samples the server started in different ways (a pooled or forked start beside new
+        // processes or containers) get a row per way as well.
+        let kinds: std::collections::BTreeSet<&str> = p
+            .cold_samples
+            .iter()
+            .filter(|s| s.error.is_none())
+            .filter_map(|s| s.start.as_deref())
+            .collect();
+        if kinds.len() < 2 {
+            continue;
+        }
+        for kind in kinds {
+            let group: Vec<&ColdSample> = p
+                .cold_samples
+                .iter()
+                .filter(|s| s.error.is_none() && s.start.as_deref() == Some(kind))
+                .collect();
+            let latency: Vec<f64> = group.iter().map(|s| s.latency_ms).collect();
+            let init: Vec<f64> = group.iter().filter_map(|s| s.init_duration_ms).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {instance}, {kind} start | {} | {} | {} | {} | {} |",
+                p.runtime.label(),
+                p.transport.label(),
+                ms(median(&latency)),
+                ms(latency.iter().copied().reduce(f64::max)),
+                ms(median(&init)),
+                ms(init.iter().copied().reduce(f64::max)),
+                cold_sample_list(&group)
+            );
+        }
     }
     out.push('\n');
+}
+
+/// `latency/init` of each sample (or `kind:error`), comma-separated.
+fn cold_sample_list(samples: &[&ColdSample]) -> String {
+    let items: Vec<String> = samples
+        .iter()
+        .map(|s| match &s.error {
+            Some(e) => format!("{}:{e}", s.kind),
+            None => format!(
+                "{}/{}",
+                ms(Some(s.latency_ms)),
+                s.init_duration_ms.map_or("none".into(), |v| ms(Some(v)))
+            ),
+        })
+        .collect();
+    items.join(", ")
+}
+
+/// The lower median (as the reports' histogram p50 is), None for no values.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().checked_sub(1)? / 2).copied()
 }
 
 fn highfreq_detail(out: &mut String, r: &Report) {
@@ -940,6 +987,25 @@ mod tests {
         let line =
             shell_line(["loadgen", "--out", "results/", "--name", "a b", "it's"].map(String::from));
         assert_eq!(line, r"loadgen --out results/ --name 'a b' 'it'\''s'");
+    }
+
+    #[test]
+    fn cold_samples_listed_and_the_lower_median() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[9.0, 1.0, 5.0, 7.0]), Some(5.0));
+        let sample = |latency_ms, init, start: &str| ColdSample {
+            kind: "update",
+            latency_ms,
+            init_duration_ms: init,
+            error: None,
+            start: Some(start.to_string()),
+        };
+        let (a, b) = (
+            sample(12.5, Some(8.25), "pooled"),
+            sample(310.0, None, "exec"),
+        );
+        assert_eq!(cold_sample_list(&[&a, &b]), "12.50/8.25, 310.0/none");
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub struct ColdSample {
     /// `Init Duration` of the REPORT line; `None` means the server reported no cold start.
     pub init_duration_ms: Option<f64>,
     pub error: Option<String>,
+    /// How the server started the instance (`lah_executor_starts_total` kinds that rose during
+    /// the sample: `exec` a new process or container, `fork` from a template, `pooled` a
+    /// pre-started process or container); None when the server exports no such counter or
+    /// started nothing.
+    pub start: Option<String>,
 }
 
 /// Everything measured in one phase.
@@ -434,22 +439,31 @@ fn record_cold_samples(phase: &mut Phase, seen: Vec<ColdSample>, elapsed: Durati
 }
 
 /// One logged invoke, timed from send to the end of the response.
+/// The server's metrics are read before and after it (outside the timed part) to tell how the
+/// instance was started.
 pub async fn cold_invoke(api: &mut Api, target: &Target, kind: &'static str) -> ColdSample {
+    let before = api.metrics().await;
     let started = Instant::now();
     let result = api.invoke_tail(&target.function, &target.payload).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let start = match (before, api.metrics().await) {
+        (Some(before), Some(after)) => after.start_kinds_since(&before),
+        _ => None,
+    };
     match result {
         Ok(tail) => ColdSample {
             kind,
             latency_ms,
             init_duration_ms: tail.init_duration_ms(),
             error: classify(&tail.response),
+            start,
         },
         Err(e) => ColdSample {
             kind,
             latency_ms,
             init_duration_ms: None,
             error: Some(e.kind().to_owned()),
+            start,
         },
     }
 }
