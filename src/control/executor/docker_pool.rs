@@ -6,7 +6,9 @@
 //! container fixed at create: image, memory size, whether it has an instance uid, whether it
 //! mounts layers at `/opt`, and the runtimes dir. It is created with every hardening flag of an
 //! ordinary instance (`docker::Hardened`), the label `lambda-at-home.pool` besides the server and
-//! data-dir labels, and runs `WAITER`: a shell blocked reading a FIFO in its control dir.
+//! data-dir labels, and runs `WAITER`: a shell blocked reading a FIFO in its control dir; or, for
+//! Python and Node functions it can honour (`starts_ahead`), our runtime itself, loaded and
+//! blocked on that FIFO (`PRESTART`), which takes its environment from `start.json` when woken.
 //!
 //! A claim, for a spec whose key has an idle slot: bind-mount the function's code read-only onto
 //! the slot's `task` dir (and its layers onto `opt`); the mount propagates into the container's
@@ -15,7 +17,10 @@
 //! output into the slot's log FIFO, exactly as an ordinary start. Any failure falls back to the
 //! ordinary create + start: an invocation never fails because of the pool.
 //!
-//! Invariants: the code mount is in place before the waiter is woken; a slot's uid comes from the
+//! Invariants: the code mount is in place before the waiter is woken; a claimed slot's wake-up
+//! FIFO stays open on our side until its instance ends (a runtime still loading opens it late);
+//! a runtime started ahead is never given a function with layers or a variable read only at
+//! process start; a slot's uid comes from the
 //! control plane's `UidPool`, is the instance's uid after a claim (the spec's uid goes back at
 //! once: nothing ran under it) and goes back to the pool only once the slot's container is gone
 //! and nothing runs under it. Fills never run on the invoke path. Idle slots' memory sizes sum to
