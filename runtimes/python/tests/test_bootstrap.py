@@ -690,6 +690,59 @@ class TemplateTests(RuntimeTestCase):
         control.close()
         self.assertEqual(template.wait(WAIT_S), 0)
 
+    @staticmethod
+    def private_dirty_kb(pid):
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Private_Dirty:"):
+                    return int(line.split()[1])
+        return 0
+
+    def settled_private_dirty_kb(self, pid):
+        """The fork's private dirty memory once it stopped growing (its prefault is done)."""
+        last, deadline = -1, time.time() + WAIT_S
+        while time.time() < deadline:
+            now = self.private_dirty_kb(pid)
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.2)
+        return last
+
+    def test_a_waiting_spare_copies_the_template_s_pages_and_then_serves(self):
+        template, control = self.spawn_template("forked.handler")
+        self.assertEqual(json.loads(control.recv(4096)), {"ready": True})
+        pid, _, status = self.fork(control)
+        copied = self.settled_private_dirty_kb(pid)
+        # The opted-out template's spare shares them.
+        shared_template, shared_control = self.spawn_template_with("forked.handler", "false")
+        self.assertEqual(json.loads(shared_control.recv(4096)), {"ready": True})
+        shared_pid, _, _ = self.fork(shared_control)
+        shared = self.settled_private_dirty_kb(shared_pid)
+        self.assertGreater(copied, shared + 2048, (copied, shared))
+        # A prefaulted spare serves as any fork.
+        api = self.http_api()
+        self.start(status, api, "stream-spare")
+        api.invoke("req-spare", {"tag": "spare"})
+        kind, _, _, body = api.wait_posted()
+        self.assertEqual(kind, "response", body)
+        self.assertEqual(json.loads(body)["pid"], pid)
+
+    def spawn_template_with(self, handler, prefault):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.addCleanup(ours.close)
+        child = self.spawn(
+            "127.0.0.1:1",
+            handler,
+            use_websocket="false",
+            pass_fds=(theirs.fileno(),),
+            _LAMBDA_FORK_CONTROL_FD=str(theirs.fileno()),
+            LAMBDA_FORK_PREFAULT=prefault,
+        )
+        theirs.close()
+        ours.settimeout(WAIT_S)
+        return child, ours
+
     def test_a_spare_dropped_unstarted_exits(self):
         template, control = self.spawn_template("forked.handler")
         self.assertEqual(json.loads(control.recv(4096)), {"ready": True})
