@@ -853,71 +853,91 @@ def await_slot_start(slot_dir):
 # test VM) between a forked instance's start and its first /next. A fork that waits for its
 # start (a spare) copies the template's pages ahead instead (`_prefault`), so the start does not
 # pay for them; the instance then holds its own copy of the template's memory, as an ordinary
-# start does. A template larger than half the function's memory stays shared (the copies count
-# against the instance's memory limit).
+# start does. Only once the server says it moved the fork into its own cgroup (the copies are
+# charged to the cgroup that makes them), and never past the arrival of the start message: it
+# checks between mappings and between pieces of at most `PREFAULT_PIECE_BYTES`. A template
+# larger than half the function's memory stays shared (the copies count against the instance's
+# memory limit).
 MADV_POPULATE_WRITE = 23
-PAGE_BYTES = 4096
+PREFAULT_PIECE_BYTES = 2 * 1024 * 1024
 _madvise = None
 
 
 def _prefault_setup():
+    """Loads madvise and checks once that this kernel has MADV_POPULATE_WRITE (5.14+)."""
     global _madvise
     import ctypes
+    import mmap
 
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     madvise.restype = ctypes.c_int
-    _madvise = madvise
+    # One page inside a buffer of two, on this process's heap (private and writable).
+    buffer = ctypes.create_string_buffer(2 * mmap.PAGESIZE)
+    page = (ctypes.addressof(buffer) + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+    works = madvise(page, mmap.PAGESIZE, MADV_POPULATE_WRITE) == 0
+    if works:
+        _madvise = madvise
 
 
-def _present_runs():
-    """(address, bytes) of each run of present pages in this process's private writable
-    mappings: the pages a fork shares with its template."""
+def _present_runs(maps_line, pagemap, page_bytes):
+    """(address, bytes) of each run of present pages in the mapping of one /proc/self/maps
+    line, if it is private and writable: the pages a fork shares with its template."""
     import array
 
-    runs = []
-    with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb", buffering=0) as pm:
-        for line in maps:
-            fields = line.split()
-            perms = fields[1]
-            if perms[1] != "w" or perms[3] != "p":
-                continue
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            pages = (end - start) // PAGE_BYTES
-            pm.seek(start // PAGE_BYTES * 8)
-            entries = array.array("Q")
-            entries.frombytes(pm.read(pages * 8))
+    fields = maps_line.split()
+    perms = fields[1]
+    if perms[1] != "w" or perms[3] != "p":
+        return []
+    start, end = (int(x, 16) for x in fields[0].split("-"))
+    pages = (end - start) // page_bytes
+    pagemap.seek(start // page_bytes * 8)
+    entries = array.array("Q")
+    entries.frombytes(pagemap.read(pages * 8))
+    runs, run = [], None
+    for i, entry in enumerate(entries):
+        if entry >> 63:
+            if run is None:
+                run = i
+        elif run is not None:
+            runs.append((start + run * page_bytes, (i - run) * page_bytes))
             run = None
-            for i, entry in enumerate(entries):
-                if entry >> 63:
-                    if run is None:
-                        run = i
-                elif run is not None:
-                    runs.append((start + run * PAGE_BYTES, (i - run) * PAGE_BYTES))
-                    run = None
-            if run is not None:
-                runs.append((start + run * PAGE_BYTES, (len(entries) - run) * PAGE_BYTES))
+    if run is not None:
+        runs.append((start + run * page_bytes, (len(entries) - run) * page_bytes))
     return runs
 
 
+def _opted_out(value):
+    return (value or "").strip().lower() in ("false", "0", "no", "off")
+
+
 def _prefault(go):
-    """In a fork waiting for its start: copies the pages it shares with the template, one run
-    at a time, and stops as soon as its start message is there (`go` readable)."""
-    if _madvise is None or os.environ.get("LAMBDA_FORK_PREFAULT", "").lower() in ("false", "0"):
+    """In a fork waiting for its start, moved into its own cgroup: copies the pages it shares
+    with the template, and stops as soon as its start message is there (`go` readable)."""
+    if _madvise is None or _opted_out(os.environ.get("LAMBDA_FORK_PREFAULT")):
         return
+    import mmap
+
     poller = select.poll()
     poller.register(go, select.POLLIN)
-    if poller.poll(0):
-        return
     try:
-        runs = _present_runs()
+        with open("/proc/self/maps") as f:
+            maps = f.readlines()
         limit_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0)
+        runs = []
+        with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
+            for line in maps:
+                if poller.poll(0):
+                    return
+                runs.extend(_present_runs(line, pagemap, mmap.PAGESIZE))
         if limit_mb and sum(n for _, n in runs) > limit_mb * 1024 * 1024 // 2:
             return
         for address, length in runs:
-            if poller.poll(0):
-                return
-            _madvise(address, length, MADV_POPULATE_WRITE)
+            for offset in range(0, length, PREFAULT_PIECE_BYTES):
+                if poller.poll(0):
+                    return
+                _madvise(address + offset, min(PREFAULT_PIECE_BYTES, length - offset),
+                         MADV_POPULATE_WRITE)
     except (OSError, ValueError):
         pass
 
@@ -933,6 +953,9 @@ def _become_instance(control, children, status_fd):
         os.close(pidfd)
     os.setpgid(0, 0)
     go = socket.socket(fileno=status_fd)
+    # One byte once the server has moved this fork into its own cgroup (nothing: dropped).
+    if go.recv(1) != b"m":
+        os._exit(0)
     _prefault(go)
     message, fds, _, _ = socket.recv_fds(go, START_MESSAGE_BYTES_MAX, 1)
     if not message or len(fds) != 1:

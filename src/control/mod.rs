@@ -557,6 +557,12 @@ fn bind_instance_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpList
     Ok(socket.into())
 }
 
+/// The time zone and locale every instance gets, as on AWS (`TZ=:UTC`); a runtime started ahead
+/// of its function (`executor::docker_pool`) starts with them too, since its interpreter reads
+/// them when it starts.
+pub const INSTANCE_TZ: &str = ":UTC";
+pub const INSTANCE_LANG: &str = "C.UTF-8";
+
 /// AWS's environment for an instance, plus ours (LAMBDA_INSTANCE_ID, LAMBDA_USE_WEBSOCKET,
 /// LAMBDA_RUNTIME_NAME), plus the function's own variables, which replace any but the server's
 /// own (`SERVER_ENV_KEYS`). Path-dependent variables
@@ -603,8 +609,8 @@ pub fn instance_env(
             format!("AWS_Lambda_{}", c.runtime),
         ),
         ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
-        ("TZ".into(), ":UTC".into()),
-        ("LANG".into(), "C.UTF-8".into()),
+        ("TZ".into(), INSTANCE_TZ.into()),
+        ("LANG".into(), INSTANCE_LANG.into()),
         ("LAMBDA_INSTANCE_ID".into(), token.to_string()),
         ("LAMBDA_RUNTIME_NAME".into(), c.runtime.clone()),
         ("LAMBDA_USE_WEBSOCKET".into(), use_websocket.to_string()),

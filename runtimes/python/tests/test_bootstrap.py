@@ -612,8 +612,9 @@ class TemplateTests(RuntimeTestCase):
         ours.settimeout(WAIT_S)
         return child, ours
 
-    def fork(self, control):
-        """A child of the template: (pid, pidfd, the server's end of its socket)."""
+    def fork(self, control, moved=True):
+        """A child of the template: (pid, pidfd, the server's end of its socket). `moved`: tell
+        it at once that it is in its own cgroup, as the server does after the move."""
         mine, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         socket.send_fds(control, [b"{}"], [child_end.fileno()])
         child_end.close()
@@ -624,6 +625,8 @@ class TemplateTests(RuntimeTestCase):
         self.addCleanup(os.close, fds[0])
         self.addCleanup(mine.close)
         self.addCleanup(self.kill_quietly, fds[0])
+        if moved:
+            mine.send(b"m")
         return reply["pid"], fds[0], mine
 
     @staticmethod
@@ -712,8 +715,14 @@ class TemplateTests(RuntimeTestCase):
     def test_a_waiting_spare_copies_the_template_s_pages_and_then_serves(self):
         template, control = self.spawn_template("forked.handler")
         self.assertEqual(json.loads(control.recv(4096)), {"ready": True})
-        pid, _, status = self.fork(control)
+        pid, _, status = self.fork(control, moved=False)
+        # Not before the server says the fork is in its own cgroup (the copies are charged to
+        # the cgroup that makes them).
+        time.sleep(0.5)
+        before_move = self.settled_private_dirty_kb(pid)
+        status.send(b"m")
         copied = self.settled_private_dirty_kb(pid)
+        self.assertGreater(copied, before_move + 2048, (copied, before_move))
         # The opted-out template's spare shares them.
         shared_template, shared_control = self.spawn_template_with("forked.handler", "false")
         self.assertEqual(json.loads(shared_control.recv(4096)), {"ready": True})

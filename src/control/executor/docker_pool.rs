@@ -77,6 +77,9 @@ exec \"$@\" >/var/log/lambda/out 2>&1";
 /// takes `start.json` as its environment (runtimes/python/bootstrap.py `await_slot_start`,
 /// runtimes/node/bootstrap.js `awaitSlotStart`).
 const PRESTART: &str = "exec \"$@\" >/var/log/lambda/out 2>&1";
+/// At most this much of what a runtime started ahead wrote while it waited is discarded at its
+/// claim (its pipe holds 64 KiB by default; our bootstraps write nothing while they wait).
+const DRAIN_BYTES_MAX: usize = 256 * 1024;
 /// Tells our bootstraps that they run in a slot, and where its control dir is.
 const SLOT_DIR_VAR: &str = "_LAMBDA_SLOT_DIR";
 /// A started runtime's assignment: `{"env": {...}}`, the instance's whole environment.
@@ -463,18 +466,35 @@ impl Pool {
             // and start beside it (about 80 ms of dockerd and runc CPU) slows its init down by
             // as much on a small host.
             tokio::time::sleep(Duration::from_millis(REFILL_DELAY_MS)).await;
-            let slot = pool.fill(&key).await;
+            let slot = if pool.state().shut {
+                Err("the server is stopping".to_string())
+            } else {
+                pool.fill(&key).await
+            };
+            // A slot made while the server stopped is removed here, before the fill counts as
+            // done: shutdown waits for fills, so no container outlives it.
+            let unwanted = {
+                let mut state = pool.state();
+                match slot {
+                    Ok(slot) if !state.shut => {
+                        state.idle.entry(key.clone()).or_default().push(slot);
+                        None
+                    }
+                    Ok(slot) => Some(slot),
+                    Err(e) => {
+                        if !state.shut {
+                            tracing::warn!("docker pool: cannot prepare a slot: {e}");
+                        }
+                        None
+                    }
+                }
+            };
+            if let Some(slot) = unwanted {
+                pool.destroy(slot).await;
+            }
             let mut state = pool.state();
             if let Some(n) = state.filling.get_mut(&key) {
                 *n = n.saturating_sub(1);
-            }
-            match slot {
-                Ok(slot) if !state.shut => state.idle.entry(key).or_default().push(slot),
-                Ok(slot) => {
-                    drop(state);
-                    pool.destroy_all(vec![slot]);
-                }
-                Err(e) => tracing::warn!("docker pool: cannot prepare a slot: {e}"),
             }
         });
     }
@@ -790,8 +810,6 @@ impl Pool {
         while self.state().filling.values().any(|n| *n > 0) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
         }
-        // Fills that finished meanwhile removed their slot in the background; give them time.
-        tokio::time::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
         if self.mounts.get() == Some(&Mounts::Ready) {
             unmount_all(&self.config.pool_dir);
         }
@@ -872,9 +890,12 @@ fn entrypoint(key: &SlotKey) -> Vec<String> {
     args
 }
 
-/// A slot's environment until its claim: an ordinary start's without a function (a runtime
-/// started ahead loads with the server's own `PYTHONPATH` / `NODE_PATH`), plus the slot dir for
-/// a runtime started ahead.
+/// A slot's environment until its claim: an ordinary start's without a function, plus, for a
+/// runtime started ahead, the slot dir and the locale and time zone every instance gets (its
+/// interpreter reads them when it starts). Its `PYTHONPATH` leaves out `/var/task`: the code
+/// mounted there at a claim must not be imported by a runtime that is still loading (a
+/// function's `hashlib.py` would run before its start, and shadow the runtime's own module);
+/// the runtime puts the instance's entries in place when woken.
 fn slot_env(key: &SlotKey) -> Vec<String> {
     if !key.prestart {
         return container_env(&[], "provided");
@@ -883,8 +904,19 @@ fn slot_env(key: &SlotKey) -> Vec<String> {
         "python" => "python3.12",
         _ => "nodejs20.x",
     };
-    let mut env = container_env(&[], runtime);
+    let mut env: Vec<String> = container_env(&[], runtime)
+        .into_iter()
+        .map(|kv| match kv.strip_prefix("PYTHONPATH=") {
+            Some(path) => {
+                let kept: Vec<&str> = path.split(':').filter(|p| *p != TASK_ROOT).collect();
+                format!("PYTHONPATH={}", kept.join(":"))
+            }
+            None => kv,
+        })
+        .collect();
     env.push(format!("{SLOT_DIR_VAR}={CTL_TARGET}"));
+    env.push(format!("TZ={}", crate::control::INSTANCE_TZ));
+    env.push(format!("LANG={}", crate::control::INSTANCE_LANG));
     env
 }
 
@@ -921,10 +953,11 @@ fn start_message(env: &[String]) -> String {
     serde_json::json!({ "env": map }).to_string()
 }
 
-/// Reads and drops whatever waits in a non-blocking descriptor.
+/// Reads and drops what waits in a non-blocking descriptor, at most `DRAIN_BYTES_MAX`: on the
+/// control-plane thread, it must end even if something keeps writing.
 fn drain(fd: &OwnedFd) {
     let mut buf = [0u8; 16 * 1024];
-    loop {
+    for _ in 0..DRAIN_BYTES_MAX / buf.len() {
         // SAFETY: reads at most `buf.len()` bytes into a live buffer from a descriptor we own.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
@@ -1290,7 +1323,21 @@ mod tests {
                 "/var/runtime/python/bootstrap.py"
             ]
         );
-        assert!(slot_env(&ahead).contains(&format!("{SLOT_DIR_VAR}={CTL_TARGET}")));
+        let env = slot_env(&ahead);
+        assert!(env.contains(&format!("{SLOT_DIR_VAR}={CTL_TARGET}")));
+        assert!(env.contains(&"TZ=:UTC".to_string()), "{env:?}");
+        assert!(env.contains(&"LANG=C.UTF-8".to_string()), "{env:?}");
+        // The code mounted at a claim is not importable while the runtime loads.
+        let path = env.iter().find_map(|kv| kv.strip_prefix("PYTHONPATH="));
+        assert!(
+            path.is_some_and(|p| !p.split(':').any(|e| e == TASK_ROOT)),
+            "{env:?}"
+        );
+        let ordinary = container_env(&[], "python3.12");
+        let ordinary_path = ordinary
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PYTHONPATH="));
+        assert!(ordinary_path.is_some_and(|p| p.starts_with(TASK_ROOT)));
         let waiting = SlotKey {
             prestart: false,
             ..key(128)

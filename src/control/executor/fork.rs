@@ -13,7 +13,9 @@
 //! `{"refused":REASON}` (init error, threads) and exits. A fork request is `{}` with one end of a
 //! new `SOCK_STREAM` pair attached (SCM_RIGHTS); the template forks and answers `{"pid":N}` with a
 //! pidfd of the child, or `{"error":...}`. The child waits on the pair while the server moves it
-//! into a cgroup of its own; the *start message* on the pair (`{"env":{...}}`, the instance's
+//! into a cgroup of its own, then reads one byte (`FORK_MOVED`) that says it was moved (a spare
+//! then copies the template's pages into its own memory while it waits); the *start message* on
+//! the pair (`{"env":{...}}`, the instance's
 //! environment, with the write end of its output pipe attached) makes it the instance. Each
 //! template keeps one such child ready (`Spare`), so that a start pays neither the fork nor the
 //! cgroup move (milliseconds to tens of milliseconds in the kernel). When a child ends, the
@@ -561,6 +563,10 @@ fn signal_pidfd(pidfd: &OwnedFd, sig: i32) {
     }
 }
 
+/// The byte a fork reads on its status socket once it is in its own cgroup (before its start
+/// message).
+const FORK_MOVED: &[u8; 1] = b"m";
+
 /// Has `template` fork a child that waits for its start, moved into a new cgroup `name` (when
 /// the server has cgroups) limited to `memory_mb`.
 async fn prepare(
@@ -601,6 +607,16 @@ async fn prepare(
                     return Err(format!("cannot move the fork into its cgroup: {e}"));
                 }
             }
+        }
+        // Tells the child it is in its own cgroup now: a spare copies the pages it shares with
+        // the template only after this byte (bootstrap.py `_prefault`), so the copies are
+        // charged to its own cgroup and limit, not to the template's.
+        // SAFETY: writes one byte from a live buffer to our own end of its socket.
+        let n = unsafe { libc::write(status.as_raw_fd(), FORK_MOVED.as_ptr().cast(), 1) };
+        if n != 1 {
+            let e = io::Error::last_os_error();
+            signal_pidfd(&pidfd, libc::SIGKILL);
+            return Err(format!("cannot tell the fork it was moved: {e}"));
         }
         Ok((pid, pidfd, status))
     }
