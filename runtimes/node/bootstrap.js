@@ -487,6 +487,18 @@ async function warmUp() {
   server.close();
 }
 
+// One `read` of `fd` into `buf` outside the event loop (a pooled process waits there), retried
+// while the descriptor has nothing yet or the call was interrupted; the bytes read, 0 at EOF.
+function readBlocking(fd, buf) {
+  for (;;) {
+    try {
+      return fs.readSync(fd, buf, 0, buf.length, null);
+    } catch (err) {
+      if (err.code !== 'EAGAIN' && err.code !== 'EINTR') throw err;
+    }
+  }
+}
+
 // Pooled start: waits (a blocking read, no event loop turn) for the start message on the
 // control socket, then makes this process the instance: its environment replaces the pool's,
 // the working directory becomes its code (which the server has just made visible), and
@@ -506,13 +518,7 @@ function awaitStart(fdText) {
   let total = 0;
   for (;;) {
     const buf = Buffer.allocUnsafe(64 * 1024);
-    let n;
-    try {
-      n = fs.readSync(fd, buf, 0, buf.length, null);
-    } catch (err) {
-      if (err.code === 'EAGAIN' || err.code === 'EINTR') continue;
-      throw err;
-    }
+    const n = readBlocking(fd, buf);
     if (n === 0) break;
     total += n;
     if (total > START_MESSAGE_BYTES_MAX) throw new Error('start message too large');
@@ -546,16 +552,7 @@ function awaitSlotStart(dir) {
   require('./bootstrap-websocket');
   if (typeof Module._initPaths !== 'function') process.exit(70);
   const go = fs.openSync(`${dir}/go`, 'r');
-  const buf = Buffer.alloc(16);
-  let n;
-  for (;;) {
-    try {
-      n = fs.readSync(go, buf, 0, buf.length, null);
-      break;
-    } catch (err) {
-      if (err.code !== 'EAGAIN' && err.code !== 'EINTR') throw err;
-    }
-  }
+  const n = readBlocking(go, Buffer.alloc(16));
   fs.closeSync(go);
   if (n === 0) return false;
   const message = fs.readFileSync(`${dir}/start.json`);

@@ -53,6 +53,7 @@ use super::docker::{
     CONTAINER_GID, CONTAINER_UID, LABEL_OWNER, LABEL_SERVER, LAYERS_ROOT, LOG_FIFO_TARGET,
     RUNTIME_ROOT, TASK_ROOT,
 };
+use super::fork::discard_waiting;
 use super::node_pool;
 use crate::control::identity::{self, UidPool};
 use crate::model::types::InstanceSpec;
@@ -77,9 +78,6 @@ exec \"$@\" >/var/log/lambda/out 2>&1";
 /// takes `start.json` as its environment (runtimes/python/bootstrap.py `await_slot_start`,
 /// runtimes/node/bootstrap.js `awaitSlotStart`).
 const PRESTART: &str = "exec \"$@\" >/var/log/lambda/out 2>&1";
-/// At most this much of what a runtime started ahead wrote while it waited is discarded at its
-/// claim (its pipe holds 64 KiB by default; our bootstraps write nothing while they wait).
-const DRAIN_BYTES_MAX: usize = 256 * 1024;
 /// Tells our bootstraps that they run in a slot, and where its control dir is.
 const SLOT_DIR_VAR: &str = "_LAMBDA_SLOT_DIR";
 /// A started runtime's assignment: `{"env": {...}}`, the instance's whole environment.
@@ -350,7 +348,7 @@ impl Pool {
         }
         if slot.key.prestart {
             // What a runtime started ahead wrote while it waited is not the function's.
-            drain(&slot.fifo.read);
+            discard_waiting(&slot.fifo.read);
         }
         if let Err(e) = wake(&slot.go) {
             return Err((slot, e));
@@ -951,19 +949,6 @@ fn start_message(env: &[String]) -> String {
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
         .collect();
     serde_json::json!({ "env": map }).to_string()
-}
-
-/// Reads and drops what waits in a non-blocking descriptor, at most `DRAIN_BYTES_MAX`: on the
-/// control-plane thread, it must end even if something keeps writing.
-fn drain(fd: &OwnedFd) {
-    let mut buf = [0u8; 16 * 1024];
-    for _ in 0..DRAIN_BYTES_MAX / buf.len() {
-        // SAFETY: reads at most `buf.len()` bytes into a live buffer from a descriptor we own.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return;
-        }
-    }
 }
 
 /// Wakes a slot's waiter (it then takes its assignment).

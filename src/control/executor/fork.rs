@@ -1003,6 +1003,23 @@ pub(super) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     socketpair(libc::SOCK_STREAM)
 }
 
+/// At most this much is discarded by one `discard_waiting` (a pipe holds 64 KiB by default).
+const DISCARD_BYTES_MAX: usize = 256 * 1024;
+
+/// Reads and drops what waits in the non-blocking pipe or FIFO `fd` (a pooled process's or a
+/// slot's output before its claim), at most `DISCARD_BYTES_MAX`: it runs on the control-plane
+/// thread and must end even if something keeps writing.
+pub(super) fn discard_waiting(fd: &OwnedFd) {
+    let mut buf = [0u8; 16 * 1024];
+    for _ in 0..DISCARD_BYTES_MAX / buf.len() {
+        // SAFETY: reads at most `buf.len()` bytes into a live buffer from a descriptor we own.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+    }
+}
+
 pub(super) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: fcntl flags of our own open descriptor.
     unsafe {

@@ -51,7 +51,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::cgroup::{Cgroups, InstanceCgroup};
-use super::fork::{set_nonblocking, stream_pair};
+use super::fork::{discard_waiting, set_nonblocking, stream_pair};
 use super::process::{pipe, private_mount_namespace, ProcessExecutor, ProcessInstance};
 use super::sandbox::{self, DataView};
 use super::Instance;
@@ -343,7 +343,8 @@ fn claim(
         cg.set_memory_mb(spec.function.config.memory_mb)
             .map_err(|e| format!("cannot set its memory limit: {e}"))?;
     }
-    drain(&pooled.log);
+    // A pooled process's output before its claim (a Node warning) is not its instance's.
+    discard_waiting(&pooled.log);
     let env: serde_json::Map<String, serde_json::Value> = exec
         .full_env(spec)
         .into_iter()
@@ -373,19 +374,6 @@ fn claim(
         libc::shutdown(pooled.control.as_raw_fd(), libc::SHUT_WR);
     }
     Ok(())
-}
-
-/// Reads and drops whatever is in the (non-blocking) pipe `log`: a pooled process's output
-/// before its claim (a Node warning) is not its instance's.
-fn drain(log: &OwnedFd) {
-    let mut buf = [0u8; 4096];
-    loop {
-        // SAFETY: read into our buffer from our own non-blocking pipe.
-        let n = unsafe { libc::read(log.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return;
-        }
-    }
 }
 
 /// Makes `code_dir` (under `data_dir`) visible read-only at its own path in the mount namespace
