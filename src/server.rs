@@ -1,6 +1,6 @@
 //! Start-up and shutdown: binds the listeners, starts the control-plane thread, the event queue's
-//! thread (which replays its log), the function log store's thread and one data-plane thread
-//! per core, and on SIGTERM/SIGINT
+//! thread (which replays its log), the function log store's thread, the host CPU sampler and one
+//! data-plane thread per core, and on SIGTERM/SIGINT
 //! stops in order (stop accepting, let in-flight invocations finish within the grace period,
 //! stop the event queue with the rest of its events on disk, stop every instance, exit).
 
@@ -153,6 +153,8 @@ impl Server {
                     )
                 })?;
         let control = start_control(shared.clone(), registry, control_rx)?;
+        // Ends by itself once the switchboard is gone.
+        crate::model::hostcpu::spawn_sampler(std::sync::Arc::downgrade(&shared.metrics.host_cpu));
         // Bounded: a core that finds it full answers 429 instead of waiting (EVENT_INBOX_MAX).
         let (events_tx, events_rx) = mpsc::channel(EVENT_INBOX_MAX);
         let events = crate::events::start(shared.clone(), events_rx).map_err(|e| {

@@ -332,6 +332,9 @@ struct Pool {
     /// Since when `rebalance` has seen a shortfall beside serving instances that calls for a
     /// start (`lasting_shortfall`); `None` while there is none.
     shortfall_since: Option<Instant>,
+    /// Whether `rebalance` last held starts back because the host's CPUs were saturated
+    /// (`held_for_cpu`): a hold is counted once (`lah_scale_out_held_total`), not per re-run.
+    held_for_cpu: bool,
     /// When the executor last reported an instance of this pool running: pending invocations
     /// are not expired as stale within an init limit (plus slack) of it (`expire_pending`).
     last_running: Option<Instant>,
@@ -505,6 +508,7 @@ impl Scheduler {
             let cover = self.soon_serving(name, &function.counters) * per_instance;
             let mut want = adaptive_starts(missing, cover, per_instance);
             if cover > 0 {
+                want = self.held_for_cpu(name, &function.counters, want);
                 want = self.lasting_shortfall(name, &function.counters, want);
             }
             (want, missing - want)
@@ -544,8 +548,70 @@ impl Scheduler {
         }
         busy_capacity(
             counters.service_ns.load(Ordering::Relaxed),
-            counters.init_ns.load(Ordering::Relaxed),
+            self.start_cost_ns(counters),
         )
+    }
+
+    /// What a start of the pool takes now: its init average (measured when the start ran) times
+    /// the host's contention (`HostCpu::contention_milli`, runnable tasks per CPU). A start is
+    /// CPU work (a fork and its page copies, a runtime's imports) and on a contended host it
+    /// waits for a CPU as every invocation does; without this, the service average grew with
+    /// contention while the start cost stayed what it was on an idle host, so a fast function
+    /// looked slow next to its starts and `busy_capacity` fell below its minimum: 89 instances
+    /// started at once inside a measured window (issue 11, a closed loop of 100 callers over
+    /// HTTP with 3 ms fork starts and 1.3 ms invocations on two saturated CPUs). The `swarm`
+    /// executor's instances start on other hosts.
+    fn start_cost_ns(&self, counters: &FunctionCounters) -> u64 {
+        let init = counters.init_ns.load(Ordering::Relaxed);
+        if self.shared.executor_name() == "swarm" {
+            return init;
+        }
+        let contention = self.shared.metrics.host_cpu.contention_milli() as u64;
+        init.saturating_mul(contention) / 1000
+    }
+
+    /// `want` starts beside serving instances unless no CPU of the host is idle, in which case
+    /// none (`want` 0; `tick` re-runs `rebalance` while invocations wait, so they start once a
+    /// CPU is free again). A new instance of a function this fast (adaptive waits for busy
+    /// instances only when one serves at least `BUSY_CAPACITY_MIN` invocations in a start's time)
+    /// runs on CPU or not at all: on a saturated host it adds no throughput, only shares the same
+    /// CPUs among more processes, and every invocation gets longer, so each instance's share of
+    /// the waiting shrinks and the rule asks for more instances still. Under a closed loop of 100
+    /// callers this fed on itself: 2–3 instances served the load, a stall of the machine made
+    /// the service average eight times itself, and 19 instances started inside a measured window
+    /// (issue 11). Not held: a pool with fewer instances than the server has cores (a runtime is
+    /// one process; one per CPU is the least a CPU-bound load needs), and the `swarm` executor,
+    /// whose instances run on other hosts.
+    fn held_for_cpu(&mut self, name: &str, counters: &FunctionCounters, want: usize) -> usize {
+        let held = want > 0
+            && self.shared.metrics.host_cpu.saturated()
+            && self.shared.executor_name() != "swarm"
+            && counters.instances.load(Ordering::Relaxed) as usize >= self.shared.cores.len();
+        let Some(pool) = self.pools.get_mut(name) else {
+            return want;
+        };
+        if held && !pool.held_for_cpu {
+            self.shared
+                .metrics
+                .host_cpu
+                .starts_held
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                target: "lah::scale_out",
+                core = self.core,
+                function = name,
+                want,
+                idle_milli_cpus = self.shared.metrics.host_cpu.idle_milli_cpus(),
+                instances = counters.instances.load(Ordering::Relaxed),
+                "adaptive scale-out held: no CPU of the host is idle"
+            );
+        }
+        pool.held_for_cpu = held;
+        if held {
+            0
+        } else {
+            want
+        }
     }
 
     /// `want` starts beside serving instances if the shortfall behind them has lasted half as
@@ -558,7 +624,7 @@ impl Scheduler {
     /// and the waiting are served by the busy instances meanwhile. Half, not a whole: a busy
     /// instance stops counting once its invocation has run as long as a start (`soon_serving`).
     fn lasting_shortfall(&mut self, name: &str, counters: &FunctionCounters, want: usize) -> usize {
-        let lasts = (Duration::from_nanos(counters.init_ns.load(Ordering::Relaxed)) / 2)
+        let lasts = (Duration::from_nanos(self.start_cost_ns(counters)) / 2)
             .clamp(SHORTFALL_LASTS_MIN, SHORTFALL_LASTS_MAX);
         // `rebalance` runs on the invoke path: no key allocation (its caller found the pool).
         let Some(pool) = self.pools.get_mut(name) else {
@@ -587,7 +653,7 @@ impl Scheduler {
     /// starting ones, and ones that have just answered and are on their way back to `/next`
     /// (an HTTP runtime spends a good part of each cycle there).
     fn soon_serving(&self, name: &str, counters: &FunctionCounters) -> usize {
-        let init = Duration::from_nanos(counters.init_ns.load(Ordering::Relaxed));
+        let init = Duration::from_nanos(self.start_cost_ns(counters));
         let now = Instant::now();
         self.instances
             .values()
@@ -646,6 +712,7 @@ impl Scheduler {
             started,
             service_us = counters.service_ns.load(Ordering::Relaxed) / 1000,
             init_us = counters.init_ns.load(Ordering::Relaxed) / 1000,
+            contention_milli = self.shared.metrics.host_cpu.contention_milli(),
             instances = counters.instances.load(Ordering::Relaxed),
             "adaptive scale-out started instances; this core's: {states}"
         );

@@ -6,6 +6,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use super::hostcpu::HostCpu;
+
 /// Upper bounds of the duration histogram buckets, in microseconds.
 const BUCKETS_US: [u64; 14] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
@@ -143,6 +145,8 @@ pub struct Metrics {
     pub log_events_stored: AtomicU64,
     /// Bytes the log store holds on disk (the log-writer thread sets it).
     pub log_bytes_stored: AtomicI64,
+    /// The host's idle CPU (`crate::model::hostcpu`), and the adaptive starts it held back.
+    pub host_cpu: std::sync::Arc<HostCpu>,
 }
 
 impl Metrics {
@@ -244,6 +248,28 @@ impl Metrics {
              (--docker-pool-mb).\n# TYPE lah_docker_pool_idle_slots gauge\n\
              lah_docker_pool_idle_slots {idle}"
         );
+        let held = self.host_cpu.starts_held.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP lah_scale_out_held_total Instance starts --scale-out adaptive did not make \
+             because no CPU of the host was idle.\n# TYPE lah_scale_out_held_total counter\n\
+             lah_scale_out_held_total {held}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lah_host_runnable_per_cpu Runnable tasks per CPU of the host over the last \
+             300 ms, at least 1 (what --scale-out adaptive multiplies a start's cost by).\n\
+             # TYPE lah_host_runnable_per_cpu gauge\nlah_host_runnable_per_cpu {}",
+            self.host_cpu.contention_milli() as f64 / 1000.0
+        );
+        if let Some(milli) = self.host_cpu.idle_milli_cpus() {
+            let _ = writeln!(
+                out,
+                "# HELP lah_host_idle_cpus CPUs of the host idle over the last 300 ms (summed \
+                 over its CPUs).\n# TYPE lah_host_idle_cpus gauge\nlah_host_idle_cpus {}",
+                milli as f64 / 1000.0
+            );
+        }
         self.render_events(&mut out);
         self.duration.render(
             &mut out,

@@ -12,6 +12,7 @@
 //! - `switchboard`: `Switchboard`, the state every thread reads (config, function table,
 //!   channels, counters), and `Permit`, one invocation's hold on concurrency.
 //! - `metrics`: the Prometheus counters every thread bumps.
+//! - `hostcpu`: the host's idle CPU, sampled from `/proc/stat` (adaptive scale-out reads it).
 //! - `stream`: the channel a streamed response travels on, from the instance's core to the
 //!   caller's.
 //! - `logsink`: what goes to the function log store's thread (`LogMsg`, `LogSink`, `LogStream`)
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod hostcpu;
 pub mod logsink;
 pub mod messages;
 pub mod metrics;
