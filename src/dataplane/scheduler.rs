@@ -580,13 +580,17 @@ impl Scheduler {
     /// callers this fed on itself: 2–3 instances served the load, a stall of the machine made
     /// the service average eight times itself, and 19 instances started inside a measured window
     /// (issue 11). Not held: a pool with fewer instances than the server has cores (a runtime is
-    /// one process; one per CPU is the least a CPU-bound load needs), and the `swarm` executor,
-    /// whose instances run on other hosts.
+    /// one process; one per CPU is the least a CPU-bound load needs); a pool that is not what
+    /// saturates the host (`saturated_by_pool`); and the `swarm` executor, whose instances run
+    /// on other hosts.
     fn held_for_cpu(&mut self, name: &str, counters: &FunctionCounters, want: usize) -> usize {
+        let instances = counters.instances.load(Ordering::Relaxed) as usize;
+        let host = &self.shared.metrics.host_cpu;
         let held = want > 0
-            && self.shared.metrics.host_cpu.saturated()
+            && host.saturated()
             && self.shared.executor_name() != "swarm"
-            && counters.instances.load(Ordering::Relaxed) as usize >= self.shared.cores.len();
+            && instances >= self.shared.cores.len()
+            && saturated_by_pool(host.runnable_milli(), instances, self.shared.cores.len());
         let Some(pool) = self.pools.get_mut(name) else {
             return want;
         };
@@ -602,6 +606,7 @@ impl Scheduler {
                 function = name,
                 want,
                 idle_milli_cpus = self.shared.metrics.host_cpu.idle_milli_cpus(),
+                runnable_milli = self.shared.metrics.host_cpu.runnable_milli(),
                 instances = counters.instances.load(Ordering::Relaxed),
                 "adaptive scale-out held: no CPU of the host is idle"
             );
@@ -1873,6 +1878,18 @@ fn busy_capacity(service_ns: u64, init_ns: u64) -> usize {
     } else {
         n.min(BUSY_CAPACITY_MAX)
     }
+}
+
+/// Whether a pool of `instances` instances (on all cores) is most of what keeps the host's CPUs
+/// busy, given `runnable_milli` runnable tasks on the host (thousandths; `None`: unknown, taken
+/// as yes): at least half of them are the pool's instances or the server's `cores` threads
+/// that carry its invocations. Otherwise the saturation is another load's (another function,
+/// another program), and holding this pool back would hand the CPUs to it: with per-task (and
+/// Docker's per-container) CPU shares, a pool's share of a saturated host grows with its
+/// instances, as on AWS. A function that fills the host with busy loops would otherwise stop
+/// every other function's scale-out (`held_for_cpu`).
+fn saturated_by_pool(runnable_milli: Option<u32>, instances: usize, cores: usize) -> bool {
+    runnable_milli.is_none_or(|r| r as u64 <= 2 * 1000 * (instances + cores) as u64)
 }
 
 /// How many instances `--scale-out adaptive` starts for `missing` pending invocations when this

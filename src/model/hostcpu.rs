@@ -37,8 +37,11 @@ const FIRST_LINE_MAX: usize = 512;
 pub struct HostCpu {
     /// Idle CPU in thousandths of one CPU, summed over the host's CPUs; `UNKNOWN` when not known.
     idle_milli_cpus: AtomicU32,
-    /// Runnable tasks per CPU, in thousandths, at least 1000 (`contention_milli`).
-    contention_milli: AtomicU32,
+    /// Runnable tasks on the host (other than the sampler), in thousandths, averaged over the
+    /// window; `UNKNOWN` when not known.
+    runnable_milli: AtomicU32,
+    /// The CPUs the figures are of (the host's online CPUs).
+    cpus: AtomicU32,
     /// Adaptive starts not made because the host was saturated (`lah_scale_out_held_total`).
     pub starts_held: AtomicU64,
 }
@@ -47,7 +50,8 @@ impl Default for HostCpu {
     fn default() -> HostCpu {
         HostCpu {
             idle_milli_cpus: AtomicU32::new(UNKNOWN),
-            contention_milli: AtomicU32::new(1000),
+            runnable_milli: AtomicU32::new(UNKNOWN),
+            cpus: AtomicU32::new(1),
             starts_held: AtomicU64::new(0),
         }
     }
@@ -75,12 +79,26 @@ impl HostCpu {
     /// invocation of a CPU-bound function) takes about this many thousandths of the time it
     /// takes on an uncontended host. 1000 while unknown.
     pub fn contention_milli(&self) -> u32 {
-        self.contention_milli.load(Ordering::Relaxed)
+        match self.runnable_milli() {
+            Some(r) => (r / self.cpus.load(Ordering::Relaxed).max(1)).max(1000),
+            None => 1000,
+        }
     }
 
-    /// Sets the contention figure (the sampler; tests); below 1000 counts as 1000.
-    pub fn set_contention_milli(&self, v: u32) {
-        self.contention_milli.store(v.max(1000), Ordering::Relaxed);
+    /// Runnable tasks on the host, in thousandths, averaged over the last window; `None` while
+    /// unknown.
+    pub fn runnable_milli(&self) -> Option<u32> {
+        match self.runnable_milli.load(Ordering::Relaxed) {
+            UNKNOWN => None,
+            v => Some(v),
+        }
+    }
+
+    /// Sets the runnable-task figure and the host's CPU count (the sampler; tests).
+    pub fn set_runnable_milli(&self, v: Option<u32>, cpus: u32) {
+        self.cpus.store(cpus.max(1), Ordering::Relaxed);
+        self.runnable_milli
+            .store(v.map_or(UNKNOWN, |v| v.min(UNKNOWN - 1)), Ordering::Relaxed);
     }
 
     /// Sets the figure (the sampler; tests).
@@ -139,13 +157,13 @@ fn parse_runnable(text: &str) -> Option<u32> {
     Some(running.parse::<u32>().ok()?.saturating_sub(1))
 }
 
-/// Runnable tasks per CPU in thousandths, from `sum` runnable tasks over `readings` readings.
-fn contention_of(sum: u64, readings: u64, cpus: u32) -> u32 {
+/// Runnable tasks in thousandths, on average, from `sum` runnable tasks over `readings`
+/// readings; `None` without readings.
+fn runnable_of(sum: u64, readings: u64) -> Option<u32> {
     if readings == 0 {
-        return 1000;
+        return None;
     }
-    let milli = sum * 1000 / readings / cpus.max(1) as u64;
-    milli.clamp(1000, (UNKNOWN - 1) as u64) as u32
+    Some((sum * 1000 / readings).min((UNKNOWN - 1) as u64) as u32)
 }
 
 /// Reads `file` from its start into `buf` (as much as fits) and returns the text.
@@ -214,7 +232,7 @@ pub fn spawn_sampler(cpu: Weak<HostCpu>) {
                         .iter()
                         .skip(1)
                         .fold((0, 0), |(s, n), w| (s + w.1, n + w.2));
-                    owner.set_contention_milli(contention_of(sum, n, cpus));
+                    owner.set_runnable_milli(runnable_of(sum, n), cpus);
                 }
             }
         });
@@ -297,13 +315,16 @@ mod tests {
     #[test]
     fn contention_is_runnable_tasks_per_cpu_and_never_below_one() {
         // 15 readings of 6 runnable tasks on 2 CPUs: three per CPU.
-        assert_eq!(contention_of(90, 15, 2), 3000);
-        assert_eq!(contention_of(10, 15, 2), 1000, "fewer tasks than CPUs");
-        assert_eq!(contention_of(0, 0, 2), 1000, "no readings");
+        assert_eq!(runnable_of(90, 15), Some(6000));
+        assert_eq!(runnable_of(0, 0), None, "no readings");
         let cpu = HostCpu::default();
-        assert_eq!(cpu.contention_milli(), 1000);
-        cpu.set_contention_milli(10);
-        assert_eq!(cpu.contention_milli(), 1000);
+        assert_eq!(cpu.contention_milli(), 1000, "unknown");
+        cpu.set_runnable_milli(Some(6000), 2);
+        assert_eq!(cpu.contention_milli(), 3000);
+        cpu.set_runnable_milli(Some(1000), 2);
+        assert_eq!(cpu.contention_milli(), 1000, "fewer tasks than CPUs");
+        cpu.set_runnable_milli(None, 2);
+        assert_eq!(cpu.runnable_milli(), None);
     }
 
     #[test]

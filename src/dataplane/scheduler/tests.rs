@@ -1427,6 +1427,36 @@ fn adaptive_a_saturated_host_starts_no_instance_beside_serving_ones() {
 }
 
 #[test]
+fn adaptive_a_host_saturated_by_another_load_does_not_hold_the_pool_back() {
+    // Holding starts on a saturated host is for a pool that is what saturates it: where another
+    // load fills the CPUs (a function of busy loops, another program), the pool's share of them
+    // grows with its instances (per-task CPU shares), and a hold would hand the CPUs to the
+    // other load. Two instances and two cores: up to 8 runnable tasks are the pool's doing.
+    assert!(saturated_by_pool(Some(8000), 2, 2));
+    assert!(!saturated_by_pool(Some(8001), 2, 2));
+    assert!(
+        saturated_by_pool(None, 2, 2),
+        "unknown: taken as the pool's"
+    );
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(2), Duration::from_millis(8));
+    // A second instance: the pool is at the hold's floor of one per core.
+    rig.counters.instances.fetch_add(1, Ordering::Relaxed);
+    let host = rig.shared.metrics.host_cpu.clone();
+    host.set_idle_milli_cpus(Some(0));
+    // 10 runnable tasks on two CPUs (contention 5: a start costs 40 ms, an instance covers 20),
+    // more than the pool's 2 instances and the server's 2 cores account for.
+    host.set_runnable_milli(Some(10_000), 2);
+    let mut callers = vec![rig.invoke()];
+    let w = work(&mut rig.next(id));
+    callers.extend((0..45).map(|_| rig.invoke()));
+    let _w = keep_serving(&mut rig, id, w, &mut callers, Duration::from_millis(50));
+    assert_eq!(rig.starts().len(), 1, "(45 - 20 + 10) / 20: one");
+    assert_eq!(host.starts_held.load(Ordering::Relaxed), 0);
+    rig.counters.instances.fetch_sub(1, Ordering::Relaxed);
+    rig.check();
+}
+
+#[test]
 fn adaptive_a_saturated_host_still_grows_a_pool_below_one_instance_per_core() {
     // One runtime is one process: a pool of fewer instances than the server has cores cannot
     // use every CPU however saturated the host is (other processes may be what fills it).
@@ -1458,7 +1488,10 @@ fn adaptive_on_a_contended_host_a_start_costs_as_much_more_as_an_invocation() {
     let (mut rig, id) = adaptive_rig(Duration::from_micros(1_900), Duration::from_micros(3_700));
     let _busy = rig.invoke();
     let _w = work(&mut rig.next(id));
-    rig.shared.metrics.host_cpu.set_contention_milli(4000);
+    rig.shared
+        .metrics
+        .host_cpu
+        .set_runnable_milli(Some(8000), 2);
     let _waiting: Vec<_> = (0..5).map(|_| rig.invoke()).collect();
     assert!(
         rig.asked().is_empty(),
@@ -1466,7 +1499,10 @@ fn adaptive_on_a_contended_host_a_start_costs_as_much_more_as_an_invocation() {
     );
     assert_eq!(rig.sched.pools[NAME].awaiting_busy, 5);
     // The same numbers on an uncontended host: a start is worth it for each of them.
-    rig.shared.metrics.host_cpu.set_contention_milli(1000);
+    rig.shared
+        .metrics
+        .host_cpu
+        .set_runnable_milli(Some(2000), 2);
     let _one = rig.invoke();
     assert_eq!(rig.starts().len(), 6, "eager: one per waiting invocation");
     rig.check();
