@@ -153,8 +153,12 @@ impl Server {
                     )
                 })?;
         let control = start_control(shared.clone(), registry, control_rx)?;
-        // Ends by itself once the switchboard is gone.
-        crate::model::hostcpu::spawn_sampler(std::sync::Arc::downgrade(&shared.metrics.host_cpu));
+        // Only `--scale-out adaptive` reads it; it ends by itself once the switchboard is gone.
+        if shared.config.scale_out == crate::config::ScaleOut::Adaptive {
+            let _ = crate::model::hostcpu::spawn_sampler(std::sync::Arc::downgrade(
+                &shared.metrics.host_cpu,
+            ));
+        }
         // Bounded: a core that finds it full answers 429 instead of waiting (EVENT_INBOX_MAX).
         let (events_tx, events_rx) = mpsc::channel(EVENT_INBOX_MAX);
         let events = crate::events::start(shared.clone(), events_rx).map_err(|e| {

@@ -115,6 +115,17 @@ const SHORTFALL_LASTS_MAX: Duration = Duration::from_millis(100);
 /// this many times the average (`service_average`).
 const SERVICE_SAMPLE_CAP: u64 = 4;
 
+/// `Scheduler::start_cost_ns` multiplies a start's init by the host's runnable tasks per CPU up
+/// to this (thousandths): 4 per CPU, about what a closed loop of 100 callers on two CPUs showed
+/// (2–2.6, peaks of 7).
+const CONTENTION_MAX_MILLI: u64 = 4000;
+/// ... and never beyond this, or beyond the init itself where that is longer: waiting behind a
+/// busy instance stays far within the init limit that expires pending invocations.
+const START_COST_MAX: Duration = Duration::from_secs(1);
+/// A hold of starts on a saturated host (`Scheduler::held_for_cpu`) ends once the pool's oldest
+/// waiting invocation has waited this long.
+const HELD_WAIT_MAX: Duration = Duration::from_secs(1);
+
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status. A local process's exit is reported at once;
 /// a remote instance's (`--executor swarm`) comes from the executor's poll of the task states
@@ -485,6 +496,7 @@ impl Scheduler {
         pool.capped = 0;
         pool.awaiting_busy = 0;
         if missing == 0 {
+            pool.held_for_cpu = false;
             self.hint_waiting(name, false);
             return;
         }
@@ -510,6 +522,8 @@ impl Scheduler {
             if cover > 0 {
                 want = self.held_for_cpu(name, &function.counters, want);
                 want = self.lasting_shortfall(name, &function.counters, want);
+            } else if let Some(pool) = self.pools.get_mut(name) {
+                pool.held_for_cpu = false;
             }
             (want, missing - want)
         };
@@ -561,13 +575,22 @@ impl Scheduler {
     /// started at once inside a measured window (issue 11, a closed loop of 100 callers over
     /// HTTP with 3 ms fork starts and 1.3 ms invocations on two saturated CPUs). The `swarm`
     /// executor's instances start on other hosts.
+    ///
+    /// Bounded (`CONTENTION_MAX_MILLI`, `START_COST_MAX`): the figure is the whole host's, and
+    /// another load's runnable tasks (a function of busy threads) raise it for every pool, also
+    /// for I/O-bound functions and for containers with CPU shares of their own, which it does not
+    /// slow as much. Unbounded, a co-tenant of 2000 busy threads made a start cost a thousand
+    /// inits: one busy instance covered hundreds of waiting invocations and they expired with
+    /// ResourceNotReady.
     fn start_cost_ns(&self, counters: &FunctionCounters) -> u64 {
         let init = counters.init_ns.load(Ordering::Relaxed);
         if self.shared.executor_name() == "swarm" {
             return init;
         }
-        let contention = self.shared.metrics.host_cpu.contention_milli() as u64;
-        init.saturating_mul(contention) / 1000
+        let contention =
+            (self.shared.metrics.host_cpu.contention_milli() as u64).min(CONTENTION_MAX_MILLI);
+        let cost = init.saturating_mul(contention) / 1000;
+        cost.min(init.max(START_COST_MAX.as_nanos() as u64))
     }
 
     /// `want` starts beside serving instances unless no CPU of the host is idle, in which case
@@ -582,18 +605,25 @@ impl Scheduler {
     /// (issue 11). Not held: a pool with fewer instances than the server has cores (a runtime is
     /// one process; one per CPU is the least a CPU-bound load needs); a pool that is not what
     /// saturates the host (`saturated_by_pool`); and the `swarm` executor, whose instances run
-    /// on other hosts.
+    /// on other hosts. A hold ends once the oldest waiting invocation has waited `HELD_WAIT_MAX`,
+    /// whatever the figures say: a co-tenant that keeps the host on the edge of saturation must
+    /// not keep a pool from growing for ever.
     fn held_for_cpu(&mut self, name: &str, counters: &FunctionCounters, want: usize) -> usize {
         let instances = counters.instances.load(Ordering::Relaxed) as usize;
         let host = &self.shared.metrics.host_cpu;
+        let Some(pool) = self.pools.get_mut(name) else {
+            return want;
+        };
+        let waited_long = pool
+            .pending
+            .front()
+            .is_some_and(|oldest| oldest.accepted_at.elapsed() >= HELD_WAIT_MAX);
         let held = want > 0
+            && !waited_long
             && host.saturated()
             && self.shared.executor_name() != "swarm"
             && instances >= self.shared.cores.len()
             && saturated_by_pool(host.runnable_milli(), instances, self.shared.cores.len());
-        let Some(pool) = self.pools.get_mut(name) else {
-            return want;
-        };
         if held && !pool.held_for_cpu {
             self.shared
                 .metrics
@@ -1872,7 +1902,7 @@ fn busy_capacity(service_ns: u64, init_ns: u64) -> usize {
     if service_ns == 0 || init_ns == 0 {
         return 0;
     }
-    let n = (init_ns / service_ns) as usize;
+    let n = (init_ns / service_ns).min(BUSY_CAPACITY_MAX as u64) as usize;
     if n < BUSY_CAPACITY_MIN {
         0
     } else {
@@ -1880,16 +1910,19 @@ fn busy_capacity(service_ns: u64, init_ns: u64) -> usize {
     }
 }
 
-/// Whether a pool of `instances` instances (on all cores) is most of what keeps the host's CPUs
-/// busy, given `runnable_milli` runnable tasks on the host (thousandths; `None`: unknown, taken
-/// as yes): at least half of them are the pool's instances or the server's `cores` threads
-/// that carry its invocations. Otherwise the saturation is another load's (another function,
+/// Whether a pool of `instances` instances (on all cores) is what keeps the host's CPUs busy,
+/// given `runnable_milli` runnable tasks on the host (thousandths; `None`: unknown, taken as
+/// no): no more runnable tasks than the pool's instances and the server's `cores` threads that
+/// carry its invocations could be (a load generator's thread or two fit in the instances that
+/// are not runnable at the moment: an HTTP runtime spends part of each cycle waiting for the
+/// server). Otherwise the saturation is at least partly another load's (another function,
 /// another program), and holding this pool back would hand the CPUs to it: with per-task (and
 /// Docker's per-container) CPU shares, a pool's share of a saturated host grows with its
-/// instances, as on AWS. A function that fills the host with busy loops would otherwise stop
-/// every other function's scale-out (`held_for_cpu`).
+/// instances, as on AWS. The other load's runnable tasks count against the pool's, so a
+/// co-tenant with a few busy threads more than the pool's idle instances already ends the hold,
+/// and the pool grows as it would without it (`held_for_cpu`).
 fn saturated_by_pool(runnable_milli: Option<u32>, instances: usize, cores: usize) -> bool {
-    runnable_milli.is_none_or(|r| r as u64 <= 2 * 1000 * (instances + cores) as u64)
+    runnable_milli.is_some_and(|r| r as u64 <= 1000 * (instances + cores) as u64)
 }
 
 /// How many instances `--scale-out adaptive` starts for `missing` pending invocations when this

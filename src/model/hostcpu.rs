@@ -29,7 +29,8 @@ pub const SATURATED_BELOW_MILLI_CPUS: u32 = 500;
 /// Stored while the idle figure is unknown (no `/proc/stat`, or not sampled yet).
 const UNKNOWN: u32 = u32::MAX;
 /// The first line of `/proc/stat` is at most this long (ten 20-digit counters and their
-/// separators); the rest of the file (per-CPU lines, interrupts) is not read.
+/// separators); only that much is copied out (the kernel still formats the whole file: per-CPU
+/// lines and interrupt counts, some tens of microseconds on a large host, ten times a second).
 const FIRST_LINE_MAX: usize = 512;
 
 /// The host's idle CPU, and how many tasks compete for each CPU, over the last `WINDOW_SAMPLES`
@@ -184,10 +185,11 @@ fn read_start<'a>(file: &mut std::fs::File, buf: &'a mut [u8]) -> Option<&'a str
 /// Starts the sampling thread: it reads `/proc/loadavg` every `RUNNABLE_EVERY` and `/proc/stat`
 /// every `SAMPLE_EVERY`, and stores the idle CPU and the contention of the last window in `cpu`.
 /// It ends once `cpu` is dropped (the server's `Switchboard` with it). Where `/proc/stat` cannot
-/// be read the figures stay unknown and no thread runs.
-pub fn spawn_sampler(cpu: Weak<HostCpu>) {
+/// be opened the figures stay unknown and no thread runs; a reading that fails later makes them
+/// unknown again (nothing is held on a stale figure) until readings succeed for a whole window.
+pub fn spawn_sampler(cpu: Weak<HostCpu>) -> Option<std::thread::JoinHandle<()>> {
     let Ok(mut stat) = std::fs::File::open("/proc/stat") else {
-        return;
+        return None;
     };
     let mut loadavg = std::fs::File::open("/proc/loadavg").ok();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
@@ -202,8 +204,10 @@ pub fn spawn_sampler(cpu: Weak<HostCpu>) {
             let mut window: std::collections::VecDeque<(Reading, u64, u64)> =
                 std::collections::VecDeque::with_capacity(WINDOW_SAMPLES + 1);
             let (mut runnable, mut readings) = (0u64, 0u64);
-            for turn in 0usize.. {
+            let mut turn = 0usize;
+            loop {
                 std::thread::sleep(RUNNABLE_EVERY);
+                turn = turn.wrapping_add(1);
                 if let Some(r) = loadavg
                     .as_mut()
                     .and_then(|f| read_start(f, &mut buf))
@@ -219,6 +223,9 @@ pub fn spawn_sampler(cpu: Weak<HostCpu>) {
                     return;
                 };
                 let Some(r) = read_start(&mut stat, &mut buf).and_then(parse_first_line) else {
+                    window.clear();
+                    owner.set_idle_milli_cpus(None);
+                    owner.set_runnable_milli(None, cpus);
                     continue;
                 };
                 window.push_back((r, runnable, readings));
@@ -236,8 +243,12 @@ pub fn spawn_sampler(cpu: Weak<HostCpu>) {
                 }
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start the host CPU sampler; adaptive scale-out will not see CPU saturation");
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the host CPU sampler; adaptive scale-out will not see CPU saturation");
+            None
+        }
     }
 }
 
@@ -333,7 +344,7 @@ mod tests {
             return;
         }
         let cpu = Arc::new(HostCpu::default());
-        spawn_sampler(Arc::downgrade(&cpu));
+        let sampler = spawn_sampler(Arc::downgrade(&cpu)).expect("/proc/stat opens");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while cpu.idle_milli_cpus().is_none() {
             assert!(std::time::Instant::now() < deadline, "no figure within 5 s");
@@ -341,5 +352,17 @@ mod tests {
         }
         let cpus = count_cpu_lines().unwrap();
         assert!(cpu.idle_milli_cpus().unwrap() <= cpus * 1000);
+        assert!(cpu.runnable_milli().is_some());
+        drop(cpu);
+        // It notices within one sampling period; `join` would hang if it never did.
+        let ends = std::time::Instant::now() + Duration::from_secs(5);
+        while !sampler.is_finished() {
+            assert!(
+                std::time::Instant::now() < ends,
+                "the sampler outlived its owner"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sampler.join().unwrap();
     }
 }

@@ -1387,6 +1387,9 @@ fn adaptive_a_saturated_host_starts_no_instance_beside_serving_ones() {
     let mut w = work(&mut rig.next(starts[1]));
     let host = rig.shared.metrics.host_cpu.clone();
     host.set_idle_milli_cpus(Some(100));
+    // Two runnable tasks (one per CPU: no contention), no more than the pool's two instances
+    // and the server's two cores.
+    host.set_runnable_milli(Some(2000), 2);
     callers.extend((0..51).map(|_| rig.invoke()));
     // The closed loop: the busy instance answers, its caller asks again, 51 still wait, for
     // three times as long as a shortfall must last.
@@ -1431,26 +1434,23 @@ fn adaptive_a_host_saturated_by_another_load_does_not_hold_the_pool_back() {
     // Holding starts on a saturated host is for a pool that is what saturates it: where another
     // load fills the CPUs (a function of busy loops, another program), the pool's share of them
     // grows with its instances (per-task CPU shares), and a hold would hand the CPUs to the
-    // other load. Two instances and two cores: up to 8 runnable tasks are the pool's doing.
-    assert!(saturated_by_pool(Some(8000), 2, 2));
-    assert!(!saturated_by_pool(Some(8001), 2, 2));
-    assert!(
-        saturated_by_pool(None, 2, 2),
-        "unknown: taken as the pool's"
-    );
+    // other load. Two instances and two cores: up to 4 runnable tasks are the pool's doing.
+    assert!(saturated_by_pool(Some(4000), 2, 2));
+    assert!(!saturated_by_pool(Some(4001), 2, 2));
+    assert!(!saturated_by_pool(None, 2, 2), "unknown: nothing is held");
     let (mut rig, id) = adaptive_rig(Duration::from_millis(2), Duration::from_millis(8));
     // A second instance: the pool is at the hold's floor of one per core.
     rig.counters.instances.fetch_add(1, Ordering::Relaxed);
     let host = rig.shared.metrics.host_cpu.clone();
     host.set_idle_milli_cpus(Some(0));
-    // 10 runnable tasks on two CPUs (contention 5: a start costs 40 ms, an instance covers 20),
+    // 8 runnable tasks on two CPUs (contention 4: a start costs 32 ms, an instance covers 16),
     // more than the pool's 2 instances and the server's 2 cores account for.
-    host.set_runnable_milli(Some(10_000), 2);
+    host.set_runnable_milli(Some(8_000), 2);
     let mut callers = vec![rig.invoke()];
     let w = work(&mut rig.next(id));
-    callers.extend((0..45).map(|_| rig.invoke()));
+    callers.extend((0..36).map(|_| rig.invoke()));
     let _w = keep_serving(&mut rig, id, w, &mut callers, Duration::from_millis(50));
-    assert_eq!(rig.starts().len(), 1, "(45 - 20 + 10) / 20: one");
+    assert_eq!(rig.starts().len(), 1, "(36 - 16 + 8) / 16: one");
     assert_eq!(host.starts_held.load(Ordering::Relaxed), 0);
     rig.counters.instances.fetch_sub(1, Ordering::Relaxed);
     rig.check();
@@ -1505,6 +1505,67 @@ fn adaptive_on_a_contended_host_a_start_costs_as_much_more_as_an_invocation() {
         .set_runnable_milli(Some(2000), 2);
     let _one = rig.invoke();
     assert_eq!(rig.starts().len(), 6, "eager: one per waiting invocation");
+    rig.check();
+}
+
+#[test]
+fn adaptive_a_start_s_cost_under_contention_is_bounded() {
+    // The runnable-task figure is the whole host's: a co-tenant of 2000 busy threads on two CPUs
+    // must not make every pool's start cost a thousand inits (a busy instance would cover
+    // hundreds of waiting invocations, and they would expire with ResourceNotReady). At most 4
+    // times the init, and at most 1 s unless the init itself is longer.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(10), Duration::from_millis(100));
+    rig.shared
+        .metrics
+        .host_cpu
+        .set_runnable_milli(Some(2_000_000), 2);
+    let counters = rig.counters.clone();
+    assert_eq!(rig.sched.start_cost_ns(&counters), 400_000_000);
+    counters.init_ns.store(400_000_000, Ordering::Relaxed);
+    assert_eq!(rig.sched.start_cost_ns(&counters), 1_000_000_000, "1 s");
+    counters.init_ns.store(3_000_000_000, Ordering::Relaxed);
+    assert_eq!(
+        rig.sched.start_cost_ns(&counters),
+        3_000_000_000,
+        "an init longer than the bound is the cost"
+    );
+    // 10 ms invocations, 100 ms init: an instance covers 40, not 10,000.
+    counters.init_ns.store(100_000_000, Ordering::Relaxed);
+    let _busy = rig.invoke();
+    let _w = work(&mut rig.next(id));
+    let _waiting: Vec<_> = (0..100).map(|_| rig.invoke()).collect();
+    rig.lasts(Duration::from_millis(1));
+    rig.lasts(Duration::from_millis(202));
+    assert!(
+        !rig.starts().is_empty(),
+        "100 waiting, one instance covers 40"
+    );
+    rig.check();
+}
+
+#[test]
+fn adaptive_a_hold_for_cpu_ends_once_the_oldest_invocation_has_waited_a_second() {
+    // A co-tenant that keeps the host on the edge of saturation must not hold a pool back for
+    // ever: once the oldest waiting invocation has waited `HELD_WAIT_MAX`, the shortfall starts
+    // its instance whatever the figures say.
+    let (mut rig, id) = adaptive_rig(Duration::from_micros(241), Duration::from_micros(7_916));
+    rig.counters.instances.fetch_add(1, Ordering::Relaxed);
+    let host = rig.shared.metrics.host_cpu.clone();
+    host.set_idle_milli_cpus(Some(0));
+    host.set_runnable_milli(Some(2000), 2);
+    let mut callers = vec![rig.invoke()];
+    let w = work(&mut rig.next(id));
+    // The waiting invocations were accepted a second and a half ago (a hold that lasted).
+    let accepted = Instant::now() - Duration::from_millis(1500);
+    for _ in 0..60 {
+        let (old, rx) = rig.invocation(accepted);
+        rig.sched.submit(old);
+        callers.push(rx);
+    }
+    let _w = keep_serving(&mut rig, id, w, &mut callers, Duration::from_millis(15));
+    assert_eq!(rig.starts().len(), 1, "(60 - 32 + 16) / 32: one");
+    assert_eq!(host.starts_held.load(Ordering::Relaxed), 0);
+    rig.counters.instances.fetch_sub(1, Ordering::Relaxed);
     rig.check();
 }
 
