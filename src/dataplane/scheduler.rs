@@ -1202,6 +1202,22 @@ impl Scheduler {
         parked
     }
 
+    /// A WebSocket runtime's answer that is also its last (`"init_error": true`: its init failed
+    /// and it exits next): the invocation gets it, and the instance is ended at once instead of
+    /// parked for the next invocation, as `/runtime/init/error` ends a local one.
+    pub fn respond_ws_and_end(
+        &mut self,
+        id: InstanceId,
+        request_id: &str,
+        outcome: InvokeOutcome,
+    ) -> Result<(), RuntimeRefusal> {
+        let delivery = self.take_answer(id, request_id, outcome)?;
+        self.kill(id);
+        self.checked();
+        delivery.send();
+        Ok(())
+    }
+
     fn take_answer(
         &mut self,
         id: InstanceId,

@@ -359,6 +359,7 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
             error_message,
             error_type,
             stack_trace,
+            init_error,
             ..
         } => {
             let outcome = InvokeOutcome::FunctionError {
@@ -369,6 +370,19 @@ fn on_message(core: &Rc<Core>, id: InstanceId, message: ClientMessage, out: &Out
                     Some(&serde_json::json!(stack_trace)),
                 ),
             };
+            if init_error {
+                // The runtime's init failed and it is exiting: the instance ends with this
+                // answer. Parked as ready instead, it was handed the next pending invocation
+                // before its agent's close arrived, and that one failed as a bare exit.
+                let answered = core
+                    .sched
+                    .borrow_mut()
+                    .respond_ws_and_end(id, &request_id, outcome);
+                if let Err(r) = answered {
+                    refused(out, &request_id, r);
+                }
+                return;
+            }
             (request_id, outcome)
         }
         ClientMessage::Ping => {

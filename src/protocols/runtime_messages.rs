@@ -74,6 +74,10 @@ pub enum ClientMessage {
         error_type: String,
         stack_trace: Vec<String>,
         headers: Vec<(String, String)>,
+        /// `"init_error": true` (our addition, sent by `lah-agent`): the error is the runtime's
+        /// init failure, answered on the invocation that started the instance; the instance
+        /// ends with it and takes no further invocation.
+        init_error: bool,
     },
     /// One piece of a streamed response (our addition for response streaming): `data` is the
     /// base64 `"data"` of a text frame, decoded, or the raw bytes after a binary envelope's
@@ -167,6 +171,7 @@ struct Fields<'a> {
     binary: Option<LazyValue<'a>>,
     data: Option<LazyValue<'a>>,
     content_type: Option<LazyValue<'a>>,
+    init_error: Option<LazyValue<'a>>,
 }
 
 impl<'a> Fields<'a> {
@@ -187,6 +192,7 @@ impl<'a> Fields<'a> {
             "binary" => ("binary", &mut self.binary),
             "data" => ("data", &mut self.data),
             "content_type" => ("content_type", &mut self.content_type),
+            "init_error" => ("init_error", &mut self.init_error),
             _ => return None,
         })
     }
@@ -245,6 +251,7 @@ impl<'a> Fields<'a> {
                 error_type: string(self.error_type.as_ref(), "error_type")?,
                 stack_trace: stack_trace(self.stack_trace.as_ref())?,
                 headers: headers(self.headers.as_ref())?,
+                init_error: optional_bool(self.init_error.as_ref(), "init_error")?,
             }),
             "response_chunk" => Ok(ClientMessage::ResponseChunk {
                 request_id: string(self.request_id.as_ref(), "request_id")?,
@@ -702,8 +709,21 @@ mod tests {
             error_type: "Unhandled".into(),
             stack_trace: vec!["line 1".into(), "line 2".into()],
             headers: vec![("X-Amz-Function-Error".into(), "Unhandled".into())],
+            init_error: false,
         };
         assert_eq!(parse(text), Ok(expected));
+    }
+
+    #[test]
+    fn error_may_say_it_is_the_init_failure() {
+        let base = r#""type":"error","request_id":"r","error_message":"m","error_type":"t""#;
+        let Ok(ClientMessage::Error { init_error, .. }) =
+            parse(&format!(r#"{{{base},"init_error":true}}"#))
+        else {
+            panic!("expected an error message");
+        };
+        assert!(init_error);
+        assert!(parse(&format!(r#"{{{base},"init_error":"yes"}}"#)).is_err());
     }
 
     #[test]

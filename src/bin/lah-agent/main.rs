@@ -22,7 +22,10 @@
 //! Ends: when the runtime exits, the agent closes the link and exits with the runtime's status
 //! (128 + signal for a signal); when the link drops without the agent closing it, it kills the
 //! runtime and exits with status `LINK_LOST_EXIT`. An init error (`/init/error`) answers the
-//! invocation that started the instance and closes the link (see `init_error`). Limits: output produced before the link is registered is kept up to
+//! invocation that started the instance (an `error` with `"init_error": true`, which ends the
+//! instance on the server) and closes the link (see `init_error`). Before exiting, the agent
+//! waits (at most `LINK_CLOSE_WAIT_MS`) for the server to end the link it closed, so its exit
+//! never overtakes its last answer. Limits: output produced before the link is registered is kept up to
 //! `PENDING_LOG_BYTES_MAX` (the rest is dropped with a note); output read in the background at
 //! `OUTPUT_BYTES_PER_S`; one invocation at a time, as the server sends them.
 
@@ -77,6 +80,12 @@ const HANDSHAKE_BYTES_MAX: usize = 16 * 1024;
 /// How long the agent waits, after its runtime's init failed, for the invocation to answer with
 /// the init error: the server hands one to a ready instance at once when any is pending.
 const INIT_ERROR_WAIT_MS: u64 = 1_000;
+/// How long the agent, its runtime gone, waits for the server to end the link it closed before
+/// it exits. The server reads the link in order, so once it has answered the agent's close it
+/// has taken every answer sent before it; the agent's exit reaches the server's scheduler by
+/// another path (the executor's report), and an agent that exited at once could have it arrive
+/// first, failing the invocation the last answer was for as a bare `Runtime.ExitError`.
+const LINK_CLOSE_WAIT_MS: u64 = 1_000;
 /// Largest piece of a streamed response sent as one `response_chunk`.
 const CHUNK_BYTES_MAX: usize = 1024 * 1024;
 
@@ -176,6 +185,10 @@ struct Agent {
     /// The agent closes the link itself (the runtime exited, or its init failed): the link's
     /// end is then expected, not a loss.
     closing: AtomicBool,
+    /// The link's reader: `None` before a link was opened, `Some(false)` while it reads,
+    /// `Some(true)` once the link has ended (`LINK_CLOSE_WAIT_MS`).
+    link_ended: Mutex<Option<bool>>,
+    link_end: Condvar,
 }
 
 fn main() {
@@ -210,6 +223,8 @@ fn main() {
         arrived: Condvar::new(),
         runtime_pid: AtomicI32::new(child.id() as i32),
         closing: AtomicBool::new(false),
+        link_ended: Mutex::new(None),
+        link_end: Condvar::new(),
     });
     {
         let agent = agent.clone();
@@ -236,6 +251,14 @@ fn main() {
     let mut link = lock(&agent.link);
     pump_logs(&agent, &mut link);
     close_link(&agent, &mut link, "runtime exited");
+    drop(link);
+    let ended = lock(&agent.link_ended);
+    let _ =
+        agent
+            .link_end
+            .wait_timeout_while(ended, Duration::from_millis(LINK_CLOSE_WAIT_MS), |e| {
+                *e == Some(false)
+            });
     std::process::exit(code);
 }
 
@@ -584,7 +607,9 @@ fn init_error(agent: &Arc<Agent>, body: &[u8], error_type: Option<&str>) {
         return;
     };
     drop(queue);
-    let msg = translate::error_message(&inv.request_id, body, error_type);
+    let mut msg = translate::error_message(&inv.request_id, body, error_type);
+    // The server ends the instance with this answer instead of handing it the next invocation.
+    msg["init_error"] = serde_json::Value::Bool(true);
     if let Err(e) = send_answer(agent, |w| w.text(&msg)) {
         eprintln!("lah-agent: init error not forwarded: {e}");
     }
@@ -667,6 +692,7 @@ fn ensure_link(agent: &Arc<Agent>) -> Result<(), String> {
         let _ = writer.binary(&translate::log_envelope(&pending));
     }
     link.writer = Some(writer);
+    *lock(&agent.link_ended) = Some(false);
     drop(link);
     let agent = agent.clone();
     std::thread::spawn(move || link_reader(stream, leftover, agent));
@@ -768,6 +794,8 @@ fn link_reader(mut stream: TcpStream, leftover: Vec<u8>, agent: Arc<Agent>) {
             Err(e) => break format!("link read: {e}"),
         }
     };
+    *lock(&agent.link_ended) = Some(true);
+    agent.link_end.notify_all();
     if agent.closing.load(Ordering::SeqCst) {
         return;
     }

@@ -369,8 +369,18 @@ mod tests {
                 error_type: "ValueError".into(),
                 stack_trace: vec!["a".into(), "b".into()],
                 headers: Vec::new(),
+                init_error: false,
             })
         );
+        let mut init = error_message("req-1", body, None);
+        init["init_error"] = Value::Bool(true);
+        assert!(matches!(
+            parse_client_message(&Bytes::from(init.to_string())),
+            Ok(ClientMessage::Error {
+                init_error: true,
+                ..
+            })
+        ));
         let text = Bytes::from(error_message("r", b"not json", Some("Custom")).to_string());
         assert!(matches!(
             parse_client_message(&text),

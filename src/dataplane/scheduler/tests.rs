@@ -1862,6 +1862,42 @@ fn respond_ws_parks_the_instance_before_the_caller_sees_the_result() {
 }
 
 #[test]
+fn an_init_error_answered_over_websocket_ends_the_instance() {
+    // `lah-agent` answers the invocation that started an instance with the runtime's init error
+    // (`"init_error": true`). Parked as ready instead, the instance was handed the next caller's
+    // invocation before the agent's close arrived, and that one failed as a bare
+    // Runtime.ExitError (e2e_agent, `init_errors_reach_the_caller`, about one run in five).
+    let mut rig = Rig::new();
+    let mut rx = rig.invoke();
+    let id = rig.started_one();
+    let (tx, mut ws) = mpsc::unbounded_channel();
+    rig.sched.ready_ws(id, tx).expect("known instance");
+    let Ok(Outgoing::Work(w)) = ws.try_recv() else {
+        panic!("the session's writer got the invocation");
+    };
+    let init_error = InvokeOutcome::FunctionError {
+        function_error: "Unhandled",
+        body: Bytes::from_static(br#"{"errorType":"Runtime.ImportModuleError"}"#),
+    };
+    rig.sched
+        .respond_ws_and_end(id, w.id.as_str(), init_error)
+        .expect("its own invocation");
+    assert!(matches!(
+        result(&mut rx).outcome,
+        InvokeOutcome::FunctionError { .. }
+    ));
+    assert_eq!(rig.asked(), vec![Asked::Kill(id)]);
+    // The next caller gets a new instance, not the ending one.
+    let _rx = rig.invoke();
+    assert_eq!(rig.starts().len(), 1);
+    assert!(
+        ws.try_recv().is_err(),
+        "nothing more went to the ended instance"
+    );
+    rig.check();
+}
+
+#[test]
 fn http_fallback_of_a_websocket_runtime_is_counted_once() {
     let mut rig = Rig::with(|c| c.use_websocket = true, |_| {});
     let _rx = rig.invoke();
