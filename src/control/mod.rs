@@ -446,7 +446,10 @@ impl InstanceTask {
         let log = instance.take_log();
         let verified = instance.uid();
         let forked = instance.forked();
-        let one_off_init = instance.one_off_init();
+        let start = crate::model::types::StartFacts {
+            one_off_init: instance.one_off_init(),
+            ready: instance.ready_start(),
+        };
         let kind = if forked {
             &self.shared.metrics.starts_fork
         } else if instance.pooled() {
@@ -469,7 +472,7 @@ impl InstanceTask {
                 log,
                 uid: verified,
                 stream: self.stream.clone(),
-                one_off_init,
+                start,
             },
         );
         // The place in the start gate is held through the init's first moments only: an init

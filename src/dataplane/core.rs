@@ -134,8 +134,8 @@ impl Core {
                     log,
                     uid,
                     stream,
-                    one_off_init,
-                } => self.instance_started(id, listener, log, uid, stream, one_off_init),
+                    start,
+                } => self.instance_started(id, listener, log, uid, stream, start),
                 CoreMsg::InstanceStartFailed { id, error } => {
                     self.sched.borrow_mut().start_failed(id, error)
                 }
@@ -170,7 +170,7 @@ impl Core {
         log: Option<std::os::fd::OwnedFd>,
         uid: Option<u32>,
         stream: Arc<LogStream>,
-        one_off_init: bool,
+        start: crate::model::types::StartFacts,
     ) {
         let tee = LogTee {
             stream,
@@ -184,11 +184,7 @@ impl Core {
             }
         };
         let fd = listener.as_raw_fd();
-        if !self
-            .sched
-            .borrow_mut()
-            .started(id, log.clone(), fd, one_off_init)
-        {
+        if !self.sched.borrow_mut().started(id, log.clone(), fd, start) {
             return; // Already gone: dropping the listener closes it.
         }
         if let Some(uid) = uid {

@@ -93,9 +93,8 @@ pub enum CoreMsg {
         uid: Option<u32>,
         /// The log stream its output is stored in.
         stream: Arc<LogStream>,
-        /// Its start included work the function's next start will not repeat
-        /// (`Instance::one_off_init`): its init is no estimate of a start's cost.
-        one_off_init: bool,
+        /// What its start says about the function's next start (one-off work, ready instances).
+        start: crate::model::types::StartFacts,
     },
     /// The instance could not be started at all.
     InstanceStartFailed { id: InstanceId, error: ApiError },

@@ -181,13 +181,44 @@ pub struct FunctionCounters {
     /// Average time from dispatch to answer of the pool's invocations, nanoseconds (a moving
     /// average; 0 before the first): with `init_ns`, what `--scale-out adaptive` decides by.
     pub service_ns: AtomicU64,
-    /// The pool's last observed init (start to first `/next`), nanoseconds (0 before the first).
+    /// The pool's observed init (start to first `/next`) of ordinary starts, nanoseconds (a
+    /// moving average; 0 before the first).
     pub init_ns: AtomicU64,
+    /// The same for starts that took an instance the executor had ready (a Docker pool slot
+    /// whose runtime was started ahead; `ReadyStart`): a few milliseconds where an ordinary
+    /// start of the same function takes a hundred or more.
+    pub ready_init_ns: AtomicU64,
+    /// How many ready instances the executor holds now for this pool's next start, as its last
+    /// started instance reported them (`ReadyStart::slots`); None: the executor keeps none for
+    /// it. With `ready_init_ns`, what the next start costs: the ready one while one waits.
+    pub ready_slots: std::sync::Mutex<Option<Arc<AtomicU32>>>,
     /// Instances of this pool, on every core, that can take an invocation now or soon: serving
     /// and starting, idle, busy, or returning within their grace. A core starts an instance only
     /// while this is below the function's admitted invocations (`Concurrency::in_flight`), so a
     /// pool never has more instances than invocations that need one (the scheduler's cap).
     pub instances: AtomicU32,
+}
+
+/// How an executor's start relates to the instances it keeps ready for starts
+/// (`executor::Instance::ready_start`; the Docker pool's started containers): what the
+/// scheduler needs to tell what the function's next start will cost.
+#[derive(Clone, Debug)]
+pub struct ReadyStart {
+    /// The executor's ready instances for starts like this one, kept up to date by it.
+    pub slots: Arc<AtomicU32>,
+    /// This start took one of them.
+    pub took_one: bool,
+}
+
+/// What an instance's start says about the function's next start: what the scheduler estimates
+/// a start's cost by (`Scheduler::started`).
+#[derive(Clone, Debug, Default)]
+pub struct StartFacts {
+    /// It included work the next start will not repeat (`executor::Instance::one_off_init`): its
+    /// init is no estimate of a start's cost.
+    pub one_off_init: bool,
+    /// Its executor keeps ready instances for starts like it (`executor::Instance::ready_start`).
+    pub ready: Option<ReadyStart>,
 }
 
 /// Concurrency of a function, shared by all its versions (AWS reserves per function).

@@ -21,6 +21,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ use futures_util::StreamExt;
 use super::docker_pool::{self, Pool};
 use super::{BoxFuture, ExecError, Executor, Instance, LayerPaths};
 use crate::control::identity::UidPool;
-use crate::model::types::{ExitInfo, InstanceSpec};
+use crate::model::types::{ExitInfo, InstanceSpec, ReadyStart};
 
 /// Default bound of every Docker call.
 pub const OP_TIMEOUT_MS_DEFAULT: u64 = 10_000;
@@ -581,10 +582,13 @@ impl DockerExecutor {
         let image = self.config.images.get(family).ok_or_else(|| {
             ExecError::UnsupportedRuntime(format!("{runtime} (no image for {family})"))
         })?;
+        let mut ready = None;
         if let Some(pool) = &self.pool {
-            if let Some(instance) = pool.claim(&spec, family, image).await {
-                return Ok(instance);
+            let (claimed, slots) = pool.claim(&spec, family, image).await;
+            if let Some(instance) = claimed {
+                return Ok(instance.ready_from(slots));
             }
+            ready = slots;
         }
         let user = user_of(&spec);
         for dir in [spec.function.code_dir(), spec.runtimes_dir.as_path()] {
@@ -602,14 +606,10 @@ impl DockerExecutor {
         let started = create_and_start(&self.docker, ms, &name, image, body).await;
         fifo.unlink();
         started?;
-        Ok(DockerInstance::new(
-            self.docker.clone(),
-            name,
-            ms,
-            fifo,
-            spec.uid,
-            None,
-        ))
+        Ok(
+            DockerInstance::new(self.docker.clone(), name, ms, fifo, spec.uid, None)
+                .ready_from(ready),
+        )
     }
 
     async fn remove_orphans(&self) -> Result<usize, ExecError> {
@@ -771,6 +771,9 @@ pub struct DockerInstance {
     /// ahead (`docker_pool`) may open the FIFO only after the claim wrote to it, and what was
     /// written to a FIFO is lost once no descriptor of it is open.
     wake: Option<OwnedFd>,
+    /// The pool's idle slots of the key this instance's spec has (`Pool::claim`): None when
+    /// the pool is off or could not serve the spec (`Instance::ready_start`).
+    ready: Option<Arc<AtomicU32>>,
 }
 
 impl DockerInstance {
@@ -793,7 +796,14 @@ impl DockerInstance {
             uid,
             slot_dir,
             wake: None,
+            ready: None,
         }
+    }
+
+    /// Remembers the pool's idle slots of the instance's key (`Instance::ready_start`).
+    pub(super) fn ready_from(mut self, slots: Option<Arc<AtomicU32>>) -> DockerInstance {
+        self.ready = slots;
+        self
     }
 
     /// Holds a pool slot's wake-up FIFO open until the instance ended (see `wake`).
@@ -961,6 +971,13 @@ impl Instance for DockerInstance {
 
     fn pooled(&self) -> bool {
         self.slot_dir.is_some()
+    }
+
+    fn ready_start(&self) -> Option<ReadyStart> {
+        self.ready.clone().map(|slots| ReadyStart {
+            slots,
+            took_one: self.pooled(),
+        })
     }
 }
 

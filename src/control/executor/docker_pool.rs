@@ -38,7 +38,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,10 @@ struct State {
     filling: HashMap<SlotKey, usize>,
     /// When each key was last started: what the pool keeps warm.
     demand: HashMap<SlotKey, Instant>,
+    /// Each claimed key's idle slots, published for the scheduler (`Instance::ready_start`):
+    /// brought up to date whenever the state is let go (`Locked`). A handful of counters, one per
+    /// image, size and kind started since the server began.
+    ready: HashMap<SlotKey, Arc<AtomicU32>>,
     /// Set at shutdown: nothing new is created and fills finishing now remove their slot.
     shut: bool,
     sweeping: bool,
@@ -190,6 +194,10 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
+        for (key, slots) in &self.guard.ready {
+            let idle = self.guard.idle.get(key).map_or(0, Vec::len);
+            slots.store(u32::try_from(idle).unwrap_or(u32::MAX), Ordering::Relaxed);
+        }
         if let Some(gauge) = self.gauge {
             let idle: usize = self.guard.idle.values().map(Vec::len).sum();
             gauge.store(i64::try_from(idle).unwrap_or(i64::MAX), Ordering::Relaxed);
@@ -290,32 +298,38 @@ impl Pool {
 
     /// A started container running `spec`, taken from the pool, or None (the caller starts one
     /// the ordinary way). Either way the key is remembered and its slot refilled in the
-    /// background.
+    /// background. Also the key's idle-slot count (`State::ready`), None when the pool cannot
+    /// serve the spec: what the scheduler estimates the function's next start by.
     pub(super) async fn claim(
         self: &Arc<Self>,
         spec: &InstanceSpec,
         family: &'static str,
         image: &str,
-    ) -> Option<DockerInstance> {
+    ) -> (Option<DockerInstance>, Option<Arc<AtomicU32>>) {
         if self.mounts.get() == Some(&Mounts::Unusable) {
-            return None;
+            return (None, None);
         }
-        let key = Self::key_of(spec, family, image)?;
-        let slot = {
+        let Some(key) = Self::key_of(spec, family, image) else {
+            return (None, None);
+        };
+        let (slot, ready) = {
             let mut state = self.state();
             state.demand.insert(key.clone(), Instant::now());
-            state.idle.get_mut(&key).and_then(Vec::pop)
+            let ready = state.ready.entry(key.clone()).or_default().clone();
+            (state.idle.get_mut(&key).and_then(Vec::pop), ready)
         };
         self.refill(key);
-        let slot = slot?;
+        let Some(slot) = slot else {
+            return (None, Some(ready));
+        };
         let name = slot.name.clone();
         match self.assign(slot, spec).await {
-            Ok(instance) => Some(instance),
+            Ok(instance) => (Some(instance), Some(ready)),
             Err((slot, e)) => {
                 tracing::warn!(container = %name, "pool claim failed, starting anew: {e}");
                 let pool = self.clone();
                 tokio::spawn(async move { pool.destroy(slot).await });
-                None
+                (None, Some(ready))
             }
         }
     }
@@ -1510,8 +1524,15 @@ exit 3
             !first.pooled(),
             "the first start of a size cannot be pooled"
         );
+        let ready = first.ready_start().expect("the pool serves this size");
+        assert!(!ready.took_one);
         first.kill().await;
         wait_for_slots(fx, &[memory_mb]).await;
+        assert_eq!(
+            ready.slots.load(Ordering::Relaxed),
+            1,
+            "its slot is counted"
+        );
     }
 
     fn mounts_under(dir: &Path) -> Vec<String> {
@@ -1688,6 +1709,10 @@ exit 3
             .await
             .expect("start");
         assert!(instance.pooled());
+        // What the scheduler estimates the next start by: this one took the key's only slot.
+        let ready = instance.ready_start().expect("a key of the pool");
+        assert!(ready.took_one);
+        assert_eq!(ready.slots.load(Ordering::Relaxed), 0);
         let inspect_slot = inspect(&fx, &slot).await.expect("container exists");
         let host = inspect_slot.host_config.expect("host config");
         let config = inspect_slot.config.expect("config");
@@ -1725,6 +1750,11 @@ exit 3
         // The claim started a refill in the background: a new slot of the same size.
         wait_for_slots(&fx, &[256]).await;
         assert_ne!(idle_names(&fx), vec![slot.clone()]);
+        assert_eq!(
+            ready.slots.load(Ordering::Relaxed),
+            1,
+            "the refill is counted"
+        );
         instance.kill().await;
         assert!(
             inspect(&fx, &slot).await.is_none(),
@@ -1966,6 +1996,7 @@ exit 3
                 .await
                 .expect("start");
             assert!(!i.pooled());
+            assert!(i.ready_start().is_none(), "no ready slots to count on");
             i.kill().await;
         }
         assert!(!fx.executor.config.pool_dir.exists());

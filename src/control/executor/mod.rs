@@ -157,6 +157,14 @@ pub trait Instance: Send {
     fn pooled(&self) -> bool {
         false
     }
+
+    /// The executor's ready instances for starts like this one, and whether this start took
+    /// one (the Docker pool's started containers): the scheduler then estimates the function's
+    /// next start as a ready one while one waits, and as an ordinary one otherwise. None: the
+    /// executor keeps no ready instance for it, and every start counts alike.
+    fn ready_start(&self) -> Option<crate::model::types::ReadyStart> {
+        None
+    }
 }
 
 /// Connects to the Docker daemon and checks the runtime images; an error says why Docker

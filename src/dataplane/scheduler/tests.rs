@@ -1158,6 +1158,57 @@ fn adaptive_wait_for_a_busy_instance_ends_when_it_runs_longer_than_a_start() {
 }
 
 #[test]
+fn adaptive_a_start_from_a_ready_slot_is_waited_for_only_as_long_as_it_takes() {
+    // Issue 12, Docker pool: a pool slot (a started container, its runtime loaded) serves one
+    // start of its key in 5–8 ms and is refilled half a second later; the rest of a burst starts
+    // ordinary containers (200 ms). One average over both made every later scale-out start wait
+    // for busy instances about as long as an ordinary start (client 124–192 ms for Node, Init
+    // 5–8 ms). The estimate is now a ready start's while the executor has a slot for the pool,
+    // an ordinary start's when it has none.
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(1), Duration::from_millis(60));
+    let slots = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    rig.counters
+        .ready_init_ns
+        .store(5_000_000, Ordering::Relaxed);
+    *rig.counters.ready_slots.lock().unwrap() = Some(slots.clone());
+    let _first = rig.invoke();
+    let _w = work(&mut rig.next(id));
+    let mut waiting = rig.invoke();
+    rig.lasts(Duration::from_millis(15));
+    assert!(
+        rig.asked().is_empty(),
+        "no slot waits: the busy instance is expected back within an ordinary start"
+    );
+    slots.store(1, Ordering::Relaxed);
+    rig.sched.tick(Instant::now());
+    let new = rig.started_one();
+    // The executor's claim took the slot, and says so with the instance it started.
+    slots.store(0, Ordering::Relaxed);
+    rig.sched.started_ready(
+        new,
+        ReadyStart {
+            slots: slots.clone(),
+            took_one: true,
+        },
+    );
+    std::thread::sleep(Duration::from_millis(2));
+    let w = work(&mut rig.next(new));
+    rig.respond(new, &w, b"from a slot");
+    assert_eq!(success_body(&result(&mut waiting)), b"from a slot");
+    assert_eq!(
+        rig.counters.init_ns.load(Ordering::Relaxed),
+        60_000_000,
+        "a ready start's init leaves the ordinary estimate alone"
+    );
+    let ready = rig.counters.ready_init_ns.load(Ordering::Relaxed);
+    assert!(
+        ready != 5_000_000 && ready < 60_000_000,
+        "it goes into the ready one: {ready} ns"
+    );
+    rig.check();
+}
+
+#[test]
 fn adaptive_a_small_shortfall_beside_serving_instances_starts_nothing() {
     // Issue 11: under a steady closed loop the pending count sits at what the serving instances
     // cover, and each wobble of the service time put it one or two above. 1 ms invocations,
