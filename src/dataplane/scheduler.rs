@@ -585,8 +585,26 @@ impl Scheduler {
     /// slow as much. Unbounded, a co-tenant of 2000 busy threads made a start cost a thousand
     /// inits: one busy instance covered hundreds of waiting invocations and they expired with
     /// ResourceNotReady.
+    ///
+    /// This is the cost of the pool's starts in general (`typical_init_ns`), what an instance's
+    /// share of the waiting is measured by; how long a busy instance is counted on is measured
+    /// by the next start's (`next_start_cost_ns`).
     fn start_cost_ns(&self, counters: &FunctionCounters) -> u64 {
-        let init = expected_init_ns(counters);
+        self.under_contention(typical_init_ns(counters))
+    }
+
+    /// What the pool's next start costs now (`expected_init_ns`: a ready start's while its
+    /// executor holds a ready instance for it), scaled as `start_cost_ns`: how long a busy
+    /// instance is counted on to serve the waiting (`soon_serving`). One Docker pool slot makes
+    /// the next start cheap, not every start: the share of the waiting each instance is left
+    /// (`busy_capacity`) stays that of the pool's starts in general, or a closed loop that
+    /// saturates the host saw instances as worth a tenth of what they are and started one inside
+    /// a measured window (1 of 24 Docker throughput windows before this split).
+    fn next_start_cost_ns(&self, counters: &FunctionCounters) -> u64 {
+        self.under_contention(expected_init_ns(counters))
+    }
+
+    fn under_contention(&self, init: u64) -> u64 {
         if self.shared.executor_name() == "swarm" {
             return init;
         }
@@ -691,7 +709,7 @@ impl Scheduler {
     /// starting ones, and ones that have just answered and are on their way back to `/next`
     /// (an HTTP runtime spends a good part of each cycle there).
     fn soon_serving(&self, name: &str, counters: &FunctionCounters) -> usize {
-        let init = Duration::from_nanos(self.start_cost_ns(counters));
+        let init = Duration::from_nanos(self.next_start_cost_ns(counters));
         let now = Instant::now();
         self.instances
             .values()
@@ -749,7 +767,8 @@ impl Scheduler {
             per_instance,
             started,
             service_us = counters.service_ns.load(Ordering::Relaxed) / 1000,
-            init_us = expected_init_ns(counters) / 1000,
+            init_us = typical_init_ns(counters) / 1000,
+            next_init_us = expected_init_ns(counters) / 1000,
             contention_milli = self.shared.metrics.host_cpu.contention_milli(),
             instances = counters.instances.load(Ordering::Relaxed),
             "adaptive scale-out started instances; this core's: {states}"
@@ -1949,6 +1968,16 @@ fn busy_capacity(service_ns: u64, init_ns: u64) -> usize {
 
 fn lock_ignoring_poison<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the pool's starts take to init in general, in nanoseconds (0: unknown): an ordinary
+/// start's (`init_ns`), or a ready one's (`ready_init_ns`) while no ordinary start has been
+/// seen.
+fn typical_init_ns(counters: &FunctionCounters) -> u64 {
+    match counters.init_ns.load(Ordering::Relaxed) {
+        0 => counters.ready_init_ns.load(Ordering::Relaxed),
+        ordinary => ordinary,
+    }
 }
 
 /// What the pool's next start is expected to take to init, in nanoseconds (0: unknown): a

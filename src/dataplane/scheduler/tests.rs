@@ -1209,6 +1209,31 @@ fn adaptive_a_start_from_a_ready_slot_is_waited_for_only_as_long_as_it_takes() {
 }
 
 #[test]
+fn adaptive_a_ready_slot_does_not_shrink_an_instance_s_share_of_a_steady_load() {
+    // The slot makes the next start cheap, not every start: an instance's share of the waiting
+    // stays measured by the pool's ordinary starts. Measured by the slot's 20 ms instead, the
+    // busy instance below would cover 20 of the 60 waiting, and two starts would follow for a
+    // load it serves in turn (one start inside a Docker throughput window, Python HTTP c=50).
+    let (mut rig, id) = adaptive_rig(Duration::from_millis(1), Duration::from_millis(200));
+    let slots = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    rig.counters
+        .ready_init_ns
+        .store(20_000_000, Ordering::Relaxed);
+    *rig.counters.ready_slots.lock().unwrap() = Some(slots);
+    let mut callers = vec![rig.invoke()];
+    let mut w = work(&mut rig.next(id));
+    callers.extend((0..60).map(|_| rig.invoke()));
+    w = keep_serving(&mut rig, id, w, &mut callers, Duration::from_millis(40));
+    assert!(
+        rig.asked().is_empty(),
+        "one instance serving in turn covers the waiting"
+    );
+    assert_eq!(rig.sched.pools[NAME].awaiting_busy, 60);
+    rig.respond(id, &w, b"served");
+    rig.check();
+}
+
+#[test]
 fn adaptive_a_small_shortfall_beside_serving_instances_starts_nothing() {
     // Issue 11: under a steady closed loop the pending count sits at what the serving instances
     // cover, and each wobble of the service time put it one or two above. 1 ms invocations,
