@@ -599,7 +599,8 @@ impl Scheduler {
     /// the next start cheap, not every start: the share of the waiting each instance is left
     /// (`busy_capacity`) stays that of the pool's starts in general, or a closed loop that
     /// saturates the host saw instances as worth a tenth of what they are and started one inside
-    /// a measured window (1 of 24 Docker throughput windows before this split).
+    /// a measured window (1 of 48 Docker throughput windows before this split, none of 72
+    /// before the ready estimate).
     fn next_start_cost_ns(&self, counters: &FunctionCounters) -> u64 {
         self.under_contention(expected_init_ns(counters))
     }
