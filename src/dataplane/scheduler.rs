@@ -1425,7 +1425,7 @@ impl Scheduler {
     pub fn started_ready(&mut self, id: InstanceId, ready: ReadyStart) {
         if let Some(inst) = self.instances.get_mut(&id) {
             inst.from_ready = ready.took_one;
-            *lock_ignoring_poison(&inst.function.counters.ready_slots) = Some(ready.slots);
+            inst.function.counters.ready_slots.store(Some(ready.slots));
         }
     }
 
@@ -1967,10 +1967,6 @@ fn busy_capacity(service_ns: u64, init_ns: u64) -> usize {
     }
 }
 
-fn lock_ignoring_poison<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// What the pool's starts take to init in general, in nanoseconds (0: unknown): an ordinary
 /// start's (`init_ns`), or a ready one's (`ready_init_ns`) while no ordinary start has been
 /// seen.
@@ -1996,7 +1992,9 @@ fn expected_init_ns(counters: &FunctionCounters) -> u64 {
     if ready == 0 {
         return ordinary;
     }
-    let one_waits = lock_ignoring_poison(&counters.ready_slots)
+    let one_waits = counters
+        .ready_slots
+        .load()
         .as_ref()
         .is_some_and(|slots| slots.load(Ordering::Relaxed) > 0);
     if one_waits || ordinary == 0 {

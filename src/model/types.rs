@@ -191,7 +191,8 @@ pub struct FunctionCounters {
     /// How many ready instances the executor holds now for this pool's next start, as its last
     /// started instance reported them (`ReadyStart::slots`); None: the executor keeps none for
     /// it. With `ready_init_ns`, what the next start costs: the ready one while one waits.
-    pub ready_slots: std::sync::Mutex<Option<Arc<AtomicU32>>>,
+    /// Read on the invoke path (`Scheduler::soon_serving`), hence swapped rather than locked.
+    pub ready_slots: arc_swap::ArcSwapOption<AtomicU32>,
     /// Instances of this pool, on every core, that can take an invocation now or soon: serving
     /// and starting, idle, busy, or returning within their grace. A core starts an instance only
     /// while this is below the function's admitted invocations (`Concurrency::in_flight`), so a

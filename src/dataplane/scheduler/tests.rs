@@ -1170,7 +1170,7 @@ fn adaptive_a_start_from_a_ready_slot_is_waited_for_only_as_long_as_it_takes() {
     rig.counters
         .ready_init_ns
         .store(5_000_000, Ordering::Relaxed);
-    *rig.counters.ready_slots.lock().unwrap() = Some(slots.clone());
+    rig.counters.ready_slots.store(Some(slots.clone()));
     let _first = rig.invoke();
     let _w = work(&mut rig.next(id));
     let mut waiting = rig.invoke();
@@ -1219,7 +1219,7 @@ fn adaptive_a_ready_slot_does_not_shrink_an_instance_s_share_of_a_steady_load() 
     rig.counters
         .ready_init_ns
         .store(20_000_000, Ordering::Relaxed);
-    *rig.counters.ready_slots.lock().unwrap() = Some(slots);
+    rig.counters.ready_slots.store(Some(slots));
     let mut callers = vec![rig.invoke()];
     let mut w = work(&mut rig.next(id));
     callers.extend((0..60).map(|_| rig.invoke()));
