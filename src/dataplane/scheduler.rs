@@ -500,6 +500,7 @@ impl Scheduler {
         pool.awaiting_busy = 0;
         if missing == 0 {
             pool.held_for_cpu = false;
+            pool.shortfall_since = None;
             self.hint_waiting(name, false);
             return;
         }
@@ -525,8 +526,20 @@ impl Scheduler {
             if cover > 0 {
                 want = self.held_for_cpu(name, &function.counters, want);
                 want = self.lasting_shortfall(name, &function.counters, want);
-            } else if let Some(pool) = self.pools.get_mut(name) {
-                pool.held_for_cpu = false;
+            } else {
+                if let Some(pool) = self.pools.get_mut(name) {
+                    pool.held_for_cpu = false;
+                }
+                // None here, some on other cores: while they are all busy, what waits here is
+                // advertised (`hint_waiting` below) and the first of them to park takes it,
+                // microseconds later for invocations this short. Starting at once instead put
+                // a cold start inside measured windows of a steady load whenever a caller's
+                // invocation reached a core without instances while the other core's were busy
+                // (issue 11, traced in high-frequency runs). A shortfall that lasts still
+                // starts, as beside this core's own instances.
+                if self.instances_elsewhere(name, &function.counters) {
+                    want = self.lasting_shortfall(name, &function.counters, want);
+                }
             }
             (want, missing - want)
         };
@@ -703,6 +716,18 @@ impl Scheduler {
                 0
             }
         }
+    }
+
+    /// Whether other cores have instances of pool `name` that serve or will (the pool's
+    /// cross-core count, `FunctionCounters::instances`, beyond this core's share of it). Walks
+    /// this core's instances: `rebalance` asks only when none of its own will serve soon.
+    fn instances_elsewhere(&self, name: &str, counters: &FunctionCounters) -> bool {
+        let here = self
+            .instances
+            .values()
+            .filter(|i| i.function.pool_key == name && i.holds_slot())
+            .count();
+        counters.instances.load(Ordering::Relaxed) as usize > here
     }
 
     /// This core's instances of pool `name` that will serve pending invocations one after
@@ -1755,6 +1780,14 @@ impl Scheduler {
         }
         self.expire_pending(now, init_limit + PENDING_WAIT_SLACK);
         self.offload_pending();
+        // A shortfall served away (instances took what waited) ends here: `rebalance` sees only
+        // the shortfalls that remain, and one left set would let the next shortfall, however
+        // brief, start an instance at once as if it had lasted all along.
+        for pool in self.pools.values_mut() {
+            if pool.pending.len() <= pool.supply {
+                pool.shortfall_since = None;
+            }
+        }
         // Pending invocations left waiting for another core's instance: the cap may allow a
         // start by now (an instance went away, or demand grew), and the hint must stay current.
         let capped: Vec<String> = self
