@@ -258,6 +258,13 @@ pub struct Config {
     #[arg(long, env = "LAH_USE_WEBSOCKET", default_value_t = true, action = clap::ArgAction::Set)]
     pub use_websocket: bool,
 
+    /// Process executor: each instance also gets a Unix socket for its Runtime API (an abstract
+    /// name, `LAMBDA_RUNTIME_API_SOCKET`), which the bundled bootstraps use instead of loopback
+    /// TCP (less CPU and latency per invoke; docs/architecture.md). `AWS_LAMBDA_RUNTIME_API`
+    /// serves as before, for every other runtime client.
+    #[arg(long, env = "LAH_RUNTIME_UNIX_SOCKETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub runtime_unix_sockets: bool,
+
     /// Python instances of the process executor start as forks of a template that has already
     /// imported the handler (docs/cold-starts.md); `false` starts every instance from scratch. A
     /// function opts out with its own `LAMBDA_USE_FORK=false`.

@@ -1,7 +1,7 @@
 //! Instance isolation, end to end: the attack of issue 10 as code. Function `evil` connects to the
-//! per-instance Runtime API address of function B's instance and asks for B's next invocation,
-//! calls the User API, and reads B's code file on the host; each must be refused, and B's next
-//! invocation must complete normally.
+//! per-instance Runtime API address of function B's instance and asks for B's next invocation
+//! (on the process executor, on B's Unix socket too), calls the User API, and reads B's code file
+//! on the host; each must be refused, and B's next invocation must complete normally.
 //!
 //! Runs on the process executor (only as root: a non-root server cannot give instances their own
 //! uids, and the test says so and skips) and on the Docker executor (skipped without a daemon and
@@ -53,17 +53,34 @@ while true; do
 done
 "#;
 
-/// B: reports where its Runtime API is and echoes the event.
+/// B: reports where its Runtime API is (its address, its Unix socket if it has one) and echoes
+/// the event.
 const VICTIM: &str = r#"#!/bin/bash
 handle() {
-  printf '{"api":"%s","uid":%d,"token":"%s","event":%s}' \
-    "$AWS_LAMBDA_RUNTIME_API" "$(id -u)" "$LAMBDA_INSTANCE_ID" "$body"
+  printf '{"api":"%s","sock":"%s","uid":%d,"token":"%s","event":%s}' \
+    "$AWS_LAMBDA_RUNTIME_API" "${LAMBDA_RUNTIME_API_SOCKET:--}" "$(id -u)" \
+    "$LAMBDA_INSTANCE_ID" "$body"
 }
 "#;
 
-/// evil: the event is a JSON string "TARGET USER_API FILE". It asks TARGET (another instance's
-/// Runtime API address) for the next invocation, lists functions on USER_API, reads FILE.
+/// evil: the event is a JSON string "TARGET USER_API FILE SOCKET". It asks TARGET (another
+/// instance's Runtime API address) and SOCKET (its abstract Unix socket, `@NAME`, or `-`) for the
+/// next invocation, lists functions on USER_API, reads FILE.
 const EVIL: &str = r#"#!/bin/bash
+# unix_status @NAME -> the HTTP status of GET /next on that abstract socket, "none" if none
+unix_status() {
+  [ "$1" = "-" ] && { echo none; return; }
+  python3 - "$1" <<'PY' 2>/dev/null || echo none
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(b"\0" + sys.argv[1][1:].encode().ljust(107, b"\0"))
+s.sendall(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n"
+          b"Connection: close\r\n\r\n")
+line = s.makefile("rb").readline().decode()
+print(line.split()[1] if line else "none")
+PY
+}
 # status_of HOST:PORT PATH -> the HTTP status of a GET, or "none" when nothing answered
 status_of() {
   local h=${1%:*} p=${1##*:} line
@@ -74,12 +91,14 @@ status_of() {
 }
 handle() {
   local args=${body#\"}; args=${args%\"}
-  read -r target user file <<< "$args"
-  local next user_status read
+  read -r target user file sock <<< "$args"
+  local next unix user_status read
   next=$(status_of "$target" /2018-06-01/runtime/invocation/next)
+  unix=$(unix_status "$sock")
   user_status=$(status_of "$user" /2015-03-31/functions/)
   if cat "$file" >/dev/null 2>&1; then read=readable; else read=denied; fi
-  printf '{"next":"%s","user":"%s","read":"%s","uid":%d}' "$next" "$user_status" "$read" "$(id -u)"
+  printf '{"next":"%s","unix":"%s","user":"%s","read":"%s","uid":%d}' \
+    "$next" "$unix" "$user_status" "$read" "$(id -u)"
 }
 "#;
 
@@ -181,8 +200,9 @@ fn attack(server: &TestServer) -> Outcome {
     let first = server.invoke_ok(&victim, &json!({"n": 1}));
     let target = first["api"].as_str().expect("B's address").to_string();
     assert!(target.starts_with("127."), "{first}");
+    let sock = first["sock"].as_str().expect("B's socket or -").to_string();
     let file = victim_code_file(&server.data_dir, &victim);
-    let args = format!("{target} {} {}", server.addr, file.display());
+    let args = format!("{target} {} {} {sock}", server.addr, file.display());
     let evil_says = server.invoke_ok(&evil, &json!(args));
     // B was not disturbed: its next invocation is answered by B itself.
     let after = server.invoke_ok(&victim, &json!({"n": 2}));
@@ -201,6 +221,13 @@ fn assert_isolated(o: &Outcome, executor: &str, slot: u32) {
     assert_eq!(
         o.evil["next"], "403",
         "{executor}: evil asked B's /next: {}",
+        o.evil
+    );
+    // Only the process executor's instances have a Unix socket (`unix_runtime_api`).
+    let unix = if executor == "process" { "403" } else { "none" };
+    assert_eq!(
+        o.evil["unix"], unix,
+        "{executor}: evil asked B's /next on its Unix socket: {}",
         o.evil
     );
     assert_eq!(
@@ -246,7 +273,7 @@ fn process_executor_instances_cannot_reach_each_other() {
     let (server, _dir) = open_server(ExecutorChoice::Process, with_identities(0));
     let outcome = attack(&server);
     assert_isolated(&outcome, "process", 0);
-    assert!(server.metric("lah_identity_refusals_total") >= 2.0);
+    assert!(server.metric("lah_identity_refusals_total") >= 3.0);
     server.shutdown();
 }
 
@@ -410,6 +437,7 @@ fn without_identities_the_attack_gets_through() {
     let outcome = attack(&server);
     // B is parked in /next: a second /next is refused as such (409), not for who asks.
     assert_eq!(outcome.evil["next"], "409", "{}", outcome.evil);
+    assert_eq!(outcome.evil["unix"], "409", "{}", outcome.evil);
     assert_eq!(outcome.evil["user"], "200", "{}", outcome.evil);
     assert_eq!(outcome.evil["read"], "readable", "{}", outcome.evil);
     assert_eq!(outcome.victim_after["event"], json!({"n": 2}));

@@ -1119,3 +1119,70 @@ fn websocket_register_with_forged_token_is_refused() {
     let again = server.invoke_ok(&name, &json!({}));
     assert_eq!(again["token"], token.as_str(), "{again}");
 }
+
+/// The bundled Python and Node bootstraps, over HTTP and over WebSocket, reach the Runtime API on
+/// their instance's own Unix socket (`LAMBDA_RUNTIME_API_SOCKET`), whose value is the server's
+/// even when a function sets the variable itself; with `--runtime-unix-sockets false` they get
+/// none and use TCP.
+#[test]
+fn bundled_runtimes_use_their_instance_s_unix_socket() {
+    const PY: &str = "import os\ndef handler(event, context):\n    return {\"sock\": os.environ.get(\"LAMBDA_RUNTIME_API_SOCKET\")}\n";
+    const JS: &str = "exports.handler = async () => ({ sock: process.env.LAMBDA_RUNTIME_API_SOCKET || null });\n";
+    for unix in [true, false] {
+        let server = TestServer::with_config(|c| c.runtime_unix_sockets = unix);
+        let mut functions = 0.0;
+        for ws in ["true", "false"] {
+            for (runtime, handler, file, code) in [
+                (
+                    "python3.12",
+                    "lambda_function.handler",
+                    "lambda_function.py",
+                    PY,
+                ),
+                ("nodejs20.x", "index.handler", "index.js", JS),
+            ] {
+                let name = unique_name("unixsock");
+                let env = json!({"Environment": {"Variables": {
+                    "LAMBDA_USE_WEBSOCKET": ws,
+                    "LAMBDA_RUNTIME_API_SOCKET": "@not-the-server-s",
+                }}});
+                let resp = server.create_function(
+                    &name,
+                    runtime,
+                    handler,
+                    &[(file, code.as_bytes(), 0o644)],
+                    env,
+                );
+                expect_json(&resp, 201);
+                for _ in 0..3 {
+                    let got = server.invoke_ok(&name, &json!({}));
+                    if unix {
+                        let sock = got["sock"].as_str().unwrap_or_default();
+                        assert!(
+                            sock.starts_with("@lambda-at-home/"),
+                            "{runtime} ws={ws}: {got}"
+                        );
+                    } else {
+                        assert_eq!(got["sock"], Value::Null, "{runtime} ws={ws}: {got}");
+                    }
+                }
+                functions += 1.0;
+                let used = server.metric("lah_runtime_unix_connections_total");
+                if unix {
+                    // One connection per instance (WebSocket: its link; HTTP: its keep-alive).
+                    assert!(
+                        used >= functions,
+                        "{runtime} ws={ws}: {used} Unix connections"
+                    );
+                } else {
+                    assert_eq!(used, 0.0, "{runtime} ws={ws}");
+                }
+            }
+        }
+        assert!(
+            server.metric("lah_ws_connections_total") >= 2.0,
+            "the WebSocket functions used WebSocket"
+        );
+        server.shutdown();
+    }
+}

@@ -166,7 +166,8 @@ class WebSocketSession {
   }
 
   connect() {
-    const state = { conn: null, failure: null, openedAt: 0 };
+    // `unix`: this attempt goes to the instance's own Unix socket (the built-in client only).
+    const state = { conn: null, failure: null, openedAt: 0, unix: false };
     const handlers = {
       open: () => this.onOpen(state),
       message: (data, isBinary) => this.onMessage(state, data, isBinary),
@@ -179,8 +180,15 @@ class WebSocketSession {
       state.conn = new LibraryWebSocket(this.WebSocket, this.config, handlers);
     } else {
       const { host, port } = common.parseHostPort(this.config.runtimeApi);
+      state.unix = Boolean(this.config.runtimeSocket);
       state.conn = new RawWebSocket(
-        { host, port, hostHeader: this.config.runtimeApi, path: websocketPath(this.config) },
+        {
+          host,
+          port,
+          hostHeader: this.config.runtimeApi,
+          path: websocketPath(this.config),
+          connect: () => common.connectRuntimeApi(this.config, host, port),
+        },
         handlers,
       );
     }
@@ -235,6 +243,13 @@ class WebSocketSession {
     const why = state.failure || `closed with code ${code}${reason && reason.length ? ` ${reason}` : ''}`;
     // Invocations of a dead connection are failed by the server; never run them.
     this.queue = this.queue.filter((item) => item.conn !== state.conn);
+    if (state.unix && !state.openedAt && !this.config.runtimeSocket) {
+      // The Unix socket refused the connection (connectRuntimeApi turned it off): the same
+      // attempt again, over TCP, is not a failure of the WebSocket endpoint.
+      this.debug(`WebSocket over the instance's Unix socket failed (${why}), using TCP`);
+      this.connect();
+      return;
+    }
     if (!this.hadInvocation) {
       this.stop(why);
       return;

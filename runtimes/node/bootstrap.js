@@ -92,10 +92,12 @@ function parseChunked(buf, start) {
 // time, each written with a single write (no Nagle), responses parsed by hand.
 // The socket is unref'd while idle so a running handler's empty event loop is seen.
 class RuntimeApiClient {
-  constructor(runtimeApi) {
+  // `config` (readConfig's) says whether the instance has its own Unix socket.
+  constructor(runtimeApi, config = { runtimeSocket: '' }) {
     const { host, port } = parseHostPort(runtimeApi);
     this.host = host;
     this.port = port;
+    this.config = config;
     this.hostHeader = `Host: ${runtimeApi}\r\n`;
     this.socket = null;
     this.buf = Buffer.alloc(0);
@@ -104,8 +106,7 @@ class RuntimeApiClient {
   }
 
   connect() {
-    const socket = net.connect({ host: this.host, port: this.port });
-    socket.setNoDelay(true);
+    const socket = common.connectRuntimeApi(this.config, this.host, this.port);
     socket.on('data', (chunk) => this.onData(socket, chunk));
     socket.on('error', (err) => this.onClosed(socket, err));
     socket.on('close', () => this.onClosed(socket, null));
@@ -395,7 +396,7 @@ async function handleHttpInvocation(client, handler, config, debug) {
 }
 
 async function runHttpLoop(handler, config) {
-  const client = new RuntimeApiClient(config.runtimeApi);
+  const client = new RuntimeApiClient(config.runtimeApi, config);
   const debug = common.makeDebugLog(config);
   for (;;) {
     await handleHttpInvocation(client, handler, config, debug);
@@ -406,7 +407,7 @@ async function reportInitError(config, err) {
   const error = common.formatError(err);
   console.error('Init Error', `\t${JSON.stringify(error)}`);
   try {
-    await new RuntimeApiClient(config.runtimeApi).postInitError(error);
+    await new RuntimeApiClient(config.runtimeApi, config).postInitError(error);
   } catch (postErr) {
     common.runtimeLog(`Failed to post init error: ${postErr.message}`);
   }

@@ -10,12 +10,15 @@
 // Invariant: at most one invocation is in flight (`current`), as in AWS.
 
 const fs = require('fs');
+const net = require('net');
 const path = require('path');
 const util = require('util');
 const { Writable } = require('stream');
 const { pathToFileURL } = require('url');
 
 const DEFAULT_RUNTIME_API = 'host.docker.internal:9001';
+// An abstract socket's address is sun_path after its leading NUL: 107 bytes.
+const ABSTRACT_ADDRESS_BYTES = 107;
 // Exit codes AWS's Node runtime uses after reporting a fatal error for an invocation.
 const EXIT_UNCAUGHT_EXCEPTION = 129;
 const EXIT_UNHANDLED_REJECTION = 128;
@@ -23,6 +26,7 @@ const EXIT_UNHANDLED_REJECTION = 128;
 function readConfig(env = process.env) {
   return {
     runtimeApi: env.AWS_LAMBDA_RUNTIME_API || DEFAULT_RUNTIME_API,
+    runtimeSocket: runtimeSocketPath(env.LAMBDA_RUNTIME_API_SOCKET),
     handler: env._HANDLER || '',
     taskRoot: env.LAMBDA_TASK_ROOT || process.cwd(),
     functionName: env.AWS_LAMBDA_FUNCTION_NAME || '',
@@ -45,6 +49,39 @@ function parseHostPort(runtimeApi) {
   const host = idx > 0 ? runtimeApi.slice(0, idx) : runtimeApi;
   const port = idx > 0 ? Number(runtimeApi.slice(idx + 1)) : 80;
   return { host: host.replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+// The instance's own Unix socket for the Runtime API, as a path for net.connect, or '' for none:
+// LAMBDA_RUNTIME_API_SOCKET is `@NAME`, an abstract socket whose address fills sun_path (the name
+// padded with NULs to 107 bytes; Node 20 always passes the whole of sun_path, newer Node and
+// Python what they are given, so the padding is explicit).
+function runtimeSocketPath(value) {
+  if (!value || !value.startsWith('@')) return '';
+  const name = value.slice(1);
+  const bytes = Buffer.byteLength(name);
+  if (bytes > ABSTRACT_ADDRESS_BYTES || name.includes('\0')) return '';
+  return `\0${name}${'\0'.repeat(ABSTRACT_ADDRESS_BYTES - bytes)}`;
+}
+
+// Opens a connection to the Runtime API: the instance's Unix socket while it works, else TCP with
+// Nagle off. A Unix connection that fails before it opens switches this process to TCP for good
+// (the server serves the instance on both); the caller sees that failure like any other and
+// connects again.
+function connectRuntimeApi(config, host, port) {
+  if (config.runtimeSocket) {
+    const socket = net.connect({ path: config.runtimeSocket });
+    let opened = false;
+    socket.once('connect', () => {
+      opened = true;
+    });
+    socket.once('error', () => {
+      if (!opened) config.runtimeSocket = '';
+    });
+    return socket;
+  }
+  const socket = net.connect({ host, port });
+  socket.setNoDelay(true);
+  return socket;
 }
 
 // Runtime diagnostics are plain lines on stdout (not request-prefixed), written
@@ -553,6 +590,7 @@ module.exports = {
   streamifyResponse,
   RuntimeError,
   buildContext,
+  connectRuntimeApi,
   formatError,
   formatLogLine,
   installProcessHooks,
@@ -565,5 +603,6 @@ module.exports = {
   patchConsole,
   readConfig,
   runtimeLog,
+  runtimeSocketPath,
   serializeResult,
 };

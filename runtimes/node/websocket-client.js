@@ -170,7 +170,9 @@ function parseUpgradeHead(text) {
 // reason: string), error(message: string) }. The error messages for handshake failures are
 // the ones the `ws` package uses, so fallback lines read the same with either client.
 class RawWebSocket {
-  constructor({ host, port, hostHeader, path }, handlers) {
+  // `connect`, when given, opens the socket (the bootstrap's connectRuntimeApi: the instance's
+  // Unix socket or TCP); otherwise TCP to host:port with Nagle off.
+  constructor({ host, port, hostHeader, path, connect }, handlers) {
     this.handlers = handlers;
     this.key = crypto.randomBytes(16).toString('base64');
     this.open = false;
@@ -185,8 +187,13 @@ class RawWebSocket {
     this.fragmentOpcode = 0;
     this.fragmentBytes = 0;
     this.closeTimer = null;
-    const socket = net.connect({ host, port });
-    socket.setNoDelay(true);
+    let socket;
+    if (connect) {
+      socket = connect();
+    } else {
+      socket = net.connect({ host, port });
+      socket.setNoDelay(true);
+    }
     this.socket = socket;
     this.handshakeTimer = setTimeout(
       () => this.fail('Opening handshake has timed out'),

@@ -36,6 +36,10 @@ import time
 import traceback
 
 API_ADDRESS = os.environ.get("AWS_LAMBDA_RUNTIME_API") or "host.docker.internal:9001"
+# The instance's own Unix socket for the Runtime API, when the server gives it one: `@NAME`, an
+# abstract socket whose address fills sun_path (the name padded with NULs to 107 bytes).
+API_SOCKET = os.environ.get("LAMBDA_RUNTIME_API_SOCKET", "")
+ABSTRACT_ADDRESS_BYTES = 107
 API_PREFIX = "/2018-06-01/runtime"
 DEBUG = bool(os.environ.get("LAMBDA_RUNTIME_DEBUG"))
 FUNCTION_VERSION = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION") or "$LATEST"
@@ -418,12 +422,39 @@ class RuntimeResponse(http.client.HTTPResponse):
         )
 
 
+def connect_api_socket(timeout):
+    """A socket connected to this instance's own Unix socket for the Runtime API, or None: none
+    was given, or connecting failed, in which case this and every later connection use
+    AWS_LAMBDA_RUNTIME_API over TCP (the server serves the instance on both)."""
+    global API_SOCKET
+    if not API_SOCKET.startswith("@"):
+        return None
+    address = b"\0" + API_SOCKET[1:].encode().ljust(ABSTRACT_ADDRESS_BYTES, b"\0")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if isinstance(timeout, (int, float)):
+            sock.settimeout(timeout)
+        sock.connect(address)
+        sock.settimeout(None)
+        return sock
+    except (OSError, ValueError) as e:
+        sock.close()
+        debug("Runtime API socket %s unusable (%s), using %s" % (API_SOCKET, e, API_ADDRESS))
+        API_SOCKET = ""
+        return None
+
+
 class RuntimeConnection(http.client.HTTPConnection):
-    """The one keep-alive connection to the Runtime API, with Nagle disabled."""
+    """The one keep-alive connection to the Runtime API: the instance's Unix socket when it has
+    one, else TCP with Nagle disabled."""
 
     response_class = RuntimeResponse
 
     def connect(self):
+        sock = connect_api_socket(self.timeout)
+        if sock is not None:
+            self.sock = sock
+            return
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -794,11 +825,12 @@ def serve_template(control_fd):
 def _take_environment(env, replace=True):
     """Makes `env` this process's environment (over what it has unless `replace`), and
     everything read from it at import."""
-    global API_ADDRESS, DEBUG, FUNCTION_VERSION
+    global API_ADDRESS, API_SOCKET, DEBUG, FUNCTION_VERSION
     if replace:
         os.environ.clear()
     os.environ.update(env)
     API_ADDRESS = env.get("AWS_LAMBDA_RUNTIME_API") or API_ADDRESS
+    API_SOCKET = os.environ.get("LAMBDA_RUNTIME_API_SOCKET", "")
     DEBUG = bool(env.get("LAMBDA_RUNTIME_DEBUG"))
     FUNCTION_VERSION = env.get("AWS_LAMBDA_FUNCTION_VERSION") or "$LATEST"
     for attribute, key in (

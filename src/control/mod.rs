@@ -293,17 +293,34 @@ impl ControlPlane {
         } else {
             None
         };
+        let mut env = instance_env(
+            &function,
+            runtime_api,
+            id,
+            &token,
+            self.shared.config.use_websocket,
+            self.shared.log_nonce,
+        );
+        let unix = (self.shared.config.runtime_unix_sockets && self.executor.unix_runtime_api())
+            .then(|| {
+                let name = unix_socket_name(self.shared.log_nonce, id);
+                match bind_unix_listener(&name) {
+                    Ok(listener) => {
+                        env.push((UNIX_SOCKET_VAR.into(), format!("@{name}")));
+                        Some(listener)
+                    }
+                    Err(e) => {
+                        // The instance still has its TCP address; only the shortcut is lost.
+                        tracing::warn!(instance = %id, "no Unix socket for the Runtime API: {e}");
+                        None
+                    }
+                }
+            })
+            .flatten();
         let spec = InstanceSpec {
             id,
             uid,
-            env: instance_env(
-                &function,
-                runtime_api,
-                id,
-                &token,
-                self.shared.config.use_websocket,
-                self.shared.log_nonce,
-            ),
+            env,
             function,
             runtime_api,
             runtimes_dir: self.runtimes_dir.clone(),
@@ -338,7 +355,7 @@ impl ControlPlane {
             ended: self.ended_tx.clone(),
             inits: self.inits.clone(),
         };
-        tokio::spawn(task.run(spec, listener, rx));
+        tokio::spawn(task.run(spec, listener, unix, rx));
     }
 
     async fn shutdown(&mut self) {
@@ -386,6 +403,7 @@ impl InstanceTask {
         self,
         spec: InstanceSpec,
         listener: std::net::TcpListener,
+        unix: Option<std::os::unix::net::UnixListener>,
         mut rx: mpsc::UnboundedReceiver<InstanceCmd>,
     ) {
         let (id, core) = (self.id, self.core);
@@ -469,6 +487,7 @@ impl InstanceTask {
             CoreMsg::InstanceStarted {
                 id,
                 listener,
+                unix,
                 log,
                 uid: verified,
                 stream: self.stream.clone(),
@@ -558,6 +577,43 @@ fn bind_instance_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpList
     socket.bind(&addr.into())?;
     socket.listen(64)?;
     Ok(socket.into())
+}
+
+/// The variable that names an instance's Unix socket for the Runtime API: `@NAME`, an abstract
+/// socket (`@` stands for the leading NUL byte an environment cannot carry). Set only by
+/// executors whose instances share the server's network namespace (`unix_runtime_api`).
+pub const UNIX_SOCKET_VAR: &str = "LAMBDA_RUNTIME_API_SOCKET";
+
+/// The abstract name of instance `id`'s Runtime API socket: unique to this server run (`nonce`)
+/// and instance, like its TCP address.
+fn unix_socket_name(nonce: u64, id: InstanceId) -> String {
+    format!("lambda-at-home/{nonce:016x}/{id}")
+}
+
+/// An abstract address is `sun_path` after its leading NUL: 107 bytes, the name padded with NULs.
+/// The whole of `sun_path` is the address because Node 20's `net.connect` always passes all of it
+/// (Python and newer Node pass what they are given, so the bundled clients pad the name).
+const ABSTRACT_ADDRESS_BYTES: usize = 107;
+
+/// A listener on the abstract Unix socket `name`, non-blocking, for a core's reactor. An abstract
+/// name has no file: no path to create, protect, make visible in an instance's mount namespace or
+/// remove; it goes away when the listener closes. Anyone in the network namespace may connect,
+/// as to a loopback address: the core admits only the instance's uid (`SO_PEERCRED`,
+/// `dataplane::identity`). A name already taken (by anything) fails the bind.
+fn bind_unix_listener(name: &str) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let mut address = name.as_bytes().to_vec();
+    if address.len() > ABSTRACT_ADDRESS_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "abstract socket name too long",
+        ));
+    }
+    address.resize(ABSTRACT_ADDRESS_BYTES, 0);
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&address)?;
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// The time zone and locale every instance gets, as on AWS (`TZ=:UTC`); a runtime started ahead

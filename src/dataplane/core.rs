@@ -9,7 +9,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::TcpListener as StdTcpListener;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener as StdUnixListener;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -131,11 +132,12 @@ impl Core {
                 CoreMsg::InstanceStarted {
                     id,
                     listener,
+                    unix,
                     log,
                     uid,
                     stream,
                     start,
-                } => self.instance_started(id, listener, log, uid, stream, start),
+                } => self.instance_started(id, (listener, unix), log, uid, stream, start),
                 CoreMsg::InstanceStartFailed { id, error } => {
                     self.sched.borrow_mut().start_failed(id, error)
                 }
@@ -166,7 +168,7 @@ impl Core {
     fn instance_started(
         self: &Rc<Self>,
         id: InstanceId,
-        listener: StdTcpListener,
+        (listener, unix): (StdTcpListener, Option<StdUnixListener>),
         log: Option<std::os::fd::OwnedFd>,
         uid: Option<u32>,
         stream: Arc<LogStream>,
@@ -183,9 +185,10 @@ impl Core {
                 LogSource::new(None, None).expect("no fd cannot fail")
             }
         };
-        let fd = listener.as_raw_fd();
-        if !self.sched.borrow_mut().started(id, log.clone(), fd, start) {
-            return; // Already gone: dropping the listener closes it.
+        let mut fds = vec![listener.as_raw_fd()];
+        fds.extend(unix.as_ref().map(|u| u.as_raw_fd()));
+        if !self.sched.borrow_mut().started(id, log.clone(), fds, start) {
+            return; // Already gone: dropping the listeners closes them.
         }
         if let Some(uid) = uid {
             self.identities.borrow_mut().insert(id, uid);
@@ -197,6 +200,9 @@ impl Core {
             TcpListener::from_std(listener),
             ConnKind::Runtime(id),
         ));
+        if let Some(unix) = unix {
+            tokio_uring::spawn(unix_accept_loop(self.clone(), unix, id));
+        }
     }
 
     fn stop_accepting(&self) {
@@ -288,60 +294,123 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: ConnKind) {
                 continue;
             }
         };
-        let client = !matches!(kind, ConnKind::Runtime(_));
-        if client && core.clients.get() >= core.shared.config.connections_max {
-            // Full: close at once (the peer sees a reset, not a hang).
-            core.shared
-                .metrics
-                .conns
-                .refused
-                .fetch_add(1, Ordering::Relaxed);
-            // SAFETY: the fd is open and owned by `stream`, dropped right after.
-            unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
+        let _ = stream.set_nodelay(true);
+        serve_accepted(&core, stream, kind);
+    }
+}
+
+/// Accepts instance `id`'s runtime connections on its Unix socket until the instance goes (the
+/// scheduler shuts the listener down). Accepts are rare (one per runtime connection), so they
+/// wait on tokio's reactor; the connection itself is served on the ring like a TCP one:
+/// tokio-uring's `TcpStream` is a socket descriptor driven by io_uring reads, writes and
+/// shutdowns, none of which depends on the socket's family, and nothing TCP-only
+/// (`set_nodelay`, addresses) is used on a Runtime API connection (`identity` asks the kernel for
+/// a Unix peer's uid with `SO_PEERCRED`).
+///
+/// A shut-down Unix listener stays readable while its accept says `EAGAIN` (tokio's own
+/// `UnixListener::accept` then spins the core), so readiness is watched here: read-closed
+/// (`EPOLLRDHUP`, what the shutdown raises) ends the loop.
+async fn unix_accept_loop(core: Rc<Core>, listener: StdUnixListener, id: InstanceId) {
+    // SAFETY: the `UnixListener` owns its fd, which stays open and the same for as long as the
+    // `AsyncFd` that owns the listener lives.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)
+    };
+    let listener = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            // The instance's runtime falls back to its TCP address when it cannot connect.
+            tracing::warn!(instance = %id, "cannot watch the instance's Unix socket: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut ready) = listener.readable().await else {
+            return;
+        };
+        if ready.ready().is_read_closed() {
+            return; // shut down: the instance is gone
+        }
+        let stream = match listener.get_ref().accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                ready.clear_ready();
+                continue;
+            }
+            // Out of descriptors, or shut down: either way the listener closes (its abstract
+            // name with it) and the runtime's next connection goes to its TCP address instead.
+            Err(_) => return,
+        };
+        // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux; io_uring would
+        // complete reads on a non-blocking one with EAGAIN instead of waiting.
+        if stream.set_nonblocking(false).is_err() {
             continue;
         }
-        let _ = stream.set_nodelay(true);
-        let deadline = Rc::new(DeadlineCell::default());
-        let key = core.register(&stream, kind, deadline.clone());
-        let core2 = core.clone();
+        core.shared
+            .metrics
+            .conns
+            .runtime_unix
+            .fetch_add(1, Ordering::Relaxed);
+        let stream = TcpStream::from_std(std::net::TcpStream::from(OwnedFd::from(stream)));
+        serve_accepted(&core, stream, ConnKind::Runtime(id));
+    }
+}
+
+/// Serves one accepted connection on its own task: counted, registered in the core's table,
+/// admitted by `identity`, then served by the API its `kind` names.
+fn serve_accepted(core: &Rc<Core>, stream: TcpStream, kind: ConnKind) {
+    let client = !matches!(kind, ConnKind::Runtime(_));
+    if client && core.clients.get() >= core.shared.config.connections_max {
+        // Full: close at once (the peer sees a reset, not a hang).
+        core.shared
+            .metrics
+            .conns
+            .refused
+            .fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the fd is open and owned by `stream`, dropped right after.
+        unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
+        return;
+    }
+    let deadline = Rc::new(DeadlineCell::default());
+    let key = core.register(&stream, kind, deadline.clone());
+    let core2 = core.clone();
+    if client {
+        core.clients.set(core.clients.get() + 1);
+        core.shared
+            .metrics
+            .conns
+            .open
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    tokio_uring::spawn(async move {
+        let limits = match kind {
+            ConnKind::User => user_api::limits(),
+            _ => runtime_api::limits(),
+        };
+        let fd = stream.as_raw_fd();
+        let mut conn = HttpConn::new(stream, limits, core2.read_deadlines(kind), deadline);
+        match identity::admit(&core2, fd, kind) {
+            Ok(()) => match kind {
+                ConnKind::User => user_api::serve(core2.clone(), conn).await,
+                _ => runtime_api::serve(core2.clone(), conn, kind).await,
+            },
+            Err(refusal) => {
+                if conn.write_response(refusal, false).await.is_ok() {
+                    conn.linger().await;
+                }
+            }
+        }
+        core2.conns.borrow_mut().remove(key);
         if client {
-            core.clients.set(core.clients.get() + 1);
-            core.shared
+            core2.clients.set(core2.clients.get() - 1);
+            core2
+                .shared
                 .metrics
                 .conns
                 .open
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_sub(1, Ordering::Relaxed);
         }
-        tokio_uring::spawn(async move {
-            let limits = match kind {
-                ConnKind::User => user_api::limits(),
-                _ => runtime_api::limits(),
-            };
-            let fd = stream.as_raw_fd();
-            let mut conn = HttpConn::new(stream, limits, core2.read_deadlines(kind), deadline);
-            match identity::admit(&core2, fd, kind) {
-                Ok(()) => match kind {
-                    ConnKind::User => user_api::serve(core2.clone(), conn).await,
-                    _ => runtime_api::serve(core2.clone(), conn, kind).await,
-                },
-                Err(refusal) => {
-                    if conn.write_response(refusal, false).await.is_ok() {
-                        conn.linger().await;
-                    }
-                }
-            }
-            core2.conns.borrow_mut().remove(key);
-            if client {
-                core2.clients.set(core2.clients.get() - 1);
-                core2
-                    .shared
-                    .metrics
-                    .conns
-                    .open
-                    .fetch_sub(1, Ordering::Relaxed);
-            }
-        });
-    }
+    });
 }
 
 async fn tick_loop(core: Rc<Core>) {

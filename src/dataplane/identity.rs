@@ -25,10 +25,58 @@ use super::core::{ConnKind, Core};
 use crate::model::error::{ApiError, ErrorKind};
 use crate::model::types::{function_error_body, InstanceId};
 
-/// The uid owning the other end of the TCP connection on `fd`.
+/// The uid owning the other end of the TCP connection on `fd`; for a Unix socket (an instance's
+/// `LAMBDA_RUNTIME_API_SOCKET`), the uid of the process that connected it.
 pub fn peer_uid(core: &Core, fd: RawFd) -> io::Result<u32> {
+    if let Some(uid) = unix_peer_uid(fd)? {
+        return Ok(uid);
+    }
     let (local, peer) = addresses(fd)?;
     lookup(core, local, peer)
+}
+
+/// For a Unix socket, the uid of the process that connected it (`SO_PEERCRED`: recorded by the
+/// kernel at `connect`, so a peer that has closed since is still named); `None` for any other
+/// family.
+fn unix_peer_uid(fd: RawFd) -> io::Result<Option<u32>> {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the caller's connection owns `fd`; `domain` and `len` are valid for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if domain != libc::AF_UNIX {
+        return Ok(None);
+    }
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: as above; `cred` and `len` are valid for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some(cred.uid))
 }
 
 fn lookup(core: &Core, local: SocketAddr, peer: SocketAddr) -> io::Result<u32> {
@@ -131,4 +179,28 @@ fn addresses(fd: RawFd) -> io::Result<(SocketAddr, SocketAddr)> {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
     };
     Ok((as_inet(sock.local_addr()?)?, as_inet(sock.peer_addr()?)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_unix_peer_is_named_by_its_credentials_and_survives_its_close() {
+        let (server, client) = std::os::unix::net::UnixStream::pair().unwrap();
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(unix_peer_uid(server.as_raw_fd()).unwrap(), Some(me));
+        // sock_diag cannot name the owner of a closed TCP peer; SO_PEERCRED still can.
+        drop(client);
+        assert_eq!(unix_peer_uid(server.as_raw_fd()).unwrap(), Some(me));
+    }
+
+    #[test]
+    fn a_tcp_socket_is_not_taken_for_a_unix_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert_eq!(unix_peer_uid(client.as_raw_fd()).unwrap(), None);
+    }
 }

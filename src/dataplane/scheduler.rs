@@ -293,8 +293,9 @@ struct Instance {
     /// What the runtime posted to `/runtime/init/error`.
     init_error: Option<Bytes>,
     log: Option<Rc<LogSource>>,
-    /// The per-instance Runtime API listener, shut down when the instance goes.
-    listener_fd: Option<RawFd>,
+    /// The per-instance Runtime API listeners (its TCP address, its Unix socket if it has one),
+    /// shut down when the instance goes.
+    listener_fds: Vec<RawFd>,
 }
 
 impl Instance {
@@ -872,7 +873,7 @@ impl Scheduler {
                 from_ready: false,
                 init_error: None,
                 log: None,
-                listener_fd: None,
+                listener_fds: Vec::new(),
             },
         );
         self.pools
@@ -1424,7 +1425,7 @@ impl Scheduler {
         &mut self,
         id: InstanceId,
         log: Rc<LogSource>,
-        listener_fd: RawFd,
+        listener_fds: Vec<RawFd>,
         start: StartFacts,
     ) -> bool {
         if start.one_off_init {
@@ -1436,7 +1437,7 @@ impl Scheduler {
         match self.instances.get_mut(&id) {
             Some(inst) => {
                 inst.log = Some(log);
-                inst.listener_fd = Some(listener_fd);
+                inst.listener_fds = listener_fds;
                 self.running(id, Instant::now());
                 true
             }
@@ -1585,7 +1586,7 @@ impl Scheduler {
             }
         }
         self.gauge(inst.state, -1);
-        if let Some(fd) = inst.listener_fd {
+        for &fd in &inst.listener_fds {
             // SAFETY: the fd belongs to this instance's listener, still open (the accept loop owns
             // it); shutdown wakes its pending accept so the loop ends and closes it.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };

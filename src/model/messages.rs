@@ -83,10 +83,12 @@ pub enum CoreMsg {
     /// Another core had no idle instance of the function and this core advertised one.
     Dispatch(Invocation),
     /// The control plane started an instance homed on this core: accept its runtime's
-    /// connections on `listener` and read its output from `log`.
+    /// connections on `listener` (and on `unix`, its Unix socket, when it has one) and read its
+    /// output from `log`.
     InstanceStarted {
         id: InstanceId,
         listener: StdTcpListener,
+        unix: Option<std::os::unix::net::UnixListener>,
         log: Option<OwnedFd>,
         /// The uid its processes run as (`Instance::uid`): its connections must come from it.
         /// `None`: the executor could not give it an identity, its connections are unverified.

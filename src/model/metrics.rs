@@ -88,6 +88,8 @@ pub struct ConnMetrics {
     pub timed_out: AtomicU64,
     /// Accepts that failed (e.g. out of file descriptors).
     pub accept_errors: AtomicU64,
+    /// Runtime API connections accepted on an instance's Unix socket (`LAMBDA_RUNTIME_API_SOCKET`).
+    pub runtime_unix: AtomicU64,
 }
 
 #[derive(Default)]
@@ -347,6 +349,7 @@ impl Metrics {
             ("lah_connections_refused_total", &c.refused),
             ("lah_connections_timed_out_total", &c.timed_out),
             ("lah_accept_errors_total", &c.accept_errors),
+            ("lah_runtime_unix_connections_total", &c.runtime_unix),
         ] {
             let v = v.load(Ordering::Relaxed);
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");

@@ -163,3 +163,20 @@ test('init error: missing export posts Runtime.HandlerNotFound and exits 1', asy
     assert.equal((await within(child.exited, TIMEOUT_MS, 'exit')).code, 1);
   });
 });
+
+test('an instance socket that does not answer leaves TCP, over HTTP and over WebSocket', async () => {
+  // LAMBDA_RUNTIME_API_SOCKET names an abstract socket nobody listens on: the runtime serves
+  // over AWS_LAMBDA_RUNTIME_API as without it (WebSocket included: no fallback to HTTP).
+  const missing = `@lambda-at-home-test/none/${process.pid}-${Date.now()}`;
+  for (const ws of ['false', 'true']) {
+    const env = { LAMBDA_USE_WEBSOCKET: ws, LAMBDA_RUNTIME_API_SOCKET: missing };
+    await withRuntime({ websocket: 'serve', env }, async (api) => {
+      for (const tag of ['first', 'second']) {
+        const echo = await within(api.invoke({ event: { mode: 'echo', tag } }), TIMEOUT_MS, tag);
+        assert.equal(echo.via, ws === 'true' ? 'ws' : 'http');
+        const result = ws === 'true' ? echo.body.payload : echo.body;
+        assert.deepEqual(result.event, { mode: 'echo', tag });
+      }
+    });
+  }
+});

@@ -790,6 +790,19 @@ class HttpTests(RuntimeTestCase):
         self.assertEqual(len(set(api.client_ports)), 1, "runtime opened more than one connection")
         self.assertIsNone(child.poll())
 
+    def test_an_instance_socket_that_does_not_answer_leaves_tcp(self):
+        # LAMBDA_RUNTIME_API_SOCKET names an abstract socket nobody listens on: the runtime
+        # serves over AWS_LAMBDA_RUNTIME_API, on one connection, as without it.
+        api = self.http_api()
+        missing = "@lambda-at-home-test/none/%d-%d" % (os.getpid(), time.time_ns())
+        child = self.spawn(
+            api.address, "app.echo", use_websocket="false", LAMBDA_RUNTIME_API_SOCKET=missing
+        )
+        self.assert_http_invocation(api, "req-1", {"a": 1}, {"echo": {"a": 1}})
+        self.assert_http_invocation(api, "req-2", {"a": 2}, {"echo": {"a": 2}})
+        self.assertEqual(len(set(api.client_ports)), 1)
+        self.assertIsNone(child.poll())
+
     def test_reconnects_when_keep_alive_connection_drops(self):
         api = self.http_api()
         api.drop_after_post = True

@@ -494,6 +494,7 @@ fn validated_memory(v: Option<i64>) -> Result<Option<u32>, ApiError> {
 /// its name and timeout stay the server's. Set by a function, they are ignored.
 pub const SERVER_ENV_KEYS: &[&str] = &[
     "LAMBDA_INSTANCE_ID",
+    "LAMBDA_RUNTIME_API_SOCKET",
     "LAMBDA_RUNTIME_NAME",
     "AWS_LAMBDA_FUNCTION_TIMEOUT",
 ];

@@ -79,6 +79,13 @@ pub trait Executor: Send + Sync + 'static {
     /// is ready: readiness is the runtime's first `/next`, which the data plane sees).
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Box<dyn Instance>, ExecError>>;
 
+    /// Whether its instances share the server's network namespace and run the bundled
+    /// bootstraps there, so that an abstract Unix socket the server listens on reaches them
+    /// (`LAMBDA_RUNTIME_API_SOCKET`). Containers and remote hosts do not get one.
+    fn unix_runtime_api(&self) -> bool {
+        false
+    }
+
     /// Removes whatever an earlier run of this server left behind (containers by label).
     fn cleanup_orphans(&self) -> BoxFuture<'_, Result<usize, ExecError>> {
         Box::pin(async { Ok(0) })

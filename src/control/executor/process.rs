@@ -279,6 +279,10 @@ impl Executor for ProcessExecutor {
         "process"
     }
 
+    fn unix_runtime_api(&self) -> bool {
+        true
+    }
+
     /// Kills what an earlier run of the server on this data dir left running: the processes in
     /// its instance cgroups, and any process whose environment names an instance
     /// (`LAMBDA_INSTANCE_ID`) with its code under this data dir (`LAMBDA_TASK_ROOT`).
