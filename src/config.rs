@@ -259,9 +259,9 @@ pub struct Config {
     pub use_websocket: bool,
 
     /// Process executor: each instance also gets a Unix socket for its Runtime API (an abstract
-    /// name, `LAMBDA_RUNTIME_API_SOCKET`), which the bundled bootstraps use instead of loopback
-    /// TCP (less CPU and latency per invoke; docs/architecture.md). `AWS_LAMBDA_RUNTIME_API`
-    /// serves as before, for every other runtime client.
+    /// name, `LAMBDA_RUNTIME_API_SOCKET`), which the bundled Node bootstrap and Python's HTTP
+    /// loop use instead of loopback TCP (less CPU and latency per warm invoke;
+    /// docs/architecture.md). `AWS_LAMBDA_RUNTIME_API` serves as before, for every other client.
     #[arg(long, env = "LAH_RUNTIME_UNIX_SOCKETS", default_value_t = true, action = clap::ArgAction::Set)]
     pub runtime_unix_sockets: bool,
 

@@ -124,14 +124,8 @@ def accept_for(key):
 class RawWebSocket:
     """One client connection; `recv` returns (message, is_binary) and answers control frames."""
 
-    def __init__(self, host, port, host_header, path, unix_connect=None):
-        # The instance's own Unix socket first (`unix_connect`, the bootstrap's
-        # connect_api_socket), else TCP.
-        sock = unix_connect(open_timeout_s) if unix_connect else None
-        if sock is None:
-            sock = socket.create_connection((host, port), timeout=open_timeout_s)
-        else:
-            sock.settimeout(open_timeout_s)
+    def __init__(self, host, port, host_header, path):
+        sock = socket.create_connection((host, port), timeout=open_timeout_s)
         try:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -407,7 +401,7 @@ def run(rt, handler):
         host, port = (host.strip("[]"), int(port)) if host else (port, 80)
 
         def open_connection():
-            return RawWebSocket(host, port, rt.API_ADDRESS, path, rt.connect_api_socket)
+            return RawWebSocket(host, port, rt.API_ADDRESS, path)
 
     ever_served = False
     failures = 0
