@@ -231,6 +231,7 @@ fn a_pooled_start_serves_with_the_functions_own_environment_and_nothing_outlives
             "LAMBDA_INSTANCE_ID",
             "AWS_LAMBDA_LOG_STREAM_NAME",
             "AWS_LAMBDA_RUNTIME_API",
+            "LAMBDA_RUNTIME_API_SOCKET",
             "_X_AMZN_TRACE_ID",
         ];
         if !per_instance.contains(&key.as_str()) {
