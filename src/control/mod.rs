@@ -301,22 +301,18 @@ impl ControlPlane {
             self.shared.config.use_websocket,
             self.shared.log_nonce,
         );
-        let unix = (self.shared.config.runtime_unix_sockets && self.executor.unix_runtime_api())
-            .then(|| {
-                let name = unix_socket_name(self.shared.log_nonce, id);
-                match bind_unix_listener(&name) {
-                    Ok(listener) => {
-                        env.push((UNIX_SOCKET_VAR.into(), format!("@{name}")));
-                        Some(listener)
-                    }
-                    Err(e) => {
-                        // The instance still has its TCP address; only the shortcut is lost.
-                        tracing::warn!(instance = %id, "no Unix socket for the Runtime API: {e}");
-                        None
-                    }
+        let mut unix = None;
+        if self.shared.config.runtime_unix_sockets && self.executor.unix_runtime_api() {
+            let name = unix_socket_name(self.shared.log_nonce, id);
+            match bind_unix_listener(&name) {
+                Ok(listener) => {
+                    env.push((UNIX_SOCKET_VAR.into(), format!("@{name}")));
+                    unix = Some(listener);
                 }
-            })
-            .flatten();
+                // The instance still has its TCP address; only the shortcut is lost.
+                Err(e) => tracing::warn!(instance = %id, "no Unix socket for the Runtime API: {e}"),
+            }
+        }
         let spec = InstanceSpec {
             id,
             uid,

@@ -341,11 +341,8 @@ async fn unix_accept_loop(core: Rc<Core>, listener: StdUnixListener, id: Instanc
             // name with it) and the runtime's next connection goes to its TCP address instead.
             Err(_) => return,
         };
-        // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux; io_uring would
-        // complete reads on a non-blocking one with EAGAIN instead of waiting.
-        if stream.set_nonblocking(false).is_err() {
-            continue;
-        }
+        // Blocking, as io_uring needs (a non-blocking socket's reads complete with EAGAIN):
+        // `accept` does not pass the listener's O_NONBLOCK on.
         core.shared
             .metrics
             .conns
