@@ -134,6 +134,16 @@ const START_COST_MAX: Duration = Duration::from_secs(1);
 /// A hold of starts on a saturated host (`Scheduler::held_for_cpu`) ends once the pool's oldest
 /// waiting invocation has waited this long.
 const HELD_WAIT_MAX: Duration = Duration::from_secs(1);
+/// For this long after a pool's last hold (`Scheduler::held_for_cpu`) the host counts as still
+/// saturated while less than a whole CPU is idle (`SATURATION_ENDS_AT_MILLI_CPUS`) and the
+/// runnable tasks are at most one more than the pool's instances and the server's cores: the
+/// figures that start a hold sit right at its edge under a closed loop that saturates the host,
+/// and one sampling window on the other side of it (a runnable count of 4.13 against 4 allowed,
+/// idle CPU 0.38 before and after) started an instance inside a measured window (issue 11,
+/// Python over HTTP at c=100, traced). Hysteresis, as a thermostat has.
+const HOLD_LINGERS: Duration = Duration::from_secs(1);
+/// A lingering hold (`HOLD_LINGERS`) ends once this much CPU is idle (thousandths of a CPU).
+const SATURATION_ENDS_AT_MILLI_CPUS: u32 = 1000;
 
 /// How long a runtime whose WebSocket closed mid-invocation has to be reported exited before
 /// the invocation fails without its exit status. A local process's exit is reported at once;
@@ -359,6 +369,10 @@ struct Pool {
     /// Whether `rebalance` last held starts back because the host's CPUs were saturated
     /// (`held_for_cpu`): a hold is counted once (`lah_scale_out_held_total`), not per re-run.
     held_for_cpu: bool,
+    /// When `rebalance` last held starts back for a saturated host: for `HOLD_LINGERS` after it,
+    /// looser figures keep the hold (`held_for_cpu`). Not cleared when a hold ends, unlike
+    /// `held_for_cpu` (which ends each time the waiting are served away).
+    last_held: Option<Instant>,
     /// When the executor last reported an instance of this pool running: pending invocations
     /// are not expired as stale within an init limit (plus slack) of it (`expire_pending`).
     last_running: Option<Instant>,
@@ -652,10 +666,13 @@ impl Scheduler {
     /// saturates the host (`saturated_by_pool`); and the `swarm` executor, whose instances run
     /// on other hosts. A hold ends once the oldest waiting invocation has waited `HELD_WAIT_MAX`,
     /// whatever the figures say: a co-tenant that keeps the host on the edge of saturation must
-    /// not keep a pool from growing for ever.
+    /// not keep a pool from growing for ever. Within `HOLD_LINGERS` of the pool's last hold the
+    /// figures may sit a little on the other side of the edge (less than a CPU idle, one runnable
+    /// task more) and the hold stays.
     fn held_for_cpu(&mut self, name: &str, counters: &FunctionCounters, want: usize) -> usize {
         let instances = counters.instances.load(Ordering::Relaxed) as usize;
         let host = &self.shared.metrics.host_cpu;
+        let cores = self.shared.cores.len();
         let Some(pool) = self.pools.get_mut(name) else {
             return want;
         };
@@ -663,12 +680,29 @@ impl Scheduler {
             .pending
             .front()
             .is_some_and(|oldest| oldest.accepted_at.elapsed() >= HELD_WAIT_MAX);
+        let now = Instant::now();
+        let lingering = pool
+            .last_held
+            .is_some_and(|at| now.saturating_duration_since(at) < HOLD_LINGERS);
+        let saturated = if lingering {
+            host.idle_milli_cpus()
+                .is_some_and(|idle| idle < SATURATION_ENDS_AT_MILLI_CPUS)
+                && saturated_by_pool(
+                    host.runnable_milli().map(|r| r.saturating_sub(1000)),
+                    instances,
+                    cores,
+                )
+        } else {
+            host.saturated() && saturated_by_pool(host.runnable_milli(), instances, cores)
+        };
         let held = want > 0
             && !waited_long
-            && host.saturated()
+            && saturated
             && self.shared.executor_name() != "swarm"
-            && instances >= self.shared.cores.len()
-            && saturated_by_pool(host.runnable_milli(), instances, self.shared.cores.len());
+            && instances >= cores;
+        if held {
+            pool.last_held = Some(now);
+        }
         if held && !pool.held_for_cpu {
             self.shared
                 .metrics
