@@ -1237,6 +1237,29 @@ class RawClientTests(unittest.TestCase):
         self.addCleanup(ws.sock.close)
         return ws
 
+    def test_an_ip_literal_is_connected_without_getaddrinfo(self):
+        # getaddrinfo's "idna" encoding of the host cost a forked instance 1.5-6 ms of its start
+        # (its first use imports encodings.idna and unicodedata); AWS_LAMBDA_RUNTIME_API is an
+        # IP literal, and a name still goes through getaddrinfo.
+        server = self.serve(lambda conn: conn.read_frame())
+        host, port = server.address.split(":")
+        calls = []
+
+        def refusing_getaddrinfo(*args, **kwargs):
+            calls.append(args[0])
+            raise OSError("getaddrinfo called")
+
+        saved = socket.getaddrinfo
+        socket.getaddrinfo = refusing_getaddrinfo
+        try:
+            sock = WS.connect_tcp(host, int(port), WAIT_S)
+            sock.close()
+            with self.assertRaisesRegex(OSError, "getaddrinfo called"):
+                WS.connect_tcp("localhost", int(port), WAIT_S)
+        finally:
+            socket.getaddrinfo = saved
+        self.assertEqual(calls, ["localhost"])
+
     def test_mask_matches_the_rfc_loop_and_is_its_own_inverse(self):
         key = b"\x12\xab\xff\x01"
         for n in (0, 1, 3, 4, 5, 125, 1000, 70001):
