@@ -688,12 +688,12 @@ impl Scheduler {
             host.idle_milli_cpus()
                 .is_some_and(|idle| idle < SATURATION_ENDS_AT_MILLI_CPUS)
                 && saturated_by_pool(
-                    host.runnable_milli().map(|r| r.saturating_sub(1000)),
+                    host.runnable_low_milli().map(|r| r.saturating_sub(1000)),
                     instances,
                     cores,
                 )
         } else {
-            host.saturated() && saturated_by_pool(host.runnable_milli(), instances, cores)
+            host.saturated() && saturated_by_pool(host.runnable_low_milli(), instances, cores)
         };
         let held = want > 0
             && !waited_long
@@ -716,6 +716,7 @@ impl Scheduler {
                 want,
                 idle_milli_cpus = self.shared.metrics.host_cpu.idle_milli_cpus(),
                 runnable_milli = self.shared.metrics.host_cpu.runnable_milli(),
+                runnable_low_milli = self.shared.metrics.host_cpu.runnable_low_milli(),
                 instances = counters.instances.load(Ordering::Relaxed),
                 "adaptive scale-out held: no CPU of the host is idle"
             );
@@ -2083,17 +2084,22 @@ fn expected_init_ns(counters: &FunctionCounters) -> u64 {
 
 /// Whether a pool of `instances` instances (on all cores) is what keeps the host's CPUs busy,
 /// given `runnable_milli` runnable tasks on the host (thousandths; `None`: unknown, taken as
-/// no): no more runnable tasks than the pool's instances and the server's `cores` threads that
-/// carry its invocations could be (a load generator's thread or two fit in the instances that
-/// are not runnable at the moment: an HTTP runtime spends part of each cycle waiting for the
-/// server). Otherwise the saturation is at least partly another load's (another function,
+/// no): no more runnable tasks than the pool's instances, the server's `cores` threads that
+/// carry its invocations, and one more (a load generator's thread, the server's other threads)
+/// could be. Otherwise the saturation is at least partly another load's (another function,
 /// another program), and holding this pool back would hand the CPUs to it: with per-task (and
 /// Docker's per-container) CPU shares, a pool's share of a saturated host grows with its
 /// instances, as on AWS. The other load's runnable tasks count against the pool's, so a
 /// co-tenant with a few busy threads more than the pool's idle instances already ends the hold,
 /// and the pool grows as it would without it (`held_for_cpu`).
+///
+/// `held_for_cpu` passes the lowest figure of the last second (`HostCpu::runnable_low_milli`):
+/// another load is one that lasts. Without the extra task and the lowest figure, a closed loop
+/// of 100 callers on two CPUs (two instances, two cores, the load generator) sat at 4.0–4.2
+/// runnable tasks against 4, and one window of a stall read 7.5: each ended the hold and
+/// started instances inside a measured window (1, and 9 at once; issue 11, traced).
 fn saturated_by_pool(runnable_milli: Option<u32>, instances: usize, cores: usize) -> bool {
-    runnable_milli.is_some_and(|r| r as u64 <= 1000 * (instances + cores) as u64)
+    runnable_milli.is_some_and(|r| r as u64 <= 1000 * (instances + cores + 1) as u64)
 }
 
 /// How many instances `--scale-out adaptive` starts for `missing` pending invocations when this

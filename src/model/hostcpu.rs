@@ -23,6 +23,9 @@ const RUNNABLE_PER_SAMPLE: usize = (SAMPLE_EVERY.as_millis() / RUNNABLE_EVERY.as
 /// accounting (100 ticks a second per CPU) to say "idle" to within 2 % of a CPU on two CPUs, short
 /// enough that a load that leaves CPUs idle is seen within a few hundred milliseconds.
 const WINDOW_SAMPLES: usize = 3;
+/// How many sampling periods the lowest runnable figure (`HostCpu::runnable_low_milli`) spans:
+/// one second.
+const LOW_SPAN_SAMPLES: usize = 10;
 /// Below this much idle CPU (thousandths of one CPU, summed over all CPUs) the host counts as
 /// saturated: half a CPU. A new instance needs at least that to add anything.
 pub const SATURATED_BELOW_MILLI_CPUS: u32 = 500;
@@ -41,6 +44,9 @@ pub struct HostCpu {
     /// Runnable tasks on the host (other than the sampler), in thousandths, averaged over the
     /// window; `UNKNOWN` when not known.
     runnable_milli: AtomicU32,
+    /// The lowest of the `runnable_milli` figures of the last `LOW_SPAN_SAMPLES` sampling
+    /// periods; `UNKNOWN` when not known.
+    runnable_low_milli: AtomicU32,
     /// The CPUs the figures are of (the host's online CPUs).
     cpus: AtomicU32,
     /// Adaptive starts not made because the host was saturated (`lah_scale_out_held_total`).
@@ -52,6 +58,7 @@ impl Default for HostCpu {
         HostCpu {
             idle_milli_cpus: AtomicU32::new(UNKNOWN),
             runnable_milli: AtomicU32::new(UNKNOWN),
+            runnable_low_milli: AtomicU32::new(UNKNOWN),
             cpus: AtomicU32::new(1),
             starts_held: AtomicU64::new(0),
         }
@@ -95,10 +102,28 @@ impl HostCpu {
         }
     }
 
-    /// Sets the runnable-task figure and the host's CPU count (the sampler; tests).
+    /// The lowest runnable-task figure (thousandths, a window's average each) of the last
+    /// second; `None` while unknown. What a load has kept up for a second, where a burst (a stall
+    /// of the machine, kernel threads catching up) raises `runnable_milli` for one window.
+    pub fn runnable_low_milli(&self) -> Option<u32> {
+        match self.runnable_low_milli.load(Ordering::Relaxed) {
+            UNKNOWN => None,
+            v => Some(v),
+        }
+    }
+
+    /// Sets the runnable-task figure and the host's CPU count, and the lowest figure of the last
+    /// second to the same (tests; the sampler sets the lowest after, `set_runnable_low_milli`).
     pub fn set_runnable_milli(&self, v: Option<u32>, cpus: u32) {
         self.cpus.store(cpus.max(1), Ordering::Relaxed);
-        self.runnable_milli
+        let v = v.map_or(UNKNOWN, |v| v.min(UNKNOWN - 1));
+        self.runnable_milli.store(v, Ordering::Relaxed);
+        self.runnable_low_milli.store(v, Ordering::Relaxed);
+    }
+
+    /// Sets the lowest runnable-task figure of the last second (the sampler; tests).
+    pub fn set_runnable_low_milli(&self, v: Option<u32>) {
+        self.runnable_low_milli
             .store(v.map_or(UNKNOWN, |v| v.min(UNKNOWN - 1)), Ordering::Relaxed);
     }
 
@@ -167,6 +192,21 @@ fn runnable_of(sum: u64, readings: u64) -> Option<u32> {
     Some((sum * 1000 / readings).min((UNKNOWN - 1) as u64) as u32)
 }
 
+/// Adds this period's runnable figure to the last `LOW_SPAN_SAMPLES` and returns their lowest;
+/// an unknown figure forgets the others (nothing is held on figures from before a gap).
+fn lowest_recent(recent: &mut std::collections::VecDeque<u32>, figure: Option<u32>) -> Option<u32> {
+    match figure {
+        Some(f) => {
+            recent.push_back(f);
+            if recent.len() > LOW_SPAN_SAMPLES {
+                recent.pop_front();
+            }
+        }
+        None => recent.clear(),
+    }
+    recent.iter().copied().min()
+}
+
 /// Reads `file` from its start into `buf` (as much as fits) and returns the text.
 fn read_start<'a>(file: &mut std::fs::File, buf: &'a mut [u8]) -> Option<&'a str> {
     use std::io::Seek;
@@ -204,6 +244,9 @@ pub fn spawn_sampler(cpu: Weak<HostCpu>) -> Option<std::thread::JoinHandle<()>> 
             let mut window: std::collections::VecDeque<(Reading, u64, u64)> =
                 std::collections::VecDeque::with_capacity(WINDOW_SAMPLES + 1);
             let (mut runnable, mut readings) = (0u64, 0u64);
+            // The runnable figures of the last `LOW_SPAN_SAMPLES` periods, for the lowest.
+            let mut recent: std::collections::VecDeque<u32> =
+                std::collections::VecDeque::with_capacity(LOW_SPAN_SAMPLES + 1);
             let mut turn = 0usize;
             loop {
                 std::thread::sleep(RUNNABLE_EVERY);
@@ -224,6 +267,7 @@ pub fn spawn_sampler(cpu: Weak<HostCpu>) -> Option<std::thread::JoinHandle<()>> 
                 };
                 let Some(r) = read_start(&mut stat, &mut buf).and_then(parse_first_line) else {
                     window.clear();
+                    recent.clear();
                     owner.set_idle_milli_cpus(None);
                     owner.set_runnable_milli(None, cpus);
                     continue;
@@ -239,7 +283,9 @@ pub fn spawn_sampler(cpu: Weak<HostCpu>) -> Option<std::thread::JoinHandle<()>> 
                         .iter()
                         .skip(1)
                         .fold((0, 0), |(s, n), w| (s + w.1, n + w.2));
-                    owner.set_runnable_milli(runnable_of(sum, n), cpus);
+                    let figure = runnable_of(sum, n);
+                    owner.set_runnable_milli(figure, cpus);
+                    owner.set_runnable_low_milli(lowest_recent(&mut recent, figure));
                 }
             }
         });
@@ -277,6 +323,22 @@ mod tests {
             100 + 5 + 50 + 800 + 20 + 3 + 2 + 20,
             "guest not added twice"
         );
+    }
+
+    #[test]
+    fn the_lowest_runnable_figure_spans_a_second_and_forgets_across_a_gap() {
+        let mut recent = std::collections::VecDeque::new();
+        assert_eq!(lowest_recent(&mut recent, Some(3900)), Some(3900));
+        // A burst of one window does not raise it.
+        assert_eq!(lowest_recent(&mut recent, Some(7500)), Some(3900));
+        // A load that lasts a whole second does: the 3900 is a second old after eight more.
+        for _ in 0..LOW_SPAN_SAMPLES - 2 {
+            assert_eq!(lowest_recent(&mut recent, Some(8000)), Some(3900));
+        }
+        assert_eq!(lowest_recent(&mut recent, Some(8000)), Some(7500));
+        assert_eq!(lowest_recent(&mut recent, Some(8000)), Some(8000));
+        assert_eq!(lowest_recent(&mut recent, None), None);
+        assert_eq!(lowest_recent(&mut recent, Some(9000)), Some(9000));
     }
 
     #[test]
