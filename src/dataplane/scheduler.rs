@@ -676,25 +676,26 @@ impl Scheduler {
         let Some(pool) = self.pools.get_mut(name) else {
             return want;
         };
-        let waited_long = pool
-            .pending
-            .front()
-            .is_some_and(|oldest| oldest.accepted_at.elapsed() >= HELD_WAIT_MAX);
         let now = Instant::now();
+        let waited_long = pool.pending.front().is_some_and(|oldest| {
+            now.saturating_duration_since(oldest.accepted_at) >= HELD_WAIT_MAX
+        });
         let lingering = pool
             .last_held
             .is_some_and(|at| now.saturating_duration_since(at) < HOLD_LINGERS);
-        let saturated = if lingering {
-            host.idle_milli_cpus()
-                .is_some_and(|idle| idle < SATURATION_ENDS_AT_MILLI_CPUS)
-                && saturated_by_pool(
-                    host.runnable_low_milli().map(|r| r.saturating_sub(1000)),
-                    instances,
-                    cores,
-                )
+        // Lingering, the edge moves: less than a whole CPU idle, one runnable task more.
+        let (idle_below, runnable_slack) = if lingering {
+            (SATURATION_ENDS_AT_MILLI_CPUS, 1000)
         } else {
-            host.saturated() && saturated_by_pool(host.runnable_low_milli(), instances, cores)
+            (crate::model::hostcpu::SATURATED_BELOW_MILLI_CPUS, 0)
         };
+        let saturated = host.idle_below(idle_below)
+            && saturated_by_pool(
+                host.runnable_low_milli()
+                    .map(|r| r.saturating_sub(runnable_slack)),
+                instances,
+                cores,
+            );
         let held = want > 0
             && !waited_long
             && saturated

@@ -78,8 +78,13 @@ impl HostCpu {
     /// Whether less than half a CPU of the host was idle over the last window. `false` while
     /// unknown: without the figure, adaptive scale-out behaves as it did without it.
     pub fn saturated(&self) -> bool {
-        self.idle_milli_cpus()
-            .is_some_and(|v| v < SATURATED_BELOW_MILLI_CPUS)
+        self.idle_below(SATURATED_BELOW_MILLI_CPUS)
+    }
+
+    /// Whether less than `milli` thousandths of a CPU were idle over the last window; `false`
+    /// while unknown.
+    pub fn idle_below(&self, milli: u32) -> bool {
+        self.idle_milli_cpus().is_some_and(|v| v < milli)
     }
 
     /// How many runnable tasks share each CPU of the host, in thousandths, never below 1000 (one
