@@ -6,11 +6,25 @@
 //! caller. Same payload, same connection reuse, same process layout (server process, runtime
 //! as its child), one exchange at a time as in the warm scenario.
 //!
-//! Threads: the server is a hidden `loadgen floor-serve` process on one current-thread tokio
-//! runtime (hand-offs between its connections are task wake-ups, not thread wake-ups); the
-//! runtime is a hidden `loadgen floor-runtime` process with one blocking thread. Both exit when
-//! the measuring loadgen closes the server's stdin (or dies). CPU per exchange comes from the
-//! same `/proc` accounting as a real run: server = the floor server, runtime = its child.
+//! Threads: the server is a hidden `loadgen floor-serve` process on one thread (hand-offs
+//! between its connections are task wake-ups, not thread wake-ups); the runtime is a hidden
+//! `loadgen floor-runtime` process with one blocking thread. Both exit when the measuring
+//! loadgen closes the server's stdin (or dies). CPU per exchange comes from the same `/proc`
+//! accounting as a real run: server = the floor server, runtime = its children.
+//!
+//! What the full report relates its figures to is the default: the tokio (epoll) server, the
+//! HTTP long-poll exchange, one exchange at a time. `loadgen floor` also measures variants, to
+//! say what a design could reach on this machine before anyone builds it (FloorArgs):
+//! - `--server uring`: the same exchange through a server on a raw io_uring (`floor_uring`):
+//!   one `io_uring_enter` per loop turn that submits and waits at once, `DEFER_TASKRUN` so that
+//!   completions run only there, sends with one non-blocking `send` each. The fewest system
+//!   calls and wake-ups a single-threaded server can have short of polling.
+//! - `--protocol frames`: the runtime exchange with two messages instead of three, as over the
+//!   WebSocket transport: the server pushes each event as a length-prefixed frame (big-endian
+//!   u32, then the body) and the runtime answers with one (no request for the next event).
+//! - `--callers N`: N callers in a closed loop against N runtimes for `--duration-s` after
+//!   `--warmup-s`, as the throughput scenario at concurrency N; the server takes each event
+//!   to whichever runtime is free.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,16 +48,108 @@ use crate::report::{GitInfo, Machine, ReportError};
 use crate::scenarios::{self, Bench, Target};
 use crate::stats::Summary;
 
-const NEXT_PATH: &str = "/2018-06-01/runtime/invocation/next";
+pub(crate) const NEXT_PATH: &str = "/2018-06-01/runtime/invocation/next";
 /// Free space ensured in a read buffer before each read.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+pub(crate) const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes of a frame's length prefix (`--protocol frames`).
+pub(crate) const FRAME_PREFIX_BYTES: usize = 4;
+/// The largest frame either side of the frames exchange accepts.
+pub(crate) const FRAME_BYTES_MAX: usize = 6 * 1024 * 1024;
 /// How long the floor server may take to start and report its port.
 const START_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Which floor server (`--server`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// One current-thread tokio runtime (epoll), as an ordinary async Rust server.
+    #[default]
+    Tokio,
+    /// A raw io_uring event loop: submit-and-wait in one system call, `DEFER_TASKRUN`.
+    Uring,
+}
+
+/// The runtime exchange (`--protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The Runtime API's long poll: `GET next`, its answer, `POST response`, its `202`.
+    #[default]
+    Http,
+    /// Two length-prefixed frames per event (server → runtime, runtime → server), as over the
+    /// WebSocket transport.
+    Frames,
+}
+
+impl Protocol {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Frames => "frames",
+        }
+    }
+}
+
+impl ServerKind {
+    fn as_arg(self) -> &'static str {
+        match self {
+            ServerKind::Tokio => "tokio",
+            ServerKind::Uring => "uring",
+        }
+    }
+}
+
+/// `loadgen floor` options (`--warm-invokes`, `--duration-s`, `--warmup-s`, `--payload-bytes`
+/// and `--out` come from the global options).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FloorArgs {
+    /// The floor server: `tokio` (epoll; what full reports relate to) or `uring` (a raw
+    /// io_uring loop, the fewest system calls per wake-up).
+    #[arg(long, value_enum, default_value_t = ServerKind::Tokio)]
+    pub server: ServerKind,
+    /// The runtime exchange: `http` (the Runtime API's long poll, three messages per event) or
+    /// `frames` (two length-prefixed frames, as over the WebSocket transport).
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+    /// Callers and runtimes: 1 runs `--warm-invokes` sequential exchanges (the warm scenario);
+    /// N > 1 runs N callers in a closed loop against N runtimes for `--duration-s` after
+    /// `--warmup-s` (the throughput scenario at concurrency N).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=CALLERS_MAX))]
+    pub callers: u32,
+}
+
+/// The most callers (and runtime processes) `--callers` starts.
+pub const CALLERS_MAX: i64 = 256;
+
+/// How the hidden floor server runs (`loadgen floor-serve`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, value_enum, default_value_t = ServerKind::Tokio)]
+    pub server: ServerKind,
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+    /// Runtime processes to start.
+    #[arg(long, default_value_t = 1)]
+    pub runtime_count: u32,
+}
+
+/// How the hidden floor runtime runs (`loadgen floor-runtime`; the server is `--endpoint`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct RuntimeArgs {
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+}
 
 /// What `floor` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Floor {
-    pub exchange: &'static str,
+    pub exchange: String,
+    pub server: ServerKind,
+    pub protocol: Protocol,
+    /// Callers (and runtimes) at once; 1 = sequential.
+    pub callers: u32,
+    /// With `callers` > 1: the measured window in seconds.
+    pub measured_s: Option<f64>,
     pub invokes: u64,
     pub errors: u64,
     pub payload_bytes: usize,
@@ -80,10 +186,10 @@ impl FloorReport {
              - Command: `{}`\n\
              - Git commit: `{}`\n\
              - Machine: {} × {} logical CPUs; load average {} at start, {} at end\n\
-             - Exchange: {}; {} B payload; {} sequential exchanges, {} errors\n\n\
-             | p50 ms | p90 ms | p99 ms | max ms | Server CPU µs/exchange | Runtime CPU µs/exchange | loadgen CPU µs/exchange |\n\
-             |---|---|---|---|---|---|---|\n\
-             | {} | {} | {} | {} | {} | {} | {} |\n",
+             - Exchange: {}; {} B payload; {}, {} errors\n\n\
+             | Server | Protocol | Callers | p50 ms | p90 ms | p99 ms | max ms | Exchanges/s | Server CPU µs/exchange | Runtime CPU µs/exchange | loadgen CPU µs/exchange |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             self.date,
             self.command_line,
             self.git.commit.as_deref().unwrap_or("unknown"),
@@ -93,12 +199,24 @@ impl FloorReport {
             m.loadavg_end,
             f.exchange,
             f.payload_bytes,
-            f.invokes,
+            match f.measured_s {
+                Some(secs) => format!(
+                    "{} exchanges by {} callers in a closed loop over {secs:.1} s",
+                    f.invokes, f.callers
+                ),
+                None => format!("{} sequential exchanges", f.invokes),
+            },
             f.errors,
+            f.server.as_arg(),
+            f.protocol.as_arg(),
+            f.callers,
             ms(l.map(|l| l.p50_ms)),
             ms(l.map(|l| l.p90_ms)),
             ms(l.map(|l| l.p99_ms)),
             ms(l.map(|l| l.max_ms)),
+            f.measured_s
+                .filter(|secs| *secs > 0.0)
+                .map_or("–".to_owned(), |secs| format!("{:.0}", f.invokes as f64 / secs)),
             us(f.usage.server_cpu_us_per_invoke),
             us(f.usage.runtime_cpu_us_per_invoke),
             us(f.usage.loadgen_cpu_us_per_invoke),
@@ -137,16 +255,22 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Runs the floor: the server process, `invokes` sequential exchanges after the warm scenario's
-/// warm-up, then the server is stopped.
+/// Runs the floor: the server process (which starts the runtimes), then `invokes` sequential
+/// exchanges after the warm scenario's warm-up (one caller), or `duration` of closed-loop load
+/// by `callers` after `warmup` (more than one); then the server is stopped.
 pub async fn measure(
+    args: &FloorArgs,
     invokes: u64,
+    (duration, warmup): (Duration, Duration),
     payload: Arc<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Floor, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find loadgen's binary: {e}"))?;
     let mut child = std::process::Command::new(exe)
         .arg("floor-serve")
+        .args(["--server", args.server.as_arg()])
+        .args(["--protocol", args.protocol.as_arg()])
+        .args(["--runtime-count", &args.callers.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -190,11 +314,19 @@ pub async fn measure(
         first_invoke: None,
         url_host: None,
     };
-    let phase = scenarios::warm(&mut bench, &target, invokes).await;
+    let phase = if args.callers > 1 {
+        let callers = args.callers as usize;
+        scenarios::throughput(&mut bench, &target, callers, duration, warmup).await
+    } else {
+        scenarios::warm(&mut bench, &target, invokes).await
+    };
     drop(server);
     Ok(Floor {
-        exchange:
-            "caller → server → runtime (long poll) → server → caller, loopback HTTP/1.1 keep-alive",
+        exchange: describe(args),
+        server: args.server,
+        protocol: args.protocol,
+        callers: args.callers,
+        measured_s: (args.callers > 1).then_some(phase.measured_s),
         invokes: phase.ok,
         errors: phase.errors.values().sum(),
         payload_bytes,
@@ -203,20 +335,32 @@ pub async fn measure(
     })
 }
 
+/// The exchange a floor measures, in words.
+fn describe(args: &FloorArgs) -> String {
+    let runtime = match args.protocol {
+        Protocol::Http => "runtime (long poll)",
+        Protocol::Frames => "runtime (length-prefixed frames, pushed)",
+    };
+    let server = match args.server {
+        ServerKind::Tokio => "server (tokio, epoll)",
+        ServerKind::Uring => "server (raw io_uring)",
+    };
+    format!(
+        "caller → {server} → {runtime} → server → caller, loopback; callers on HTTP/1.1 keep-alive"
+    )
+}
+
 /// The floor server process (`loadgen floor-serve`): prints its invoke port, serves until its
 /// stdin closes.
-pub fn serve_main() -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("loadgen floor-serve: {e}");
-            return ExitCode::from(2);
-        }
+pub fn serve_main(args: &ServeArgs) -> ExitCode {
+    let served = match args.server {
+        ServerKind::Uring => crate::floor_uring::serve(args.protocol, args.runtime_count),
+        ServerKind::Tokio => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| rt.block_on(serve(args.protocol, args.runtime_count))),
     };
-    match rt.block_on(serve()) {
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen floor-serve: {e}");
@@ -225,23 +369,67 @@ pub fn serve_main() -> ExitCode {
     }
 }
 
-async fn serve() -> std::io::Result<()> {
+/// Starts `count` floor runtimes against the runtime listener on `port`.
+pub(crate) fn spawn_runtimes(
+    protocol: Protocol,
+    port: u16,
+    count: u32,
+) -> std::io::Result<Vec<Child>> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let child = std::process::Command::new(&exe)
+            .args([
+                "floor-runtime",
+                "--protocol",
+                protocol.as_arg(),
+                "--endpoint",
+            ])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                stop_runtimes(children);
+                return Err(e);
+            }
+        }
+    }
+    Ok(children)
+}
+
+/// Kills and reaps the floor runtimes.
+pub(crate) fn stop_runtimes(children: Vec<Child>) {
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Prints the invoke port for the parent (the floor is ready to be invoked: the first invoke
+/// waits until a runtime asks for it).
+pub(crate) fn announce(user_port: u16) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{user_port}")?;
+    stdout.flush()
+}
+
+async fn serve(protocol: Protocol, runtimes: u32) -> std::io::Result<()> {
     let user = TcpListener::bind("127.0.0.1:0").await?;
     let runtime = TcpListener::bind("127.0.0.1:0").await?;
     let runtime_port = runtime.local_addr()?.port();
     let user_port = user.local_addr()?.port();
-    let exe = std::env::current_exe()?;
-    let mut child = std::process::Command::new(exe)
-        .args(["floor-runtime", "--endpoint"])
-        .arg(format!("http://127.0.0.1:{runtime_port}"))
-        .stdin(Stdio::null())
-        .spawn()?;
+    let children = spawn_runtimes(protocol, runtime_port, runtimes)?;
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel::<Job>();
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
     tokio::spawn(async move {
         while let Ok((sock, _)) = runtime.accept().await {
             let _ = sock.set_nodelay(true);
-            tokio::spawn(runtime_conn(sock, jobs_rx.clone()));
+            match protocol {
+                Protocol::Http => tokio::spawn(runtime_conn(sock, jobs_rx.clone())),
+                Protocol::Frames => tokio::spawn(runtime_conn_frames(sock, jobs_rx.clone())),
+            };
         }
     });
     tokio::spawn(async move {
@@ -250,15 +438,10 @@ async fn serve() -> std::io::Result<()> {
             tokio::spawn(user_conn(sock, jobs_tx.clone()));
         }
     });
-    let mut stdout = std::io::stdout();
-    // The runtime process is started and both listeners accept: the parent may invoke now (the
-    // first invoke waits in the job queue until the runtime's first long poll arrives).
-    writeln!(stdout, "{user_port}")?;
-    stdout.flush()?;
+    announce(user_port)?;
     // Serve until the parent closes our stdin (or exits).
     let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    stop_runtimes(children);
     Ok(())
 }
 
@@ -356,14 +539,76 @@ async fn runtime_conn(mut sock: TcpStream, jobs: Arc<Mutex<mpsc::UnboundedReceiv
     }
 }
 
-/// The floor runtime process (`loadgen floor-runtime --endpoint URL`): next, respond, repeat,
-/// until the server closes the connection.
-pub fn runtime_main(endpoint: &str) -> ExitCode {
-    match runtime_loop(endpoint) {
+/// A runtime connection of the frames exchange: push each event as a frame, wait for the
+/// runtime's frame, hand it to the caller.
+async fn runtime_conn_frames(mut sock: TcpStream, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+    let mut out = Vec::with_capacity(1024);
+    let mut prefix = [0u8; FRAME_PREFIX_BYTES];
+    loop {
+        let job = { jobs.lock().await.recv().await };
+        let Some(job) = job else { return };
+        out.clear();
+        push_frame(&mut out, &job.body);
+        if sock.write_all(&out).await.is_err() || sock.read_exact(&mut prefix).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > FRAME_BYTES_MAX {
+            return;
+        }
+        let mut body = vec![0u8; len];
+        if sock.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let _ = job.reply.send(Bytes::from(body));
+    }
+}
+
+/// Appends `body` as one frame of the frames exchange.
+pub(crate) fn push_frame(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// The floor runtime process (`loadgen floor-runtime --endpoint URL`): next, respond, repeat
+/// (or, with frames, read a frame and answer it), until the server closes the connection.
+pub fn runtime_main(endpoint: &str, args: &RuntimeArgs) -> ExitCode {
+    let ran = match args.protocol {
+        Protocol::Http => runtime_loop(endpoint),
+        Protocol::Frames => frames_loop(endpoint),
+    };
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen floor-runtime: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The frames runtime: read an event frame, write it back as the response frame.
+fn frames_loop(endpoint: &str) -> Result<(), String> {
+    let ep = Endpoint::parse(endpoint).map_err(|e| e.to_string())?;
+    let mut sock = std::net::TcpStream::connect(ep.addr).map_err(|e| e.to_string())?;
+    sock.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut prefix = [0u8; FRAME_PREFIX_BYTES];
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        if sock.read_exact(&mut prefix).is_err() {
+            return Ok(()); // the server went away: the measurement is over
+        }
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > FRAME_BYTES_MAX {
+            return Err(format!("a frame of {len} bytes"));
+        }
+        let mut body = vec![0u8; len];
+        if sock.read_exact(&mut body).is_err() {
+            return Ok(());
+        }
+        out.clear();
+        push_frame(&mut out, &body);
+        if sock.write_all(&out).is_err() {
+            return Ok(());
         }
     }
 }

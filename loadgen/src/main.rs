@@ -18,6 +18,7 @@
 mod client;
 mod compare;
 mod floor;
+mod floor_uring;
 mod html;
 mod lambda;
 mod paths;
@@ -86,7 +87,7 @@ enum Command {
     /// Closed-loop load at each concurrency level.
     Throughput,
     /// The machine's floor: the same exchange through a trivial Rust server and runtime.
-    Floor,
+    Floor(floor::FloorArgs),
     /// A long closed-loop run with function churn, sampling the server's RSS, descriptors,
     /// threads and instances, with a verdict on whether RSS stays flat.
     Soak(soak::SoakArgs),
@@ -98,10 +99,10 @@ enum Command {
     },
     /// The floor's server process (started by `floor`).
     #[command(hide = true)]
-    FloorServe,
+    FloorServe(floor::ServeArgs),
     /// The floor's runtime process (started by the floor server).
     #[command(hide = true)]
-    FloorRuntime,
+    FloorRuntime(floor::RuntimeArgs),
 }
 
 impl Command {
@@ -112,11 +113,11 @@ impl Command {
             Command::Warm => "warm",
             Command::Highfreq => "highfreq",
             Command::Throughput => "throughput",
-            Command::Floor => "floor",
+            Command::Floor(_) => "floor",
             Command::Soak(_) => "soak",
             Command::Compare { .. } => "compare",
-            Command::FloorServe => "floor-serve",
-            Command::FloorRuntime => "floor-runtime",
+            Command::FloorServe(_) => "floor-serve",
+            Command::FloorRuntime(_) => "floor-runtime",
         }
     }
 
@@ -132,11 +133,11 @@ impl Command {
             Command::Warm => vec![Scenario::Warm],
             Command::Highfreq => vec![Scenario::Highfreq],
             Command::Throughput => vec![Scenario::Throughput],
-            Command::Floor
+            Command::Floor(_)
             | Command::Soak(_)
             | Command::Compare { .. }
-            | Command::FloorServe
-            | Command::FloorRuntime => Vec::new(),
+            | Command::FloorServe(_)
+            | Command::FloorRuntime(_) => Vec::new(),
         }
     }
 }
@@ -293,8 +294,8 @@ fn main() -> ExitCode {
         cli.opts.concurrency = vec![SOAK_CONCURRENCY_DEFAULT];
     }
     match &cli.command {
-        Some(Command::FloorServe) => return floor::serve_main(),
-        Some(Command::FloorRuntime) => return floor::runtime_main(&cli.opts.endpoint),
+        Some(Command::FloorServe(args)) => return floor::serve_main(args),
+        Some(Command::FloorRuntime(args)) => return floor::runtime_main(&cli.opts.endpoint, args),
         Some(Command::Compare { files }) => {
             return match compare::run(files, cli.opts.out.as_deref()) {
                 Ok(md) => {
@@ -374,8 +375,8 @@ async fn run(cli: Cli) -> Result<bool, RunError> {
     let opts = cli.opts;
     validate(&opts)?;
     let command = cli.command.unwrap_or(Command::Full);
-    if matches!(command, Command::Floor) {
-        return run_floor(&opts).await;
+    if let Command::Floor(args) = &command {
+        return run_floor(&opts, args).await;
     }
     if let Command::Soak(args) = &command {
         return run_soak(&opts, args).await;
@@ -502,7 +503,12 @@ async fn floor_for(
         "loadgen: measuring this machine's floor ({} exchanges)",
         opts.warm_invokes
     );
-    match floor::measure(opts.warm_invokes, payload.clone(), timeout).await {
+    let windows = (
+        Duration::from_secs_f64(opts.duration_s),
+        Duration::from_secs_f64(opts.warmup_s),
+    );
+    let args = floor::FloorArgs::default();
+    match floor::measure(&args, opts.warm_invokes, windows, payload.clone(), timeout).await {
         Ok(f) => {
             eprintln!("loadgen: floor {}", floor_line(&f));
             let value = serde_json::to_value(&f).map_err(report::ReportError::from)?;
@@ -530,12 +536,16 @@ fn floor_line(f: &floor::Floor) -> String {
 }
 
 /// `loadgen floor`: measures the floor and reports it on its own.
-async fn run_floor(opts: &Options) -> Result<bool, RunError> {
+async fn run_floor(opts: &Options, args: &floor::FloorArgs) -> Result<bool, RunError> {
     let (date, started_unix_s) = report::today();
     let scrub = Scrub::from_env();
     let payload = Arc::new(lambda::payload(opts.payload_bytes));
     let timeout = Duration::from_secs_f64(opts.timeout_s);
-    let measured = floor::measure(opts.warm_invokes, payload, timeout)
+    let windows = (
+        Duration::from_secs_f64(opts.duration_s),
+        Duration::from_secs_f64(opts.warmup_s),
+    );
+    let measured = floor::measure(args, opts.warm_invokes, windows, payload, timeout)
         .await
         .map_err(RunError::Floor)?;
     eprintln!("loadgen: floor {}", floor_line(&measured));

@@ -1,6 +1,7 @@
-//! End-to-end tests of the `loadgen` binary: a short `floor`, `compare` on two small reports
-//! (with and without a noise band), and `--invoke-only` against an endpoint that serves nothing
-//! but the invoke path, with `--sign`. Each test runs the real binary; the servers are on
+//! End-to-end tests of the `loadgen` binary: a short `floor` (and its server and exchange
+//! variants, whose servers must answer each caller with its own event), `compare` on two small
+//! reports (with and without a noise band), and `--invoke-only` against an endpoint that serves
+//! nothing but the invoke path, with `--sign`. Each test runs the real binary; the servers are on
 //! 127.0.0.1 with ephemeral ports.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -65,6 +66,140 @@ fn floor_measures_the_exchange_and_writes_its_files() {
         .as_str()
         .unwrap()
         .contains(dir.path().to_str().unwrap()));
+}
+
+/// Every floor variant completes its exchanges: both servers (tokio and the raw io_uring loop),
+/// both runtime exchanges (long poll and pushed frames), one caller and a closed loop of several
+/// (the server hands events to whichever of its runtimes is free).
+#[test]
+fn every_floor_variant_completes_its_exchanges() {
+    for server in ["tokio", "uring"] {
+        for protocol in ["http", "frames"] {
+            for callers in ["1", "4"] {
+                let out = loadgen()
+                    .args(["floor", "--server", server, "--protocol", protocol])
+                    .args(["--callers", callers, "--warm-invokes", "300"])
+                    .args(["--duration-s", "1", "--warmup-s", "0.2", "--payload-bytes"])
+                    .args(["3000", "--json", "-q"])
+                    .output()
+                    .unwrap();
+                let label = format!("{server} {protocol} callers={callers}");
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "{label}: {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                let floor = &v["floor"];
+                assert_eq!(floor["server"], server, "{label}");
+                assert_eq!(floor["protocol"], protocol, "{label}");
+                assert_eq!(floor["errors"], 0, "{label}: {floor}");
+                let invokes = floor["invokes"].as_u64().unwrap();
+                if callers == "1" {
+                    assert_eq!(invokes, 300, "{label}");
+                    assert!(floor["measured_s"].is_null(), "{label}");
+                } else {
+                    // A closed loop of 4 over a second does far more than a handful.
+                    assert!(invokes > 100, "{label}: {floor}");
+                    assert!(floor["measured_s"].as_f64().unwrap() > 0.5, "{label}");
+                }
+                let server_cpu = floor["usage"]["server_cpu_us_per_invoke"].as_f64();
+                assert!(server_cpu.is_some_and(|c| c > 0.0), "{label}: {floor}");
+            }
+        }
+    }
+}
+
+/// Sends one invoke with `body` on `conn` and returns the answer's status line and body.
+fn invoke_raw(conn: &mut std::net::TcpStream, body: &[u8]) -> (String, Vec<u8>) {
+    let head = format!(
+        "POST /2015-03-31/functions/floor/invocations HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut answer = vec![0u8; len];
+    reader.read_exact(&mut answer).unwrap();
+    (status, answer)
+}
+
+/// The floor servers give each caller its own event back, whole: two callers at once with
+/// different bodies, small and large (a large answer leaves a short write for the io_uring
+/// server's `send` operation), through two runtimes; and the server (with its runtimes) exits
+/// when its stdin closes.
+#[test]
+fn floor_servers_answer_each_caller_with_its_own_event() {
+    for server in ["tokio", "uring"] {
+        for protocol in ["http", "frames"] {
+            let label = format!("{server} {protocol}");
+            let mut child = loadgen()
+                .args(["floor-serve", "--server", server, "--protocol", protocol])
+                .args(["--runtime-count", "2"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            let port: u16 = line.trim().parse().unwrap();
+            let connect = || {
+                let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                    .unwrap();
+                c
+            };
+            let callers: Vec<_> = (0..2u8)
+                .map(|n| {
+                    let mut conn = connect();
+                    std::thread::spawn(move || {
+                        for size in [1usize, 64, 3000, 4 << 20] {
+                            let body: Vec<u8> = (0..size)
+                                .map(|i| b'a' + ((i + n as usize) % 26) as u8)
+                                .collect();
+                            let (status, answer) = invoke_raw(&mut conn, &body);
+                            assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+                            assert!(answer == body, "caller {n}, {size} B: another answer");
+                        }
+                    })
+                })
+                .collect();
+            for caller in callers {
+                caller
+                    .join()
+                    .unwrap_or_else(|_| panic!("{label}: a caller failed"));
+            }
+            drop(child.stdin.take());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    assert!(status.success(), "{label}: {status}");
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{label}: the server did not exit"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// A report with `reps` repetitions of one warm phase whose p50 values are given.
