@@ -1,7 +1,8 @@
 //! Lambda@Home: a self-hosted, AWS-Lambda-compatible function runner for one Linux host.
 //!
 //! Module map, in the order a request travels:
-//! - `config`: flags and the named limits.
+//! - `config`: flags and the named limits; `console`: the server's own log lines to stderr,
+//!   buffered and written by their own thread.
 //! - `server`: start-up (listeners, threads) and ordered shutdown.
 //! - `dataplane`: one tokio-uring thread per core. `core` (event loop, listeners, slab of
 //!   connections), `conn` (socket + buffers), `user_api` (AWS Lambda REST API), `runtime_api`
@@ -20,6 +21,7 @@
 //!   between the planes.
 
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod dataplane;
 pub mod events;
