@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -1191,4 +1192,59 @@ fn bundled_runtimes_use_their_instance_s_unix_socket() {
         );
         server.shutdown();
     }
+}
+
+/// A caller's keep-alive connection that landed on another core than its function's instance
+/// follows the instance there (`user_api::Follow`): after three invocations in a row handed to
+/// that core it is moved, with the bytes it had read past the last request, and keeps serving.
+/// Sixteen connections (SO_REUSEPORT puts each on one of the two cores: all sixteen on the
+/// instance's core has odds of 2^-16), each sending its invocations two at a time (a request
+/// that was already read when its connection moved is served on the new core), each answer
+/// checked against its own request.
+#[test]
+fn a_callers_connection_follows_its_instance_to_its_core() {
+    let server = TestServer::new();
+    let name = unique_name("follow");
+    server.create_python(&name, PY_ECHO, json!({}));
+    assert_eq!(
+        server.invoke_ok(&name, &json!({"warm": true})),
+        json!({"warm": true})
+    );
+    let path = format!("/2015-03-31/functions/{name}/invocations");
+    let host = server.addr.to_string();
+    for c in 0..16 {
+        let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        conn.set_nodelay(true).unwrap();
+        for pair in 0..5 {
+            let mut out = Vec::new();
+            let bodies: Vec<Vec<u8>> = (0..2)
+                .map(|k| json!({"c": c, "i": 2 * pair + k}).to_string().into_bytes())
+                .collect();
+            for body in &bodies {
+                lambda_at_home::protocols::http::write_request_head(
+                    &mut out,
+                    "POST",
+                    &path,
+                    &host,
+                    &[("Content-Type", "application/json")],
+                    body.len(),
+                );
+                out.extend_from_slice(body);
+            }
+            conn.write_all(&out).unwrap();
+            for body in &bodies {
+                let resp = read_response(&mut conn, false).unwrap();
+                assert_eq!(resp.status, 200, "{}", describe(&resp));
+                let got: Value = serde_json::from_slice(&resp.body).unwrap();
+                let sent: Value = serde_json::from_slice(body).unwrap();
+                assert_eq!(got, sent, "connection {c}: another answer");
+            }
+        }
+    }
+    let moved = server.metric("lah_connections_moved_total");
+    // At least one connection was on the other core; none moved twice (once on the instance's
+    // core, its invocations are served there).
+    assert!((1.0..=16.0).contains(&moved), "{moved} connections moved");
 }

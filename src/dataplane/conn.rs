@@ -97,6 +97,9 @@ pub struct Response {
     pub body: Bytes,
     /// Close the connection after this response.
     pub close: bool,
+    /// An invocation's answer: the core it was handed to, if not this one (`Scheduler::submit`;
+    /// the connection follows its invocations, `user_api::Follow`). Not written.
+    pub served_on: Option<usize>,
 }
 
 impl Response {
@@ -107,6 +110,7 @@ impl Response {
             owned_headers: Vec::new(),
             body: body.into(),
             close: false,
+            served_on: None,
         }
     }
 
@@ -150,6 +154,26 @@ impl HttpConn {
             deadline,
             out: Vec::with_capacity(HEAD_BUFFER_BYTES),
         }
+    }
+
+    /// A connection another core accepted and handed over between requests, with the bytes it
+    /// had read past the last request (`user_api::Follow`).
+    pub fn adopted(
+        stream: TcpStream,
+        buffered: BytesMut,
+        limits: Limits,
+        deadlines: ReadDeadlines,
+        deadline: Rc<DeadlineCell>,
+    ) -> HttpConn {
+        let mut conn = HttpConn::new(stream, limits, deadlines, deadline);
+        conn.buf = buffered;
+        conn
+    }
+
+    /// The socket and the bytes read past the last request, for a hand-over to another core.
+    /// Call only between requests, with no read or write in flight.
+    pub fn into_parts(self) -> (Rc<TcpStream>, BytesMut) {
+        (self.stream, self.buf)
     }
 
     /// The next complete request, or `None` when the peer closed cleanly between requests.

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use slab::Slab;
 use tokio::sync::mpsc::{Sender, UnboundedReceiver};
 use tokio_uring::net::{TcpListener, TcpStream};
@@ -155,6 +156,10 @@ impl Core {
                     buffered,
                     register,
                 } => super::websocket::adopt(self, id, fd, buffered, register),
+                CoreMsg::AdoptUserConn { fd, buffered } => {
+                    let stream = TcpStream::from_std(std::net::TcpStream::from(fd));
+                    serve_conn(self, stream, ConnKind::User, Some(buffered));
+                }
                 CoreMsg::StopAccepting => self.stop_accepting(),
                 CoreMsg::Exit => {
                     self.sched.borrow_mut().abort_all();
@@ -356,8 +361,16 @@ async fn unix_accept_loop(core: Rc<Core>, listener: StdUnixListener, id: Instanc
 /// Serves one accepted connection on its own task: counted, registered in the core's table,
 /// admitted by `identity`, then served by the API its `kind` names.
 fn serve_accepted(core: &Rc<Core>, stream: TcpStream, kind: ConnKind) {
+    serve_conn(core, stream, kind, None);
+}
+
+/// Serves a connection this core accepted (`adopted` = `None`), or one another core accepted,
+/// admitted and served, and handed over between requests with the bytes it had read past the
+/// last (`CoreMsg::AdoptUserConn`): it was counted against `--connections-max` and admitted
+/// there, so neither is done again (the count moves with it).
+fn serve_conn(core: &Rc<Core>, stream: TcpStream, kind: ConnKind, adopted: Option<BytesMut>) {
     let client = !matches!(kind, ConnKind::Runtime(_));
-    if client && core.clients.get() >= core.shared.config.connections_max {
+    if client && adopted.is_none() && core.clients.get() >= core.shared.config.connections_max {
         // Full: close at once (the peer sees a reset, not a hang).
         core.shared
             .metrics
@@ -385,8 +398,18 @@ fn serve_accepted(core: &Rc<Core>, stream: TcpStream, kind: ConnKind) {
             _ => runtime_api::limits(),
         };
         let fd = stream.as_raw_fd();
-        let mut conn = HttpConn::new(stream, limits, core2.read_deadlines(kind), deadline);
-        match identity::admit(&core2, fd, kind) {
+        let deadlines = core2.read_deadlines(kind);
+        let (mut conn, admitted) = match adopted {
+            Some(buffered) => (
+                HttpConn::adopted(stream, buffered, limits, deadlines, deadline),
+                Ok(()),
+            ),
+            None => (
+                HttpConn::new(stream, limits, deadlines, deadline),
+                identity::admit(&core2, fd, kind),
+            ),
+        };
+        match admitted {
             Ok(()) => match kind {
                 ConnKind::User => user_api::serve(core2.clone(), conn).await,
                 _ => runtime_api::serve(core2.clone(), conn, kind).await,

@@ -420,12 +420,14 @@ impl Scheduler {
     }
 
     /// An invocation admitted on this core: local idle instance, else another core's, else queue
-    /// it and start an instance.
-    pub fn submit(&mut self, inv: Invocation) {
+    /// it and start an instance. Returns the core it was handed to, if another (the caller's
+    /// connection follows its invocations: `user_api::Follow`).
+    pub fn submit(&mut self, inv: Invocation) -> Option<usize> {
         let name = inv.function.pool_key.as_str();
         if let Some(id) = self.take_idle(name, inv.function.generation) {
             self.dispatch(id, inv);
-            return self.checked();
+            self.checked();
+            return None;
         }
         let others = !(1u64 << self.core);
         let counters = &inv.function.counters;
@@ -433,7 +435,7 @@ impl Scheduler {
         if mask != 0 {
             let target = mask.trailing_zeros() as usize;
             self.shared.send_core(target, CoreMsg::Dispatch(inv));
-            return;
+            return Some(target);
         }
         // No idle instance anywhere. One of this core that is about to ask for work takes it
         // here; else one of another core that is about to ask (it has just answered, typically)
@@ -450,11 +452,12 @@ impl Scheduler {
             if mask != 0 {
                 let target = mask.trailing_zeros() as usize;
                 self.shared.send_core(target, CoreMsg::Dispatch(inv));
-                return;
+                return Some(target);
             }
         }
         self.enqueue(inv);
         self.checked();
+        None
     }
 
     /// An invocation handed over by another core: never handed on again.

@@ -11,6 +11,7 @@
 //! on the control plane. A request whose `Host` names a function URL is not a User API call:
 //! `function_url` serves it (with its own authentication rules) on the same connection.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use crate::model::names::{function_ref_from_path, validate_qualifier};
 use crate::model::types::{
     function_arn, InvokeContext, InvokeOutcome, InvokeResult, RequestId, LATEST,
 };
-use crate::model::{ApiAnswer, ControlMsg, EventMsg, Invocation, NewEvent, Permit};
+use crate::model::{ApiAnswer, ControlMsg, CoreMsg, EventMsg, Invocation, NewEvent, Permit};
 use crate::protocols::http::{Limits, Method, Request};
 
 pub fn limits() -> Limits {
@@ -57,6 +58,7 @@ fn invoke_body_limit(path: &str, host: Option<&[u8]>) -> Option<usize> {
 pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
     // The peer's address, read at the first function URL request (its events' `sourceIp`).
     let mut peer = None;
+    let mut follow = Follow::default();
     loop {
         let req = match conn.next_request().await {
             Ok(Some(req)) => req,
@@ -103,10 +105,81 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
             }
             None => route(&core, req).await,
         };
+        let served_on = resp.served_on;
         if conn.write_response(resp, keep_alive).await.is_err() || !keep_alive {
             return;
         }
+        if let Some(target) = follow.after(served_on) {
+            if !core.shared.shutting_down.load(Ordering::Relaxed) {
+                // Out of descriptors for the duplicate: the connection simply stays here.
+                if let Some(fd) = dup_socket(&conn) {
+                    return hand_over(&core, conn, fd, target);
+                }
+            }
+        }
     }
+}
+
+/// Invocations in a row a connection's core hands to the same other core before the connection
+/// follows them there.
+pub const FOLLOW_AFTER: u32 = 3;
+
+/// Where a connection's invocations are served. A function's instances live on the core where
+/// its invocations first queued, and SO_REUSEPORT puts each caller's connection on whichever core
+/// it likes; an invocation whose connection is on another core than an idle instance is handed
+/// across, and its answer handed back: two cross-thread wake-ups per invocation (an eventfd
+/// write each, and often a sleeping core woken), about 30 µs of server CPU per sequential
+/// invocation on a 2-CPU VM (results/2026-12-02-server-cpu-floors.md). After `FOLLOW_AFTER`
+/// invocations in a row handed to the same core, the connection moves there (between requests;
+/// the socket travels as a descriptor, `CoreMsg::AdoptUserConn`), and its next invocations find
+/// the instance on their own core. A connection whose invocations are served here, or spread over
+/// cores (this core's instances busy now and then), stays. Any other answer restarts the count.
+#[derive(Debug, Default)]
+pub(crate) struct Follow {
+    core: usize,
+    streak: u32,
+}
+
+impl Follow {
+    /// After an answer: the core to move to, when the connection should move now.
+    pub(crate) fn after(&mut self, served_on: Option<usize>) -> Option<usize> {
+        match served_on {
+            Some(core) if self.streak > 0 && self.core == core => self.streak += 1,
+            Some(core) => {
+                self.core = core;
+                self.streak = 1;
+            }
+            None => self.streak = 0,
+        }
+        if self.streak >= FOLLOW_AFTER {
+            self.streak = 0;
+            return Some(self.core);
+        }
+        None
+    }
+}
+
+/// A duplicate of the connection's socket descriptor, to travel to another core.
+fn dup_socket(conn: &HttpConn) -> Option<OwnedFd> {
+    // SAFETY: dup of the open socket fd `conn` owns; the copy outlives its TcpStream, which closes
+    // only its own fd when dropped.
+    let fd = unsafe { libc::dup(conn.stream.as_raw_fd()) };
+    // SAFETY: dup returned a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Moves the connection to core `target`: `fd` (a duplicate of its socket's descriptor) travels
+/// with the bytes read past the last request; this core's copy closes when `conn` is dropped
+/// here. Called between requests, with no read or write in flight.
+fn hand_over(core: &Rc<Core>, conn: HttpConn, fd: OwnedFd, target: usize) {
+    let (_stream, buffered) = conn.into_parts();
+    core.shared
+        .metrics
+        .conns
+        .followed
+        .fetch_add(1, Ordering::Relaxed);
+    core.shared
+        .send_core(target, CoreMsg::AdoptUserConn { fd, buffered });
 }
 
 /// Invoke, InvokeAsync, health and metrics are served here, on the core; every other operation
@@ -366,11 +439,13 @@ async fn invoke_sync(core: &Rc<Core>, p: InvokeRequest, id: RequestId) -> Respon
         permit,
         stream: None,
     };
-    core.sched.borrow_mut().submit(inv);
-    match rx.await {
+    let served_on = core.sched.borrow_mut().submit(inv);
+    let mut resp = match rx.await {
         Ok(result) => result_response(result, &id, &version),
         Err(_) => error_response(&ApiError::service("The invocation was lost"), Some(&id)),
-    }
+    };
+    resp.served_on = served_on;
+    resp
 }
 
 fn result_response(result: InvokeResult, id: &RequestId, version: &str) -> Response {
@@ -452,5 +527,40 @@ async fn invoke_async_legacy(core: &Rc<Core>, raw_name: &str, req: Request) -> R
             resp
         }
         Err(e) => error_response(&e, Some(&id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Follow, FOLLOW_AFTER};
+
+    #[test]
+    fn a_connection_follows_after_invocations_in_a_row_handed_to_one_core() {
+        let mut f = Follow::default();
+        for _ in 1..FOLLOW_AFTER {
+            assert_eq!(f.after(Some(1)), None);
+        }
+        assert_eq!(f.after(Some(1)), Some(1));
+        // The count starts again after a move (the connection is elsewhere now).
+        assert_eq!(f.after(Some(1)), None);
+    }
+
+    #[test]
+    fn a_local_answer_or_another_core_restarts_the_count() {
+        assert_eq!(FOLLOW_AFTER, 3, "the sequence below is written for 3");
+        let mut f = Follow::default();
+        for served_on in [
+            Some(1),
+            Some(1),
+            None,
+            Some(1),
+            Some(1),
+            Some(2),
+            Some(1),
+            Some(1),
+        ] {
+            assert_eq!(f.after(served_on), None, "{served_on:?}");
+        }
+        assert_eq!(f.after(Some(1)), Some(1));
     }
 }

@@ -113,6 +113,9 @@ pub enum CoreMsg {
         buffered: BytesMut,
         register: Register,
     },
+    /// A User API connection whose last invocations were all served by instances of this core:
+    /// continue serving it here (between requests; `buffered` is what was read past the last).
+    AdoptUserConn { fd: OwnedFd, buffered: BytesMut },
     /// Another core (`core`) parked an instance of `pool` with nothing to do, and this core
     /// advertised pending invocations that wait for another core's instance: hand one over.
     IdleInstance { pool: String, core: usize },

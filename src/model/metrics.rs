@@ -90,6 +90,9 @@ pub struct ConnMetrics {
     pub accept_errors: AtomicU64,
     /// Runtime API connections accepted on an instance's Unix socket (`LAMBDA_RUNTIME_API_SOCKET`).
     pub runtime_unix: AtomicU64,
+    /// User API connections moved to the core that served their last invocations
+    /// (`user_api::Follow`).
+    pub followed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -350,6 +353,7 @@ impl Metrics {
             ("lah_connections_timed_out_total", &c.timed_out),
             ("lah_accept_errors_total", &c.accept_errors),
             ("lah_runtime_unix_connections_total", &c.runtime_unix),
+            ("lah_connections_moved_total", &c.followed),
         ] {
             let v = v.load(Ordering::Relaxed);
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
