@@ -100,8 +100,9 @@ impl ServerKind {
 }
 
 /// `loadgen floor` options (`--warm-invokes`, `--duration-s`, `--warmup-s`, `--payload-bytes`
-/// and `--out` come from the global options).
-#[derive(Clone, Debug, Default, clap::Args)]
+/// and `--out` come from the global options). `Default` is what `loadgen floor` with none of
+/// them measures, the floor `full` relates its figures to.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct FloorArgs {
     /// The floor server: `tokio` (epoll; what full reports relate to) or `uring` (a raw
     /// io_uring loop, the fewest system calls per wake-up).
@@ -116,6 +117,16 @@ pub struct FloorArgs {
     /// `--warmup-s` (the throughput scenario at concurrency N).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=CALLERS_MAX))]
     pub callers: u32,
+}
+
+impl Default for FloorArgs {
+    fn default() -> FloorArgs {
+        FloorArgs {
+            server: ServerKind::Tokio,
+            protocol: Protocol::Http,
+            callers: 1,
+        }
+    }
 }
 
 /// The most callers (and runtime processes) `--callers` starts.
@@ -314,6 +325,9 @@ pub async fn measure(
         first_invoke: None,
         url_host: None,
     };
+    if args.callers == 0 {
+        return Err("a floor needs at least one caller".into());
+    }
     let phase = if args.callers > 1 {
         let callers = args.callers as usize;
         scenarios::throughput(&mut bench, &target, callers, duration, warmup).await
@@ -658,5 +672,22 @@ fn exchange(
             Ok(0) | Err(_) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FloorArgs;
+    use clap::{Args, FromArgMatches};
+
+    /// The floor `full` measures (`FloorArgs::default()`) is the one `loadgen floor` measures
+    /// when given no variant: one caller against one runtime, tokio, the long poll.
+    #[test]
+    fn the_default_floor_is_the_one_the_command_line_defaults_to() {
+        let cmd = FloorArgs::augment_args(clap::Command::new("floor"));
+        let matches = cmd.try_get_matches_from(["floor"]).unwrap();
+        let parsed = FloorArgs::from_arg_matches(&matches).unwrap();
+        assert_eq!(parsed, FloorArgs::default());
+        assert_eq!(parsed.callers, 1);
     }
 }
