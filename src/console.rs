@@ -12,9 +12,10 @@
 //! the loggers one wake-up per burst), then writes everything, blocking as long as stdout needs.
 //! Order is kept (one buffer, appended under the lock). The buffer is bounded
 //! (`BUFFERED_BYTES_MAX`): while stdout does not keep up, lines beyond it are dropped and
-//! counted, and the next write says how many (a logging thread never waits for stdout).
-//! `Console::flush` writes what is buffered at once; `main` calls it before the process exits,
-//! so the last lines are not lost.
+//! counted, and a line after the lines kept says how many (a logging thread never waits for
+//! stdout). Dropping the `Console` (at the end of `main`) has the console thread write what is
+//! left and waits for it at most `EXIT_WAIT`: a stdout that stays blocked costs the last lines,
+//! never a process that cannot exit.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -26,6 +27,9 @@ pub const GATHER: Duration = Duration::from_millis(10);
 /// The most bytes buffered for the output; lines beyond it are dropped (and counted) until the
 /// console thread has written the buffer out.
 pub const BUFFERED_BYTES_MAX: usize = 4 << 20;
+
+/// How long dropping the `Console` waits for the last lines to be written.
+pub const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Pending {
@@ -39,9 +43,14 @@ struct Shared {
     pending: Mutex<Pending>,
     /// Signalled when the buffer stops being empty, and at shutdown.
     ready: Condvar,
-    /// Where lines go; locked by whoever writes (the console thread, or `flush`), so that two
-    /// writes never interleave.
-    sink: Mutex<Box<dyn Write + Send>>,
+    /// Where lines go, and the buffer of the last write (kept for its capacity); locked by
+    /// whoever writes (the console thread, or `flush`), so that two writes never interleave.
+    sink: Mutex<Sink>,
+}
+
+struct Sink {
+    out: Box<dyn Write + Send>,
+    spare: Vec<u8>,
 }
 
 impl Shared {
@@ -49,26 +58,31 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes what is buffered and writes it (with the count of dropped lines first, if any).
+    /// Takes what is buffered and writes it, then the count of lines dropped after it, if any.
+    /// The buffers swap: loggers get the last write's (emptied, with its capacity), so a burst
+    /// does not regrow one under their lock.
     fn write_out(&self) {
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        let (bytes, dropped) = {
+        let mut guard = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let sink = &mut *guard;
+        sink.spare.clear();
+        let dropped = {
             let mut pending = self.pending();
-            (
-                std::mem::take(&mut pending.bytes),
-                std::mem::take(&mut pending.dropped),
-            )
+            std::mem::swap(&mut pending.bytes, &mut sink.spare);
+            std::mem::take(&mut pending.dropped)
         };
+        if !sink.spare.is_empty() {
+            let _ = sink.out.write_all(&sink.spare);
+        }
         if dropped > 0 {
             let _ = writeln!(
-                sink,
+                sink.out,
                 "lambda-at-home: {dropped} log lines dropped: the log output did not keep up"
             );
         }
-        if !bytes.is_empty() {
-            let _ = sink.write_all(&bytes);
+        let _ = sink.out.flush();
+        if sink.spare.capacity() > BUFFERED_BYTES_MAX {
+            sink.spare = Vec::new();
         }
-        let _ = sink.flush();
     }
 }
 
@@ -76,6 +90,8 @@ impl Shared {
 pub struct Console {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Closed when the console thread ends (after its last write).
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Console {
@@ -84,15 +100,23 @@ impl Console {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             ready: Condvar::new(),
-            sink: Mutex::new(sink),
+            sink: Mutex::new(Sink {
+                out: sink,
+                spare: Vec::new(),
+            }),
         });
         let worker = shared.clone();
+        let (finished, done) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("console".into())
-            .spawn(move || run(&worker))?;
+            .spawn(move || {
+                run(&worker);
+                drop(finished);
+            })?;
         Ok(Console {
             shared,
             thread: Some(thread),
+            done,
         })
     }
 
@@ -108,19 +132,24 @@ impl Console {
 }
 
 impl Drop for Console {
+    /// The console thread writes what is left and ends; this waits for it at most `EXIT_WAIT`
+    /// (a blocked output keeps the thread, and the last lines, but not the process).
     fn drop(&mut self) {
         self.shared.pending().stopping = true;
         self.shared.ready.notify_one();
-        if let Some(thread) = self.thread.take() {
+        let ended = matches!(
+            self.done.recv_timeout(EXIT_WAIT),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        );
+        if let (true, Some(thread)) = (ended, self.thread.take()) {
             let _ = thread.join();
         }
-        self.shared.write_out();
     }
 }
 
 fn run(shared: &Shared) {
     loop {
-        {
+        let stopping = {
             let mut pending = shared.pending();
             while pending.bytes.is_empty() && pending.dropped == 0 && !pending.stopping {
                 pending = shared
@@ -128,12 +157,15 @@ fn run(shared: &Shared) {
                     .wait(pending)
                     .unwrap_or_else(|e| e.into_inner());
             }
-            if pending.stopping {
-                return;
-            }
+            pending.stopping
+        };
+        if !stopping {
+            std::thread::sleep(GATHER);
         }
-        std::thread::sleep(GATHER);
         shared.write_out();
+        if stopping {
+            return;
+        }
     }
 }
 
@@ -284,6 +316,26 @@ mod tests {
         assert!(got
             .lines()
             .all(|l| l.len() == 1023 || l.contains("dropped")));
+    }
+
+    #[test]
+    fn an_output_blocked_for_good_does_not_keep_the_process_from_exiting() {
+        let (release, gate) = mpsc::channel();
+        let console =
+            Console::start(Box::new(Stuck(Mutex::new(gate), Recorder::default()))).unwrap();
+        let mut w = console.writer();
+        w.write_all(b"a line nobody reads\n").unwrap();
+        // Let the console thread take it and block in the sink.
+        std::thread::sleep(GATHER * 5);
+        w.write_all(b"the last line\n").unwrap();
+        let started = Instant::now();
+        drop(console);
+        let waited = started.elapsed();
+        assert!(
+            waited >= EXIT_WAIT && waited < EXIT_WAIT + Duration::from_secs(3),
+            "{waited:?}"
+        );
+        drop(release); // frees the console thread
     }
 
     #[test]

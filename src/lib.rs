@@ -1,7 +1,7 @@
 //! Lambda@Home: a self-hosted, AWS-Lambda-compatible function runner for one Linux host.
 //!
 //! Module map, in the order a request travels:
-//! - `config`: flags and the named limits; `console`: the server's own log lines to stderr,
+//! - `config`: flags and the named limits; `console`: the server's own log lines to stdout,
 //!   buffered and written by their own thread.
 //! - `server`: start-up (listeners, threads) and ordered shutdown.
 //! - `dataplane`: one tokio-uring thread per core. `core` (event loop, listeners, slab of

@@ -30,7 +30,7 @@ fn main() {
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
-            console.flush();
+            drop(console);
             eprintln!("lambda-at-home-server: {e}");
             std::process::exit(1);
         }

@@ -276,6 +276,9 @@ pub async fn measure(
     payload: Arc<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Floor, String> {
+    if args.callers == 0 {
+        return Err("a floor needs at least one caller".into());
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find loadgen's binary: {e}"))?;
     let mut child = std::process::Command::new(exe)
         .arg("floor-serve")
@@ -325,9 +328,6 @@ pub async fn measure(
         first_invoke: None,
         url_host: None,
     };
-    if args.callers == 0 {
-        return Err("a floor needs at least one caller".into());
-    }
     let phase = if args.callers > 1 {
         let callers = args.callers as usize;
         scenarios::throughput(&mut bench, &target, callers, duration, warmup).await

@@ -38,6 +38,11 @@ const OP_ACCEPT_RUNTIME: u64 = 2;
 const OP_STDIN: u64 = 3;
 const OP_RECV: u64 = 4;
 const OP_SEND: u64 = 5;
+/// A failed accept (e.g. out of descriptors) is re-armed after this timeout, not at once (which
+/// would spin and skew the measurement).
+const OP_RETRY_USER: u64 = 6;
+const OP_RETRY_RUNTIME: u64 = 7;
+const ACCEPT_RETRY_NS: u32 = 10_000_000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -70,6 +75,8 @@ struct Conn {
     /// no operation refers to it.
     closed: bool,
     recv_in_flight: bool,
+    /// A runtime in the idle queue (a second `next`, or an unasked frame, does not queue it twice).
+    idle: bool,
 }
 
 /// One invoke waiting for a runtime.
@@ -88,6 +95,8 @@ struct Server {
     /// Runtimes free to take an event (long-polling, or between frames).
     idle: VecDeque<(usize, u64)>,
     out: Vec<u8>,
+    /// The accept retry timeout's `Timespec` (an in-flight timeout op points at it).
+    retry_after: types::Timespec,
 }
 
 /// Runs the uring floor server until the parent closes stdin.
@@ -105,8 +114,10 @@ pub fn serve(protocol: Protocol, runtimes: u32) -> io::Result<()> {
             jobs: VecDeque::new(),
             idle: VecDeque::new(),
             out: Vec::with_capacity(1024),
+            retry_after: types::Timespec::new().nsec(ACCEPT_RETRY_NS),
         };
-        let mut stdin_byte = [0u8; 64];
+        // Leaked: the stdin read may still be in flight when the loop returns.
+        let stdin_byte: &'static mut [u8; 64] = Box::leak(Box::new([0u8; 64]));
         server.push(accept(&user, OP_ACCEPT_USER))?;
         server.push(accept(&runtime, OP_ACCEPT_RUNTIME))?;
         server.push(
@@ -119,7 +130,11 @@ pub fn serve(protocol: Protocol, runtimes: u32) -> io::Result<()> {
             .user_data(OP_STDIN),
         )?;
         announce(user.local_addr()?.port())?;
-        server.run(&user, &runtime, &mut stdin_byte)
+        let ran = server.run(&user, &runtime, stdin_byte);
+        // Operations may still be in flight (recvs, the stdin read): their buffers must outlive
+        // them, so they live until the process exits, right after this.
+        std::mem::forget(server);
+        ran
     })();
     stop_runtimes(children);
     served
@@ -175,6 +190,8 @@ impl Server {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // The completion queue is full: reap it, then submit again.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => return Err(e),
             }
             done.clear();
@@ -200,12 +217,18 @@ impl Server {
                             .user_data(OP_STDIN),
                         )?;
                     }
-                    OP_ACCEPT_USER => {
-                        self.accepted(result, Side::User)?;
+                    OP_ACCEPT_USER if result < 0 => self.retry_later(OP_RETRY_USER)?,
+                    OP_ACCEPT_RUNTIME if result < 0 => self.retry_later(OP_RETRY_RUNTIME)?,
+                    OP_ACCEPT_USER | OP_RETRY_USER => {
+                        if data & 0xff == OP_ACCEPT_USER {
+                            self.accepted(result, Side::User)?;
+                        }
                         self.push(accept(user, OP_ACCEPT_USER))?;
                     }
-                    OP_ACCEPT_RUNTIME => {
-                        self.accepted(result, Side::Runtime)?;
+                    OP_ACCEPT_RUNTIME | OP_RETRY_RUNTIME => {
+                        if data & 0xff == OP_ACCEPT_RUNTIME {
+                            self.accepted(result, Side::Runtime)?;
+                        }
                         self.push(accept(runtime, OP_ACCEPT_RUNTIME))?;
                     }
                     OP_RECV => self.received(key, result)?,
@@ -216,10 +239,15 @@ impl Server {
         }
     }
 
+    /// A failed accept (e.g. out of descriptors) is tried again after `ACCEPT_RETRY_NS`.
+    fn retry_later(&mut self, op: u64) -> io::Result<()> {
+        let entry = opcode::Timeout::new(&self.retry_after)
+            .build()
+            .user_data(op);
+        self.push(entry)
+    }
+
     fn accepted(&mut self, result: i32, side: Side) -> io::Result<()> {
-        if result < 0 {
-            return Ok(()); // e.g. EMFILE: the accept is re-armed, the caller retries
-        }
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let stream = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(result) };
         let _ = stream.set_nodelay(true);
@@ -238,6 +266,7 @@ impl Server {
             busy: None,
             closed: false,
             recv_in_flight: false,
+            idle: false,
         });
         if side == Side::Runtime && self.protocol == Protocol::Frames {
             let id = self.next_id;
@@ -372,30 +401,43 @@ impl Server {
             conn.buf.advance(FRAME_PREFIX_BYTES);
             let body = conn.buf.split_to(len).freeze();
             let id = conn.id;
-            let caller = conn.busy.take();
-            if let Some(caller) = caller {
-                self.answer(caller, &body).map_err(drop)?;
-            }
+            // A frame nobody asked for (the runtime holds no event) is ignored.
+            let Some(caller) = conn.busy.take() else {
+                continue;
+            };
+            self.answer(caller, &body).map_err(drop)?;
             self.runtime_free(key, id).map_err(drop)?;
         }
     }
 
-    /// A runtime can take an event: the oldest waiting one, or it waits in the idle queue.
+    /// A runtime can take an event: the oldest waiting one, or it waits in the idle queue
+    /// (once: a runtime already waiting, or holding an event, is not queued again).
     fn runtime_free(&mut self, key: usize, id: u64) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        if conn.idle || conn.busy.is_some() {
+            return Ok(());
+        }
         match self.jobs.pop_front() {
             Some(job) => self.deliver((key, id), job),
             None => {
+                conn.idle = true;
                 self.idle.push_back((key, id));
                 Ok(())
             }
         }
     }
 
-    /// Hands `job` to the runtime `(key, id)`; if that runtime has gone, to the next free one.
+    /// Hands `job` to the runtime `(key, id)`; if that runtime has gone (or goes while the
+    /// event is written to it), to the next free one; with none, the job waits at the front.
     fn deliver(&mut self, runtime: (usize, u64), job: Job) -> io::Result<()> {
         let mut runtime = Some(runtime);
         while let Some((key, id)) = runtime {
             let live = self.conns.get(key).is_some_and(|c| c.id == id && !c.closed);
+            if let (true, Some(conn)) = (live, self.conns.get_mut(key)) {
+                conn.idle = false;
+            }
             if live {
                 self.out.clear();
                 match self.protocol {
@@ -415,7 +457,11 @@ impl Server {
                 let out = std::mem::take(&mut self.out);
                 let sent = self.write(key, &out);
                 self.out = out;
-                return sent;
+                sent?;
+                if self.conns.get(key).is_some_and(|c| !c.closed) {
+                    return Ok(());
+                }
+                // The write found the runtime gone: the next free one gets the event.
             }
             runtime = self.idle.pop_front();
         }
@@ -514,18 +560,29 @@ impl Server {
         self.arm_send(key)
     }
 
-    /// Closes a connection for good: its pending work is dropped (a runtime's caller gets no
-    /// answer and its request times out, as with a crashed runtime), its slot is freed once no
-    /// operation refers to it.
+    /// Closes a connection for good: its pending work is dropped (a runtime's caller is closed
+    /// too), its slot is freed once no operation refers to it.
     fn close(&mut self, key: usize) -> io::Result<()> {
         let Some(conn) = self.conns.get_mut(key) else {
             return Ok(());
         };
+        let mut orphan = None;
         if !conn.closed {
             conn.closed = true;
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            if conn.side == Side::Runtime {
+                orphan = conn.busy.take();
+            }
         }
-        self.reap(key)
+        self.reap(key)?;
+        // A runtime that goes with an event: its caller's connection is closed too, so the
+        // caller sees the failure at once (as with the tokio floor), not at its time-out.
+        match orphan {
+            Some((caller, id)) if self.conns.get(caller).is_some_and(|c| c.id == id) => {
+                self.close(caller)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn reap(&mut self, key: usize) -> io::Result<()> {

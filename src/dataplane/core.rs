@@ -6,7 +6,7 @@
 //! idle limits. Everything is `Rc`/`RefCell`: no other thread ever touches it. Every connection
 //! is admitted by `identity::admit` (the kernel's word on its peer's uid) before it is served.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::TcpListener as StdTcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -71,8 +71,6 @@ pub struct Core {
     listener_fds: RefCell<Vec<RawFd>>,
     /// The event queue's inbox (bounded: a full inbox refuses the event with 429).
     pub events: Sender<EventMsg>,
-    /// Client connections open on this core (bounded by `--connections-max`).
-    clients: Cell<usize>,
     /// This core's sock_diag socket (`identity`); `None` if the kernel refused one.
     pub peer: Option<PeerLookup>,
     /// The uid of each instance homed here that has one: its connections must come from it.
@@ -96,7 +94,6 @@ pub fn run(
             conns: RefCell::new(Slab::with_capacity(CONNECTIONS_PREALLOCATED)),
             listener_fds: RefCell::new(vec![user.as_raw_fd(), runtime.as_raw_fd()]),
             events,
-            clients: Cell::new(0),
             peer: match PeerLookup::new() {
                 Ok(lookup) => Some(lookup),
                 Err(e) => {
@@ -366,11 +363,11 @@ fn serve_accepted(core: &Rc<Core>, stream: TcpStream, kind: ConnKind) {
 
 /// Serves a connection this core accepted (`adopted` = `None`), or one another core accepted,
 /// admitted and served, and handed over between requests with the bytes it had read past the
-/// last (`CoreMsg::AdoptUserConn`): it was counted against `--connections-max` and admitted
-/// there, so neither is done again (the count moves with it).
+/// last (`CoreMsg::AdoptUserConn`): it was admitted there, and the core that handed it over
+/// reserved its client slot here (`Switchboard::take_client_slot`), so neither is done again.
 fn serve_conn(core: &Rc<Core>, stream: TcpStream, kind: ConnKind, adopted: Option<BytesMut>) {
     let client = !matches!(kind, ConnKind::Runtime(_));
-    if client && adopted.is_none() && core.clients.get() >= core.shared.config.connections_max {
+    if client && adopted.is_none() && !core.shared.take_client_slot(core.index) {
         // Full: close at once (the peer sees a reset, not a hang).
         core.shared
             .metrics
@@ -385,7 +382,6 @@ fn serve_conn(core: &Rc<Core>, stream: TcpStream, kind: ConnKind, adopted: Optio
     let key = core.register(&stream, kind, deadline.clone());
     let core2 = core.clone();
     if client {
-        core.clients.set(core.clients.get() + 1);
         core.shared
             .metrics
             .conns
@@ -422,7 +418,7 @@ fn serve_conn(core: &Rc<Core>, stream: TcpStream, kind: ConnKind, adopted: Optio
         }
         core2.conns.borrow_mut().remove(key);
         if client {
-            core2.clients.set(core2.clients.get() - 1);
+            core2.shared.release_client_slot(core2.index);
             core2
                 .shared
                 .metrics

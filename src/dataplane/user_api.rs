@@ -110,11 +110,8 @@ pub async fn serve(core: Rc<Core>, mut conn: HttpConn) {
             return;
         }
         if let Some(target) = follow.after(served_on) {
-            if !core.shared.shutting_down.load(Ordering::Relaxed) {
-                // Out of descriptors for the duplicate: the connection simply stays here.
-                if let Some(fd) = dup_socket(&conn) {
-                    return hand_over(&core, conn, fd, target);
-                }
+            if let Some(fd) = may_move(&core, &conn, target) {
+                return hand_over(&core, conn, fd, target);
             }
         }
     }
@@ -159,13 +156,24 @@ impl Follow {
     }
 }
 
-/// A duplicate of the connection's socket descriptor, to travel to another core.
-fn dup_socket(conn: &HttpConn) -> Option<OwnedFd> {
+/// Whether the connection may move to `target` now, and then a duplicate of its socket's
+/// descriptor to travel there. Not during shutdown; not when `target` has no free client slot
+/// (the slot is reserved here, so `--connections-max` holds on every core however connections
+/// move; this core's slot is released when `serve` returns); not when out of descriptors. In
+/// each case the connection simply stays.
+fn may_move(core: &Rc<Core>, conn: &HttpConn, target: usize) -> Option<OwnedFd> {
+    if core.shared.shutting_down.load(Ordering::Relaxed) {
+        return None;
+    }
     // SAFETY: dup of the open socket fd `conn` owns; the copy outlives its TcpStream, which closes
     // only its own fd when dropped.
     let fd = unsafe { libc::dup(conn.stream.as_raw_fd()) };
+    if fd < 0 {
+        return None;
+    }
     // SAFETY: dup returned a new fd that nothing else owns.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    core.shared.take_client_slot(target).then_some(fd)
 }
 
 /// Moves the connection to core `target`: `fd` (a duplicate of its socket's descriptor) travels

@@ -4,7 +4,7 @@
 //! Built once by `server` before any thread starts. Cores read the function table through an
 //! `ArcSwap` (no lock on the invoke path); counters are relaxed or acq-rel atomics.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -41,6 +41,10 @@ pub struct Switchboard {
     pub logs: LogSink,
     /// Random, fixed for this server's life: log stream names carry it (`log_stream_name`).
     pub log_nonce: u64,
+    /// Client connections open on each core, bounded by `--connections-max` per core: taken by
+    /// the core that accepts (`take_client_slot`), or reserved on the target core before a
+    /// connection moves there (`user_api::Follow`); released by the core that serves it last.
+    client_slots: Vec<AtomicUsize>,
 }
 
 impl Switchboard {
@@ -50,6 +54,7 @@ impl Switchboard {
         cores: Vec<UnboundedSender<CoreMsg>>,
         control: UnboundedSender<ControlMsg>,
     ) -> Switchboard {
+        let core_count = cores.len();
         Switchboard {
             config,
             table,
@@ -63,7 +68,23 @@ impl Switchboard {
             auth: None,
             logs: LogSink::default(),
             log_nonce: rand::random(),
+            client_slots: (0..core_count).map(|_| AtomicUsize::new(0)).collect(),
         }
+    }
+
+    /// Takes one of `core`'s `--connections-max` client slots; `false` when none is free.
+    pub fn take_client_slot(&self, core: usize) -> bool {
+        let max = self.config.connections_max;
+        self.client_slots[core]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a slot `take_client_slot` took.
+    pub fn release_client_slot(&self, core: usize) {
+        self.client_slots[core].fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The same switchboard, sending function output to the log store behind `logs`.

@@ -492,7 +492,41 @@ pub fn http_call(
     read_response(&mut stream, method == "HEAD")
 }
 
-/// Reads one response, bounded by `IO_TIMEOUT` overall.
+/// Reads the next response of a connection whose responses may arrive together (pipelined
+/// requests): bytes past it stay in `buf` for the next call. Bounded by `IO_TIMEOUT`.
+pub fn read_pipelined(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> std::io::Result<ClientResponse> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut decoder = ResponseDecoder::new(RESPONSE_BODY_BYTES_MAX);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let decoded = decoder
+            .decode(buf, false)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}")))?;
+        if let Some(resp) = decoded {
+            return Ok(resp);
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no complete response in time",
+            ));
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads one response, bounded by `IO_TIMEOUT` overall. Bytes read past it are dropped: for
+/// pipelined requests use `read_pipelined`.
 pub fn read_response(
     stream: &mut TcpStream,
     head_request: bool,
