@@ -339,12 +339,7 @@ impl Server {
                     None => self.jobs.push_back(job),
                 }
             } else {
-                self.out.clear();
-                write_response_head(&mut self.out, 404, &[], 0, true);
-                let out = std::mem::take(&mut self.out);
-                let sent = self.write(key, &out);
-                self.out = out;
-                sent.map_err(drop)?;
+                self.reply_empty(key, 404).map_err(drop)?;
             }
         }
     }
@@ -363,22 +358,12 @@ impl Server {
                 self.runtime_free(key, id).map_err(drop)?;
             } else if req.path().ends_with("/response") {
                 let caller = conn.busy.take();
-                self.out.clear();
-                write_response_head(&mut self.out, 202, &[], 0, true);
-                let out = std::mem::take(&mut self.out);
-                let sent = self.write(key, &out);
-                self.out = out;
-                sent.map_err(drop)?;
+                self.reply_empty(key, 202).map_err(drop)?;
                 if let Some(caller) = caller {
                     self.answer(caller, &req.body).map_err(drop)?;
                 }
             } else {
-                self.out.clear();
-                write_response_head(&mut self.out, 404, &[], 0, true);
-                let out = std::mem::take(&mut self.out);
-                let sent = self.write(key, &out);
-                self.out = out;
-                sent.map_err(drop)?;
+                self.reply_empty(key, 404).map_err(drop)?;
             }
         }
     }
@@ -454,10 +439,7 @@ impl Server {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.busy = Some(job.caller);
                 }
-                let out = std::mem::take(&mut self.out);
-                let sent = self.write(key, &out);
-                self.out = out;
-                sent?;
+                self.send_out(key)?;
                 if self.conns.get(key).is_some_and(|c| !c.closed) {
                     return Ok(());
                 }
@@ -484,10 +466,7 @@ impl Server {
             true,
         );
         self.out.extend_from_slice(body);
-        let out = std::mem::take(&mut self.out);
-        let sent = self.write(key, &out);
-        self.out = out;
-        sent?;
+        self.send_out(key)?;
         if let Some(conn) = self.conns.get_mut(key) {
             conn.busy = None;
         }
@@ -496,6 +475,21 @@ impl Server {
             self.close(key)?;
         }
         Ok(())
+    }
+
+    /// An answer with no body and this status.
+    fn reply_empty(&mut self, key: usize, status: u16) -> io::Result<()> {
+        self.out.clear();
+        write_response_head(&mut self.out, status, &[], 0, true);
+        self.send_out(key)
+    }
+
+    /// Writes what `self.out` holds to a connection (`write`).
+    fn send_out(&mut self, key: usize) -> io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let sent = self.write(key, &out);
+        self.out = out;
+        sent
     }
 
     /// Writes `bytes` to a connection: one non-blocking `send`; what it leaves goes out through

@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,17 @@ impl ReadDeadlines {
             }
         }
     }
+}
+
+/// A duplicate of a socket's descriptor, to hand the connection to another core (the socket
+/// travels as the descriptor; the original closes when its `TcpStream` is dropped). Call with no
+/// read or write in flight on it. `None` when out of descriptors.
+pub fn dup_socket(stream: &TcpStream) -> Option<OwnedFd> {
+    // SAFETY: dup of an open socket fd `stream` owns; the copy outlives the TcpStream, which
+    // closes only its own fd when dropped.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    // SAFETY: dup returned a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A response ready to be written.

@@ -11,7 +11,7 @@
 //! on the control plane. A request whose `Host` names a function URL is not a User API call:
 //! `function_url` serves it (with its own authentication rules) on the same connection.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use base64::Engine;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::conn::{ConnError, HttpConn, Response};
+use super::conn::{dup_socket, ConnError, HttpConn, Response};
 use super::core::Core;
 use super::function_url;
 use crate::config::{EVENT_PAYLOAD_BYTES_MAX, INVOKE_PAYLOAD_BYTES_MAX, USER_API_BODY_BYTES_MAX};
@@ -165,14 +165,7 @@ fn may_move(core: &Rc<Core>, conn: &HttpConn, target: usize) -> Option<OwnedFd> 
     if core.shared.shutting_down.load(Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: dup of the open socket fd `conn` owns; the copy outlives its TcpStream, which closes
-    // only its own fd when dropped.
-    let fd = unsafe { libc::dup(conn.stream.as_raw_fd()) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: dup returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = dup_socket(&conn.stream)?;
     core.shared.take_client_slot(target).then_some(fd)
 }
 

@@ -16,7 +16,7 @@
 //! session. A `log` message feeds the instance's log (`LogSource::feed`).
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -144,15 +144,11 @@ fn hand_off(
     register: Register,
     id: InstanceId,
 ) {
-    // SAFETY: dup of the open socket fd we own; the copy outlives our TcpStream, which closes
-    // only its own fd when dropped. No read or write is in flight on it at this point.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
+    // No read or write is in flight on it at this point.
+    let Some(fd) = super::conn::dup_socket(&stream) else {
         let _ = stream.shutdown(std::net::Shutdown::Both);
         return;
-    }
-    // SAFETY: dup returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    };
     core.shared.send_core(
         id.home_core(),
         CoreMsg::AdoptWebSocket {
