@@ -3,7 +3,7 @@
 
 Owns handler loading (with AWS's init error types), LambdaContext, error formatting,
 result marshalling and the AWS Runtime API 2018-06-01 client over one keep-alive
-http.client connection (standard library only). Unless LAMBDA_USE_WEBSOCKET=false it
+http.client connection (standard library only; imported only when the HTTP transport is used). Unless LAMBDA_USE_WEBSOCKET=false it
 first tries the WebSocket Runtime API (bootstrap-websocket.py, loaded by path, which
 reuses the pieces defined here; its client is built in, or the websockets package with
 LAMBDA_WS_CLIENT=library) and falls back to HTTP when that is unavailable.
@@ -22,7 +22,6 @@ Specs: AWS Lambda Runtime API 2018-06-01; docs/websocket-protocol.md in the repo
 """
 
 import base64
-import http.client
 import importlib
 import json
 import logging
@@ -53,6 +52,11 @@ request_backoff_max_s = 1.0
 MARSHAL_ERROR = "Runtime.MarshalError"
 UNMARSHAL_ERROR = "Runtime.UnmarshalError"
 CONTEXT_UNMARSHAL_ERROR = "Runtime.LambdaContextUnmarshalError"
+
+# http.client, imported on first use (`_http_client`): with the email and ssl packages it pulls
+# in, it costs about 14 ms of an interpreter's start, and only the HTTP transport and an init
+# error need it, so an instance served over WebSocket never imports it.
+http = None
 
 # Request id of the invocation in progress, read by the logging handler.
 _current_request_id = ""
@@ -150,8 +154,17 @@ def load_handler(spec):
         )
 
 
+def _http_client():
+    """Imports http.client (once) and returns the `http` package."""
+    global http
+    if http is None:
+        import http.client  # noqa: F401  (binds the global `http`)
+    return http
+
+
 def report_init_error(error):
     """POST /runtime/init/error once on a fresh connection; the caller exits next."""
+    _http_client()
     body = json.dumps(error).encode()
     conn = http.client.HTTPConnection(API_ADDRESS, timeout=5)
     try:
@@ -368,60 +381,6 @@ header_line_bytes_max = 65536
 _HEADERS_END = (b"\r\n", b"\n", b"")
 
 
-class RuntimeResponse(http.client.HTTPResponse):
-    """http.client's response with a lean header parser.
-
-    The stock begin() runs the email package's feed parser and a dozen lookups per
-    response (most of the runtime's CPU per invocation); the Runtime API sends a few
-    plain headers, so they are read into a dict keyed by lower-case name (`msg`).
-    Sets the same state the stock begin() sets, so read() and keep-alive work unchanged.
-    """
-
-    def begin(self):
-        if self.headers is not None:
-            return
-        readline = self.fp.readline
-        while True:
-            line = readline(header_line_bytes_max + 1)
-            if not line:
-                raise http.client.RemoteDisconnected("Runtime API closed the connection")
-            if len(line) > header_line_bytes_max:
-                raise http.client.LineTooLong("status line")
-            parts = line.split(None, 2)
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-                raise http.client.BadStatusLine(line.decode("latin-1"))
-            status = int(parts[1])
-            headers = {}
-            while True:
-                line = readline(header_line_bytes_max + 1)
-                if line in _HEADERS_END:
-                    break
-                if len(line) > header_line_bytes_max:
-                    raise http.client.LineTooLong("header line")
-                name, _, value = line.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip()
-                if len(headers) > headers_count_max:
-                    raise http.client.HTTPException("got more than %d headers" % headers_count_max)
-            if status != 100:
-                break
-        self.code = self.status = status
-        self.reason = parts[2].strip().decode("latin-1") if len(parts) > 2 else ""
-        self.version = 11 if parts[0] != b"HTTP/1.0" else 10
-        self.headers = self.msg = headers
-        self.chunked = headers.get("transfer-encoding", "").lower() == "chunked"
-        self.chunk_left = None
-        length = headers.get("content-length")
-        self.length = int(length) if length and not self.chunked else None
-        if status == 204 or status == 304 or status < 200 or self._method == "HEAD":
-            self.length = 0
-        connection = headers.get("connection", "").lower()
-        self.will_close = (
-            "close" in connection
-            or (self.version == 10 and "keep-alive" not in connection)
-            or (not self.chunked and self.length is None)
-        )
-
-
 def connect_api_socket(timeout):
     """A socket connected to this instance's own Unix socket for the Runtime API, or None: none
     was given, or connecting failed, in which case this and every later connection use
@@ -444,29 +403,95 @@ def connect_api_socket(timeout):
         return None
 
 
-class RuntimeConnection(http.client.HTTPConnection):
-    """The one keep-alive connection to the Runtime API: the instance's Unix socket when it has
-    one, else TCP with Nagle disabled."""
+_connection_class = None
 
-    response_class = RuntimeResponse
 
-    def connect(self):
-        sock = connect_api_socket(self.timeout)
-        if sock is not None:
-            self.sock = sock
-            return
-        super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _runtime_connection_class():
+    """The HTTP client's connection class, defined on first use (it extends http.client's)."""
+    global _connection_class
+    if _connection_class is not None:
+        return _connection_class
+    _http_client()
 
-    def _send_output(self, message_body=None, encode_chunked=False):
-        # The stock version sends headers and body in two writes, hence two segments
-        # with TCP_NODELAY; one write lets the server read a whole request at once.
-        if message_body.__class__ is not bytes:
-            return super()._send_output(message_body, encode_chunked)
-        self._buffer.extend((b"", message_body))
-        request = b"\r\n".join(self._buffer)
-        del self._buffer[:]
-        self.send(request)
+    class RuntimeResponse(http.client.HTTPResponse):
+        """http.client's response with a lean header parser.
+
+        The stock begin() runs the email package's feed parser and a dozen lookups per
+        response (most of the runtime's CPU per invocation); the Runtime API sends a few
+        plain headers, so they are read into a dict keyed by lower-case name (`msg`).
+        Sets the same state the stock begin() sets, so read() and keep-alive work unchanged.
+        """
+
+        def begin(self):
+            if self.headers is not None:
+                return
+            readline = self.fp.readline
+            while True:
+                line = readline(header_line_bytes_max + 1)
+                if not line:
+                    raise http.client.RemoteDisconnected("Runtime API closed the connection")
+                if len(line) > header_line_bytes_max:
+                    raise http.client.LineTooLong("status line")
+                parts = line.split(None, 2)
+                if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                    raise http.client.BadStatusLine(line.decode("latin-1"))
+                status = int(parts[1])
+                headers = {}
+                while True:
+                    line = readline(header_line_bytes_max + 1)
+                    if line in _HEADERS_END:
+                        break
+                    if len(line) > header_line_bytes_max:
+                        raise http.client.LineTooLong("header line")
+                    name, _, value = line.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                    if len(headers) > headers_count_max:
+                        raise http.client.HTTPException("got more than %d headers" % headers_count_max)
+                if status != 100:
+                    break
+            self.code = self.status = status
+            self.reason = parts[2].strip().decode("latin-1") if len(parts) > 2 else ""
+            self.version = 11 if parts[0] != b"HTTP/1.0" else 10
+            self.headers = self.msg = headers
+            self.chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+            self.chunk_left = None
+            length = headers.get("content-length")
+            self.length = int(length) if length and not self.chunked else None
+            if status == 204 or status == 304 or status < 200 or self._method == "HEAD":
+                self.length = 0
+            connection = headers.get("connection", "").lower()
+            self.will_close = (
+                "close" in connection
+                or (self.version == 10 and "keep-alive" not in connection)
+                or (not self.chunked and self.length is None)
+            )
+
+    class RuntimeConnection(http.client.HTTPConnection):
+        """The one keep-alive connection to the Runtime API: the instance's Unix socket when it has
+        one, else TCP with Nagle disabled."""
+
+        response_class = RuntimeResponse
+
+        def connect(self):
+            sock = connect_api_socket(self.timeout)
+            if sock is not None:
+                self.sock = sock
+                return
+            super().connect()
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def _send_output(self, message_body=None, encode_chunked=False):
+            # The stock version sends headers and body in two writes, hence two segments
+            # with TCP_NODELAY; one write lets the server read a whole request at once.
+            if message_body.__class__ is not bytes:
+                return super()._send_output(message_body, encode_chunked)
+            self._buffer.extend((b"", message_body))
+            request = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(request)
+
+    _connection_class = RuntimeConnection
+    return RuntimeConnection
 
 
 def _round_trip(conn, method, path, body, content_type, error_type):
@@ -529,7 +554,7 @@ def stream_http(conn, path, streamed):
 
 def run_http(handler):
     """Serve invocations over the AWS Runtime API until the process is killed."""
-    conn = RuntimeConnection(API_ADDRESS)
+    conn = _runtime_connection_class()(API_ADDRESS)
     next_path = API_PREFIX + "/invocation/next"
     invocation_prefix = API_PREFIX + "/invocation/"
     loads = json.loads
@@ -865,7 +890,9 @@ def await_slot_start(slot_dir):
     start, and every variable the slot was started with is in it). PYTHONPATH is read when the interpreter starts, so its entries in sys.path
     are replaced by the instance's. Returns only once this process is the instance; exits when
     the slot is dropped unused."""
+    # Both transports' clients: which one the instance uses comes with its environment.
     _load_websocket_module()
+    _runtime_connection_class()
     started_with = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
     with open(os.path.join(slot_dir, "go"), "rb", buffering=0) as go:
         if not go.readline():
@@ -1046,6 +1073,9 @@ def main():
     run_websocket = None
     if os.environ.get("LAMBDA_USE_WEBSOCKET", "true").lower() != "false":
         run_websocket = _websocket_loop()
+    if run_websocket is None:
+        # The HTTP client, loaded now: in a fork template, once for all its forks.
+        _runtime_connection_class()
     if control_fd is not None:
         serve_template(control_fd)
     if run_websocket is not None:

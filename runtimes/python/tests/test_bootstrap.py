@@ -53,6 +53,10 @@ USER_CODE = {
         def echo(event, context):
             return {"echo": event}
 
+        def loaded(event, context):
+            import sys
+            return {name: name in sys.modules for name in event}
+
         def context_fields(event, context):
             print("plain print line")
             logging.getLogger().warning("logged %s", "warning")
@@ -790,6 +794,12 @@ class HttpTests(RuntimeTestCase):
         self.assertEqual(len(set(api.client_ports)), 1, "runtime opened more than one connection")
         self.assertIsNone(child.poll())
 
+    def test_the_http_transport_loads_its_client(self):
+        api = self.http_api()
+        child = self.spawn(api.address, "app.loaded", use_websocket="false")
+        self.assert_http_invocation(api, "req-m", ["http.client"], {"http.client": True})
+        self.stop(child)
+
     def test_an_instance_socket_that_does_not_answer_leaves_tcp(self):
         # LAMBDA_RUNTIME_API_SOCKET names an abstract socket nobody listens on: the runtime
         # serves over AWS_LAMBDA_RUNTIME_API, on one connection, as without it.
@@ -1100,6 +1110,17 @@ class WebSocketTests(RuntimeTestCase):
         )
         out, _ = self.stop(child)
         self.assertNotIn("falling back", out)
+
+    def test_the_websocket_transport_imports_no_http_client(self):
+        # http.client (with email and ssl) and OpenSSL's hashlib cost about 15 ms of a first
+        # start; the built-in WebSocket client needs neither. (urllib.parse is not checked: a
+        # site hook of the host's Python may import it before the runtime runs.)
+        api = self.ws_api()
+        child = self.spawn(api.address, "app.loaded", pythonpath=WEBSOCKETS_PATH)
+        connection, _, _ = api.accept()
+        reply = self.invoke(connection, "ws-m", ["http.client", "_hashlib", "json"])
+        self.assertEqual(reply["payload"], {"http.client": False, "_hashlib": False, "json": True})
+        self.stop(child)
 
     def test_library_client_opt_in(self):
         api = self.ws_api()
