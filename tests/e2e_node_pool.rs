@@ -41,6 +41,7 @@ function report(event, context) {
   return {
     pid: process.pid,
     uid: process.getuid(),
+    gc: typeof globalThis.gc,
     init_at: INIT_AT,
     env: process.env,
     cwd: process.cwd(),
@@ -226,6 +227,9 @@ fn a_pooled_start_serves_with_the_functions_own_environment_and_nothing_outlives
     assert!(!instance_id.starts_with("pool-"), "{pooled}");
     assert_eq!(env["LAMBDA_TASK_ROOT"], first["env"]["LAMBDA_TASK_ROOT"]);
     assert_eq!(pooled["cwd"], env["LAMBDA_TASK_ROOT"], "{pooled}");
+    // The pool collects its garbage before it waits (runtimes/node/bootstrap.js
+    // `collectGarbage`); the function's code does not get the `gc` that takes.
+    assert_eq!(pooled["gc"], "undefined", "{pooled}");
     for (key, value) in first["env"].as_object().unwrap() {
         let per_instance = [
             "LAMBDA_INSTANCE_ID",
