@@ -219,12 +219,24 @@ struct WsClient {
 impl WsClient {
     /// Connects to `addr` and upgrades `/2018-06-01/runtime/websocket?fn={function}`.
     fn connect(addr: SocketAddr, function: &str) -> WsClient {
+        let (client, head) = WsClient::connect_with(addr, function, &[]);
+        assert_eq!(
+            head_header(&head, "Lambda-Runtime-Registered"),
+            None,
+            "{head}"
+        );
+        client
+    }
+
+    /// `connect` with extra request header lines; also returns the 101's head.
+    fn connect_with(addr: SocketAddr, function: &str, headers: &[String]) -> (WsClient, String) {
         let mut stream = connect(addr);
         let key = b64(&rand::random::<[u8; 16]>());
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
         let request = format!(
             "GET /2018-06-01/runtime/websocket?fn={function} HTTP/1.1\r\nHost: {addr}\r\n\
              Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {key}\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
+             {extra}Sec-WebSocket-Version: 13\r\n\r\n"
         );
         stream
             .write_all(request.as_bytes())
@@ -240,14 +252,15 @@ impl WsClient {
             Some(accept),
             "{head}"
         );
-        WsClient {
+        let client = WsClient {
             stream,
             buf: rest,
             decoder: ws::Decoder::new(Role::Client, ws::FRAME_BYTES_MAX, ws::MESSAGE_BYTES_MAX),
             sent_frames: 0,
             sent_payload_bytes: 0,
             sent_wire_bytes: 0,
-        }
+        };
+        (client, head)
     }
 
     fn send(&mut self, opcode: OpCode, payload: &[u8]) {
@@ -994,6 +1007,66 @@ fn register_as_another_instance_is_rejected_and_shared_port_handoff_works() {
         expect_json(&resp, 200),
         json!({"via": "shared port", "n": 2})
     );
+}
+
+/// The registration in the upgrade request's headers instead of a `register` message
+/// (docs/websocket-protocol.md, "Registering in the upgrade request"): checked exactly as a
+/// `register` is, on an instance's own address and on the shared port alike, and the invocation
+/// follows the 101 with no message from the runtime.
+#[test]
+fn registering_in_the_upgrade_request() {
+    let server = TestServer::new();
+    let fa = FakeFunction::create(&server, "wsHdrA");
+    let fb = FakeFunction::create(&server, "wsHdrB");
+    let pending_a = invoke_in_background(&server, &fa.name, br#"{"by": "header"}"#, &[]);
+    let pending_b = invoke_in_background(&server, &fb.name, br#"{"via": "shared"}"#, &[]);
+    let a = fa.instance(1);
+    let b = fb.instance(1);
+    let by_header = |token: &str| {
+        vec![
+            format!("Lambda-Runtime-Instance-Id: {token}"),
+            "Lambda-Runtime-Name: provided.al2023".to_string(),
+            "Lambda-Runtime-Function-Version: $LATEST".to_string(),
+        ]
+    };
+    let (id_part, _secret) = a.token.rsplit_once('-').expect("token has a secret");
+    let wrong = format!("{id_part}-0000000000000000");
+    // Refused as a `register` would be: a wrong secret, another instance's token, another
+    // function's name, no ?fn= at all; on the shared port a wrong secret too.
+    for (addr, function, token) in [
+        (a.addr, fa.name.as_str(), wrong.as_str()),
+        (a.addr, fa.name.as_str(), b.token.as_str()),
+        (a.addr, fb.name.as_str(), a.token.as_str()),
+        (a.addr, "", a.token.as_str()),
+        (server.runtime_addr, fa.name.as_str(), wrong.as_str()),
+    ] {
+        let (mut client, head) = WsClient::connect_with(addr, function, &by_header(token));
+        assert_eq!(
+            head_header(&head, "Lambda-Runtime-Registered").as_deref(),
+            Some("true"),
+            "{head}"
+        );
+        client.expect_error_response("REGISTER_REJECTED");
+        client.expect_close(1008);
+    }
+
+    // On its own address: the invocation comes without a `register`; one now is one too many.
+    let (mut ca, _) = WsClient::connect_with(a.addr, &fa.name, &by_header(&a.token));
+    let (inv_a, _) = ca.invocation();
+    assert_eq!(inv_a["payload"], json!({"by": "header"}), "{inv_a}");
+    ca.register(&fa.name, &a.token, false);
+    ca.expect_error_response("ALREADY_REGISTERED");
+    ca.respond(&request_id(&inv_a), r#"{"ok":"a"}"#);
+    let (resp, _) = finished(pending_a);
+    assert_eq!(expect_json(&resp, 200), json!({"ok": "a"}));
+
+    // On the shared port: handed to the instance's home core like a registered connection.
+    let (mut cb, _) = WsClient::connect_with(server.runtime_addr, &fb.name, &by_header(&b.token));
+    let (inv_b, _) = cb.invocation();
+    assert_eq!(inv_b["payload"], json!({"via": "shared"}), "{inv_b}");
+    cb.respond(&request_id(&inv_b), r#"{"ok":"b"}"#);
+    let (resp, _) = finished(pending_b);
+    assert_eq!(expect_json(&resp, 200), json!({"ok": "b"}));
 }
 
 /// A token whose id names a core the server does not have (low byte 0xff with 2 cores).

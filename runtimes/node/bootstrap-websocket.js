@@ -31,6 +31,24 @@ function websocketUrl(config) {
   return `ws://${config.runtimeApi}${websocketPath(config)}`;
 }
 
+// What a header line may carry: visible ASCII and spaces (no CR or LF that would end it).
+const HEADER_VALUE = /^[\x20-\x7e]*$/;
+
+// The registration as upgrade request headers (docs/websocket-protocol.md, "Registering in the
+// upgrade request"): a server that takes it answers the 101 with `Lambda-Runtime-Registered:
+// true` and the runtime sends no `register`, which saves a round trip before the first
+// invocation; any other server ignores the headers and gets the `register` message. None when a
+// value cannot travel in a header (then `register` only).
+function registerHeaders(config) {
+  const values = [config.instanceId, config.runtimeName, config.functionVersion];
+  if (!config.instanceId || !values.every((v) => HEADER_VALUE.test(v))) return [];
+  return [
+    `Lambda-Runtime-Instance-Id: ${config.instanceId}`,
+    `Lambda-Runtime-Name: ${config.runtimeName}`,
+    `Lambda-Runtime-Function-Version: ${config.functionVersion}`,
+  ];
+}
+
 function registerMessage(config) {
   return JSON.stringify({
     type: 'register',
@@ -188,6 +206,7 @@ class WebSocketSession {
           hostHeader: this.config.runtimeApi,
           path: websocketPath(this.config),
           connect: () => common.connectRuntimeApi(this.config, host, port),
+          headers: registerHeaders(this.config),
         },
         handlers,
       );
@@ -198,7 +217,7 @@ class WebSocketSession {
   onOpen(state) {
     state.openedAt = Date.now();
     this.debug('WebSocket connected');
-    state.conn.sendText(registerMessage(this.config));
+    if (!state.conn.registered) state.conn.sendText(registerMessage(this.config));
   }
 
   onMessage(state, data, isBinary) {
@@ -378,6 +397,7 @@ module.exports = {
   RECONNECT_ATTEMPTS_MAX,
   parseEnvelope,
   registerMessage,
+  registerHeaders,
   runWebSocket,
   websocketUrl,
 };

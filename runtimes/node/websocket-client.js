@@ -172,8 +172,11 @@ function parseUpgradeHead(text) {
 class RawWebSocket {
   // `connect`, when given, opens the socket (the bootstrap's connectRuntimeApi: the instance's
   // Unix socket or TCP); otherwise TCP to host:port with Nagle off.
-  constructor({ host, port, hostHeader, path, connect }, handlers) {
+  // `headers`: extra request header lines of the upgrade (`Name: value`, already checked).
+  constructor({ host, port, hostHeader, path, connect, headers = [] }, handlers) {
     this.handlers = handlers;
+    // The server took the registration from the upgrade request (`Lambda-Runtime-Registered`).
+    this.registered = false;
     this.key = crypto.randomBytes(16).toString('base64');
     this.open = false;
     this.closed = false;
@@ -203,6 +206,7 @@ class RawWebSocket {
       socket.write(
         `GET ${path} HTTP/1.1\r\nHost: ${hostHeader}\r\nConnection: Upgrade\r\n` +
           `Upgrade: websocket\r\nSec-WebSocket-Key: ${this.key}\r\n` +
+          headers.map((line) => `${line}\r\n`).join('') +
           'Sec-WebSocket-Version: 13\r\n\r\n',
         'latin1',
       );
@@ -297,6 +301,7 @@ class RawWebSocket {
       return this.fail('Server sent a Sec-WebSocket-Extensions header but no extension was requested');
     }
     clearTimeout(this.handshakeTimer);
+    this.registered = (headers['lambda-runtime-registered'] || '').toLowerCase() === 'true';
     this.open = true;
     this.handlers.open();
     if (!this.closed && buf.length > end + 4) this.onFrameData(buf.subarray(end + 4));

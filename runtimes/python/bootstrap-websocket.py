@@ -165,12 +165,13 @@ def prewarm():
 class RawWebSocket:
     """One client connection; `recv` returns (message, is_binary) and answers control frames."""
 
-    def __init__(self, host, port, host_header, path):
+    def __init__(self, host, port, host_header, path, headers=()):
+        """`headers`: extra request header lines of the upgrade (`Name: value`, already checked)."""
         sock = connect_tcp(host, port, open_timeout_s)
         try:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            rest = self._handshake(sock, host_header, path)
+            rest, self.registered = self._handshake(sock, host_header, path, headers)
             sock.settimeout(None)
         except BaseException:
             sock.close()
@@ -183,13 +184,15 @@ class RawWebSocket:
         self._start, self._end = 0, len(rest)
 
     @staticmethod
-    def _handshake(sock, host_header, path):
+    def _handshake(sock, host_header, path, extra_headers=()):
+        """Returns the bytes read past the 101's head, and whether the server took the
+        registration from the request (`Lambda-Runtime-Registered: true`)."""
         key = base64.b64encode(os.urandom(16)).decode()
         sock.sendall(
             (
                 "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                % (path, host_header, key)
+                "Sec-WebSocket-Key: %s\r\n%sSec-WebSocket-Version: 13\r\n\r\n"
+                % (path, host_header, key, "".join(h + "\r\n" for h in extra_headers))
             ).encode("latin-1")
         )
         data = b""
@@ -220,7 +223,7 @@ class RawWebSocket:
             raise InvalidHandshake("invalid Sec-WebSocket-Accept header")
         if "sec-websocket-extensions" in headers or "sec-websocket-protocol" in headers:
             raise InvalidHandshake("server negotiated an extension or subprotocol not asked for")
-        return rest
+        return rest, headers.get("lambda-runtime-registered", "").lower() == "true"
 
     # -------------------------------------------------------------- sending
 
@@ -440,9 +443,14 @@ def run(rt, handler):
     else:
         host, _, port = rt.API_ADDRESS.rpartition(":")
         host, port = (host.strip("[]"), int(port)) if host else (port, 80)
+        headers = register_headers(
+            os.environ.get("LAMBDA_INSTANCE_ID", ""),
+            os.environ.get("LAMBDA_RUNTIME_NAME", ""),
+            rt.FUNCTION_VERSION,
+        )
 
         def open_connection():
-            return RawWebSocket(host, port, rt.API_ADDRESS, path)
+            return RawWebSocket(host, port, rt.API_ADDRESS, path, headers)
 
     ever_served = False
     failures = 0
@@ -466,8 +474,26 @@ def run(rt, handler):
         delay = min(delay * 2, reconnect_backoff_max_s)
 
 
+def register_headers(instance_id, runtime, version):
+    """The registration as upgrade request headers (docs/websocket-protocol.md, "Registering in
+    the upgrade request"): a server that takes it answers the 101 with `Lambda-Runtime-Registered:
+    true` and the runtime sends no `register`, which saves a round trip before the first
+    invocation; any other server ignores the headers and gets the `register` message. Empty when a
+    value cannot travel in a header line (visible ASCII and spaces only)."""
+    values = (instance_id, runtime, version)
+    if not instance_id or not all(v.isascii() and v.isprintable() for v in values):
+        return ()
+    return (
+        "Lambda-Runtime-Instance-Id: " + instance_id,
+        "Lambda-Runtime-Name: " + runtime,
+        "Lambda-Runtime-Function-Version: " + version,
+    )
+
+
 def _open(open_connection, register):
     ws = open_connection()
+    if getattr(ws, "registered", False):
+        return ws
     try:
         ws.send_text(register)
     except BaseException:

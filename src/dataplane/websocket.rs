@@ -43,9 +43,9 @@ use crate::protocols::ws::{self, Message, Role};
 /// Seconds a runtime has to send `register` after the upgrade; a socket that never registers
 /// would otherwise hold a connection and a task forever.
 const REGISTER_WAIT_S: u64 = 10;
-/// Starting capacity of the `101 Switching Protocols` reply: its status line, three headers and
-/// the 28-byte accept key fit without growing the buffer.
-const HANDSHAKE_REPLY_BYTES: usize = 160;
+/// Starting capacity of the `101 Switching Protocols` reply: its status line, three headers, the
+/// 28-byte accept key and `Lambda-Runtime-Registered` fit without growing the buffer.
+const HANDSHAKE_REPLY_BYTES: usize = 192;
 /// Starting capacity of an invocation frame's head: the frame head and the envelope prefix (ids,
 /// deadline, ARN, trace id) fit without growing it in the common case.
 const INVOCATION_HEAD_BYTES: usize = 320;
@@ -81,8 +81,30 @@ pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: Con
             return;
         }
     };
+    // Registering in the upgrade request (docs/websocket-protocol.md): the instance's secret in
+    // a header and its function in `?fn=` stand for the `register` message, which saves the
+    // runtime a round trip before its first invocation. Checked exactly as a `register` is.
+    let by_header = req
+        .header_str(ws::INSTANCE_ID_HEADER)
+        .map(|token| Register {
+            function_name: function.clone(),
+            runtime: req
+                .header_str(ws::RUNTIME_NAME_HEADER)
+                .unwrap_or_default()
+                .to_string(),
+            version: req
+                .header_str(ws::FUNCTION_VERSION_HEADER)
+                .unwrap_or_default()
+                .to_string(),
+            instance_id: token.to_string(),
+            binary: false,
+        });
     let mut out = Vec::with_capacity(HANDSHAKE_REPLY_BYTES);
-    ws::write_switching_protocols(&mut out, &accept);
+    if by_header.is_some() {
+        ws::write_switching_protocols_registered(&mut out, &accept);
+    } else {
+        ws::write_switching_protocols(&mut out, &accept);
+    }
     if conn.write_raw(&out).await.is_err() {
         return;
     }
@@ -93,13 +115,24 @@ pub async fn upgrade(core: Rc<Core>, mut conn: HttpConn, req: Request, kind: Con
     let stream = conn.stream;
     let mut reader = Reader::new(stream.clone(), buffered, core.clone());
     let ws_metrics = &core.shared.metrics.ws;
-    let register_wait = Duration::from_secs(REGISTER_WAIT_S);
-    let register = match tokio::time::timeout(register_wait, reader.register()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(why)) => return refuse(ws_metrics, &stream, &why, error_code::NOT_REGISTERED).await,
-        Err(_) => {
-            let why = format!("no register message within {REGISTER_WAIT_S} s");
-            return refuse(ws_metrics, &stream, &why, error_code::NOT_REGISTERED).await;
+    let register = match by_header {
+        Some(_) if function.is_empty() => {
+            let why = "registering in the upgrade request needs ?fn=";
+            return refuse(ws_metrics, &stream, why, error_code::REGISTER_REJECTED).await;
+        }
+        Some(register) => register,
+        None => {
+            let register_wait = Duration::from_secs(REGISTER_WAIT_S);
+            match tokio::time::timeout(register_wait, reader.register()).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(why)) => {
+                    return refuse(ws_metrics, &stream, &why, error_code::NOT_REGISTERED).await
+                }
+                Err(_) => {
+                    let why = format!("no register message within {REGISTER_WAIT_S} s");
+                    return refuse(ws_metrics, &stream, &why, error_code::NOT_REGISTERED).await;
+                }
+            }
         }
     };
     let id = match claimed_instance(&register, kind, &function, core.shared.cores.len()) {

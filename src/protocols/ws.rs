@@ -130,12 +130,31 @@ fn is_valid_key(key: &[u8]) -> bool {
 
 /// Appends `HTTP/1.1 101 Switching Protocols` with Upgrade, Connection, Sec-WebSocket-Accept.
 pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str) {
+    write_switching_protocols_with(out, accept, b"");
+}
+
+/// Request header of an upgrade that registers the runtime itself (docs/websocket-protocol.md,
+/// "Registering in the upgrade request"): the instance's `LAMBDA_INSTANCE_ID`, as in `register`.
+pub const INSTANCE_ID_HEADER: &str = "lambda-runtime-instance-id";
+/// Optional companions of `INSTANCE_ID_HEADER`: `register`'s `runtime` and `version` (not checked).
+pub const RUNTIME_NAME_HEADER: &str = "lambda-runtime-name";
+pub const FUNCTION_VERSION_HEADER: &str = "lambda-runtime-function-version";
+
+/// The `101` of an upgrade that registered by `INSTANCE_ID_HEADER`: it carries
+/// `Lambda-Runtime-Registered: true`, and the client sends no `register`.
+pub fn write_switching_protocols_registered(out: &mut Vec<u8>, accept: &str) {
+    write_switching_protocols_with(out, accept, b"Lambda-Runtime-Registered: true\r\n");
+}
+
+fn write_switching_protocols_with(out: &mut Vec<u8>, accept: &str, extra: &[u8]) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends a complete HTTP/1.1 refusal of an upgrade request (status, advice headers, a
@@ -1035,6 +1054,14 @@ mod tests {
             out,
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        write_switching_protocols_registered(&mut out, &accept);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+              Lambda-Runtime-Registered: true\r\n\r\n"
         );
     }
 

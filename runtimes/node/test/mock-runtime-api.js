@@ -136,17 +136,39 @@ async function startMockApi(options = {}) {
 
   const WebSocket = loadWs();
   const wss = options.websocket === 'serve' && WebSocket ? new WebSocket.Server({ noServer: true }) : null;
+  // options.takeHeaderRegistration: answer an upgrade that carries Lambda-Runtime-Instance-Id
+  // with Lambda-Runtime-Registered: true and register it from its headers, as our server does.
+  const byHeader = (req) => Boolean(options.takeHeaderRegistration && req.headers['lambda-runtime-instance-id']);
+  if (wss) {
+    wss.on('headers', (headers, req) => {
+      if (byHeader(req)) headers.push('Lambda-Runtime-Registered: true');
+    });
+  }
   server.on('upgrade', (req, socket, head) => {
     api.wsUpgrades += 1;
     api.lastUpgradeUrl = req.url;
+    api.lastUpgradeHeaders = req.headers;
     if (!wss || !req.url.startsWith(WS_PATH) || api.refuseUpgrades) {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => api.onWsClient(ws));
+    wss.handleUpgrade(req, socket, head, (ws) => api.onWsClient(ws, req));
   });
 
-  api.onWsClient = (ws) => {
+  api.onWsClient = (ws, req) => {
+    if (byHeader(req)) {
+      const fn = new URL(req.url, 'http://mock').searchParams.get('fn');
+      api.registers.push({
+        type: 'register',
+        function_name: fn,
+        runtime: req.headers['lambda-runtime-name'],
+        version: req.headers['lambda-runtime-function-version'],
+        instance_id: req.headers['lambda-runtime-instance-id'],
+        by_header: true,
+      });
+      api.wsClients.add(ws);
+      api.drain();
+    }
     ws.on('message', (data, isBinary) => {
       const msg = isBinary ? decodeEnvelope(data) : JSON.parse(data.toString());
       if (msg.type === 'register') {

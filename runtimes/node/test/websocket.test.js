@@ -34,6 +34,36 @@ async function withRuntime(mockOptions, env, body) {
   }
 }
 
+test('WebSocket mode: a server that takes the registration from the upgrade request gets no register message', { skip: wsSkip }, async () => {
+  await withRuntime({ websocket: 'serve', takeHeaderRegistration: true }, {}, async (api) => {
+    const echo = await within(api.invoke({ event: { mode: 'echo', tag: 'h' } }), TIMEOUT_MS, 'echo');
+    assert.equal(echo.via, 'ws');
+    assert.deepEqual(echo.body.payload.event, { mode: 'echo', tag: 'h' });
+    assert.deepEqual(api.registers, [
+      {
+        type: 'register',
+        function_name: 'test-fn',
+        runtime: 'nodejs20.x',
+        version: '$LATEST',
+        instance_id: 'inst-42',
+        by_header: true,
+      },
+    ]);
+  });
+});
+
+test('registerHeaders: only values that can travel in a header line', () => {
+  const { registerHeaders } = require('../bootstrap-websocket');
+  const config = { instanceId: 'i-1', runtimeName: 'nodejs20.x', functionVersion: '$LATEST' };
+  assert.deepEqual(registerHeaders(config), [
+    'Lambda-Runtime-Instance-Id: i-1',
+    'Lambda-Runtime-Name: nodejs20.x',
+    'Lambda-Runtime-Function-Version: $LATEST',
+  ]);
+  assert.deepEqual(registerHeaders({ ...config, instanceId: '' }), []);
+  assert.deepEqual(registerHeaders({ ...config, runtimeName: 'x\r\nEvil: 1' }), []);
+});
+
 test('WebSocket mode: register, invocations, errors, ping/pong, no HTTP polling', { skip: wsSkip }, async () => {
   await withRuntime({ websocket: 'serve' }, { LAMBDA_RUNTIME_DEBUG: '1' }, async (api, child) => {
     const deadlineMs = Date.now() + 15000;
@@ -57,6 +87,9 @@ test('WebSocket mode: register, invocations, errors, ping/pong, no HTTP polling'
         instance_id: 'inst-42',
       },
     ]);
+    // It offered the registration in the upgrade request too; a server that does not take it
+    // (this one) gets the `register` message.
+    assert.equal(api.lastUpgradeHeaders['lambda-runtime-instance-id'], 'inst-42');
     assert.equal(echo.via, 'ws');
     assert.equal(echo.frame, 'binary', 'responses travel as binary envelopes');
     assert.equal(echo.body.type, 'response');

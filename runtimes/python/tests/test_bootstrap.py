@@ -23,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import urllib.parse
 import time
 import unittest
 
@@ -285,21 +286,49 @@ class MockRuntimeApi:
 
 
 class MockWebSocketApi:
-    """WebSocket Runtime API: hands each connection and its register message to the test."""
+    """WebSocket Runtime API: hands each connection and its register message to the test.
+    With `take_header_registration`, it answers an upgrade that carries
+    `Lambda-Runtime-Instance-Id` with `Lambda-Runtime-Registered: true`, as our server does, and
+    hands over the registration the headers made instead of a message."""
 
-    def __init__(self):
+    def __init__(self, take_header_registration=False):
         self.accepted = queue.Queue()
         self.release = threading.Event()
+        self.take_header_registration = take_header_registration
         self.server = websockets.sync.server.serve(
-            self._handle, "127.0.0.1", 0, compression=None
+            self._handle,
+            "127.0.0.1",
+            0,
+            compression=None,
+            process_response=self._process_response,
         )
         self.address = "127.0.0.1:%d" % self.server.socket.getsockname()[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def _by_header(self, request):
+        return self.take_header_registration and "Lambda-Runtime-Instance-Id" in request.headers
+
+    def _process_response(self, connection, request, response):
+        if self._by_header(request):
+            response.headers["Lambda-Runtime-Registered"] = "true"
+        return response
+
     def _handle(self, connection):
-        register = json.loads(connection.recv(timeout=WAIT_S))
-        self.accepted.put((connection, connection.request.path, register))
+        request = connection.request
+        if self._by_header(request):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
+            register = {
+                "type": "register",
+                "function_name": query["fn"][0],
+                "runtime": request.headers["Lambda-Runtime-Name"],
+                "version": request.headers["Lambda-Runtime-Function-Version"],
+                "instance_id": request.headers["Lambda-Runtime-Instance-Id"],
+                "by_header": True,
+            }
+        else:
+            register = json.loads(connection.recv(timeout=WAIT_S))
+        self.accepted.put((connection, request.path, register))
         self.release.wait(30)
 
     def accept(self):
@@ -1012,6 +1041,9 @@ class WebSocketTests(RuntimeTestCase):
                 "instance_id": "instance-7",
             },
         )
+        # It offered the registration in the upgrade request too; a server that does not take
+        # it (this one) gets the `register` message.
+        self.assertEqual(connection.request.headers["Lambda-Runtime-Instance-Id"], "instance-7")
         connection.send('{"type":"ping"}')
         self.assertEqual(json.loads(connection.recv(timeout=WAIT_S)), {"type": "pong"})
         for n in range(2):
@@ -1110,6 +1142,39 @@ class WebSocketTests(RuntimeTestCase):
         )
         out, _ = self.stop(child)
         self.assertNotIn("falling back", out)
+
+    def test_registering_in_the_upgrade_request(self):
+        api = MockWebSocketApi(take_header_registration=True)
+        self.addCleanup(api.close)
+        child = self.spawn(api.address, "app.echo", pythonpath=WEBSOCKETS_PATH)
+        connection, _, register = api.accept()
+        self.assertEqual(
+            register,
+            {
+                "type": "register",
+                "function_name": "my fn",
+                "runtime": "python3.11",
+                "version": "$LATEST",
+                "instance_id": "instance-7",
+                "by_header": True,
+            },
+        )
+        # No `register` message: the first thing the runtime sends is the answer.
+        reply = self.invoke(connection, "ws-h", {"h": 1})
+        self.assertEqual((reply["type"], reply["payload"]), ("response", {"echo": {"h": 1}}))
+        self.stop(child)
+
+    def test_an_instance_id_that_cannot_be_a_header_is_only_sent_in_register(self):
+        self.assertEqual(WS.register_headers("i-1\r\nX: y", "python3.11", "$LATEST"), ())
+        self.assertEqual(WS.register_headers("", "python3.11", "$LATEST"), ())
+        self.assertEqual(
+            WS.register_headers("i-1", "python3.11", "$LATEST"),
+            (
+                "Lambda-Runtime-Instance-Id: i-1",
+                "Lambda-Runtime-Name: python3.11",
+                "Lambda-Runtime-Function-Version: $LATEST",
+            ),
+        )
 
     def test_the_websocket_transport_imports_no_http_client(self):
         # http.client (with email and ssl) and OpenSSL's hashlib cost about 15 ms of a first
