@@ -25,6 +25,19 @@ use serde_json::{json, Value};
 const SOURCE: &str = r#"
 const fs = require('fs');
 const INIT_AT = Date.now();
+// What the function's init sees of the runtime's invocation state: the first line it logs, as
+// the runtime formats it, and the trace id variable.
+const TRACE_AT_INIT = process.env._X_AMZN_TRACE_ID === undefined ? null : process.env._X_AMZN_TRACE_ID;
+let INIT_LINE = null;
+{
+  const write = process.stdout.write;
+  process.stdout.write = function (chunk, ...rest) {
+    if (INIT_LINE === null) INIT_LINE = String(chunk);
+    return write.call(this, chunk, ...rest);
+  };
+  console.log('pool-init');
+  process.stdout.write = write;
+}
 exports.handler = async (event, context) => {
   if (event.hold) await new Promise((r) => setTimeout(r, event.hold * 1000));
   return report(event, context);
@@ -42,6 +55,8 @@ function report(event, context) {
     pid: process.pid,
     uid: process.getuid(),
     gc: typeof globalThis.gc,
+    init_line: INIT_LINE,
+    trace_at_init: TRACE_AT_INIT,
     init_at: INIT_AT,
     env: process.env,
     cwd: process.cwd(),
@@ -230,6 +245,14 @@ fn a_pooled_start_serves_with_the_functions_own_environment_and_nothing_outlives
     // The pool collects its garbage before it waits (runtimes/node/bootstrap.js
     // `collectGarbage`); the function's code does not get the `gc` that takes.
     assert_eq!(pooled["gc"], "undefined", "{pooled}");
+    // Its warm-up ran invocations through both transports' code; none of their state reaches
+    // the function: its init logs with the request id "undefined" and sees no trace id, as an
+    // ordinary start's does.
+    for r in [&first, &pooled] {
+        let line = r["init_line"].as_str().unwrap_or_default();
+        assert!(line.ends_with("\tundefined\tINFO\tpool-init\n"), "{r}");
+        assert_eq!(r["trace_at_init"], Value::Null, "{r}");
+    }
     for (key, value) in first["env"].as_object().unwrap() {
         let per_instance = [
             "LAMBDA_INSTANCE_ID",

@@ -395,6 +395,7 @@ function runWebSocket({ WebSocket, handler, config }) {
 
 module.exports = {
   RECONNECT_ATTEMPTS_MAX,
+  WebSocketSession,
   parseEnvelope,
   registerMessage,
   registerHeaders,

@@ -457,21 +457,75 @@ function collectGarbage() {
   }
 }
 
+// An invocation as the server frames it (an unmasked text frame), for the warm-up's session.
+function warmUpInvocationFrame() {
+  const text = Buffer.from(
+    JSON.stringify({
+      type: 'invocation',
+      request_id: 'warm-up',
+      deadline_ms: Date.now() + WARM_UP_MS_MAX,
+      invoked_function_arn: 'arn:aws:lambda:warm-up:000000000000:function:warm-up',
+      client_context: null,
+      cognito_identity: null,
+      payload: { warm: true },
+    }),
+  );
+  const head =
+    text.length < 126
+      ? Buffer.from([0x81, text.length])
+      : Buffer.from([0x81, 126, text.length >> 8, text.length & 0xff]);
+  return Buffer.concat([head, text]);
+}
+
 async function warmUp() {
   const { RawWebSocket, acceptFor } = require('./websocket-client');
+  const { WebSocketSession } = require('./bootstrap-websocket');
+  let sessionAnswered;
+  const answered = new Promise((resolve) => {
+    sessionAnswered = resolve;
+  });
+  let session = null;
+  const accepted = new Set();
   const server = net.createServer((conn) => {
+    accepted.add(conn);
+    conn.on('close', () => accepted.delete(conn));
     conn.on('error', () => {});
     conn.once('data', (chunk) => {
-      const key = /^sec-websocket-key:\s*(\S+)/im.exec(chunk.toString('latin1'));
+      const head = chunk.toString('latin1');
+      const key = /^sec-websocket-key:\s*(\S+)/im.exec(head);
       if (!key) {
-        conn.end('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n');
+        // The HTTP client's invocation: /next gets one, its /response a 202.
+        const answer = (text) => {
+          if (text.startsWith('GET ')) {
+            const body = '{"warm":true}';
+            conn.write(
+              'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+                'Lambda-Runtime-Aws-Request-Id: warm-up\r\n' +
+                `Lambda-Runtime-Deadline-Ms: ${Date.now() + WARM_UP_MS_MAX}\r\n` +
+                'Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:warm-up:000000000000:function:warm-up\r\n' +
+                `Content-Length: ${body.length}\r\n\r\n${body}`,
+            );
+          } else if (text.startsWith('POST ')) {
+            conn.write('HTTP/1.1 202 Accepted\r\nContent-Length: 15\r\n\r\n{"status":"OK"}');
+          }
+        };
+        answer(head);
+        conn.on('data', (more) => answer(more.toString('latin1')));
         return;
       }
+      const session = /^lambda-runtime-instance-id:/im.test(head);
       conn.write(
         'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-          `Sec-WebSocket-Accept: ${acceptFor(key[1])}\r\n\r\n`,
+          `Sec-WebSocket-Accept: ${acceptFor(key[1])}\r\n` +
+          (session ? 'Lambda-Runtime-Registered: true\r\n\r\n' : '\r\n'),
       );
-      conn.once('data', () => conn.destroy());
+      if (!session) {
+        conn.once('data', () => conn.destroy());
+        return;
+      }
+      // The session's client: one invocation, then its answer ends the warm-up's session.
+      conn.write(warmUpInvocationFrame());
+      conn.once('data', () => sessionAnswered());
     });
   });
   const exchanges = new Promise((resolve, reject) => {
@@ -479,9 +533,19 @@ async function warmUp() {
     server.listen(0, '127.0.0.1', resolve);
   }).then(async () => {
     const api = `127.0.0.1:${server.address().port}`;
+    // One invocation of a no-op handler through each transport: the first invocation of an
+    // instance then runs code V8 has compiled. Over HTTP: /next, the handler, /response.
+    const config = {
+      ...common.readConfig({}),
+      runtimeApi: api,
+      runtimeSocket: null,
+      functionName: 'warm-up',
+      instanceId: 'warm-up',
+    };
+    const echo = async (event) => event;
     const client = new RuntimeApiClient(api);
     try {
-      await client.request('GET', `${API_PREFIX}/invocation/next`);
+      await handleHttpInvocation(client, echo, config, () => {});
     } finally {
       client.drop();
     }
@@ -492,6 +556,13 @@ async function warmUp() {
         { open: () => ws.sendText('{}'), message: () => {}, error: () => {}, close: resolve },
       );
     });
+    // Over WebSocket: a whole session (registered in the upgrade request, one invocation, its
+    // response envelope).
+    session = new WebSocketSession({ handler: echo, config });
+    const ended = session.run();
+    await answered;
+    session.stop('warm-up done');
+    await ended;
   });
   let timer;
   const bounded = new Promise((resolve) => {
@@ -499,7 +570,11 @@ async function warmUp() {
   });
   await Promise.race([exchanges.catch(() => {}), bounded]);
   clearTimeout(timer);
+  // Whatever did not finish in time ends here, so nothing of it runs in the instance.
+  if (session) session.stop('warm-up over');
+  for (const conn of accepted) conn.destroy();
   server.close();
+  common.resetInvocationState();
 }
 
 // One `read` of `fd` into `buf` outside the event loop (a pooled process waits there), retried

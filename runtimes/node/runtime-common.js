@@ -356,6 +356,15 @@ function failure(err) {
   return { ok: false, error: formatError(err) };
 }
 
+// Back to the state before any invocation (log lines say "undefined", no trace id): after the
+// pooled process's warm-up invocations, so that the instance's init sees what an ordinary
+// start's does.
+function resetInvocationState() {
+  currentRequestId = undefined;
+  current = null;
+  delete process.env._X_AMZN_TRACE_ID;
+}
+
 function setInvocationEnvironment(inv) {
   currentRequestId = inv.requestId;
   if (inv.traceId) process.env._X_AMZN_TRACE_ID = inv.traceId;
@@ -602,6 +611,7 @@ module.exports = {
   parseHostPort,
   patchConsole,
   readConfig,
+  resetInvocationState,
   runtimeLog,
   runtimeSocketPath,
   serializeResult,
