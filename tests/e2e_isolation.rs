@@ -369,7 +369,8 @@ fn node_instances_run_under_their_own_uid_or_are_counted_unverified() {
 }
 
 /// The WebSocket endpoint on the shared port: a register naming B, with B's real secret token,
-/// from another uid (this test process) is refused, and B keeps serving.
+/// from another uid (this test process) is refused, as a message and in the upgrade request's
+/// headers, and B keeps serving.
 #[test]
 fn shared_port_register_from_another_uid_is_refused() {
     if !is_root() {
@@ -383,30 +384,45 @@ fn shared_port_register_from_another_uid_is_refused() {
     let token = first["token"].as_str().expect("B's token");
     let refusals = server.metric("lah_identity_refusals_total");
 
-    let mut stream = TcpStream::connect(server.runtime_addr).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let upgrade = format!(
-        "GET /2018-06-01/runtime/websocket?fn={victim} HTTP/1.1\r\nHost: x\r\n\
-         Connection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(upgrade.as_bytes()).expect("upgrade");
-    let register = json!({
-        "type": "register", "function_name": victim, "runtime": "provided.al2023",
-        "version": "$LATEST", "instance_id": token, "binary": false,
-    })
-    .to_string();
-    stream
-        .write_all(&masked_text_frame(register.as_bytes()))
-        .expect("register");
-    // Everything the server sends until it closes: the 101, an error_response, a close frame.
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
-    assert!(answer.contains("REGISTER_REJECTED"), "{answer}");
-    assert!(answer.contains("another instance"), "{answer}");
-    assert_eq!(server.metric("lah_identity_refusals_total"), refusals + 1.0);
+    // As a `register` message, and as a registration in the upgrade request's headers.
+    for by_header in [false, true] {
+        let mut stream = TcpStream::connect(server.runtime_addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let header = if by_header {
+            format!("Lambda-Runtime-Instance-Id: {token}\r\n")
+        } else {
+            String::new()
+        };
+        let upgrade = format!(
+            "GET /2018-06-01/runtime/websocket?fn={victim} HTTP/1.1\r\nHost: x\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\n{header}\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(upgrade.as_bytes()).expect("upgrade");
+        if !by_header {
+            let register = json!({
+                "type": "register", "function_name": victim, "runtime": "provided.al2023",
+                "version": "$LATEST", "instance_id": token, "binary": false,
+            })
+            .to_string();
+            stream
+                .write_all(&masked_text_frame(register.as_bytes()))
+                .expect("register");
+        }
+        // Everything the server sends until it closes: the 101, an error_response, a close frame.
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+        assert_eq!(
+            answer.contains("Lambda-Runtime-Registered: true"),
+            by_header,
+            "{answer}"
+        );
+        assert!(answer.contains("REGISTER_REJECTED"), "{answer}");
+        assert!(answer.contains("another instance"), "{answer}");
+    }
+    assert_eq!(server.metric("lah_identity_refusals_total"), refusals + 2.0);
     // B was not disturbed.
     let after = server.invoke_ok(&victim, &json!({"n": 2}));
     assert_eq!(after["event"], json!({"n": 2}), "{after}");

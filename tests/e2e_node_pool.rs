@@ -55,6 +55,7 @@ function report(event, context) {
     pid: process.pid,
     uid: process.getuid(),
     gc: typeof globalThis.gc,
+    vm_gc: require('vm').runInNewContext('typeof gc'),
     init_line: INIT_LINE,
     trace_at_init: TRACE_AT_INIT,
     init_at: INIT_AT,
@@ -245,6 +246,10 @@ fn a_pooled_start_serves_with_the_functions_own_environment_and_nothing_outlives
     // The pool collects its garbage before it waits (runtimes/node/bootstrap.js
     // `collectGarbage`); the function's code does not get the `gc` that takes.
     assert_eq!(pooled["gc"], "undefined", "{pooled}");
+    assert_eq!(
+        pooled["vm_gc"], "undefined",
+        "nor do contexts it makes: {pooled}"
+    );
     // Its warm-up ran invocations through both transports' code; none of their state reaches
     // the function: its init logs with the request id "undefined" and sees no trace id, as an
     // ordinary start's does.

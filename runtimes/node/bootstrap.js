@@ -203,7 +203,14 @@ class RuntimeApiClient {
     this.socket = null;
   }
 
+  // For good: a request in flight fails and none is retried or made again.
+  close() {
+    this.closed = true;
+    this.drop();
+  }
+
   requestOnce(method, path, body, headerText) {
+    if (this.closed) return Promise.reject(new Error('Runtime API client closed'));
     return new Promise((resolve, reject) => {
       const socket = this.socket || this.connect();
       socket.ref();
@@ -238,7 +245,7 @@ class RuntimeApiClient {
       try {
         return await this.requestOnce(method, path, body, headerText);
       } catch (err) {
-        if (attempt >= REQUEST_ATTEMPTS_MAX || !RETRYABLE_CODES.has(err.code)) throw err;
+        if (this.closed || attempt >= REQUEST_ATTEMPTS_MAX || !RETRYABLE_CODES.has(err.code)) throw err;
         await new Promise((r) => setTimeout(r, REQUEST_RETRY_DELAY_MS * attempt));
       }
     }
@@ -446,14 +453,18 @@ const WARM_UP_MS_MAX = 2000;
 // A full collection after the warm-up, while the process waits for a function anyway: the
 // instance's start then allocates into an empty young generation instead of paying for a
 // scavenge of the warm-up's garbage. `gc` is exposed for this one call (V8's documented flag,
-// set at run time; the function is reached through a fresh context, so `global.gc` stays
-// undefined for the function's code).
+// set at run time and cleared after; the function is reached through a fresh context, so
+// `global.gc` stays undefined for the function's code).
 function collectGarbage() {
+  const v8 = require('v8');
   try {
-    require('v8').setFlagsFromString('--expose-gc');
+    v8.setFlagsFromString('--expose-gc');
     require('vm').runInNewContext('gc')();
   } catch (_err) {
     // an engine without the flag: the start pays for its scavenge, as before
+  } finally {
+    // Off again: contexts and workers the function creates get no `gc`, as in an ordinary start.
+    v8.setFlagsFromString('--no-expose-gc');
   }
 }
 
@@ -528,6 +539,9 @@ async function warmUp() {
       conn.once('data', () => sessionAnswered());
     });
   });
+  // Set when the bound below ends the warm-up: the steps not begun by then are skipped.
+  let over = false;
+  let client = null;
   const exchanges = new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', resolve);
@@ -543,12 +557,13 @@ async function warmUp() {
       instanceId: 'warm-up',
     };
     const echo = async (event) => event;
-    const client = new RuntimeApiClient(api);
+    client = new RuntimeApiClient(api);
     try {
       await handleHttpInvocation(client, echo, config, () => {});
     } finally {
       client.drop();
     }
+    if (over) return;
     await new Promise((resolve) => {
       const { host, port } = parseHostPort(api);
       const ws = new RawWebSocket(
@@ -556,6 +571,7 @@ async function warmUp() {
         { open: () => ws.sendText('{}'), message: () => {}, error: () => {}, close: resolve },
       );
     });
+    if (over) return;
     // Over WebSocket: a whole session (registered in the upgrade request, one invocation, its
     // response envelope).
     session = new WebSocketSession({ handler: echo, config });
@@ -571,6 +587,8 @@ async function warmUp() {
   await Promise.race([exchanges.catch(() => {}), bounded]);
   clearTimeout(timer);
   // Whatever did not finish in time ends here, so nothing of it runs in the instance.
+  over = true;
+  if (client) client.close();
   if (session) session.stop('warm-up over');
   for (const conn of accepted) conn.destroy();
   server.close();

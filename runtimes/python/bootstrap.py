@@ -58,6 +58,9 @@ CONTEXT_UNMARSHAL_ERROR = "Runtime.LambdaContextUnmarshalError"
 # error need it, so an instance served over WebSocket never imports it.
 http = None
 
+# The module path the interpreter started with, before the task root was put first.
+_STARTUP_SYS_PATH = list(sys.path)
+
 # Request id of the invocation in progress, read by the logging handler.
 _current_request_id = ""
 _current_trace_id = None
@@ -155,33 +158,55 @@ def load_handler(spec):
 
 
 def _http_client():
-    """Imports http.client (once) and returns the `http` package."""
+    """Imports http.client (once) and returns the `http` package. The import runs with the
+    module path the interpreter started with: once the function's task root leads sys.path, a
+    function's own `email.py`, `ssl.py` or `http/` would otherwise stand in for the standard
+    library's under http.client. (An HTTP-only instance loads it before the task root is on
+    the path at all: `main`.)"""
     global http
     if http is None:
-        import http.client  # noqa: F401  (binds the global `http`)
+        path = sys.path[:]
+        sys.path[:] = _STARTUP_SYS_PATH
+        try:
+            import http.client  # noqa: F401  (binds the global `http`)
+        finally:
+            sys.path[:] = path
     return http
 
 
+def _http_errors():
+    """The exceptions of a failed Runtime API exchange: http.client's once it is loaded."""
+    return (OSError,) if http is None else (OSError, http.client.HTTPException)
+
+
 def report_init_error(error):
-    """POST /runtime/init/error once on a fresh connection; the caller exits next."""
-    _http_client()
+    """POST /runtime/init/error once on a fresh connection; the caller exits next. Written on a
+    plain socket: an init error can come after the function's code shadowed a module
+    http.client needs, and reporting it must not depend on that."""
     body = json.dumps(error).encode()
-    conn = http.client.HTTPConnection(API_ADDRESS, timeout=5)
+    error_type = error["errorType"].encode("ascii", "replace").replace(b"\r", b"").replace(b"\n", b"")
+    host, _, port = API_ADDRESS.rpartition(":")
+    host, port = (host.strip("[]"), int(port)) if host else (port, 80)
+    request = (
+        b"POST %s/init/error HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Lambda-Runtime-Function-Error-Type: %s\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n"
+        % (API_PREFIX.encode(), API_ADDRESS.encode(), error_type, len(body))
+    )
     try:
-        conn.request(
-            "POST",
-            API_PREFIX + "/init/error",
-            body,
-            {
-                "Content-Type": "application/json",
-                "Lambda-Runtime-Function-Error-Type": error["errorType"],
-            },
-        )
-        conn.getresponse().read()
-    except (OSError, http.client.HTTPException) as e:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(request + body)
+            reply = b""
+            while len(reply) < 65536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        status = reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.") else b""
+        if not status.startswith(b"2"):
+            raise OSError("Runtime API answered %r" % reply[:100])
+    except (OSError, ValueError, IndexError) as e:
         sys.stderr.write("Failed to report init error to %s: %s\n" % (API_ADDRESS, e))
-    finally:
-        conn.close()
 
 
 # ----------------------------------------------------------------------------- context
@@ -1051,6 +1076,11 @@ def main():
         await_slot_start(slot_dir)
     control_fd = os.environ.pop(FORK_CONTROL_VAR, None)
     control_fd = int(control_fd) if control_fd and control_fd.isdigit() else None
+    use_websocket = os.environ.get("LAMBDA_USE_WEBSOCKET", "true").lower() != "false"
+    if not use_websocket:
+        # HTTP only: its client loads before the function's code is on the module path (in a
+        # fork template, once for all its forks).
+        _runtime_connection_class()
     setup_sys_path()
     setup_logging()
     try:
@@ -1071,10 +1101,11 @@ def main():
         sys.exit(1)
 
     run_websocket = None
-    if os.environ.get("LAMBDA_USE_WEBSOCKET", "true").lower() != "false":
+    if use_websocket:
         run_websocket = _websocket_loop()
     if run_websocket is None:
-        # The HTTP client, loaded now: in a fork template, once for all its forks.
+        # The HTTP client (the websockets package asked for is missing): loaded now, in a fork
+        # template once for all its forks.
         _runtime_connection_class()
     if control_fd is not None:
         serve_template(control_fd)
@@ -1083,7 +1114,7 @@ def main():
         print("WebSocket connection failed (%s), falling back to HTTP" % reason)
     try:
         run_http(handler)
-    except (OSError, http.client.HTTPException) as e:
+    except _http_errors() as e:
         sys.stderr.write("Runtime API at %s unusable (%s), exiting\n" % (API_ADDRESS, e))
         sys.exit(1)
 

@@ -114,6 +114,14 @@ USER_CODE = {
         def handler(event, context):
             return "dotted"
         """,
+    # A function whose own modules are named like ones the runtime's HTTP client imports.
+    "shadow/email.py": """
+        VALUE = "the function's own email module, not a package"
+        """,
+    "shadow/app.py": """
+        def echo(event, context):
+            return {"echo": event}
+        """,
     "src/app.py": """
         def handler(event, context):
             return "slashed"
@@ -585,9 +593,10 @@ class RuntimeTestCase(unittest.TestCase):
 
 
 class InitErrorTests(RuntimeTestCase):
-    def assert_init_error(self, handler, error_type, message):
+    def assert_init_error(self, handler, error_type, message, **spawn):
         api = self.http_api()
-        child = self.spawn(api.address, handler, use_websocket="false")
+        spawn.setdefault("use_websocket", "false")
+        child = self.spawn(api.address, handler, **spawn)
         kind, _, headers, body = api.wait_posted()
         self.assertEqual(kind, "init_error")
         self.assertEqual(headers.get("Lambda-Runtime-Function-Error-Type"), error_type)
@@ -604,6 +613,17 @@ class InitErrorTests(RuntimeTestCase):
             "Runtime.ImportModuleError",
             "Unable to import module 'nope': No module named 'nope'",
         )
+
+    def test_reported_when_the_function_shadows_a_standard_module(self):
+        # The report needs no http.client, whose import the function's email.py would break.
+        for use_websocket in ("true", "false"):
+            self.assert_init_error(
+                "app.missing",
+                "Runtime.HandlerNotFound",
+                "Handler 'missing' missing on module 'app'",
+                use_websocket=use_websocket,
+                LAMBDA_TASK_ROOT=os.path.join(CODE_DIR, "shadow"),
+            )
 
     def test_missing_function(self):
         self.assert_init_error(
@@ -990,6 +1010,18 @@ class HttpTests(RuntimeTestCase):
         self.assertEqual(api.websocket_attempts, 1)
         self.assertIn("WebSocket connection failed (", out)
         self.assertIn("falling back to HTTP", out)
+
+    def test_function_modules_named_like_the_standard_library_s_do_not_break_http(self):
+        # HTTP only, and HTTP after a failed upgrade: http.client is imported without the
+        # task root (its email.py is not a package) on the module path.
+        shadow = os.path.join(CODE_DIR, "shadow")
+        for use_websocket in ("false", "true"):
+            api = self.http_api()
+            child = self.spawn(
+                api.address, "app.echo", use_websocket=use_websocket, LAMBDA_TASK_ROOT=shadow
+            )
+            self.assert_http_invocation(api, "req-s", {"s": 1}, {"echo": {"s": 1}})
+            self.stop(child)
 
     def test_sigterm_exits_cleanly(self):
         api = self.http_api()
