@@ -524,13 +524,14 @@ async function warmUp() {
         conn.on('data', (more) => answer(more.toString('latin1')));
         return;
       }
-      const session = /^lambda-runtime-instance-id:/im.test(head);
+      // Registered in the upgrade request: the session's client (the probe's is not).
+      const registered = /^lambda-runtime-instance-id:/im.test(head);
       conn.write(
         'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
           `Sec-WebSocket-Accept: ${acceptFor(key[1])}\r\n` +
-          (session ? 'Lambda-Runtime-Registered: true\r\n\r\n' : '\r\n'),
+          (registered ? 'Lambda-Runtime-Registered: true\r\n\r\n' : '\r\n'),
       );
-      if (!session) {
+      if (!registered) {
         conn.once('data', () => conn.destroy());
         return;
       }

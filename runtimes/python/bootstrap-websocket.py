@@ -441,8 +441,7 @@ def run(rt, handler):
             return LibraryWebSocket(url)
 
     else:
-        host, _, port = rt.API_ADDRESS.rpartition(":")
-        host, port = (host.strip("[]"), int(port)) if host else (port, 80)
+        host, port = rt.api_host_port()
         headers = register_headers(
             os.environ.get("LAMBDA_INSTANCE_ID", ""),
             os.environ.get("LAMBDA_RUNTIME_NAME", ""),

@@ -179,14 +179,19 @@ def _http_errors():
     return (OSError,) if http is None else (OSError, http.client.HTTPException)
 
 
+def api_host_port():
+    """Host and port of AWS_LAMBDA_RUNTIME_API (an IPv6 host may be in brackets; 80 if none)."""
+    host, _, port = API_ADDRESS.rpartition(":")
+    return (host.strip("[]"), int(port)) if host else (port, 80)
+
+
 def report_init_error(error):
     """POST /runtime/init/error once on a fresh connection; the caller exits next. Written on a
     plain socket: an init error can come after the function's code shadowed a module
     http.client needs, and reporting it must not depend on that."""
     body = json.dumps(error).encode()
     error_type = error["errorType"].encode("ascii", "replace").replace(b"\r", b"").replace(b"\n", b"")
-    host, _, port = API_ADDRESS.rpartition(":")
-    host, port = (host.strip("[]"), int(port)) if host else (port, 80)
+    host, port = api_host_port()
     request = (
         b"POST %s/init/error HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
         b"Lambda-Runtime-Function-Error-Type: %s\r\nContent-Length: %d\r\n"
